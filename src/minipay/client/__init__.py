@@ -1,0 +1,1 @@
+"""minipay.client (see the README)."""

@@ -1,0 +1,1 @@
+"""minipay.sandbox (see the README)."""

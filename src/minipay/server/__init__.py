@@ -1,0 +1,1 @@
+"""minipay.server (see the README)."""
