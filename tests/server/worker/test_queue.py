@@ -1,0 +1,116 @@
+"""The job queue: idempotent enqueue, leases, fencing, and no job ever claimed twice at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from minipay.server.worker import JobQueue, JobStatus
+from tests.server.worker.conftest import ManualClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_enqueue_is_idempotent_per_kind_and_key(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock)
+    assert await queue.enqueue("payment.followup", "pay_1", {"payment_id": "pay_1"}) is True
+    assert await queue.enqueue("payment.followup", "pay_1", {"payment_id": "other"}) is False
+    assert await queue.enqueue("refund.followup", "pay_1") is True
+    row = await queue.get("payment.followup", "pay_1")
+    assert row is not None
+    assert row["payload"] == {"payment_id": "pay_1"}
+    assert await queue.counts() == {JobStatus.PENDING: 2}
+
+
+async def test_only_due_jobs_are_claimed(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock, lease=timedelta(hours=1))
+    await queue.enqueue("k", "now")
+    await queue.enqueue("k", "later", run_at=clock.now() + timedelta(minutes=5))
+    jobs = await queue.claim("w1")
+    assert [j.key for j in jobs] == ["now"]
+    assert jobs[0].attempts == 1
+    assert jobs[0].run_at.tzinfo is not None
+    clock.advance(300)
+    assert [j.key for j in await queue.claim("w1")] == ["later"]
+
+
+async def test_a_leased_job_is_not_claimed_again_until_its_lease_expires(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    await queue.enqueue("k", "a")
+    (first,) = await queue.claim("w1")
+    clock.advance(29)
+    assert await queue.claim("w2") == []
+    clock.advance(1)
+    (again,) = await queue.claim("w2")
+    assert again.id == first.id
+    assert again.attempts == 2
+    assert again.lease_token != first.lease_token
+
+
+async def test_a_worker_that_lost_its_lease_cannot_finish_the_job(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    await queue.enqueue("k", "a")
+    (stale,) = await queue.claim("w1")
+    clock.advance(31)
+    (fresh,) = await queue.claim("w2")
+    assert await queue.complete(stale, {"by": "w1"}) is False
+    assert await queue.retry(stale, clock.now()) is False
+    assert await queue.complete(fresh, {"by": "w2"}) is True
+    row = await queue.get("k", "a")
+    assert row is not None
+    assert row["status"] == JobStatus.DONE
+    assert row["result"] == {"by": "w2"}
+
+
+async def test_a_heartbeat_keeps_the_lease(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    await queue.enqueue("k", "a")
+    (job,) = await queue.claim("w1")
+    clock.advance(20)
+    assert await queue.extend(job) is True
+    clock.advance(20)
+    assert await queue.claim("w2") == []
+
+
+async def test_a_planned_follow_up_does_not_use_up_attempts(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock)
+    await queue.enqueue("k", "a", {"n": 0})
+    (job,) = await queue.claim("w1")
+    assert await queue.retry(job, clock.now() + timedelta(seconds=10), payload={"n": 1}, count_attempt=False)
+    assert await queue.claim("w1") == []
+    assert await queue.next_run_at() == clock.now() + timedelta(seconds=10)
+    clock.advance(10)
+    (job,) = await queue.claim("w1")
+    assert job.attempts == 1
+    assert job.payload == {"n": 1}
+    assert await queue.fail(job, "gave up")
+    row = await queue.get("k", "a")
+    assert row is not None
+    assert (row["status"], row["last_error"]) == (JobStatus.DEAD, "gave up")
+
+
+async def test_concurrent_claimers_never_share_a_job(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock)
+    await queue.enqueue_many([("k", f"job{i}", {}, None) for i in range(60)])
+    claimed: list[int] = []
+
+    async def claimer(name: str) -> None:
+        while True:
+            jobs = await queue.claim(name, limit=3)
+            if not jobs:
+                return
+            claimed.extend(j.id for j in jobs)
+            for job in jobs:
+                assert await queue.complete(job)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(claimer, f"w{n}")
+    assert len(claimed) == 60
+    assert len(set(claimed)) == 60
+    assert await queue.counts() == {JobStatus.DONE: 60}
