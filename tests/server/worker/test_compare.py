@@ -33,8 +33,10 @@ def test_an_extra_trade_and_a_missing_trade_give_exactly_two_discrepancies() -> 
 def test_amount_and_currency_differences_are_reported_with_both_sides() -> None:
     (amount,) = compare([T1], [replace(T1, total_fee=999)])
     assert amount.kind == "amount_mismatch"
-    assert amount.bill is not None and amount.bill["total_fee"] == 1000
-    assert amount.ledger is not None and amount.ledger["total_fee"] == 999
+    assert amount.bill is not None
+    assert amount.bill["total_fee"] == 1000
+    assert amount.ledger is not None
+    assert amount.ledger["total_fee"] == 999
     (currency,) = compare([T1], [replace(T1, fee_type="CNY")])
     assert currency.kind == "currency_mismatch"
 
