@@ -1,0 +1,260 @@
+"""Database schema (SQLAlchemy Core) and engine construction for SQLite and PostgreSQL.
+
+Correctness never depends on one process (research B3): every state change is a conditional update
+(``... WHERE id = :id AND version = :version``) inside a transaction that first locks the row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite every transaction is ``BEGIN IMMEDIATE``, i.e.
+one writer at a time, with a busy timeout so concurrent writers queue instead of failing).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "UTCDateTime",
+    "create_engine",
+    "idempotency_keys",
+    "is_postgres",
+    "metadata",
+    "outbox_events",
+    "payment_events",
+    "payments",
+    "refunds",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_endpoints",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both SQLite (which drops the offset) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: times are timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("institution", String(64), nullable=False),
+    Column("appid", String(32), nullable=False),
+    Column("mch_id", String(32), nullable=False),
+    Column("sub_mch_id", String(32), nullable=False),
+    Column("sub_appid", String(32), nullable=False),
+    Column("out_trade_no", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", String(400), nullable=False),
+    Column("openid", String(128), nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("attach", String(400)),
+    Column("metadata", JSON, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("paid_after_close", Boolean, nullable=False, default=False),
+    Column("transaction_id", String(32)),
+    Column("prepay_id", String(64)),
+    Column("prepay_expires_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("paid_at", UTCDateTime),
+    Column("closed_at", UTCDateTime),
+    Column("refunded_amount", BigInteger, nullable=False, default=0),
+    Column("cash_fee", BigInteger),
+    Column("cash_fee_type", String(3)),
+    Column("notified_at", UTCDateTime),
+    Column("last_error", String(400)),
+    Column("next_query_at", UTCDateTime),
+    Column("query_attempts", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("mch_id", "out_trade_no", name="uq_payments_mch_id_out_trade_no"),
+    Index("ix_payments_sub_mch_id_created_at", "sub_mch_id", "created_at"),
+    Index("ix_payments_status_next_query_at", "status", "next_query_at"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=False),
+    Column("mch_id", String(32), nullable=False),
+    Column("sub_mch_id", String(32), nullable=False),
+    Column("out_refund_no", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(80)),
+    Column("status", String(24), nullable=False),
+    Column("refund_id", String(32)),
+    Column("failure_code", String(64)),
+    Column("succeeded_at", UTCDateTime),
+    Column("next_query_at", UTCDateTime),
+    Column("query_attempts", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("mch_id", "out_refund_no", name="uq_refunds_mch_id_out_refund_no"),
+    Index("ix_refunds_payment_id", "payment_id"),
+    Index("ix_refunds_status_next_query_at", "status", "next_query_at"),
+)
+
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("payment_id", String(40)),
+    Column("refund_id", String(40)),
+    Column("sub_mch_id", String(32)),
+    Column("type", String(64), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_payment_events_payment_id", "payment_id"),
+)
+
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_key", String(200), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("sub_mch_id", String(32), nullable=False),
+    Column("payment_id", String(40)),
+    Column("refund_id", String(40)),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_outbox_events_sub_mch_id_created_at", "sub_mch_id", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("sub_mch_id", String(32)),  # NULL: created with the admin key, receives every sub-merchant's events
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("outbox_events.id"), nullable=False),
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | succeeded | failed (gave up after 3 days)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("locked_until", UTCDateTime),
+    Column("last_status_code", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_id_endpoint_id"),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", Integer, ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(400)),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_delivery_id", "delivery_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(64), primary_key=True),  # the caller (sub_mch_id or "admin") + the operation
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("resource_id", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
+    if database_url.startswith("sqlite"):
+        if not database_url.startswith("sqlite+aiosqlite"):
+            raise ValueError("SQLite URLs must use the aiosqlite driver: sqlite+aiosqlite:///path.db")
+        engine = create_async_engine(database_url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30})
+        _sqlite_single_writer(engine)
+        return engine
+    if database_url.startswith("postgresql"):
+        if not database_url.startswith("postgresql+asyncpg"):
+            raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")
+        return create_async_engine(database_url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    raise ValueError("database_url must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
+
+
+def _sqlite_single_writer(engine: AsyncEngine) -> None:
+    # pysqlite's own transaction handling would open a DEFERRED transaction lazily; a deferred
+    # transaction that reads then writes can fail with SQLITE_BUSY without waiting (research B3).
+    # Take the write lock up front instead: BEGIN IMMEDIATE honours the busy timeout.
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

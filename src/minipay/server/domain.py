@@ -1,0 +1,407 @@
+"""The payment domain: payments, refunds and their state machines. Pure: no I/O, no clock of its own.
+
+States only move forward (research B9.3)::
+
+    Payment:  created -> pending -> succeeded -> partially_refunded -> refunded
+              created/pending -> closed            (closed + money arriving => succeeded, paid_after_close)
+    Refund:   pending -> processing -> succeeded | failed
+              pending -> succeeded | failed        (the answer may come before the "accepted" step is recorded)
+
+A late ``NOTPAY`` never undoes a success; a success after a close is kept and flagged
+``paid_after_close``, never dropped. Money is an ``int`` of minor units of ``currency``.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from minipay.protocol import parse_wx_datetime, parse_wx_time
+
+__all__ = [
+    "ApplyOutcome",
+    "DomainError",
+    "Payment",
+    "PaymentResult",
+    "PaymentStatus",
+    "Refund",
+    "RefundNotAllowed",
+    "RefundResult",
+    "RefundStatus",
+    "TransitionError",
+    "new_id",
+]
+
+
+class DomainError(Exception):
+    """A business rule refused an action (mapped to a 4xx by the API)."""
+
+    code = "invalid_state"
+
+
+class TransitionError(DomainError):
+    """A state change the state machine does not allow."""
+
+    code = "invalid_state"
+
+
+class RefundNotAllowed(DomainError):
+    """The payment cannot be refunded for that amount (not paid, or the remainder is too small)."""
+
+    code = "refund_not_allowed"
+
+
+class PaymentStatus(enum.StrEnum):
+    CREATED = "created"
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    CLOSED = "closed"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+PAID_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED})
+OPEN_STATUSES = frozenset({PaymentStatus.CREATED, PaymentStatus.PENDING})
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+
+
+class ApplyOutcome(enum.StrEnum):
+    """What applying a result from WeChat did."""
+
+    APPLIED = "applied"  # a transition happened (exactly once)
+    DUPLICATE = "duplicate"  # already in that state: nothing to do, acknowledge
+    NO_CHANGE = "no_change"  # a non-final answer (NOTPAY, PROCESSING...) or a stale one: nothing to do
+    MISMATCH = "mismatch"  # amount / currency / ids differ from the stored payment: alert recorded
+    UNKNOWN = "unknown"  # no such payment or refund here: nothing created
+
+
+def new_id(prefix: str) -> str:
+    """An opaque public id such as ``pay_3f9c...`` (24 hex characters of randomness)."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """A payment outcome from WeChat: a verified notification or an ``orderquery`` answer (wire names).
+
+    ``trade_state`` is ``SUCCESS`` for a notification; a query gives any of spec 8.3.
+    """
+
+    out_trade_no: str
+    trade_state: str
+    appid: str | None = None
+    mch_id: str | None = None
+    sub_mch_id: str | None = None
+    transaction_id: str | None = None
+    total_fee: int | None = None
+    fee_type: str | None = None
+    cash_fee: int | None = None
+    cash_fee_type: str | None = None
+    time_end: datetime | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str], *, trade_state: str | None = None) -> PaymentResult:
+        """Build from wire fields (notification: ``trade_state`` defaults to ``SUCCESS`` when ``result_code`` is)."""
+
+        def _int(name: str) -> int | None:
+            value = fields.get(name)
+            if value is None or value == "":
+                return None
+            if not value.isdigit():
+                raise ValueError(f"{name} must be a non-negative integer")
+            return int(value)
+
+        state = trade_state or fields.get("trade_state")
+        if state is None:
+            state = "SUCCESS" if fields.get("result_code") == "SUCCESS" else "PAYERROR"
+        time_end = fields.get("time_end")
+        return cls(
+            out_trade_no=fields.get("out_trade_no", ""),
+            trade_state=state,
+            appid=fields.get("appid"),
+            mch_id=fields.get("mch_id"),
+            sub_mch_id=fields.get("sub_mch_id"),
+            transaction_id=fields.get("transaction_id") or None,
+            total_fee=_int("total_fee"),
+            fee_type=fields.get("fee_type") or None,
+            cash_fee=_int("cash_fee"),
+            cash_fee_type=fields.get("cash_fee_type") or None,
+            time_end=parse_wx_time(time_end, "time_end") if time_end else None,
+            fields=dict(fields),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """A refund outcome from WeChat: a decrypted refund notification or a ``refundquery`` record.
+
+    ``refund_status`` is ``SUCCESS``, ``PROCESSING``, ``REFUNDCLOSE`` or ``CHANGE`` (spec 11.2, 12.3).
+    """
+
+    out_refund_no: str
+    refund_status: str
+    out_trade_no: str | None = None
+    sub_mch_id: str | None = None
+    refund_id: str | None = None
+    refund_fee: int | None = None
+    total_fee: int | None = None
+    success_time: datetime | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> RefundResult:
+        def _int(name: str) -> int | None:
+            value = fields.get(name)
+            if value is None or value == "":
+                return None
+            if not value.isdigit():
+                raise ValueError(f"{name} must be a non-negative integer")
+            return int(value)
+
+        success = fields.get("success_time") or fields.get("refund_success_time")
+        return cls(
+            out_refund_no=fields.get("out_refund_no", ""),
+            refund_status=fields.get("refund_status", ""),
+            out_trade_no=fields.get("out_trade_no") or None,
+            sub_mch_id=fields.get("sub_mch_id") or None,
+            refund_id=fields.get("refund_id") or None,
+            refund_fee=_int("refund_fee"),
+            total_fee=_int("total_fee"),
+            success_time=parse_wx_datetime(success, "success_time") if success else None,
+            fields=dict(fields),
+        )
+
+
+@dataclass(slots=True)
+class DomainEvent:
+    """Something that happened, to be logged (``payment_events``) and maybe published (outbox)."""
+
+    type: str
+    data: dict[str, Any]
+    webhook: str | None = None  # the webhook event type, if merchants are told
+    key: str | None = None  # the outbox dedupe key: one row per logical event
+
+
+@dataclass(slots=True)
+class Payment:
+    id: str
+    institution: str
+    appid: str
+    mch_id: str
+    sub_mch_id: str
+    sub_appid: str
+    out_trade_no: str
+    amount: int
+    currency: str
+    description: str
+    openid: str
+    client_ip: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    attach: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: PaymentStatus = PaymentStatus.CREATED
+    paid_after_close: bool = False
+    transaction_id: str | None = None
+    prepay_id: str | None = None
+    prepay_expires_at: datetime | None = None
+    paid_at: datetime | None = None
+    closed_at: datetime | None = None
+    refunded_amount: int = 0
+    cash_fee: int | None = None
+    cash_fee_type: str | None = None
+    notified_at: datetime | None = None
+    last_error: str | None = None
+    next_query_at: datetime | None = None
+    query_attempts: int = 0
+    version: int = 0
+    events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    # -- transitions -------------------------------------------------------------------------------
+
+    def prepared(self, prepay_id: str, prepay_expires_at: datetime, now: datetime) -> None:
+        """Unified order answered with a ``prepay_id``: ``created -> pending`` (or a fresh one for ``pending``)."""
+        if self.status not in OPEN_STATUSES:
+            raise TransitionError(f"payment is {self.status}: no new prepay_id")
+        self.prepay_id = prepay_id
+        self.prepay_expires_at = prepay_expires_at
+        self.last_error = None
+        if self.status is PaymentStatus.CREATED:
+            self.status = PaymentStatus.PENDING
+        self.updated_at = now
+        self.events.append(DomainEvent("prepared", {"prepay_expires_at": prepay_expires_at.isoformat()}))
+
+    def paid(self, result: PaymentResult, now: datetime) -> ApplyOutcome:
+        """Money arrived (notification or query SUCCESS/REFUND). Exactly one transition per payment."""
+        if self.status in PAID_STATUSES:
+            if result.transaction_id and self.transaction_id and result.transaction_id != self.transaction_id:
+                self.events.append(
+                    DomainEvent(
+                        "transaction_id_conflict", {"stored": self.transaction_id, "received": result.transaction_id}
+                    )
+                )
+            return ApplyOutcome.DUPLICATE
+        was_closed = self.status is PaymentStatus.CLOSED
+        self.status = PaymentStatus.SUCCEEDED
+        self.transaction_id = result.transaction_id
+        self.paid_at = result.time_end or now
+        self.cash_fee = result.cash_fee
+        self.cash_fee_type = result.cash_fee_type
+        self.updated_at = now
+        self.next_query_at = None
+        data = {"transaction_id": result.transaction_id, "paid_at": self.paid_at.isoformat()}
+        if was_closed:
+            self.paid_after_close = True
+            self.events.append(
+                DomainEvent(
+                    "paid_after_close",
+                    data,
+                    webhook="payment.paid_after_close",
+                    key=f"payment.paid_after_close:{self.id}",
+                )
+            )
+        else:
+            self.events.append(
+                DomainEvent("succeeded", data, webhook="payment.succeeded", key=f"payment.succeeded:{self.id}")
+            )
+        return ApplyOutcome.APPLIED
+
+    def closed(self, now: datetime, reason: str) -> ApplyOutcome:
+        """Closed at WeChat (close API, expiry, or a query answering CLOSED/PAYERROR/REVOKED)."""
+        if self.status is PaymentStatus.CLOSED:
+            return ApplyOutcome.DUPLICATE
+        if self.status not in OPEN_STATUSES:
+            return ApplyOutcome.NO_CHANGE  # a paid payment is never closed
+        self.status = PaymentStatus.CLOSED
+        self.closed_at = now
+        self.updated_at = now
+        self.next_query_at = None
+        self.events.append(
+            DomainEvent("closed", {"reason": reason}, webhook="payment.closed", key=f"payment.closed:{self.id}")
+        )
+        return ApplyOutcome.APPLIED
+
+    def mismatch(self, result: PaymentResult) -> str | None:
+        """Why ``result`` does not describe this payment (amount, currency, ids), or None."""
+        if result.sub_mch_id is not None and result.sub_mch_id != self.sub_mch_id:
+            return "sub_mch_id"
+        if result.appid is not None and result.appid != self.appid:
+            return "appid"
+        if result.mch_id is not None and result.mch_id != self.mch_id:
+            return "mch_id"
+        if result.trade_state in ("SUCCESS", "REFUND"):
+            if result.total_fee != self.amount:
+                return "total_fee"
+            if result.fee_type is not None and result.fee_type != self.currency:
+                return "fee_type"
+            if not result.transaction_id:
+                return "transaction_id"
+        return None
+
+    # -- refunds -------------------------------------------------------------------------------------
+
+    def check_refundable(self, amount: int, reserved: int) -> None:
+        """Raise unless ``amount`` fits in what is left after ``reserved`` (pending + processing + succeeded)."""
+        if self.status not in PAID_STATUSES:
+            raise RefundNotAllowed(f"payment is {self.status}: only a paid payment can be refunded")
+        if amount <= 0:
+            raise RefundNotAllowed("amount must be a positive integer of minor units")
+        remaining = self.amount - reserved
+        if amount > remaining:
+            raise RefundNotAllowed(f"amount {amount} exceeds the refundable remainder {remaining}")
+
+    def refund_succeeded(self, amount: int, now: datetime) -> None:
+        if self.status not in PAID_STATUSES:
+            raise TransitionError(f"payment is {self.status}: cannot record a refund")
+        self.refunded_amount += amount
+        if self.refunded_amount > self.amount:
+            raise TransitionError("refunded more than paid")
+        self.status = (
+            PaymentStatus.REFUNDED if self.refunded_amount == self.amount else PaymentStatus.PARTIALLY_REFUNDED
+        )
+        self.updated_at = now
+
+
+@dataclass(slots=True)
+class Refund:
+    id: str
+    payment_id: str
+    sub_mch_id: str
+    mch_id: str
+    out_refund_no: str
+    amount: int
+    currency: str
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+    status: RefundStatus = RefundStatus.PENDING
+    refund_id: str | None = None
+    failure_code: str | None = None
+    succeeded_at: datetime | None = None
+    next_query_at: datetime | None = None
+    query_attempts: int = 0
+    version: int = 0
+    events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    def accepted(self, refund_id: str | None, now: datetime) -> ApplyOutcome:
+        """WeChat accepted the refund request: ``pending -> processing``."""
+        if self.status is not RefundStatus.PENDING:
+            return ApplyOutcome.NO_CHANGE
+        self.status = RefundStatus.PROCESSING
+        self.refund_id = refund_id or self.refund_id
+        self.updated_at = now
+        self.events.append(DomainEvent("refund.processing", {"refund_id": self.refund_id}))
+        return ApplyOutcome.APPLIED
+
+    def succeeded(self, result: RefundResult, now: datetime) -> ApplyOutcome:
+        if self.status is RefundStatus.SUCCEEDED:
+            return ApplyOutcome.DUPLICATE
+        if self.status is RefundStatus.FAILED:
+            # A refund WeChat closed cannot succeed later; keep the record, flag it for a human.
+            self.events.append(DomainEvent("refund.conflict", {"stored": "failed", "received": "SUCCESS"}))
+            return ApplyOutcome.MISMATCH
+        self.status = RefundStatus.SUCCEEDED
+        self.refund_id = result.refund_id or self.refund_id
+        self.succeeded_at = result.success_time or now
+        self.updated_at = now
+        self.next_query_at = None
+        self.events.append(
+            DomainEvent(
+                "refund.succeeded",
+                {"refund_id": self.refund_id, "succeeded_at": self.succeeded_at.isoformat()},
+                webhook="refund.succeeded",
+                key=f"refund.succeeded:{self.id}",
+            )
+        )
+        return ApplyOutcome.APPLIED
+
+    def failed(self, code: str, now: datetime) -> ApplyOutcome:
+        if self.status is RefundStatus.FAILED:
+            return ApplyOutcome.DUPLICATE
+        if self.status is RefundStatus.SUCCEEDED:
+            return ApplyOutcome.NO_CHANGE  # forward only
+        self.status = RefundStatus.FAILED
+        self.failure_code = code
+        self.updated_at = now
+        self.next_query_at = None
+        self.events.append(
+            DomainEvent(
+                "refund.failed", {"failure_code": code}, webhook="refund.failed", key=f"refund.failed:{self.id}"
+            )
+        )
+        return ApplyOutcome.APPLIED

@@ -1,0 +1,175 @@
+"""Service configuration: a TOML file plus ``MINIPAY_*`` environment overrides (pydantic-settings).
+
+Example ``minipay.toml``::
+
+    database_url = "postgresql+asyncpg://minipay@127.0.0.1:5432/minipay"
+    public_base_url = "https://pay.example.com"      # WeChat calls {public_base_url}/wechatpay/notify/...
+    admin_api_keys = ["adm_..."]
+
+    [[institutions]]
+    name = "main"
+    appid = "wx8888888888888888"
+    mch_id = "1900000109"
+    api_key = "..."                                  # 32 letters/digits
+    sign_type = "HMAC-SHA256"
+    region = "HK"
+    cert_pem = "/etc/minipay/apiclient_cert.pem"     # mutual TLS for refunds
+    key_pem = "/etc/minipay/apiclient_key.pem"
+
+    [[sub_merchants]]
+    institution = "main"
+    sub_mch_id = "1900000110"
+    sub_appid = "wx1234567890abcdef"
+    app_secret = "..."                               # the Mini Program's AppSecret (jscode2session)
+    currency = "HKD"
+    api_keys = ["sk_..."]                            # keys of *this service* for that sub-merchant
+
+Environment: ``MINIPAY_CONFIG`` names the file; ``MINIPAY_DATABASE_URL``, ``MINIPAY_PUBLIC_BASE_URL`` etc.
+override single values; lists take JSON (``MINIPAY_ADMIN_API_KEYS='["..."]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from minipay.protocol import DEFAULT_CURRENCIES, ApiKey
+
+__all__ = ["DEFAULT_DATABASE_URL", "InstitutionSettings", "Settings", "SubMerchantSettings", "load_settings"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///minipay.db"
+
+
+class InstitutionSettings(BaseModel):
+    """An institution (service provider): ``appid`` + ``mch_id`` and the v2 API key that signs everything."""
+
+    name: str = "default"
+    appid: str
+    mch_id: str
+    api_key: SecretStr
+    sign_type: Literal["MD5", "HMAC-SHA256"] = "MD5"
+    region: Literal["HK", "US"] = "HK"
+    base_url: str | None = None  # an explicit WeChat host (the sandbox in sandbox mode)
+    login_base_url: str = "https://api.weixin.qq.com"
+    cert_pem: Path | None = None
+    key_pem: Path | None = None
+    p12: Path | None = None
+    p12_password: SecretStr | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_shape(cls, value: SecretStr) -> SecretStr:
+        ApiKey(value.get_secret_value())  # raises ConfigurationError without echoing the value
+        return value
+
+    def key(self) -> ApiKey:
+        return ApiKey(self.api_key.get_secret_value())
+
+
+class SubMerchantSettings(BaseModel):
+    """A sub-merchant of an institution, with the service API keys its own systems use."""
+
+    institution: str = "default"
+    sub_mch_id: str
+    sub_appid: str
+    app_secret: SecretStr
+    currency: str
+    api_keys: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return DEFAULT_CURRENCIES.check(value, "currency")
+
+
+class Settings(BaseSettings):
+    """Everything the service needs; see the module docstring for the file format."""
+
+    model_config = SettingsConfigDict(env_prefix="MINIPAY_", extra="forbid", toml_file=None)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    public_base_url: str = "http://127.0.0.1:8000"
+    admin_api_keys: list[SecretStr] = Field(default_factory=list)
+    institutions: list[InstitutionSettings] = Field(default_factory=list)
+    sub_merchants: list[SubMerchantSettings] = Field(default_factory=list)
+    payment_expires_in: int = Field(default=1800, ge=60, le=7 * 24 * 3600)  # seconds, when the caller gives none
+    notify_max_bytes: int = 65536
+    allow_local_notify_url: bool = False  # sandbox mode: the sandbox calls back on loopback
+    run_migrations: bool = True  # run Alembic at start-up
+    webhook_dispatch: bool = True  # deliver due webhooks from the app (besides the worker)
+    webhook_dispatch_interval: float = 2.0
+    webhook_timeout: float = 10.0
+    sql_echo: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment, then the TOML file, then defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [i.name for i in self.institutions]
+        if len(set(names)) != len(names):
+            raise ValueError("institution names must be unique")
+        ids = [s.sub_mch_id for s in self.sub_merchants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("sub_mch_id values must be unique")
+        for sub in self.sub_merchants:
+            if sub.institution not in names:
+                raise ValueError(f"sub-merchant {sub.sub_mch_id} names unknown institution {sub.institution!r}")
+        keys = [k.get_secret_value() for k in self.admin_api_keys]
+        keys += [k.get_secret_value() for s in self.sub_merchants for k in s.api_keys]
+        if len(set(keys)) != len(keys):
+            raise ValueError("every service API key must be unique")
+        if any(len(k) < 16 for k in keys):
+            raise ValueError("service API keys must be at least 16 characters")
+        self.public_base_url = self.public_base_url.rstrip("/")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when at least one institution is configured (otherwise ``minipay serve`` uses sandbox mode)."""
+        return bool(self.institutions)
+
+    def institution(self, name: str) -> InstitutionSettings:
+        for inst in self.institutions:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+    def sub_merchant(self, sub_mch_id: str) -> SubMerchantSettings | None:
+        for sub in self.sub_merchants:
+            if sub.sub_mch_id == sub_mch_id:
+                return sub
+        return None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:
+    """Read the TOML file ``path`` (default: ``$MINIPAY_CONFIG``, else none) with env overrides."""
+    chosen = path if path is not None else os.environ.get("MINIPAY_CONFIG")
+    if chosen is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    file = Path(chosen)
+    if not file.is_file():
+        raise FileNotFoundError(f"configuration file not found: {file}")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=file)
+
+    return _FileSettings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,403 @@
+"""Unit of work and repositories over SQLAlchemy Core (async).
+
+One :class:`UnitOfWork` is one database transaction::
+
+    async with uow_factory() as uow:
+        payment = await uow.payments.get(pid, for_update=True)
+        ...
+        await uow.payments.save(payment)     # conditional on the version read
+        await uow.commit()
+
+``save`` raises :class:`ConcurrentUpdate` when another transaction changed the row meanwhile; the
+service layer retries the whole unit (``retrying``). Leaving the block without ``commit`` rolls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from minipay.server import db
+from minipay.server.domain import DomainEvent, Payment, PaymentStatus, Refund, RefundStatus, new_id
+
+__all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "retrying"]
+
+T = TypeVar("T")
+
+
+class ConcurrentUpdate(Exception):
+    """The row changed under us (version check failed, unique race, serialization failure): retry."""
+
+
+_PAYMENT_FIELDS = [f.name for f in dataclasses.fields(Payment) if f.name != "events"]
+_REFUND_FIELDS = [f.name for f in dataclasses.fields(Refund) if f.name != "events"]
+
+
+def _payment_from_row(row: RowMapping) -> Payment:
+    values = {name: row[name] for name in _PAYMENT_FIELDS}
+    values["status"] = PaymentStatus(values["status"])
+    values["metadata"] = dict(values["metadata"] or {})
+    return Payment(**values)
+
+
+def _refund_from_row(row: RowMapping) -> Refund:
+    values = {name: row[name] for name in _REFUND_FIELDS}
+    values["status"] = RefundStatus(values["status"])
+    return Refund(**values)
+
+
+def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
+    out = {name: getattr(entity, name) for name in names}
+    if "status" in out:
+        out["status"] = str(out["status"])
+    return out
+
+
+class _Repo:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def conn(self) -> AsyncConnection:
+        return self._uow.conn
+
+
+class PaymentRepository(_Repo):
+    async def add(self, payment: Payment) -> None:
+        await self.conn.execute(insert(db.payments).values(**_values(payment, _PAYMENT_FIELDS)))
+
+    async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
+        query = select(db.payments).where(db.payments.c.id == payment_id)
+        if sub_mch_id is not None:
+            query = query.where(db.payments.c.sub_mch_id == sub_mch_id)
+        return await self._one(query, for_update)
+
+    async def get_by_out_trade_no(self, mch_id: str, out_trade_no: str, *, for_update: bool = False) -> Payment | None:
+        query = select(db.payments).where(db.payments.c.mch_id == mch_id, db.payments.c.out_trade_no == out_trade_no)
+        return await self._one(query, for_update)
+
+    async def _one(self, query: Any, for_update: bool) -> Payment | None:
+        if for_update:
+            query = query.with_for_update()  # rendered on PostgreSQL; SQLite already holds the write lock
+        row = (await self.conn.execute(query)).mappings().first()
+        return _payment_from_row(row) if row is not None else None
+
+    async def save(self, payment: Payment) -> None:
+        """Write every field if, and only if, nobody changed the row since it was read."""
+        values = _values(payment, _PAYMENT_FIELDS)
+        values.pop("id")
+        values["version"] = payment.version + 1
+        result = await self.conn.execute(
+            update(db.payments)
+            .where(db.payments.c.id == payment.id, db.payments.c.version == payment.version)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
+        payment.version += 1
+
+    async def search(
+        self,
+        *,
+        sub_mch_id: str | None,
+        status: str | None = None,
+        out_trade_no: str | None = None,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 20,
+    ) -> list[Payment]:
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        t = db.payments
+        query = select(t)
+        if sub_mch_id is not None:
+            query = query.where(t.c.sub_mch_id == sub_mch_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        if out_trade_no is not None:
+            query = query.where(t.c.out_trade_no == out_trade_no)
+        if created_gte is not None:
+            query = query.where(t.c.created_at >= created_gte)
+        if created_lt is not None:
+            query = query.where(t.c.created_at < created_lt)
+        if after is not None:
+            created, pid = after
+            query = query.where(or_(t.c.created_at < created, and_(t.c.created_at == created, t.c.id < pid)))
+        query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+        rows = (await self.conn.execute(query)).mappings().all()
+        return [_payment_from_row(r) for r in rows]
+
+    async def due_for_query(self, now: datetime, limit: int = 100) -> list[Payment]:
+        """Open payments whose ``next_query_at`` has come (for the worker's active query)."""
+        t = db.payments
+        query = (
+            select(t)
+            .where(t.c.status.in_(["created", "pending"]), t.c.next_query_at.is_not(None), t.c.next_query_at <= now)
+            .order_by(t.c.next_query_at)
+            .limit(limit)
+        )
+        return [_payment_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
+
+
+class RefundRepository(_Repo):
+    async def add(self, refund: Refund) -> None:
+        await self.conn.execute(insert(db.refunds).values(**_values(refund, _REFUND_FIELDS)))
+
+    async def get(self, refund_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Refund | None:
+        query = select(db.refunds).where(db.refunds.c.id == refund_id)
+        if sub_mch_id is not None:
+            query = query.where(db.refunds.c.sub_mch_id == sub_mch_id)
+        return await self._one(query, for_update)
+
+    async def get_by_out_refund_no(self, mch_id: str, out_refund_no: str, *, for_update: bool = False) -> Refund | None:
+        query = select(db.refunds).where(db.refunds.c.mch_id == mch_id, db.refunds.c.out_refund_no == out_refund_no)
+        return await self._one(query, for_update)
+
+    async def _one(self, query: Any, for_update: bool) -> Refund | None:
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).mappings().first()
+        return _refund_from_row(row) if row is not None else None
+
+    async def for_payment(self, payment_id: str) -> list[Refund]:
+        query = select(db.refunds).where(db.refunds.c.payment_id == payment_id).order_by(db.refunds.c.created_at)
+        return [_refund_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
+
+    async def reserved_amount(self, payment_id: str) -> int:
+        """Sum of refunds that are not failed: what is no longer refundable."""
+        query = select(func.coalesce(func.sum(db.refunds.c.amount), 0)).where(
+            db.refunds.c.payment_id == payment_id, db.refunds.c.status != str(RefundStatus.FAILED)
+        )
+        return int((await self.conn.execute(query)).scalar_one())
+
+    async def save(self, refund: Refund) -> None:
+        values = _values(refund, _REFUND_FIELDS)
+        values.pop("id")
+        values["version"] = refund.version + 1
+        result = await self.conn.execute(
+            update(db.refunds)
+            .where(db.refunds.c.id == refund.id, db.refunds.c.version == refund.version)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"refund {refund.id} changed concurrently")
+        refund.version += 1
+
+    async def due_for_query(self, now: datetime, limit: int = 100) -> list[Refund]:
+        t = db.refunds
+        query = (
+            select(t)
+            .where(t.c.status.in_(["pending", "processing"]), t.c.next_query_at.is_not(None), t.c.next_query_at <= now)
+            .order_by(t.c.next_query_at)
+            .limit(limit)
+        )
+        return [_refund_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
+
+
+class EventLog(_Repo):
+    """The append-only ``payment_events`` log (never updated, never deleted)."""
+
+    async def append(
+        self,
+        *,
+        type: str,
+        source: str,
+        data: dict[str, Any],
+        now: datetime,
+        payment_id: str | None = None,
+        refund_id: str | None = None,
+        sub_mch_id: str | None = None,
+    ) -> None:
+        await self.conn.execute(
+            insert(db.payment_events).values(
+                payment_id=payment_id,
+                refund_id=refund_id,
+                sub_mch_id=sub_mch_id,
+                type=type,
+                source=source,
+                data=data,
+                created_at=now,
+            )
+        )
+
+
+class Outbox(_Repo):
+    """Webhook events, written in the transaction of the state change; one row per ``event_key``."""
+
+    async def publish(
+        self,
+        *,
+        key: str,
+        type: str,
+        sub_mch_id: str,
+        data: dict[str, Any],
+        now: datetime,
+        payment_id: str | None = None,
+        refund_id: str | None = None,
+    ) -> str | None:
+        """Insert the event and its deliveries; returns the event id, or None when ``key`` exists already."""
+        existing = await self.conn.execute(select(db.outbox_events.c.id).where(db.outbox_events.c.event_key == key))
+        if existing.first() is not None:
+            return None
+        event_id = new_id("evt")
+        await self.conn.execute(
+            insert(db.outbox_events).values(
+                id=event_id,
+                event_key=key,
+                type=type,
+                sub_mch_id=sub_mch_id,
+                payment_id=payment_id,
+                refund_id=refund_id,
+                data=data,
+                created_at=now,
+            )
+        )
+        endpoints = await self.conn.execute(
+            select(db.webhook_endpoints.c.id).where(
+                db.webhook_endpoints.c.deleted_at.is_(None),
+                or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == sub_mch_id),
+            )
+        )
+        for (endpoint_id,) in endpoints.all():
+            await self.conn.execute(
+                insert(db.webhook_deliveries).values(
+                    event_id=event_id,
+                    endpoint_id=endpoint_id,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return event_id
+
+
+class IdempotencyKeys(_Repo):
+    async def get(self, scope: str, key: str) -> RowMapping | None:
+        query = select(db.idempotency_keys).where(
+            db.idempotency_keys.c.scope == scope, db.idempotency_keys.c.key == key
+        )
+        return (await self.conn.execute(query)).mappings().first()
+
+    async def add(self, scope: str, key: str, request_hash: str, resource_id: str, now: datetime) -> None:
+        await self.conn.execute(
+            insert(db.idempotency_keys).values(
+                scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now
+            )
+        )
+
+
+class UnitOfWork:
+    """One transaction with its repositories. Use as ``async with``; call ``commit()`` to keep the work."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._conn: AsyncConnection | None = None
+        self.payments = PaymentRepository(self)
+        self.refunds = RefundRepository(self)
+        self.events = EventLog(self)
+        self.outbox = Outbox(self)
+        self.idempotency = IdempotencyKeys(self)
+
+    @property
+    def conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not active: use `async with uow:`")
+        return self._conn
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self.engine.connect()
+        await self._conn.begin()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+        await self.conn.begin()
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
+        await self.conn.begin()
+
+    async def record(
+        self,
+        events: list[DomainEvent],
+        *,
+        source: str,
+        sub_mch_id: str,
+        now: datetime,
+        payment_id: str | None,
+        refund_id: str | None = None,
+        webhook_data: dict[str, Any] | None = None,
+    ) -> None:
+        """Append the entity's new events to the log; publish the webhook ones to the outbox (same transaction)."""
+        for ev in events:
+            await self.events.append(
+                type=ev.type,
+                source=source,
+                data=dict(ev.data),
+                now=now,
+                payment_id=payment_id,
+                refund_id=refund_id,
+                sub_mch_id=sub_mch_id,
+            )
+            if ev.webhook is not None and ev.key is not None:
+                await self.outbox.publish(
+                    key=ev.key,
+                    type=ev.webhook,
+                    sub_mch_id=sub_mch_id,
+                    data=dict(webhook_data or {}),
+                    now=now,
+                    payment_id=payment_id,
+                    refund_id=refund_id,
+                )
+        events.clear()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+async def retrying(factory: UnitOfWorkFactory, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 8) -> T:
+    """Run ``work`` in a fresh unit of work, again when a concurrent writer won (``ConcurrentUpdate``,
+    a unique-key race, a PostgreSQL serialization failure or deadlock)."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            async with factory() as uow:
+                return await work(uow)
+        except ConcurrentUpdate as exc:
+            last = exc
+        except IntegrityError as exc:
+            last = exc
+        except DBAPIError as exc:
+            code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(
+                getattr(exc, "orig", None), "pgcode", None
+            )
+            if code not in ("40001", "40P01"):
+                raise
+            last = exc
+    raise ConcurrentUpdate(f"gave up after {attempts} attempts") from last
