@@ -16,10 +16,11 @@ Every error Minipay raises derives from :class:`MinipayError`::
         ├── CommunicationError    ``return_code=FAIL`` (bad signature, bad format...)
         ├── UnexpectedResponseError  an answer that does not follow the protocol
         └── BusinessError         ``result_code=FAIL``: one subclass per ``err_code``
-            ├── SystemError_      SYSTEMERROR: retry with the same parameters
-            ├── OrderPaidError, OrderClosedError, OrderNotFoundError, OutTradeNoUsedError,
-            ├── InvalidRequestError, ParamError, LackParamsError, NotEnoughError, ...
-            └── (see ``minipay.protocol`` for the full list and the error-code table)
+            ├── WeChatSystemError SYSTEMERROR: retry with the same parameters
+            ├── OrderPaidError, OrderClosedError, OrderNotFoundError, RefundNotFoundError,
+            ├── OutTradeNoUsedError, InvalidRequestError, ParamError, LackParamsError,
+            ├── NotEnoughError, WeChatSignError, AppIdMchIdNotMatchError, TradeStateError, ...
+            └── (one class per err_code: ``minipay.protocol._codes``, with the error-code table)
 
 Every error that concerns an operation carries ``operation``, the merchant's ids, and two flags:
 ``retryable`` (the same request may be sent again, with the same ``out_trade_no``) and
