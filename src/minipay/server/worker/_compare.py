@@ -31,6 +31,7 @@ DISCREPANCY_KINDS: Final = (
     "refund_amount_mismatch",
     "refund_currency_mismatch",
     "duplicate_in_bill",
+    "refund_status_mismatch",  # a refund notification and WeChat's refund query disagree
 )
 
 

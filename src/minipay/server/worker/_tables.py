@@ -1,20 +1,16 @@
 """The worker's own tables (its Alembic revision creates them; see ``docs/worker.md``).
 
-They live on their own :class:`~sqlalchemy.MetaData` so the worker never reaches into the
-service's models; the service's tables are read through its repository functions.
+They live on their own :class:`~sqlalchemy.MetaData`: the worker only *reads* the service's tables
+(``minipay.server.db``) and changes payments and refunds only through the service's use cases.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -23,41 +19,15 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+
+from minipay.server.db import UTCDateTime
 
 __all__ = [
-    "UTCDateTime",
     "metadata",
     "reconciliation_discrepancies",
     "reconciliation_runs",
     "worker_jobs",
 ]
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on PostgreSQL and on SQLite alike.
-
-    SQLite has no time zone type: values are stored as naive UTC text, which also sorts correctly.
-    Naive datetimes are refused (a naive time has no zone to convert).
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime refused: pass a timezone-aware datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # BIGINT on PostgreSQL, INTEGER PRIMARY KEY (the rowid alias, auto-incremented) on SQLite.
@@ -115,7 +85,7 @@ reconciliation_discrepancies = Table(
     Column("id", _BigId, primary_key=True, autoincrement=True),
     Column("bill_date", Date, nullable=False),
     Column("sub_mch_id", String(32), nullable=False),
-    Column("kind", String(32), nullable=False),
+    Column("kind", String(40), nullable=False),
     Column("out_trade_no", String(32), nullable=True),
     Column("transaction_id", String(32), nullable=True),
     Column("out_refund_no", String(64), nullable=True),
