@@ -6,6 +6,16 @@ part of Minipay. The exception tree is drawn in ``minipay.protocol._errors``.
 
 from __future__ import annotations
 
+from minipay.protocol._bill import (
+    BILL_COLUMNS,
+    DEFAULT_MAX_BILL_BYTES,
+    SUMMARY_COLUMNS,
+    Bill,
+    BillRow,
+    BillSummary,
+    parse_bill,
+    render_bill,
+)
 from minipay.protocol._codes import (
     ERROR_CODES,
     LOGIN_ERRCODES,
@@ -97,6 +107,17 @@ from minipay.protocol._money import (
     format_major,
     parse_major,
 )
+from minipay.protocol._notify import (
+    REFUND_NOTIFICATION_OUTER_FIELDS,
+    PaymentNotification,
+    RefundNotification,
+    build_payment_notification,
+    build_refund_notification,
+    parse_payment_notification,
+    parse_refund_notification,
+    reply_fail,
+    reply_success,
+)
 from minipay.protocol._payparams import PayParams, build_pay_params, verify_pay_params
 from minipay.protocol._rules import (
     check_amount,
@@ -138,9 +159,11 @@ from minipay.protocol._time import (
 from minipay.protocol._xml import DEFAULT_MAX_BYTES, decode_xml, encode_xml
 
 __all__ = [
+    "BILL_COLUMNS",
     "CHINA_TZ",
     "COMMON_REQUEST_FIELDS",
     "DEFAULT_CURRENCIES",
+    "DEFAULT_MAX_BILL_BYTES",
     "DEFAULT_MAX_BYTES",
     "ERROR_CODES",
     "HMAC_SHA256",
@@ -150,9 +173,14 @@ __all__ = [
     "OPERATIONS",
     "OPERATION_PATHS",
     "RATE_SCALE",
+    "REFUND_NOTIFICATION_OUTER_FIELDS",
+    "SUMMARY_COLUMNS",
     "ApiKey",
     "AppIdMchIdNotMatchError",
     "AppIdNotExistError",
+    "Bill",
+    "BillRow",
+    "BillSummary",
     "BizerrNeedRetryError",
     "BusinessError",
     "CloseOrderRequest",
@@ -190,10 +218,12 @@ __all__ = [
     "OutTradeNoUsedError",
     "ParamError",
     "PayParams",
+    "PaymentNotification",
     "PostDataEmptyError",
     "ReadTimeoutError",
     "RefundCoupon",
     "RefundNotFoundError",
+    "RefundNotification",
     "RefundQueryRequest",
     "RefundQueryResponse",
     "RefundRecord",
@@ -221,6 +251,8 @@ __all__ = [
     "XMLError",
     "XmlFormatError",
     "build_pay_params",
+    "build_payment_notification",
+    "build_refund_notification",
     "build_request",
     "business_error",
     "cash_fee_cny",
@@ -250,10 +282,16 @@ __all__ = [
     "from_unix",
     "login_error",
     "new_nonce",
+    "parse_bill",
     "parse_major",
+    "parse_payment_notification",
+    "parse_refund_notification",
     "parse_wx_date",
     "parse_wx_datetime",
     "parse_wx_time",
+    "render_bill",
+    "reply_fail",
+    "reply_success",
     "require_aware",
     "sign",
     "string_to_sign",

@@ -22,6 +22,7 @@ DEFAULT_MAX_BYTES: Final = 64 * 1024
 _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 # Characters XML 1.0 cannot carry at all (spec: Char production), and lone surrogates.
 _INVALID_CHARS_RE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ROOTS: Final = frozenset({"xml", "root"})
 _XML_DECL_ENCODING_RE: Final = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
 
 
@@ -34,13 +35,17 @@ def _cdata(value: str) -> str:
     return f"<![CDATA[{body}]]>"
 
 
-def encode_xml(fields: Mapping[str, str | int]) -> bytes:
+def encode_xml(fields: Mapping[str, str | int], *, root: str = "xml") -> bytes:
     """Encode ``fields`` as a flat ``<xml>`` document (UTF-8). Strings go in CDATA, ints as text.
+
+    ``root="root"`` gives the refund-notification ``req_info`` plaintext (spec 12.3).
 
     >>> encode_xml({"return_code": "SUCCESS", "total_fee": 1})
     b'<xml><return_code><![CDATA[SUCCESS]]></return_code><total_fee>1</total_fee></xml>'
     """
-    out = ["<xml>"]
+    if root not in _ROOTS:
+        raise XMLError(f"root must be one of {sorted(_ROOTS)}")
+    out = [f"<{root}>"]
     for name, value in fields.items():
         if not _NAME_RE.fullmatch(name) or name.lower().startswith("xml"):
             raise XMLError(f"invalid field name {name!r}")
@@ -52,16 +57,17 @@ def encode_xml(fields: Mapping[str, str | int]) -> bytes:
         if _INVALID_CHARS_RE.search(value):
             raise XMLError(f"field {name!r} contains a character XML 1.0 cannot carry")
         out.append(f"<{name}>{_cdata(value)}</{name}>")
-    out.append("</xml>")
+    out.append(f"</{root}>")
     return "".join(out).encode("utf-8")
 
 
 class _Decoder:
     """expat callbacks that build the flat dict and refuse everything else."""
 
-    __slots__ = ("current", "depth", "fields", "parts", "root_seen")
+    __slots__ = ("current", "depth", "fields", "parts", "root", "root_seen")
 
-    def __init__(self) -> None:
+    def __init__(self, root: str = "xml") -> None:
+        self.root = root
         self.fields: dict[str, str] = {}
         self.depth = 0
         self.current: str | None = None
@@ -74,8 +80,8 @@ class _Decoder:
         if self.depth == 0:
             if self.root_seen:
                 _refuse("more than one root element")
-            if name != "xml":
-                _refuse(f"root element must be <xml>, not <{name}>")
+            if name != self.root:
+                _refuse(f"root element must be <{self.root}>, not <{name}>")
             self.root_seen = True
         elif self.depth == 1:
             if self.parts and "".join(self.parts).strip():
@@ -121,12 +127,13 @@ def _processing_instruction(target: str, _data: str) -> None:
     _refuse(f"processing instructions are not allowed (<?{target} ...?>)")
 
 
-def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, str]:
+def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str = "xml") -> dict[str, str]:
     """Decode a flat ``<xml>`` document into ``{field: text}``; every value stays a string.
 
     Accepts CDATA and plain text. Refuses (with :class:`XMLError`): bodies over ``max_bytes``,
     non-UTF-8, a DOCTYPE or any entity declaration, processing instructions, attributes,
-    nested elements, duplicate fields, a root other than ``xml`` and malformed XML.
+    nested elements, duplicate fields, a root other than ``root`` (``xml``; ``root`` for the
+    decrypted refund notification, spec 12.3) and malformed XML.
 
     >>> decode_xml(b"<xml><a><![CDATA[x&y]]></a><b>2</b></xml>")
     {'a': 'x&y', 'b': '2'}
@@ -145,7 +152,9 @@ def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, 
     declared = _XML_DECL_ENCODING_RE.match(raw)
     if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
         raise XMLError(f"encoding {declared.group(1).decode('ascii')!r} is not allowed (UTF-8 only)")
-    decoder = _Decoder()
+    if root not in _ROOTS:
+        raise XMLError(f"root must be one of {sorted(_ROOTS)}")
+    decoder = _Decoder(root)
     parser = expat.ParserCreate("UTF-8")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _doctype
@@ -162,5 +171,5 @@ def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, 
     except expat.ExpatError as exc:
         raise XMLError(f"malformed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}") from None
     if not decoder.root_seen:
-        raise XMLError("no <xml> root element")
+        raise XMLError(f"no <{root}> root element")
     return decoder.fields
