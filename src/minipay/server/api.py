@@ -1,0 +1,405 @@
+"""The HTTP API (FastAPI), built by :func:`create_app` — never at import time.
+
+JSON in and out, ``Authorization: Bearer <api key>``; errors are ``{"error": {"code", "message"}}``
+with a fitting status, never a traceback. OpenAPI at ``/docs``. See ``docs/server.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+import httpx2
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from minipay.server.bootstrap import Container, build_container
+from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
+from minipay.server.ports import Clock, PaymentGateway, WebhookSender
+from minipay.server.services import (
+    CreatePayment,
+    InvalidRequest,
+    NotFound,
+    Principal,
+    ServiceError,
+    payment_view,
+    refund_view,
+)
+from minipay.server.settings import Settings
+from minipay.server.webhooks import create_endpoint, delete_endpoint, deliver_webhooks, list_endpoints
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("minipay.server")
+
+BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+# -- request bodies ----------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionIn(_Body):
+    code: str = Field(min_length=1, max_length=128)
+    sub_appid: str | None = None
+
+
+class PaymentIn(_Body):
+    amount: StrictInt = Field(description="minor units of currency (e.g. 1050 = 10.50 HKD)")
+    currency: str
+    description: str
+    openid: str
+    out_trade_no: str | None = None
+    attach: str | None = None
+    client_ip: str | None = None
+    expires_in: StrictInt | None = Field(default=None, description="seconds until the payment expires")
+    metadata: dict[str, str] = Field(default_factory=dict)
+    sub_mch_id: str | None = Field(default=None, description="admin key only: which sub-merchant")
+
+
+class RefundIn(_Body):
+    amount: StrictInt
+    reason: str | None = None
+
+
+class EndpointIn(_Body):
+    url: str
+    sub_mch_id: str | None = Field(default=None, description="admin key only: limit to one sub-merchant")
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "minipay_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram("minipay_http_request_seconds", "HTTP latency", ["route"], registry=self.registry)
+        self.notifications = Counter(
+            "minipay_notifications",
+            "WeChat notifications by kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.webhook_attempts = Counter("minipay_webhook_attempts", "webhook delivery attempts", registry=self.registry)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    container: Container | None = None,
+    gateway: PaymentGateway | None = None,
+    clock: Clock | None = None,
+    webhook_sender: WebhookSender | None = None,
+    wechat_transport: httpx2.AsyncBaseTransport | None = None,
+    webhook_transport: httpx2.AsyncBaseTransport | None = None,
+    background: Sequence[BackgroundTask] = (),
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """Build the service. ``background`` tasks (e.g. the worker) run for the app's lifetime and get
+    the container and a stop event; ``routers`` are mounted as they are (e.g. reconciliation).
+
+    Under ASGI servers the lifespan runs migrations (``settings.run_migrations``) and starts the
+    webhook dispatcher (``settings.webhook_dispatch``); in-process tests enter
+    ``app.router.lifespan_context(app)`` themselves.
+    """
+    if container is None:
+        container = build_container(
+            settings,
+            gateway=gateway,
+            clock=clock,
+            webhook_sender=webhook_sender,
+            wechat_transport=wechat_transport,
+            webhook_transport=webhook_transport,
+        )
+    metrics = _Metrics()
+    wake = asyncio.Event()
+
+    async def dispatcher(c: Container, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = await deliver_webhooks(c.uow_factory, c.webhook_sender, c.clock)
+                metrics.webhook_attempts.inc(sent)
+            except Exception:
+                log.exception("webhook dispatch failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=settings.webhook_dispatch_interval)
+            wake.clear()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.run_migrations:
+            from minipay.server.migrations import upgrade
+
+            await upgrade(container.engine)
+        stop = asyncio.Event()
+        tasks_to_run: list[BackgroundTask] = list(background)
+        if settings.webhook_dispatch:
+            tasks_to_run.append(dispatcher)
+        tasks = [asyncio.create_task(task(container, stop)) for task in tasks_to_run]
+        try:
+            yield
+        finally:
+            stop.set()
+            wake.set()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await container.aclose()
+
+    app = FastAPI(
+        title="Minipay payment service",
+        version="1",
+        description="WeChat Pay Global Mini Program payments as a JSON API (see docs/server.md).",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    app.state.metrics = metrics
+    services = container.services
+
+    # -- errors ----------------------------------------------------------------------------------------
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = (
+            f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", "invalid request"))
+        )
+        return _error(400, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        return _error(500, "internal_error", "internal error")
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    # -- auth --------------------------------------------------------------------------------------------
+
+    keys: list[tuple[bytes, Principal]] = [
+        (k.get_secret_value().encode(), Principal(None)) for k in settings.admin_api_keys
+    ]
+    for sub in settings.sub_merchants:
+        keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
+        presented = authorization.removeprefix("Bearer ").strip().encode()
+        found: Principal | None = None
+        for key, who in keys:  # compare with every key, in constant time each
+            if hmac.compare_digest(key, presented):
+                found = who
+        if found is None:
+            raise ServiceError("invalid API key", code="unauthorized", status=401)
+        return found
+
+    Caller = Annotated[Principal, Depends(principal)]
+    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+    # -- health -------------------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        try:
+            async with container.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return _error(503, "database_unavailable", type(exc).__name__)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    # -- sessions & payments ------------------------------------------------------------------------------
+
+    @app.post("/v1/sessions", tags=["payments"])
+    async def create_session(body: SessionIn, caller: Caller) -> dict[str, Any]:
+        """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
+        return await services.login(caller, body.code, body.sub_appid)
+
+    def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
+        return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
+
+    @app.post("/v1/payments", status_code=201, tags=["payments"])
+    async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONResponse:
+        cmd = CreatePayment(**body.model_dump())
+        payment, created = await services.create_payment(caller, cmd, idempotency_key)
+        return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
+
+    @app.get("/v1/payments/{payment_id}", tags=["payments"])
+    async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> dict[str, Any]:
+        payment = await (
+            services.sync_payment(caller, payment_id) if sync else services.get_payment(caller, payment_id)
+        )
+        return _payment_json(payment)
+
+    @app.get("/v1/payments", tags=["payments"])
+    async def list_payments(
+        caller: Caller,
+        status: str | None = None,
+        out_trade_no: str | None = None,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        for value in (created_gte, created_lt):
+            if value is not None and value.tzinfo is None:
+                raise InvalidRequest("created_gte/created_lt need a timezone offset", code="invalid_field")
+        rows, next_cursor = await services.list_payments(
+            caller,
+            status=status,
+            out_trade_no=out_trade_no,
+            created_gte=created_gte,
+            created_lt=created_lt,
+            cursor=cursor,
+            limit=limit,
+        )
+        return {
+            "data": [_payment_json(p, with_params=False) for p in rows],
+            "has_more": next_cursor is not None,
+            "next_cursor": next_cursor,
+        }
+
+    @app.post("/v1/payments/{payment_id}/pay-params", tags=["payments"])
+    async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
+        return _payment_json(await services.refresh_pay_params(caller, payment_id))
+
+    @app.post("/v1/payments/{payment_id}/close", tags=["payments"])
+    async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
+        return _payment_json(await services.close_payment(caller, payment_id))
+
+    # -- refunds ------------------------------------------------------------------------------------------
+
+    @app.post("/v1/payments/{payment_id}/refunds", status_code=201, tags=["refunds"])
+    async def create_refund(
+        payment_id: str, body: RefundIn, caller: Caller, idempotency_key: IdemKey = None
+    ) -> JSONResponse:
+        if not idempotency_key:
+            raise InvalidRequest("refunds need an Idempotency-Key header", code="idempotency_key_required")
+        refund, created = await services.create_refund(caller, payment_id, body.amount, body.reason, idempotency_key)
+        return JSONResponse(refund_view(refund), status_code=201 if created else 200)
+
+    @app.get("/v1/payments/{payment_id}/refunds", tags=["refunds"])
+    async def list_refunds(payment_id: str, caller: Caller) -> dict[str, Any]:
+        return {"data": [refund_view(r) for r in await services.list_refunds(caller, payment_id)]}
+
+    @app.get("/v1/refunds/{refund_id}", tags=["refunds"])
+    async def get_refund(refund_id: str, caller: Caller) -> dict[str, Any]:
+        return refund_view(await services.get_refund(caller, refund_id))
+
+    # -- webhook endpoints --------------------------------------------------------------------------------
+
+    @app.post("/v1/webhook-endpoints", status_code=201, tags=["webhooks"])
+    async def add_endpoint(body: EndpointIn, caller: Caller) -> dict[str, Any]:
+        scope = caller.sub_mch_id
+        if body.sub_mch_id is not None:
+            scope = services.sub_merchant(caller, body.sub_mch_id).sub_mch_id
+        try:
+            return await create_endpoint(container.uow_factory, url=body.url, sub_mch_id=scope, clock=container.clock)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), code="invalid_field") from None
+
+    @app.get("/v1/webhook-endpoints", tags=["webhooks"])
+    async def get_endpoints(caller: Caller) -> dict[str, Any]:
+        return {"data": await list_endpoints(container.uow_factory, sub_mch_id=caller.sub_mch_id)}
+
+    @app.delete("/v1/webhook-endpoints/{endpoint_id}", tags=["webhooks"])
+    async def remove_endpoint(endpoint_id: str, caller: Caller) -> dict[str, Any]:
+        if not await delete_endpoint(
+            container.uow_factory, endpoint_id, sub_mch_id=caller.sub_mch_id, clock=container.clock
+        ):
+            raise NotFound("no such webhook endpoint")
+        return {"id": endpoint_id, "deleted": True}
+
+    # -- WeChat callbacks -------------------------------------------------------------------------------
+
+    async def _capped_body(request: Request) -> bytes | None:
+        limit = settings.notify_max_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _xml(result: NotifyReply, kind: str) -> Response:
+        metrics.notifications.labels(kind, result.outcome.split(":")[0]).inc()
+        if result.outcome in ("applied",):
+            wake.set()
+        return Response(result.content, status_code=result.status_code, media_type="application/xml")
+
+    @app.post("/wechatpay/notify/payment", include_in_schema=False)
+    async def notify_payment(request: Request) -> Response:
+        body = await _capped_body(request)
+        if body is None:
+            return _xml(reply(False, "body too large", 413), "payment")
+        result = await handle_payment_notification(
+            body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
+        )
+        return _xml(result, "payment")
+
+    @app.post("/wechatpay/notify/refund", include_in_schema=False)
+    async def notify_refund(request: Request) -> Response:
+        body = await _capped_body(request)
+        if body is None:
+            return _xml(reply(False, "body too large", 413), "refund")
+        result = await handle_refund_notification(
+            body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
+        )
+        return _xml(result, "refund")
+
+    for router in routers:
+        app.include_router(router)
+    return app

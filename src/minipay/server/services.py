@@ -1,0 +1,932 @@
+"""Use cases of the payment service: plain async functions over a unit of work and the ports.
+
+Atomic phases (research B2): a payment or refund row is committed *before* WeChat is called; the
+call's outcome is applied in a second transaction. An unknown outcome (timeout, SYSTEMERROR) leaves
+the row as it is; it is resolved by querying WeChat, never by inventing a new ``out_trade_no`` or
+``out_refund_no``.
+
+The two functions that apply WeChat's answers, :func:`apply_payment_result` and
+:func:`apply_refund_result`, are the only ways a payment or refund reaches a final state. The
+notification handler, ``?sync=true``, close and the worker's active query all go through them:
+exactly once, whatever the number of replicas (row lock + version check, see ``uow``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from minipay.protocol import (
+    DEFAULT_CURRENCIES,
+    FieldError,
+    LoginError,
+    MinipayError,
+    PayParams,
+    TransportError,
+    WeChatError,
+    check_amount,
+    check_ip,
+    check_out_trade_no,
+    check_text,
+)
+from minipay.server.domain import (
+    OPEN_STATUSES,
+    ApplyOutcome,
+    DomainError,
+    Payment,
+    PaymentResult,
+    PaymentStatus,
+    Refund,
+    RefundResult,
+    RefundStatus,
+    new_id,
+)
+from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
+from minipay.server.settings import Settings, SubMerchantSettings
+from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+
+__all__ = [
+    "PREPAY_LIFETIME",
+    "Conflict",
+    "CreatePayment",
+    "InvalidRequest",
+    "NotFound",
+    "Principal",
+    "ServiceError",
+    "Services",
+    "UpstreamError",
+    "UpstreamUnavailable",
+    "apply_payment_result",
+    "apply_refund_result",
+    "mark_payment_closed",
+    "payment_view",
+    "refund_view",
+]
+
+log = logging.getLogger("minipay.server")
+
+PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeChat drops it
+_PREPAY_MARGIN = timedelta(minutes=5)
+FIRST_QUERY_DELAY = timedelta(seconds=60)  # "business time 1": query when no notification came
+
+
+# -- errors the API maps to HTTP --------------------------------------------------------------------
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(ServiceError):
+    status = 400
+    code = "invalid_request"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class UpstreamError(ServiceError):
+    """WeChat refused the request for good (the err_code is in the message)."""
+
+    status = 502
+    code = "upstream_rejected"
+
+
+class UpstreamUnavailable(ServiceError):
+    """WeChat could not be reached or answered SYSTEMERROR: retry later (same Idempotency-Key)."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+
+# -- callers ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who calls: one sub-merchant's key, or the admin key (``sub_mch_id`` None, sees everything)."""
+
+    sub_mch_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.sub_mch_id is None
+
+    @property
+    def scope(self) -> str:
+        return self.sub_mch_id or "admin"
+
+
+# -- views (the JSON the API returns and the webhooks carry) ----------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def payment_view(p: Payment, *, pay_params: PayParams | None = None) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "object": "payment",
+        "status": str(p.status),
+        "paid_after_close": p.paid_after_close,
+        "out_trade_no": p.out_trade_no,
+        "amount": p.amount,
+        "currency": p.currency,
+        "amount_refunded": p.refunded_amount,
+        "description": p.description,
+        "openid": p.openid,
+        "attach": p.attach,
+        "metadata": dict(p.metadata),
+        "sub_mch_id": p.sub_mch_id,
+        "sub_appid": p.sub_appid,
+        "transaction_id": p.transaction_id,
+        "cash_fee": p.cash_fee,
+        "cash_fee_type": p.cash_fee_type,
+        "pay_params": dict(pay_params) if pay_params is not None else None,
+        "expires_at": _iso(p.expires_at),
+        "paid_at": _iso(p.paid_at),
+        "closed_at": _iso(p.closed_at),
+        "created_at": _iso(p.created_at),
+        "updated_at": _iso(p.updated_at),
+        "last_error": p.last_error,
+    }
+
+
+def refund_view(r: Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "object": "refund",
+        "payment_id": r.payment_id,
+        "status": str(r.status),
+        "amount": r.amount,
+        "currency": r.currency,
+        "out_refund_no": r.out_refund_no,
+        "refund_id": r.refund_id,
+        "reason": r.reason,
+        "failure_code": r.failure_code,
+        "sub_mch_id": r.sub_mch_id,
+        "succeeded_at": _iso(r.succeeded_at),
+        "created_at": _iso(r.created_at),
+        "updated_at": _iso(r.updated_at),
+    }
+
+
+# -- applying WeChat's answers (exactly once) ------------------------------------------------------
+
+_PAID_STATES = frozenset({"SUCCESS", "REFUND"})
+_DEAD_STATES = frozenset({"CLOSED", "REVOKED", "PAYERROR"})
+
+
+async def apply_payment_result(
+    uow_factory: UnitOfWorkFactory, result: PaymentResult, *, source: str, clock: Clock
+) -> ApplyOutcome:
+    """Apply a payment outcome from a verified notification (``source="notification"``) or an order
+    query (``source="query"``): at most one transition, whatever the number of concurrent deliveries.
+
+    Nothing is created for an unknown ``out_trade_no``; ids that do not match the stored payment
+    change nothing; an amount or currency mismatch changes nothing but is logged and raises a
+    ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
+    """
+
+    async def work(uow: UnitOfWork) -> ApplyOutcome:
+        now = clock.now()
+        payment = await _find_payment(uow, result)
+        if payment is None:
+            log.warning(
+                "payment result for unknown order refused",
+                extra={"out_trade_no": result.out_trade_no, "source": source},
+            )
+            return ApplyOutcome.UNKNOWN
+        reason = payment.mismatch(result)
+        if reason in ("sub_mch_id", "appid", "mch_id"):
+            log.warning(
+                "payment result with foreign ids refused",
+                extra={"payment_id": payment.id, "field": reason, "source": source},
+            )
+            return ApplyOutcome.MISMATCH
+        if reason is not None:
+            data = {
+                "field": reason,
+                "expected": {"total_fee": payment.amount, "fee_type": payment.currency},
+                "received": {"total_fee": result.total_fee, "fee_type": result.fee_type},
+                "transaction_id": result.transaction_id,
+                "source": source,
+            }
+            await uow.events.append(
+                type="amount_mismatch",
+                source=source,
+                data=data,
+                now=now,
+                payment_id=payment.id,
+                sub_mch_id=payment.sub_mch_id,
+            )
+            await uow.outbox.publish(
+                key=f"payment.amount_mismatch:{payment.id}:{result.transaction_id}:{result.total_fee}:{result.fee_type}",
+                type="payment.amount_mismatch",
+                sub_mch_id=payment.sub_mch_id,
+                data={**payment_view(payment), "mismatch": data},
+                now=now,
+                payment_id=payment.id,
+            )
+            await uow.commit()
+            log.error("payment amount mismatch", extra={"payment_id": payment.id, "field": reason, "source": source})
+            return ApplyOutcome.MISMATCH
+
+        if result.trade_state in _PAID_STATES:
+            outcome = payment.paid(result, now)
+        elif result.trade_state in _DEAD_STATES:
+            outcome = payment.closed(now, reason=result.trade_state)
+        else:
+            outcome = ApplyOutcome.NO_CHANGE
+        if source == "notification" and payment.notified_at is None:
+            payment.notified_at = now
+            payment.updated_at = now
+        if outcome is ApplyOutcome.APPLIED or payment.events or payment.notified_at == now:
+            await uow.payments.save(payment)
+        await uow.events.append(
+            type=f"{source}.{outcome}",
+            source=source,
+            data={"trade_state": result.trade_state, "transaction_id": result.transaction_id},
+            now=now,
+            payment_id=payment.id,
+            sub_mch_id=payment.sub_mch_id,
+        )
+        await uow.record(
+            payment.events,
+            source=source,
+            sub_mch_id=payment.sub_mch_id,
+            now=now,
+            payment_id=payment.id,
+            webhook_data=payment_view(payment),
+        )
+        await uow.commit()
+        return outcome
+
+    return await retrying(uow_factory, work)
+
+
+async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:
+    if result.mch_id:
+        return await uow.payments.get_by_out_trade_no(result.mch_id, result.out_trade_no, for_update=True)
+    found = await uow.payments.search(sub_mch_id=result.sub_mch_id, out_trade_no=result.out_trade_no, limit=2)
+    if len(found) != 1:
+        return None
+    return await uow.payments.get(found[0].id, for_update=True)
+
+
+async def mark_payment_closed(
+    uow_factory: UnitOfWorkFactory, payment_id: str, *, reason: str, source: str, clock: Clock
+) -> ApplyOutcome:
+    """Record that WeChat closed the order (closeorder SUCCESS / ORDERCLOSED, or a query said CLOSED)."""
+
+    async def work(uow: UnitOfWork) -> ApplyOutcome:
+        now = clock.now()
+        payment = await uow.payments.get(payment_id, for_update=True)
+        if payment is None:
+            return ApplyOutcome.UNKNOWN
+        outcome = payment.closed(now, reason=reason)
+        if outcome is ApplyOutcome.APPLIED:
+            await uow.payments.save(payment)
+            await uow.record(
+                payment.events,
+                source=source,
+                sub_mch_id=payment.sub_mch_id,
+                now=now,
+                payment_id=payment.id,
+                webhook_data=payment_view(payment),
+            )
+            await uow.commit()
+        return outcome
+
+    return await retrying(uow_factory, work)
+
+
+async def apply_refund_result(
+    uow_factory: UnitOfWorkFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
+) -> ApplyOutcome:
+    """Apply a refund outcome (decrypted notification or refund query): exactly once.
+
+    ``SUCCESS`` -> refund ``succeeded`` and the payment becomes ``partially_refunded``/``refunded``;
+    ``REFUNDCLOSE``/``CHANGE`` -> ``failed`` (the amount becomes refundable again);
+    ``PROCESSING`` -> ``processing``. An unknown ``out_refund_no`` changes nothing.
+    """
+
+    async def work(uow: UnitOfWork) -> ApplyOutcome:
+        now = clock.now()
+        peek = await uow.refunds.get_by_out_refund_no(mch_id, result.out_refund_no)
+        if peek is None:
+            return ApplyOutcome.UNKNOWN
+        # Lock order everywhere: payment, then refund (no deadlocks between refund paths).
+        payment = await uow.payments.get(peek.payment_id, for_update=True)
+        refund = await uow.refunds.get(peek.id, for_update=True)
+        if payment is None or refund is None:
+            return ApplyOutcome.UNKNOWN
+        if (result.sub_mch_id and result.sub_mch_id != refund.sub_mch_id) or (
+            result.out_trade_no and result.out_trade_no != payment.out_trade_no
+        ):
+            return ApplyOutcome.MISMATCH
+        if result.refund_fee is not None and result.refund_fee != refund.amount:
+            data = {"expected": refund.amount, "received": result.refund_fee, "source": source}
+            await uow.events.append(
+                type="refund_amount_mismatch",
+                source=source,
+                data=data,
+                now=now,
+                payment_id=payment.id,
+                refund_id=refund.id,
+                sub_mch_id=refund.sub_mch_id,
+            )
+            await uow.commit()
+            return ApplyOutcome.MISMATCH
+        status = result.refund_status
+        if status == "SUCCESS":
+            outcome = refund.succeeded(result, now)
+            if outcome is ApplyOutcome.APPLIED:
+                payment.refund_succeeded(refund.amount, now)
+                await uow.payments.save(payment)
+        elif status in ("REFUNDCLOSE", "CHANGE"):
+            outcome = refund.failed(status, now)
+        elif status == "PROCESSING":
+            outcome = refund.accepted(result.refund_id, now)
+        else:
+            outcome = ApplyOutcome.NO_CHANGE
+        if refund.events:
+            await uow.refunds.save(refund)
+        await uow.events.append(
+            type=f"refund_{source}.{outcome}",
+            source=source,
+            data={"refund_status": status},
+            now=now,
+            payment_id=payment.id,
+            refund_id=refund.id,
+            sub_mch_id=refund.sub_mch_id,
+        )
+        await uow.record(
+            refund.events,
+            source=source,
+            sub_mch_id=refund.sub_mch_id,
+            now=now,
+            payment_id=payment.id,
+            refund_id=refund.id,
+            webhook_data={**refund_view(refund), "payment": payment_view(payment)},
+        )
+        await uow.commit()
+        return outcome
+
+    return await retrying(uow_factory, work)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayment:
+    amount: int
+    currency: str
+    description: str
+    openid: str
+    out_trade_no: str | None = None
+    attach: str | None = None
+    client_ip: str | None = None
+    expires_in: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    sub_mch_id: str | None = None  # admin key only
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            {
+                "amount": self.amount,
+                "currency": self.currency,
+                "description": self.description,
+                "openid": self.openid,
+                "out_trade_no": self.out_trade_no,
+                "attach": self.attach,
+                "client_ip": self.client_ip,
+                "expires_in": self.expires_in,
+                "metadata": self.metadata,
+                "sub_mch_id": self.sub_mch_id,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _new_out_trade_no() -> str:
+    return "mp" + secrets.token_hex(15)  # 32 characters, letters and digits (spec 5.1)
+
+
+def _new_out_refund_no() -> str:
+    return "mr" + secrets.token_hex(15)
+
+
+def _is_unknown(exc: MinipayError) -> bool:
+    return bool(exc.outcome_unknown or exc.retryable or isinstance(exc, TransportError))
+
+
+def _err_code(exc: MinipayError) -> str:
+    return getattr(exc, "err_code", "") or type(exc).__name__
+
+
+class Services:
+    """The use cases bound to one container's ports (what the API and the worker call)."""
+
+    def __init__(
+        self, *, settings: Settings, uow_factory: UnitOfWorkFactory, gateway: PaymentGateway, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.uow_factory = uow_factory
+        self.gateway = gateway
+        self.clock = clock
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def sub_merchant(self, principal: Principal, requested: str | None = None) -> SubMerchantSettings:
+        if principal.sub_mch_id is not None:
+            if requested is not None and requested != principal.sub_mch_id:
+                raise NotFound("no such sub-merchant for this key")
+            requested = principal.sub_mch_id
+        elif requested is None:
+            if len(self.settings.sub_merchants) == 1:
+                return self.settings.sub_merchants[0]
+            raise InvalidRequest("the admin key must say which sub_mch_id", code="sub_mch_id_required")
+        sub = self.settings.sub_merchant(requested)
+        if sub is None:
+            raise NotFound("no such sub-merchant")
+        return sub
+
+    def notify_url(self, kind: str) -> str:
+        return f"{self.settings.public_base_url}/wechatpay/notify/{kind}"
+
+    async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
+        async with self.uow_factory() as uow:
+            payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id)
+        if payment is None:
+            raise NotFound("no such payment")
+        return payment
+
+    def pay_params_for(self, payment: Payment) -> PayParams | None:
+        if payment.status is not PaymentStatus.PENDING or payment.prepay_id is None:
+            return None
+        if payment.prepay_expires_at is None or payment.prepay_expires_at <= self.clock.now():
+            return None
+        sub = self.settings.sub_merchant(payment.sub_mch_id)
+        if sub is None:
+            return None
+        return self.gateway.pay_params(sub, payment.prepay_id)
+
+    # -- login ---------------------------------------------------------------------------------------
+
+    async def login(self, principal: Principal, code: str, sub_appid: str | None) -> dict[str, Any]:
+        if not code or len(code) > 128:
+            raise InvalidRequest("code is required (the wx.login code)")
+        if principal.is_admin:
+            if sub_appid is None:
+                raise InvalidRequest("the admin key must give sub_appid", code="sub_appid_required")
+            subs = [s for s in self.settings.sub_merchants if s.sub_appid == sub_appid]
+            if not subs:
+                raise NotFound("no sub-merchant with that sub_appid")
+            sub = subs[0]
+        else:
+            sub = self.sub_merchant(principal)
+            if sub_appid is not None and sub_appid != sub.sub_appid:
+                raise NotFound("no such sub_appid for this key")
+        try:
+            result = await self.gateway.code_to_session(sub, code)
+        except LoginError as exc:
+            if exc.retryable or exc.errcode in (-1, 45011):
+                raise UpstreamUnavailable(
+                    f"login failed, retry later (errcode {exc.errcode})", code="login_unavailable"
+                ) from None
+            raise InvalidRequest(f"login code refused (errcode {exc.errcode})", code="invalid_code") from None
+        except TransportError:
+            raise UpstreamUnavailable("WeChat login could not be reached") from None
+        out: dict[str, Any] = {"openid": result.openid}
+        if result.unionid:
+            out["unionid"] = result.unionid
+        return out
+
+    # -- payments ------------------------------------------------------------------------------------
+
+    async def create_payment(
+        self, principal: Principal, cmd: CreatePayment, idempotency_key: str | None
+    ) -> tuple[Payment, bool]:
+        """Create (or, for a repeated Idempotency-Key, return) a payment; returns (payment, created)."""
+        sub = self.sub_merchant(principal, cmd.sub_mch_id)
+        inst = self.gateway.institution(sub)
+        try:
+            check_amount(cmd.amount, "amount")
+            currency = DEFAULT_CURRENCIES.check(cmd.currency, "currency")
+            if currency not in (sub.currency, "CNY"):
+                raise FieldError("currency", f"must be {sub.currency} or CNY for this sub-merchant")
+            check_text(cmd.description, "description", 127)
+            if not cmd.description.strip():
+                raise FieldError("description", "must not be empty")
+            if not cmd.openid or len(cmd.openid) > 128:
+                raise FieldError("openid", "is required (from POST /v1/sessions)")
+            if cmd.out_trade_no is not None:
+                check_out_trade_no(cmd.out_trade_no)
+            if cmd.attach is not None:
+                check_text(cmd.attach, "attach", 127)
+            client_ip = check_ip(cmd.client_ip or "127.0.0.1", "client_ip")
+            expires_in = cmd.expires_in if cmd.expires_in is not None else self.settings.payment_expires_in
+            if not 60 <= expires_in <= 7 * 24 * 3600:
+                raise FieldError("expires_in", "must be between 60 seconds and 7 days")
+            if len(cmd.metadata) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in cmd.metadata.items()):
+                raise FieldError("metadata", "at most 20 keys of 40 characters, values of 500 characters")
+        except (FieldError, ValueError) as exc:
+            raise InvalidRequest(str(exc), code="invalid_field") from None
+        fingerprint = cmd.fingerprint()
+        scope = f"{principal.scope}:payments"
+
+        async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
+            now = self.clock.now()
+            if idempotency_key is not None:
+                row = await uow.idempotency.get(scope, idempotency_key)
+                if row is not None:
+                    if row["request_hash"] != fingerprint:
+                        raise Conflict(
+                            "this Idempotency-Key was used with a different request", code="idempotency_key_reused"
+                        )
+                    existing = await uow.payments.get(row["resource_id"])
+                    if existing is None:  # pragma: no cover - rows are never deleted
+                        raise NotFound("no such payment")
+                    return existing, False
+            out_trade_no = cmd.out_trade_no or _new_out_trade_no()
+            if await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no) is not None:
+                raise Conflict("out_trade_no is already used", code="out_trade_no_used")
+            payment = Payment(
+                id=new_id("pay"),
+                institution=inst.name,
+                appid=inst.appid,
+                mch_id=inst.mch_id,
+                sub_mch_id=sub.sub_mch_id,
+                sub_appid=sub.sub_appid,
+                out_trade_no=out_trade_no,
+                amount=cmd.amount,
+                currency=currency,
+                description=cmd.description,
+                openid=cmd.openid,
+                client_ip=client_ip,
+                attach=cmd.attach,
+                metadata={str(k): str(v) for k, v in cmd.metadata.items()},
+                created_at=now,
+                updated_at=now,
+                expires_at=now + timedelta(seconds=expires_in),
+                next_query_at=now + FIRST_QUERY_DELAY,
+            )
+            await uow.payments.add(payment)
+            if idempotency_key is not None:
+                await uow.idempotency.add(scope, idempotency_key, fingerprint, payment.id, now)
+            await uow.events.append(
+                type="created",
+                source="api",
+                data={"out_trade_no": out_trade_no, "amount": cmd.amount, "currency": currency},
+                now=now,
+                payment_id=payment.id,
+                sub_mch_id=sub.sub_mch_id,
+            )
+            await uow.commit()
+            return payment, True
+
+        payment, created = await retrying(self.uow_factory, phase1)
+        if payment.status is PaymentStatus.CREATED or (
+            payment.status is PaymentStatus.PENDING and self._prepay_stale(payment)
+        ):
+            payment = await self._ensure_prepay(sub, payment)
+        return payment, created
+
+    def _prepay_stale(self, payment: Payment) -> bool:
+        return payment.prepay_expires_at is None or payment.prepay_expires_at - _PREPAY_MARGIN <= self.clock.now()
+
+    def _order_request(self, payment: Payment) -> OrderRequest:
+        return OrderRequest(
+            out_trade_no=payment.out_trade_no,
+            total_fee=payment.amount,
+            fee_type=payment.currency,
+            body=payment.description,
+            notify_url=self.notify_url("payment"),
+            sub_openid=payment.openid,
+            spbill_create_ip=payment.client_ip,
+            time_start=payment.created_at,
+            time_expire=payment.expires_at,
+            attach=payment.attach,
+        )
+
+    async def _ensure_prepay(self, sub: SubMerchantSettings, payment: Payment) -> Payment:
+        """Get a (fresh) ``prepay_id`` by unified order with the stored, identical parameters."""
+        if payment.status is PaymentStatus.CREATED and payment.last_error is not None:
+            # An earlier call's outcome is unknown: ask WeChat first (research B2, style habit 3).
+            resolved = await self._resolve_by_query(sub, payment)
+            if resolved.status is not PaymentStatus.CREATED:
+                return resolved
+        try:
+            prepay_id = await self.gateway.create_order(sub, self._order_request(payment))
+        except WeChatError as exc:
+            return await self._create_failed(sub, payment, exc)
+        except MinipayError as exc:
+            return await self._create_failed(sub, payment, exc)
+
+        async def phase2(uow: UnitOfWork) -> Payment:
+            now = self.clock.now()
+            current = await uow.payments.get(payment.id, for_update=True)
+            if current is None:  # pragma: no cover
+                raise NotFound("no such payment")
+            if current.status in OPEN_STATUSES:
+                current.prepared(prepay_id, now + PREPAY_LIFETIME, now)
+                await uow.payments.save(current)
+                await uow.record(
+                    current.events, source="api", sub_mch_id=current.sub_mch_id, now=now, payment_id=current.id
+                )
+                await uow.commit()
+            return current
+
+        return await retrying(self.uow_factory, phase2)
+
+    async def _resolve_by_query(self, sub: SubMerchantSettings, payment: Payment) -> Payment:
+        try:
+            result = await self.gateway.query_order(sub, payment.out_trade_no)
+        except MinipayError as exc:
+            raise UpstreamUnavailable(
+                f"the outcome of payment {payment.id} is not known yet; retry later ({_err_code(exc)})"
+            ) from None
+        if result is not None:
+            await apply_payment_result(self.uow_factory, result, source="query", clock=self.clock)
+        async with self.uow_factory() as uow:
+            fresh = await uow.payments.get(payment.id)
+        assert fresh is not None
+        return fresh
+
+    async def _create_failed(self, sub: SubMerchantSettings, payment: Payment, exc: MinipayError) -> Payment:
+        code = _err_code(exc)
+        if code == "ORDERPAID":
+            return await self._resolve_by_query(sub, payment)
+        if code == "ORDERCLOSED":
+            await mark_payment_closed(
+                self.uow_factory, payment.id, reason="ORDERCLOSED", source="api", clock=self.clock
+            )
+            raise Conflict(f"WeChat says the order {payment.out_trade_no} is closed", code="payment_closed")
+        unknown = _is_unknown(exc)
+
+        async def record(uow: UnitOfWork) -> Payment:
+            now = self.clock.now()
+            current = await uow.payments.get(payment.id, for_update=True)
+            assert current is not None
+            if current.status is PaymentStatus.CREATED:
+                current.last_error = code
+                current.updated_at = now
+                if not unknown:
+                    current.closed(now, reason=code)
+                    current.events.clear()  # never existed at WeChat: no payment.closed webhook
+                await uow.payments.save(current)
+            await uow.events.append(
+                type="unifiedorder.unknown" if unknown else "unifiedorder.failed",
+                source="api",
+                data={"err_code": code},
+                now=now,
+                payment_id=current.id,
+                sub_mch_id=current.sub_mch_id,
+            )
+            await uow.commit()
+            return current
+
+        current = await retrying(self.uow_factory, record)
+        if unknown:
+            raise UpstreamUnavailable(
+                f"WeChat did not confirm payment {current.id} ({code}); retry with the same Idempotency-Key"
+            )
+        if current.status is not PaymentStatus.CLOSED:
+            return current  # someone else got it done meanwhile
+        raise UpstreamError(f"WeChat refused payment {current.id}: {code}", code="upstream_rejected")
+
+    async def refresh_pay_params(self, principal: Principal, payment_id: str) -> Payment:
+        payment = await self.get_payment(principal, payment_id)
+        if payment.status not in OPEN_STATUSES:
+            raise Conflict(f"payment is {payment.status}: it cannot be paid", code="invalid_state")
+        sub = self.sub_merchant(Principal(payment.sub_mch_id))
+        if payment.status is PaymentStatus.CREATED or self._prepay_stale(payment):
+            payment = await self._ensure_prepay(sub, payment)
+        return payment
+
+    async def sync_payment(self, principal: Principal, payment_id: str) -> Payment:
+        """``?sync=true``: ask WeChat now (order query) and apply the answer like a notification."""
+        payment = await self.get_payment(principal, payment_id)
+        if payment.status not in OPEN_STATUSES and payment.status is not PaymentStatus.CLOSED:
+            return payment
+        sub = self.sub_merchant(Principal(payment.sub_mch_id))
+        return await self._resolve_by_query(sub, payment)
+
+    async def close_payment(self, principal: Principal, payment_id: str) -> Payment:
+        payment = await self.get_payment(principal, payment_id)
+        if payment.status is PaymentStatus.CLOSED:
+            return payment
+        if payment.status not in OPEN_STATUSES:
+            raise Conflict(f"payment is {payment.status}: it cannot be closed", code="invalid_state")
+        sub = self.sub_merchant(Principal(payment.sub_mch_id))
+        try:
+            await self.gateway.close_order(sub, payment.out_trade_no)
+        except MinipayError as exc:
+            code = _err_code(exc)
+            if code == "ORDERPAID":
+                return await self._resolve_by_query(sub, payment)
+            if code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
+                if _is_unknown(exc):
+                    raise UpstreamUnavailable(f"closing payment {payment.id} failed ({code}); retry later") from None
+                raise Conflict(f"WeChat refused to close payment {payment.id}: {code}", code="close_refused") from None
+        await mark_payment_closed(
+            self.uow_factory, payment.id, reason="closed_by_merchant", source="api", clock=self.clock
+        )
+        return await self.get_payment(principal, payment_id)
+
+    async def list_payments(
+        self,
+        principal: Principal,
+        *,
+        status: str | None,
+        out_trade_no: str | None,
+        created_gte: datetime | None,
+        created_lt: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Payment], str | None]:
+        after: tuple[datetime, str] | None = None
+        if cursor:
+            async with self.uow_factory() as uow:
+                anchor = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
+            if anchor is None:
+                raise InvalidRequest("unknown cursor", code="invalid_cursor")
+            after = (anchor.created_at, anchor.id)
+        if status is not None and status not in {s.value for s in PaymentStatus}:
+            raise InvalidRequest(f"unknown status {status!r}", code="invalid_field")
+        async with self.uow_factory() as uow:
+            rows = await uow.payments.search(
+                sub_mch_id=principal.sub_mch_id,
+                status=status,
+                out_trade_no=out_trade_no,
+                created_gte=created_gte,
+                created_lt=created_lt,
+                after=after,
+                limit=limit + 1,
+            )
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    # -- refunds ---------------------------------------------------------------------------------------
+
+    async def create_refund(
+        self, principal: Principal, payment_id: str, amount: int, reason: str | None, idempotency_key: str
+    ) -> tuple[Refund, bool]:
+        try:
+            check_amount(amount, "amount")
+            if reason is not None:
+                check_text(reason, "reason", 80)
+        except (FieldError, ValueError) as exc:
+            raise InvalidRequest(str(exc), code="invalid_field") from None
+        fingerprint = hashlib.sha256(json.dumps([payment_id, amount, reason]).encode()).hexdigest()
+        scope = f"{principal.scope}:refunds"
+
+        async def phase1(uow: UnitOfWork) -> tuple[Refund, bool]:
+            now = self.clock.now()
+            row = await uow.idempotency.get(scope, idempotency_key)
+            if row is not None:
+                if row["request_hash"] != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used with a different request", code="idempotency_key_reused"
+                    )
+                existing = await uow.refunds.get(row["resource_id"])
+                assert existing is not None
+                return existing, False
+            payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id, for_update=True)
+            if payment is None:
+                raise NotFound("no such payment")
+            reserved = await uow.refunds.reserved_amount(payment.id)
+            try:
+                payment.check_refundable(amount, reserved)
+            except DomainError as exc:
+                raise Conflict(str(exc), code=exc.code) from None
+            refund = Refund(
+                id=new_id("re"),
+                payment_id=payment.id,
+                sub_mch_id=payment.sub_mch_id,
+                mch_id=payment.mch_id,
+                out_refund_no=_new_out_refund_no(),
+                amount=amount,
+                currency=payment.currency,
+                reason=reason,
+                created_at=now,
+                updated_at=now,
+                next_query_at=now + FIRST_QUERY_DELAY,
+            )
+            await uow.refunds.add(refund)
+            # Bump the payment's version: a concurrent refund that read the same remainder must retry.
+            payment.updated_at = now
+            await uow.payments.save(payment)
+            await uow.idempotency.add(scope, idempotency_key, fingerprint, refund.id, now)
+            await uow.events.append(
+                type="refund.created",
+                source="api",
+                data={"out_refund_no": refund.out_refund_no, "amount": amount},
+                now=now,
+                payment_id=payment.id,
+                refund_id=refund.id,
+                sub_mch_id=refund.sub_mch_id,
+            )
+            await uow.commit()
+            return refund, True
+
+        refund, created = await retrying(self.uow_factory, phase1)
+        if refund.status is RefundStatus.PENDING:
+            refund = await self.submit_refund(refund)
+        return refund, created
+
+    async def submit_refund(self, refund: Refund) -> Refund:
+        """Send (or re-send, with the stored ``out_refund_no``) a pending refund to WeChat."""
+        async with self.uow_factory() as uow:
+            payment = await uow.payments.get(refund.payment_id)
+        assert payment is not None
+        sub = self.settings.sub_merchant(refund.sub_mch_id)
+        if sub is None:
+            raise NotFound("sub-merchant no longer configured")
+        request = RefundRequest(
+            out_trade_no=payment.out_trade_no,
+            out_refund_no=refund.out_refund_no,
+            total_fee=payment.amount,
+            refund_fee=refund.amount,
+            refund_fee_type=refund.currency,
+            notify_url=self.notify_url("refund"),
+            refund_desc=refund.reason,
+        )
+        refund_id: str | None = None
+        failure: str | None = None
+        try:
+            refund_id = await self.gateway.create_refund(sub, request)
+        except MinipayError as exc:
+            if not _is_unknown(exc):
+                failure = _err_code(exc)
+            else:
+                log.warning(
+                    "refund outcome unknown; will be retried with the same out_refund_no",
+                    extra={"refund_id": refund.id},
+                )
+
+        async def phase2(uow: UnitOfWork) -> Refund:
+            now = self.clock.now()
+            current_payment = await uow.payments.get(refund.payment_id, for_update=True)
+            current = await uow.refunds.get(refund.id, for_update=True)
+            assert current is not None
+            assert current_payment is not None
+            if failure is not None:
+                current.failed(failure, now)
+            elif refund_id is not None:
+                current.accepted(refund_id, now)
+            # else: the outcome is unknown; the refund stays pending and is re-submitted later with the
+            # same out_refund_no (by a retry with the same Idempotency-Key, or by the worker).
+            if current.events:
+                await uow.refunds.save(current)
+                await uow.record(
+                    current.events,
+                    source="api",
+                    sub_mch_id=current.sub_mch_id,
+                    now=now,
+                    payment_id=current.payment_id,
+                    refund_id=current.id,
+                    webhook_data={**refund_view(current), "payment": payment_view(current_payment)},
+                )
+                await uow.commit()
+            return current
+
+        return await retrying(self.uow_factory, phase2)
+
+    async def get_refund(self, principal: Principal, refund_id: str) -> Refund:
+        async with self.uow_factory() as uow:
+            refund = await uow.refunds.get(refund_id, sub_mch_id=principal.sub_mch_id)
+        if refund is None:
+            raise NotFound("no such refund")
+        return refund
+
+    async def list_refunds(self, principal: Principal, payment_id: str) -> list[Refund]:
+        await self.get_payment(principal, payment_id)
+        async with self.uow_factory() as uow:
+            return await uow.refunds.for_payment(payment_id)

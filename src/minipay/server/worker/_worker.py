@@ -1,0 +1,469 @@
+"""The worker: schedules and runs the jobs that close the loops the service opens.
+
+Four of WeChat's layers are the service's and this worker's together (research B5): notifications
+(service), the mini program asking the backend (service), **active queries** and the **T+1 bill**
+(here), plus expiry, refund follow-up and webhook delivery.
+
+Jobs (``worker_jobs``, one row per ``(kind, key)``):
+
+* ``payment.followup`` (key: payment id) — from ``created_at + query_delay`` the payment is queried
+  with :data:`ACTIVE_QUERY` backoff until it is final; SUCCESS is applied through the service's
+  ``apply_payment_result`` (the same function as a notification, so exactly once). Once past
+  ``expires_at`` the order is closed at WeChat; ``ORDERPAID`` on close means it was paid: query and
+  apply.
+* ``refund.followup`` (key: refund id) — a refund that is not final is queried with
+  :data:`REFUND_QUERY` backoff until it is; one already final (a notification came) is queried once
+  to cross-check it, and a disagreement is recorded as a ``refund_status_mismatch`` discrepancy.
+* ``bill.reconcile`` (key: ``<sub_mch_id>:<YYYY-MM-DD>``) — from 10:00 China time on T+1 the bill of
+  day T is downloaded and compared with the ledger (``minipay.server.worker._reconcile``).
+
+Webhooks are delivered on every tick by the service's ``deliver_webhooks`` (it leases its own rows).
+Every job is idempotent: a job taken over from a killed worker may run a second time, harmlessly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import anyio
+from sqlalchemy import and_, exists, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from minipay.protocol import (
+    CHINA_TZ,
+    BusinessError,
+    MinipayError,
+    OrderClosedError,
+    OrderNotFoundError,
+    OrderPaidError,
+    TransportError,
+)
+from minipay.server import db
+from minipay.server.domain import ApplyOutcome, PaymentResult
+from minipay.server.ports import Clock, PaymentGateway, WebhookSender
+from minipay.server.services import apply_payment_result, apply_refund_result, mark_payment_closed
+from minipay.server.settings import Settings, SubMerchantSettings
+from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
+from minipay.server.webhooks import deliver_webhooks
+from minipay.server.worker._backoff import ACTIVE_QUERY, JOB_ERROR, REFUND_QUERY
+from minipay.server.worker._queue import Job, JobQueue
+from minipay.server.worker._reconcile import BillSource, ClientBillSource, Reconciler
+from minipay.server.worker._tables import worker_jobs
+
+__all__ = [
+    "BILL_RECONCILE",
+    "PAYMENT_FOLLOWUP",
+    "REFUND_FOLLOWUP",
+    "TickSummary",
+    "Worker",
+    "WorkerConfig",
+]
+
+log = logging.getLogger("minipay.worker")
+
+PAYMENT_FOLLOWUP = "payment.followup"
+REFUND_FOLLOWUP = "refund.followup"
+BILL_RECONCILE = "bill.reconcile"
+
+#: ``trade_state`` values after which a payment needs no more queries (spec 8.3).
+FINAL_TRADE_STATES = frozenset({"SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR"})
+#: ``refund_status`` values after which a refund needs no more queries (spec 11.2).
+FINAL_REFUND_STATES = frozenset({"SUCCESS", "REFUNDCLOSE", "CHANGE"})
+
+# A refund final here, and what WeChat's refund query may say about it without a conflict. A refund
+# refused at submission never existed at WeChat, hence REFUNDNOTEXIST for "failed".
+_LOCAL_TO_WECHAT_REFUND = {
+    "succeeded": frozenset({"SUCCESS"}),
+    "failed": frozenset({"REFUNDCLOSE", "CHANGE", "REFUNDNOTEXIST"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Timings of the worker. Durations are measured on the injected clock."""
+
+    #: First active query this long after the payment was created (WeChat's "business time 1").
+    query_delay: timedelta = timedelta(seconds=60)
+    #: First refund query this long after the refund was created.
+    refund_query_delay: timedelta = timedelta(seconds=60)
+    #: A claimed job belongs to its worker this long; a killed worker's job is taken over after it.
+    lease: timedelta = timedelta(seconds=120)
+    batch_size: int = 20
+    #: Real seconds between ticks of :meth:`Worker.run_forever`.
+    poll_interval: float = 1.0
+    #: Bills: reconcile this many past China-time days (catches up after a stop), from this time on T+1.
+    bill_lookback_days: int = 2
+    bill_ready_time: time = time(10, 0)
+    bills: bool = True
+    webhooks: bool = True
+    webhook_batch: int = 100
+    #: A job whose attempts (failures, not planned follow-ups) reach this is left ``dead``.
+    max_attempts: int = 50
+
+
+@dataclass(slots=True)
+class TickSummary:
+    """What one :meth:`Worker.tick` did (for logs, tests and the CLI)."""
+
+    scheduled: int = 0
+    ran: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    lost: int = 0  # a lease that ran out while the job ran (another worker took it)
+    webhooks: int = 0
+    results: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        return self.ran == 0 and self.webhooks == 0 and self.scheduled == 0
+
+
+class _Retry(Exception):
+    """Raised by a handler: run again at ``run_at`` (a planned follow-up, not a failure)."""
+
+    def __init__(self, run_at: datetime, payload: Mapping[str, Any], reason: str) -> None:
+        super().__init__(reason)
+        self.run_at = run_at
+        self.payload = payload
+
+
+class Worker:
+    """Runs the jobs; build one per process (or per task) from the service's container.
+
+    >>> worker = Worker(container)                      # doctest: +SKIP
+    >>> summary = await worker.tick()                   # schedule + run every due job once
+    >>> await worker.run_forever(stop_event)            # what ``minipay worker`` does
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        gateway: PaymentGateway,
+        clock: Clock,
+        webhook_sender: WebhookSender | None = None,
+        uow_factory: UnitOfWorkFactory | None = None,
+        config: WorkerConfig | None = None,
+        bill_source: BillSource | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.gateway = gateway
+        self.clock = clock
+        self.webhook_sender = webhook_sender
+        self.uow_factory: UnitOfWorkFactory = uow_factory or (lambda: UnitOfWork(engine))
+        self.config = config or WorkerConfig()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.queue = JobQueue(engine, clock, lease=self.config.lease)
+        self.bill_source = bill_source or ClientBillSource(settings)
+        self.reconciler = Reconciler(engine, clock, self.bill_source)
+        self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]] = {
+            PAYMENT_FOLLOWUP: self._payment_followup,
+            REFUND_FOLLOWUP: self._refund_followup,
+            BILL_RECONCILE: self._bill_reconcile,
+        }
+
+    @classmethod
+    def from_container(cls, container: Any, **kwargs: Any) -> Worker:
+        """Build from the service's composition root (anything with ``settings``, ``engine``,
+        ``gateway``, ``clock``, ``webhook_sender`` and ``uow_factory`` attributes)."""
+        return cls(
+            settings=container.settings,
+            engine=container.engine,
+            gateway=container.gateway,
+            clock=container.clock,
+            webhook_sender=getattr(container, "webhook_sender", None),
+            uow_factory=getattr(container, "uow_factory", None),
+            **kwargs,
+        )
+
+    # -- scheduling --------------------------------------------------------------------------------
+
+    async def schedule(self) -> int:
+        """Enqueue the jobs that should exist and do not yet (idempotent; cheap when nothing is new)."""
+        now = self.clock.now()
+        p, r, j = db.payments, db.refunds, worker_jobs
+        new: list[tuple[str, str, Mapping[str, Any], datetime | None]] = []
+        async with self.engine.connect() as conn:
+            no_payment_job = ~exists().where(and_(j.c.kind == PAYMENT_FOLLOWUP, j.c.key == p.c.id))
+            rows = (
+                await conn.execute(
+                    select(p.c.id, p.c.created_at)
+                    .where(p.c.status.in_(["created", "pending"]), no_payment_job)
+                    .order_by(p.c.created_at)
+                    .limit(1000)
+                )
+            ).all()
+            for pid, created_at in rows:
+                new.append((PAYMENT_FOLLOWUP, pid, {"payment_id": pid}, created_at + self.config.query_delay))
+            no_refund_job = ~exists().where(and_(j.c.kind == REFUND_FOLLOWUP, j.c.key == r.c.id))
+            rows = (
+                await conn.execute(
+                    select(r.c.id, r.c.created_at).where(no_refund_job).order_by(r.c.created_at).limit(1000)
+                )
+            ).all()
+            for rid, created_at in rows:
+                new.append((REFUND_FOLLOWUP, rid, {"refund_id": rid}, created_at + self.config.refund_query_delay))
+        if self.config.bills:
+            today = now.astimezone(CHINA_TZ).date()
+            for back in range(1, self.config.bill_lookback_days + 1):
+                day = today - timedelta(days=back)
+                ready = datetime.combine(day + timedelta(days=1), self.config.bill_ready_time, tzinfo=CHINA_TZ)
+                for sub in self.settings.sub_merchants:
+                    key = f"{sub.sub_mch_id}:{day.isoformat()}"
+                    new.append((BILL_RECONCILE, key, {"sub_mch_id": sub.sub_mch_id, "date": day.isoformat()}, ready))
+        if not new:
+            return 0
+        return await self.queue.enqueue_many(new)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def tick(self) -> TickSummary:
+        """Schedule, then run every job that is due now (several batches), then deliver webhooks."""
+        summary = TickSummary()
+        summary.scheduled = await self.schedule()
+        seen: set[int] = set()
+        while True:
+            jobs = await self.queue.claim(self.name, limit=self.config.batch_size)
+            # A job re-queued for "now" would be claimed again in this tick: leave it to the next one.
+            fresh = [job for job in jobs if job.id not in seen]
+            for job in jobs:
+                if job.id in seen:
+                    await self.queue.retry(job, job.run_at, count_attempt=False, error="deferred to the next tick")
+            if not fresh:
+                break
+            for job in fresh:
+                seen.add(job.id)
+                await self._run(job, summary)
+        if self.config.webhooks and self.webhook_sender is not None:
+            summary.webhooks = await deliver_webhooks(
+                self.uow_factory,
+                self.webhook_sender,
+                self.clock,
+                limit=self.config.webhook_batch,
+            )
+        return summary
+
+    async def run_until_idle(self, *, max_ticks: int = 20) -> list[TickSummary]:
+        """Tick until a tick finds nothing to do (tests and the demo call this after moving the clock)."""
+        summaries = []
+        for _ in range(max_ticks):
+            summary = await self.tick()
+            summaries.append(summary)
+            if summary.idle:
+                break
+        return summaries
+
+    async def run_forever(self, stop: anyio.Event | None = None) -> None:
+        """Tick every ``poll_interval`` real seconds until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or anyio.Event()
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                summary = await self.tick()
+                if summary.ran or summary.webhooks:
+                    log.info(
+                        "worker tick: ran=%d completed=%d retried=%d failed=%d webhooks=%d",
+                        summary.ran,
+                        summary.completed,
+                        summary.retried,
+                        summary.failed,
+                        summary.webhooks,
+                    )
+            except Exception:  # a broken tick (database down...) must not stop the worker
+                log.exception("worker tick failed")
+            with anyio.move_on_after(self.config.poll_interval):
+                await stop.wait()
+        log.info("worker %s stopped", self.name)
+
+    async def _run(self, job: Job, summary: TickSummary) -> None:
+        summary.ran += 1
+        handler = self._handlers.get(job.kind)
+        if handler is None:
+            await self.queue.fail(job, f"no handler for job kind {job.kind!r}")
+            summary.failed += 1
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, job)
+                try:
+                    result = await handler(job)
+                finally:
+                    tg.cancel_scope.cancel()
+        except _Retry as planned:
+            ok = await self.queue.retry(job, planned.run_at, payload=planned.payload, count_attempt=False)
+            summary.retried += ok
+            summary.lost += not ok
+            return
+        except Exception as exc:
+            await self._failed(job, exc, summary)
+            return
+        if await self.queue.complete(job, result):
+            summary.completed += 1
+            summary.results.append((job.kind, job.key, result))
+        else:
+            summary.lost += 1
+
+    async def _heartbeat(self, job: Job) -> None:
+        # Real seconds: a long job (a slow bill download) keeps its lease while it is alive.
+        interval = max(self.config.lease.total_seconds() / 3, 0.5)
+        while True:
+            await anyio.sleep(interval)
+            await self.queue.extend(job)
+
+    async def _failed(self, job: Job, exc: Exception, summary: TickSummary) -> None:
+        error = _describe(exc)
+        if job.attempts >= min(job.max_attempts, self.config.max_attempts) or not _worth_retrying(exc):
+            log.error("job %s %s gave up after %d attempts: %s", job.kind, job.key, job.attempts, error)
+            ok = await self.queue.fail(job, error)
+            summary.failed += ok
+        else:
+            run_at = self.clock.now() + JOB_ERROR.gap(job.attempts - 1)
+            log.warning(
+                "job %s %s failed (attempt %d), retry at %s: %s", job.kind, job.key, job.attempts, run_at, error
+            )
+            ok = await self.queue.retry(job, run_at, error=error)
+            summary.retried += ok
+        summary.lost += not ok
+
+    # -- handlers ----------------------------------------------------------------------------------
+
+    def _sub(self, sub_mch_id: str) -> SubMerchantSettings:
+        sub = self.settings.sub_merchant(sub_mch_id)
+        if sub is None:
+            raise LookupError(f"sub-merchant {sub_mch_id} is not configured")
+        return sub
+
+    async def _payment_followup(self, job: Job) -> Mapping[str, Any]:
+        p = db.payments
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(p.c.status, p.c.out_trade_no, p.c.sub_mch_id, p.c.expires_at).where(p.c.id == job.key)
+                )
+            ).first()
+        if row is None:
+            return {"outcome": "unknown_payment"}
+        status, out_trade_no, sub_mch_id, expires_at = row
+        if status not in ("created", "pending"):
+            return {"outcome": "already_final", "status": status}
+        sub = self._sub(sub_mch_id)
+        gateway = self.gateway
+
+        result = await gateway.query_order(sub, out_trade_no)
+        if result is not None and result.trade_state in FINAL_TRADE_STATES:
+            outcome = await self._apply_payment(result, source="query")
+            return {"outcome": str(outcome), "trade_state": result.trade_state, "via": "query"}
+
+        now = self.clock.now()
+        if expires_at is not None and now >= expires_at:
+            return await self._expire(job.key, out_trade_no, sub, known=result is not None)
+
+        queries = int(job.payload.get("queries", 0))
+        run_at = now + ACTIVE_QUERY.gap(queries)
+        if expires_at is not None and run_at > expires_at:
+            run_at = expires_at
+        state = result.trade_state if result is not None else "ORDERNOTEXIST"
+        raise _Retry(run_at, {**job.payload, "queries": queries + 1, "last_state": state}, f"still {state}")
+
+    async def _expire(
+        self, payment_id: str, out_trade_no: str, sub: SubMerchantSettings, *, known: bool
+    ) -> Mapping[str, Any]:
+        gateway = self.gateway
+        if known:
+            try:
+                await gateway.close_order(sub, out_trade_no)
+                closed_by = "closeorder"
+            except OrderPaidError:
+                # The user won the race: the order is paid. Query for the payment details and apply.
+                paid = await gateway.query_order(sub, out_trade_no)
+                if paid is None or paid.trade_state not in ("SUCCESS", "REFUND"):
+                    state = paid.trade_state if paid else "ORDERNOTEXIST"
+                    raise RuntimeError(f"closeorder said ORDERPAID but orderquery says {state}") from None
+                outcome = await self._apply_payment(paid, source="close")
+                return {"outcome": str(outcome), "trade_state": paid.trade_state, "via": "closeorder ORDERPAID"}
+            except OrderClosedError:
+                closed_by = "closeorder ORDERCLOSED"
+            except OrderNotFoundError:
+                closed_by = "closeorder ORDERNOTEXIST"
+        else:
+            # WeChat never heard of the order (unified order never reached it): nothing to close there.
+            closed_by = "expired (unknown at WeChat)"
+        outcome = await mark_payment_closed(
+            self.uow_factory, payment_id, reason="expired", source="expiry", clock=self.clock
+        )
+        return {"outcome": str(outcome), "trade_state": "CLOSED", "via": closed_by}
+
+    async def _apply_payment(self, result: PaymentResult, *, source: str) -> ApplyOutcome:
+        return await apply_payment_result(self.uow_factory, result, source=source, clock=self.clock)
+
+    async def _refund_followup(self, job: Job) -> Mapping[str, Any]:
+        r = db.refunds
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(r.c.status, r.c.out_refund_no, r.c.sub_mch_id, r.c.created_at).where(r.c.id == job.key)
+                )
+            ).first()
+        if row is None:
+            return {"outcome": "unknown_refund"}
+        status, out_refund_no, sub_mch_id, _created_at = row
+        sub = self._sub(sub_mch_id)
+        result = await self.gateway.query_refund(sub, out_refund_no)
+        wechat = result.refund_status if result is not None else "REFUNDNOTEXIST"
+
+        if status in _LOCAL_TO_WECHAT_REFUND:
+            # Final here already (a notification, or an earlier query): cross-check it once.
+            if wechat in _LOCAL_TO_WECHAT_REFUND[status]:
+                return {"outcome": "confirmed", "refund_status": wechat}
+            if wechat == "PROCESSING":
+                queries = int(job.payload.get("queries", 0))
+                run_at = self.clock.now() + REFUND_QUERY.gap(queries)
+                raise _Retry(run_at, {**job.payload, "queries": queries + 1}, "WeChat still PROCESSING")
+            await self.reconciler.record_refund_conflict(sub_mch_id, job.key, out_refund_no, status, wechat)
+            return {"outcome": "conflict", "local": status, "refund_status": wechat}
+
+        if result is not None and wechat in FINAL_REFUND_STATES:
+            mch_id = self.settings.institution(sub.institution).mch_id
+            outcome = await apply_refund_result(
+                self.uow_factory, result, mch_id=mch_id, source="query", clock=self.clock
+            )
+            return {"outcome": str(outcome), "refund_status": wechat, "via": "query"}
+        queries = int(job.payload.get("queries", 0))
+        run_at = self.clock.now() + REFUND_QUERY.gap(queries)
+        raise _Retry(run_at, {**job.payload, "queries": queries + 1, "last_state": wechat}, f"still {wechat}")
+
+    async def _bill_reconcile(self, job: Job) -> Mapping[str, Any]:
+        sub = self._sub(str(job.payload["sub_mch_id"]))
+        day = date.fromisoformat(str(job.payload["date"]))
+        run = await self.reconciler.reconcile(sub, day, replace=False)
+        if run.status == "not_ready":
+            raise _Retry(self.clock.now() + timedelta(minutes=30), job.payload, "bill not ready")
+        return {"outcome": run.status, "discrepancies": run.discrepancy_count}
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    if isinstance(exc, BusinessError):
+        return bool(exc.retryable or exc.outcome_unknown)
+    if isinstance(exc, MinipayError):
+        return bool(getattr(exc, "retryable", False) or getattr(exc, "outcome_unknown", False))
+    # A programming error or a database hiccup: retry with backoff, a human reads last_error.
+    return True
+
+
+def _describe(exc: Exception) -> str:
+    with contextlib.suppress(Exception):
+        return f"{type(exc).__name__}: {exc}"[:2000]
+    return type(exc).__name__
