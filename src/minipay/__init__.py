@@ -12,4 +12,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from minipay.client import AsyncClient, Client
+
+__all__ = ["AsyncClient", "Client", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): ``import minipay.sandbox`` or ``minipay --version`` must not load the SDK.
+    if name in ("Client", "AsyncClient"):
+        from minipay import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'minipay' has no attribute {name!r}")
