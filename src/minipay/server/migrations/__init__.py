@@ -24,6 +24,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic :class:`Config` pointing at this folder (no ``alembic.ini`` needed)."""
     config = Config()
     config.set_main_option("script_location", str(_HERE))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(_HERE / "versions"))
     if connection is not None:
         config.attributes["connection"] = connection

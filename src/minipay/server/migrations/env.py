@@ -6,13 +6,20 @@ from alembic import context
 
 from minipay.server.db import metadata
 
+try:  # the worker's tables live in their own MetaData; autogenerate must know them too
+    from minipay.server.worker import metadata as worker_metadata
+
+    target_metadata = [metadata, worker_metadata]
+except ImportError:  # pragma: no cover
+    target_metadata = [metadata]
+
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - the CLI and the app always pass a connection
     raise RuntimeError("run migrations through minipay.server.migrations.upgrade(engine) or `minipay db upgrade`")
 
 context.configure(
     connection=connection,
-    target_metadata=metadata,
+    target_metadata=target_metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )
