@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from minipay.server import db
 from minipay.server.worker import metadata
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -55,10 +56,16 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-async def _sqlite_engine(tmp_path: Path) -> AsyncEngine:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}")
+async def _create_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
+        await conn.run_sync(db.metadata.create_all)
         await conn.run_sync(metadata.create_all)
+
+
+async def _sqlite_engine(tmp_path: Path) -> AsyncEngine:
+    # The service's engine factory: BEGIN IMMEDIATE, WAL, busy timeout (what production uses).
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}")
+    await _create_tables(engine)
     return engine
 
 
@@ -70,8 +77,7 @@ async def _postgres_engine() -> tuple[AsyncEngine, str]:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     await admin.dispose()
     engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    await _create_tables(engine)
     return engine, schema
 
 
