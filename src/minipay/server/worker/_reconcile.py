@@ -11,7 +11,7 @@ The ledger of day D (China time, 00:00-24:00) for a sub-merchant is:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -300,16 +300,24 @@ def _is_bill_creating(exc: CommunicationError) -> bool:
 class ClientBillSource:
     """Bills through the SDK (``bills.download``), one client per institution, built from ``Settings``.
 
-    ``transport`` lets tests talk to an in-process sandbox (``httpx2.ASGITransport(sandbox_app)``).
+    ``client_for`` reuses the service gateway's clients (``ClientGateway.client_for``); otherwise the
+    source builds its own, and ``transport`` lets tests talk to an in-process sandbox
+    (``httpx2.ASGITransport(sandbox_app)``).
     """
 
-    def __init__(self, settings: Settings, *, transport: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, *, client_for: Callable[[str], Any] | None = None, transport: Any = None
+    ) -> None:
         self._settings = settings
+        self._client_for = client_for
         self._transport = transport
         self._clients: dict[str, Any] = {}
 
     def _client(self, sub: SubMerchantSettings) -> Any:
         from minipay.client import AsyncClient
+
+        if self._client_for is not None:
+            return self._client_for(sub.sub_mch_id)
 
         inst = self._settings.institution(sub.institution)
         client = self._clients.get(inst.name)

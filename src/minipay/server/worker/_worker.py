@@ -48,7 +48,7 @@ from minipay.protocol import (
 from minipay.server import db
 from minipay.server.domain import ApplyOutcome, PaymentResult
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
-from minipay.server.services import apply_payment_result, apply_refund_result, mark_payment_closed
+from minipay.server.services import Services, apply_payment_result, apply_refund_result, mark_payment_closed
 from minipay.server.settings import Settings, SubMerchantSettings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
 from minipay.server.webhooks import deliver_webhooks
@@ -154,6 +154,7 @@ class Worker:
         uow_factory: UnitOfWorkFactory | None = None,
         config: WorkerConfig | None = None,
         bill_source: BillSource | None = None,
+        services: Services | None = None,
         name: str | None = None,
     ) -> None:
         self.settings = settings
@@ -165,7 +166,12 @@ class Worker:
         self.config = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.queue = JobQueue(engine, clock, lease=self.config.lease)
-        self.bill_source = bill_source or ClientBillSource(settings)
+        self.services = services
+        self._owned_bills = None
+        if bill_source is None:
+            self._owned_bills = ClientBillSource(settings, client_for=getattr(gateway, "client_for", None))
+            bill_source = self._owned_bills
+        self.bill_source = bill_source
         self.reconciler = Reconciler(engine, clock, self.bill_source)
         self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]] = {
             PAYMENT_FOLLOWUP: self._payment_followup,
@@ -184,8 +190,14 @@ class Worker:
             clock=container.clock,
             webhook_sender=getattr(container, "webhook_sender", None),
             uow_factory=getattr(container, "uow_factory", None),
+            services=getattr(container, "services", None),
             **kwargs,
         )
+
+    async def aclose(self) -> None:
+        """Close what the worker built itself (the bill source's HTTP clients)."""
+        if self._owned_bills is not None:
+            await self._owned_bills.aclose()
 
     # -- scheduling --------------------------------------------------------------------------------
 
@@ -433,6 +445,13 @@ class Worker:
             await self.reconciler.record_refund_conflict(sub_mch_id, job.key, out_refund_no, status, wechat)
             return {"outcome": "conflict", "local": status, "refund_status": wechat}
 
+        if status == "pending" and result is None and self.services is not None:
+            # Never accepted by WeChat (the submission's outcome was unknown and it did not arrive):
+            # send it again with the same out_refund_no (research B2), then keep following it.
+            async with self.uow_factory() as uow:
+                refund = await uow.refunds.get(job.key)
+            if refund is not None:
+                await self.services.submit_refund(refund)
         if result is not None and wechat in FINAL_REFUND_STATES:
             mch_id = self.settings.institution(sub.institution).mch_id
             outcome = await apply_refund_result(
