@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from minipay.client._certs import ClientCertificate, VerifyTypes
 from minipay.client._events import LOGGER_NAME, EventHook
@@ -87,6 +87,11 @@ __all__ = ["BaseClient", "Prepared"]
 
 _MAX_RESPONSE_BYTES: Final = 256 * 1024
 BillType: TypeAlias = Literal["ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND"]
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The arguments actually given: ``None`` means "absent" (the protocol models validate what they get)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,24 +251,26 @@ class BaseClient:
         limit_pay: str | None = None,
     ) -> Prepared:
         request = UnifiedOrderRequest(
-            sub_mch_id=self._sub_mch_id(sub_mch_id),
-            sub_appid=self._sub_appid(sub_appid),
-            body=body,
-            out_trade_no=out_trade_no,
-            total_fee=total_fee,
-            fee_type=fee_type,
-            spbill_create_ip=spbill_create_ip,
-            notify_url=self._notify_url(notify_url),
-            trade_type="JSAPI",
-            sub_openid=sub_openid,
-            openid=openid,
-            attach=attach,
-            detail=detail,
-            time_start=time_start,
-            time_expire=time_expire,
-            goods_tag=goods_tag,
-            device_info=device_info,
-            limit_pay=limit_pay,
+            **_given(
+                sub_mch_id=self._sub_mch_id(sub_mch_id),
+                sub_appid=self._sub_appid(sub_appid),
+                body=body,
+                out_trade_no=out_trade_no,
+                total_fee=total_fee,
+                fee_type=fee_type,
+                spbill_create_ip=spbill_create_ip,
+                notify_url=self._notify_url(notify_url),
+                trade_type="JSAPI",
+                sub_openid=sub_openid,
+                openid=openid,
+                attach=attach,
+                detail=detail,
+                time_start=time_start,
+                time_expire=time_expire,
+                goods_tag=goods_tag,
+                device_info=device_info,
+                limit_pay=limit_pay,
+            )
         )
         return self._prepare(UNIFIED_ORDER, request)
 
@@ -276,10 +283,12 @@ class BaseClient:
         sub_appid: str | None = None,
     ) -> Prepared:
         request = OrderQueryRequest(
-            sub_mch_id=self._sub_mch_id(sub_mch_id),
-            sub_appid=self._sub_appid(sub_appid),
-            out_trade_no=out_trade_no,
-            transaction_id=transaction_id,
+            **_given(
+                sub_mch_id=self._sub_mch_id(sub_mch_id),
+                sub_appid=self._sub_appid(sub_appid),
+                out_trade_no=out_trade_no,
+                transaction_id=transaction_id,
+            )
         )
         return self._prepare(ORDER_QUERY, request)
 
@@ -287,7 +296,9 @@ class BaseClient:
         self, *, out_trade_no: str, sub_mch_id: str | None = None, sub_appid: str | None = None
     ) -> Prepared:
         request = CloseOrderRequest(
-            sub_mch_id=self._sub_mch_id(sub_mch_id), sub_appid=self._sub_appid(sub_appid), out_trade_no=out_trade_no
+            **_given(
+                sub_mch_id=self._sub_mch_id(sub_mch_id), sub_appid=self._sub_appid(sub_appid), out_trade_no=out_trade_no
+            )
         )
         return self._prepare(CLOSE_ORDER, request)
 
@@ -308,16 +319,18 @@ class BaseClient:
         if out_trade_no is not None and transaction_id is not None:
             raise FieldError("out_trade_no", "pass one of out_trade_no and transaction_id, not both")
         request = RefundRequest(
-            sub_mch_id=self._sub_mch_id(sub_mch_id),
-            sub_appid=self._sub_appid(sub_appid),
-            out_trade_no=out_trade_no,
-            transaction_id=transaction_id,
-            out_refund_no=out_refund_no,
-            total_fee=total_fee,
-            refund_fee=refund_fee,
-            refund_fee_type=refund_fee_type,
-            refund_desc=refund_desc,
-            notify_url=self._notify_url(notify_url),
+            **_given(
+                sub_mch_id=self._sub_mch_id(sub_mch_id),
+                sub_appid=self._sub_appid(sub_appid),
+                out_trade_no=out_trade_no,
+                transaction_id=transaction_id,
+                out_refund_no=out_refund_no,
+                total_fee=total_fee,
+                refund_fee=refund_fee,
+                refund_fee_type=refund_fee_type,
+                refund_desc=refund_desc,
+                notify_url=self._notify_url(notify_url),
+            )
         )
         return self._prepare(REFUND, request)
 
@@ -338,13 +351,15 @@ class BaseClient:
                 "out_refund_no", "pass exactly one of out_refund_no, refund_id, out_trade_no and transaction_id"
             )
         request = RefundQueryRequest(
-            sub_mch_id=self._sub_mch_id(sub_mch_id),
-            sub_appid=self._sub_appid(sub_appid),
-            out_refund_no=out_refund_no,
-            refund_id=refund_id,
-            out_trade_no=out_trade_no,
-            transaction_id=transaction_id,
-            offset=offset,
+            **_given(
+                sub_mch_id=self._sub_mch_id(sub_mch_id),
+                sub_appid=self._sub_appid(sub_appid),
+                out_refund_no=out_refund_no,
+                refund_id=refund_id,
+                out_trade_no=out_trade_no,
+                transaction_id=transaction_id,
+                offset=offset,
+            )
         )
         return self._prepare(REFUND_QUERY, request)
 
@@ -352,16 +367,18 @@ class BaseClient:
         self, *, bill_date: date, sub_mch_id: str | None = None, bill_type: BillType = "ALL", gzip: bool = False
     ) -> Prepared:
         request = DownloadBillRequest(
-            sub_mch_id=sub_mch_id if sub_mch_id is not None else self.sub_mch_id,
-            bill_date=bill_date,
-            bill_type=bill_type,
-            tar_type="GZIP" if gzip else None,
+            **_given(
+                sub_mch_id=sub_mch_id if sub_mch_id is not None else self.sub_mch_id,
+                bill_date=bill_date,
+                bill_type=bill_type,
+                tar_type="GZIP" if gzip else None,
+            )
         )
         return self._prepare(BILL_DOWNLOAD, request)
 
     def build_rate_query(self, *, fee_type: str, date: date, sub_mch_id: str | None = None) -> Prepared:
         request = ExchangeRateRequest(
-            sub_mch_id=sub_mch_id if sub_mch_id is not None else self.sub_mch_id, fee_type=fee_type, date=date
+            **_given(sub_mch_id=sub_mch_id if sub_mch_id is not None else self.sub_mch_id, fee_type=fee_type, date=date)
         )
         return self._prepare(RATE_QUERY, request)
 

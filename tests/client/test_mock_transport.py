@@ -1,0 +1,332 @@
+"""Retry, fail-over, timeout and signature behaviour, proven with ``httpx2.MockTransport``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+from minipay.client import (
+    AsyncClient,
+    Backoff,
+    Client,
+    ClientEvent,
+    CommunicationError,
+    ConnectError,
+    OrderPaidError,
+    ReadTimeoutError,
+    SignatureError,
+    UnexpectedResponseError,
+    WeChatSystemError,
+)
+from tests.client.conftest import (
+    APPID,
+    KEY,
+    MCH_ID,
+    ORDER,
+    REFUND,
+    SUB_APPID,
+    SUB_MCH_ID,
+    FakeWeChat,
+    Sleeps,
+    business_error,
+    forged,
+    raw,
+    system_error,
+)
+
+HK = "https://apihk.mch.weixin.qq.com"
+US = "https://apius.mch.weixin.qq.com"
+
+
+def make_client(fake: FakeWeChat, sleeps: Sleeps, **kwargs: Any) -> Client:
+    options: dict[str, Any] = {
+        "appid": APPID,
+        "mch_id": MCH_ID,
+        "api_key": KEY,
+        "sub_mch_id": SUB_MCH_ID,
+        "sub_appid": SUB_APPID,
+        "transport": httpx2.MockTransport(fake),
+        "sleep": sleeps,
+        "random": lambda: 0.5,
+    }
+    options.update(kwargs)
+    return Client(**options)
+
+
+def make_async_client(fake: FakeWeChat, sleeps: Sleeps, **kwargs: Any) -> AsyncClient:
+    options: dict[str, Any] = {
+        "appid": APPID,
+        "mch_id": MCH_ID,
+        "api_key": KEY,
+        "sub_mch_id": SUB_MCH_ID,
+        "sub_appid": SUB_APPID,
+        "transport": httpx2.MockTransport(fake),
+        "sleep": sleeps.asleep,
+        "random": lambda: 0.5,
+    }
+    options.update(kwargs)
+    return AsyncClient(**options)
+
+
+def business_fields(fields: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in fields.items() if k not in ("nonce_str", "sign")}
+
+
+def test_systemerror_is_retried_with_identical_business_fields_and_a_fresh_nonce(
+    fake: FakeWeChat, sleeps: Sleeps
+) -> None:
+    fake.script = [system_error, system_error]
+    with make_client(fake, sleeps) as client:
+        order = client.orders.create(**ORDER)
+    assert order.prepay_id == "wx201411101639507cbf6ffd8b0779950874"
+    assert len(fake.requests) == 3
+    first = business_fields(fake.bodies[0])
+    assert all(business_fields(body) == first for body in fake.bodies)
+    assert first["out_trade_no"] == ORDER["out_trade_no"]
+    assert len({body["nonce_str"] for body in fake.bodies}) == 3
+    assert len({body["sign"] for body in fake.bodies}) == 3
+    # Exponential backoff with jitter: 0.5 s then 1 s, each scaled by (1 - 0.5 * 0.5).
+    assert sleeps.delays == [0.375, 0.75]
+
+
+def test_systemerror_after_the_last_retry_raises_with_the_operation_and_ids(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [system_error] * 3
+    with make_client(fake, sleeps, max_retries=2) as client, pytest.raises(WeChatSystemError) as caught:
+        client.orders.create(**ORDER)
+    error = caught.value
+    assert len(fake.requests) == 3
+    assert error.operation == "unifiedorder"
+    assert error.err_code == "SYSTEMERROR"
+    assert error.retryable is True
+    assert error.outcome_unknown is True  # a create that kept failing may still have happened
+    assert error.ids == {"mch_id": MCH_ID, "sub_mch_id": SUB_MCH_ID, "out_trade_no": ORDER["out_trade_no"]}
+
+
+def test_refund_systemerror_is_retried_with_the_same_out_refund_no(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [system_error]
+    with make_client(fake, sleeps) as client:
+        refund = client.refunds.create(**REFUND)
+    assert refund.out_refund_no == REFUND["out_refund_no"]
+    assert [body["out_refund_no"] for body in fake.bodies] == [REFUND["out_refund_no"]] * 2
+    assert fake.bodies[0]["nonce_str"] != fake.bodies[1]["nonce_str"]
+
+
+def test_connection_errors_are_retried_with_identical_fields(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [httpx2.ConnectError("refused"), httpx2.ConnectTimeout("slow")]
+    with make_client(fake, sleeps) as client:
+        client.orders.create(**ORDER)
+    # The fake records what each attempt tried to send, then raises the scripted failure.
+    assert len(fake.requests) == 3
+    first = business_fields(fake.bodies[0])
+    assert all(business_fields(body) == first for body in fake.bodies)
+    assert len({body["nonce_str"] for body in fake.bodies}) == 3
+    assert sleeps.delays == [0.375, 0.75]
+
+
+def test_connection_errors_fail_over_to_the_next_host_in_order(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url.host)
+        if request.url.host == "apihk.mch.weixin.qq.com":
+            raise httpx2.ConnectError("apihk unreachable")
+        return fake(request)
+
+    with make_client(fake, sleeps, transport=httpx2.MockTransport(handler), failover=["US"]) as client:
+        assert client.hosts == (HK, US)
+        client.orders.query(out_trade_no="ORDER20240101000001")
+    assert seen == ["apihk.mch.weixin.qq.com", "apius.mch.weixin.qq.com"]
+    assert sleeps.delays == []  # failing over is immediate; backing off is for a whole round
+
+
+def test_when_every_host_refuses_the_client_backs_off_and_starts_again_from_the_first(
+    fake: FakeWeChat, sleeps: Sleeps
+) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url.host)
+        raise httpx2.ConnectError("down")
+
+    with (
+        make_client(fake, sleeps, transport=httpx2.MockTransport(handler), failover=["US"], max_retries=1) as client,
+        pytest.raises(ConnectError) as caught,
+    ):
+        client.orders.create(**ORDER)
+    assert seen == ["apihk.mch.weixin.qq.com", "apius.mch.weixin.qq.com"] * 2
+    assert sleeps.delays == [0.375]
+    assert caught.value.retryable is True
+    assert caught.value.outcome_unknown is False
+
+
+@pytest.mark.parametrize("operation", ["orders.create", "refunds.create", "orders.close"])
+def test_a_read_timeout_on_a_write_is_not_retried_and_leaves_the_outcome_unknown(
+    fake: FakeWeChat, sleeps: Sleeps, operation: str
+) -> None:
+    fake.script = [lambda request, fields: (_ for _ in ()).throw(httpx2.ReadTimeout("no answer"))]
+    with make_client(fake, sleeps) as client, pytest.raises(ReadTimeoutError) as caught:
+        if operation == "orders.create":
+            client.orders.create(**ORDER)
+        elif operation == "refunds.create":
+            client.refunds.create(**REFUND)
+        else:
+            client.orders.close(out_trade_no="ORDER20240101000001")
+    assert len(fake.requests) == 1
+    assert sleeps.delays == []
+    assert caught.value.outcome_unknown is True
+    assert caught.value.retryable is False
+
+
+def test_a_read_timeout_on_a_query_is_retried(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [lambda request, fields: (_ for _ in ()).throw(httpx2.ReadTimeout("no answer"))]
+    with make_client(fake, sleeps) as client:
+        result = client.orders.query(out_trade_no="ORDER20240101000001")
+    assert result.trade_state == "NOTPAY"
+    assert len(fake.requests) == 2
+
+
+def test_a_dropped_connection_after_sending_a_create_is_an_unknown_outcome(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [lambda request, fields: (_ for _ in ()).throw(httpx2.RemoteProtocolError("server disconnected"))]
+    with make_client(fake, sleeps) as client, pytest.raises(ReadTimeoutError) as caught:
+        client.orders.create(**ORDER)
+    assert caught.value.outcome_unknown is True
+    assert len(fake.requests) == 1
+
+
+def test_a_response_with_a_wrong_signature_is_rejected_before_result_code(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [forged]
+    with make_client(fake, sleeps) as client, pytest.raises(SignatureError):
+        client.orders.create(**ORDER)
+    assert len(fake.requests) == 1  # never retried: a forged answer is not a transient failure
+
+
+def test_a_forged_business_failure_is_a_signature_error_not_a_business_error(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    def forged_paid(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+        answer = business_error("ORDERPAID")(request, fields)
+        text = answer.content.replace(b"ORDERPAID", b"ORDERCLOSED")  # tampered after signing
+        return httpx2.Response(200, content=text)
+
+    fake.script = [forged_paid]
+    with make_client(fake, sleeps) as client, pytest.raises(SignatureError):
+        client.orders.create(**ORDER)
+
+
+def test_an_unsigned_success_is_rejected(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    unsigned = (
+        b"<xml><return_code>SUCCESS</return_code><result_code>SUCCESS</result_code>"
+        b"<prepay_id>wx1</prepay_id></xml>"
+    )
+    fake.script = [raw(200, unsigned)]
+    with make_client(fake, sleeps) as client, pytest.raises(SignatureError):
+        client.orders.create(**ORDER)
+
+
+def test_hmac_sha256_pinning_refuses_an_md5_signed_answer(sleeps: Sleeps) -> None:
+    fake = FakeWeChat(sign_type="MD5")
+    with make_client(fake, sleeps, sign_type="HMAC-SHA256") as client, pytest.raises(SignatureError):
+        client.orders.query(out_trade_no="ORDER20240101000001")
+    assert fake.bodies[0]["sign_type"] == "HMAC-SHA256"
+    assert len(fake.bodies[0]["sign"]) == 64
+
+
+def test_hmac_sha256_client_accepts_hmac_answers(sleeps: Sleeps) -> None:
+    fake = FakeWeChat(sign_type="HMAC-SHA256")
+    with make_client(fake, sleeps, sign_type="HMAC-SHA256") as client:
+        assert client.orders.query(out_trade_no="ORDER20240101000001").trade_state == "NOTPAY"
+
+
+def test_business_errors_map_to_their_class_and_are_not_retried(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [business_error("ORDERPAID")]
+    with make_client(fake, sleeps) as client, pytest.raises(OrderPaidError) as caught:
+        client.orders.create(**ORDER)
+    assert len(fake.requests) == 1
+    assert caught.value.err_code == "ORDERPAID"
+    assert caught.value.out_trade_no == ORDER["out_trade_no"]
+
+
+def test_return_code_fail_is_a_communication_error(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [raw(200, "<xml><return_code>FAIL</return_code><return_msg>签名错误</return_msg></xml>".encode())]
+    with make_client(fake, sleeps) as client, pytest.raises(CommunicationError) as caught:
+        client.orders.query(out_trade_no="ORDER20240101000001")
+    assert caught.value.return_msg == "签名错误"
+
+
+def test_http_500_on_a_create_is_an_unknown_outcome_and_not_retried(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [raw(500, b"oops")]
+    with make_client(fake, sleeps) as client, pytest.raises(UnexpectedResponseError) as caught:
+        client.orders.create(**ORDER)
+    assert caught.value.outcome_unknown is True
+    assert len(fake.requests) == 1
+
+
+def test_sleep_and_clock_are_injectable_and_events_carry_latency(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    ticks = iter(float(n) for n in range(100))
+    events: list[ClientEvent] = []
+    fake.script = [system_error]
+    with make_client(fake, sleeps, clock=lambda: next(ticks), on_event=events.append) as client:
+        client.orders.query(out_trade_no="ORDER20240101000001")
+    kinds = [(e.kind, e.attempt, e.outcome) for e in events]
+    assert kinds == [
+        ("request", 1, None),
+        ("response", 1, "SYSTEMERROR"),
+        ("retry", 1, "SYSTEMERROR"),
+        ("request", 2, None),
+        ("response", 2, "ok"),
+    ]
+    assert all(e.latency == 1.0 for e in events if e.kind == "response")
+    assert events[0].ids["out_trade_no"] == "ORDER20240101000001"
+
+
+def test_custom_backoff_and_max_retries_zero(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [system_error]
+    with make_client(fake, sleeps, max_retries=0, backoff=Backoff(initial=2.0)) as client:
+        with pytest.raises(WeChatSystemError):
+            client.orders.query(out_trade_no="ORDER20240101000001")
+    assert sleeps.delays == []
+
+
+@pytest.mark.anyio
+async def test_async_client_retries_systemerror_with_identical_fields(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [system_error]
+    async with make_async_client(fake, sleeps) as client:
+        order = await client.orders.create(**ORDER)
+    assert order.prepay_id
+    assert business_fields(fake.bodies[0]) == business_fields(fake.bodies[1])
+    assert fake.bodies[0]["nonce_str"] != fake.bodies[1]["nonce_str"]
+    assert sleeps.delays == [0.375]
+
+
+@pytest.mark.anyio
+async def test_async_client_fails_over_and_does_not_retry_a_timed_out_refund(sleeps: Sleeps) -> None:
+    fake = FakeWeChat()
+    seen: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.url.host)
+        if request.url.host == "apihk.mch.weixin.qq.com":
+            raise httpx2.ConnectError("down")
+        raise httpx2.ReadTimeout("no answer")
+
+    async with make_async_client(fake, sleeps, transport=httpx2.MockTransport(handler), failover=["US"]) as client:
+        with pytest.raises(ReadTimeoutError) as caught:
+            await client.refunds.create(**REFUND)
+    assert seen == ["apihk.mch.weixin.qq.com", "apius.mch.weixin.qq.com"]
+    assert caught.value.outcome_unknown is True
+
+
+@pytest.mark.anyio
+async def test_async_client_rejects_a_forged_answer(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    fake.script = [forged]
+    async with make_async_client(fake, sleeps) as client:
+        with pytest.raises(SignatureError):
+            await client.orders.query(out_trade_no="ORDER20240101000001")
+
+
+def test_an_injected_http_client_is_used_and_left_open(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    http = httpx2.Client(transport=httpx2.MockTransport(fake))
+    with make_client(fake, sleeps, transport=None, http_client=http) as client:
+        client.orders.query(out_trade_no="ORDER20240101000001")
+    assert not http.is_closed
+    http.close()
