@@ -37,5 +37,102 @@ def _root(
     """Minipay command line."""
 
 
+# -- service (minipay serve, minipay db) -- owned by the service engineer ---------------------------
+
+db_app = typer.Typer(help="Database of the payment service (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command("serve")
+def serve_command(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG; none = sandbox mode)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the service.")] = 8000,
+    sandbox_port: Annotated[int, typer.Option(help="Port of the sandbox (sandbox mode only).")] = 8001,
+    credentials_out: Annotated[
+        str | None, typer.Option("--credentials-out", help="Write the sandbox-mode URLs and dev API keys as JSON here.")
+    ] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the worker in-process.")] = False,
+    state_dir: Annotated[str, typer.Option(help="Sandbox mode: folder of the SQLite file and dev keys.")] = ".minipay",
+) -> None:
+    """Run the payment service; with no configuration, in sandbox mode (sandbox on a second port)."""
+    import asyncio
+    from pathlib import Path
+
+    from minipay.serve import plan_serve, run_serve
+    from minipay.server.settings import load_settings
+
+    plan = plan_serve(
+        load_settings(config),
+        port=port,
+        sandbox_port=sandbox_port,
+        state_dir=Path(state_dir),
+        credentials_out=Path(credentials_out) if credentials_out else None,
+        echo=typer.echo,
+    )
+    asyncio.run(run_serve(plan, host=host, port=port, worker=not no_worker))
+
+
+@db_app.command("upgrade")
+def db_upgrade_command(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
+    ] = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "heads",
+) -> None:
+    """Apply the service's migrations (SQLite or PostgreSQL)."""
+    import asyncio
+
+    from minipay.server.db import create_engine
+    from minipay.server.migrations import current_revision, upgrade
+    from minipay.server.settings import load_settings
+
+    url = database_url or load_settings(config).database_url
+
+    async def run() -> str | None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine, revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"database at revision {asyncio.run(run())}")
+
+
+@db_app.command("current")
+def db_current_command(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
+    ] = None,
+) -> None:
+    """Print the database's current migration revision."""
+    import asyncio
+
+    from minipay.server.db import create_engine
+    from minipay.server.migrations import current_revision
+    from minipay.server.settings import load_settings
+
+    url = database_url or load_settings(config).database_url
+
+    async def run() -> str | None:
+        engine = create_engine(url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(asyncio.run(run()) or "(empty database)")
+
+
 def main() -> None:
     app()

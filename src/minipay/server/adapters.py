@@ -87,6 +87,7 @@ class ClientGateway:
                 login_base_url=inst.login_base_url,
                 cert=cert,
                 transport=transport,
+                allow_local_notify_url=settings.allow_local_notify_url,
             )
 
     def institution(self, sub: SubMerchantSettings) -> InstitutionSettings:

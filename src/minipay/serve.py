@@ -1,0 +1,220 @@
+"""``minipay serve``: a composition root that may wire the sandbox and the service together.
+
+With a configuration (``--config FILE`` / ``MINIPAY_CONFIG`` / ``MINIPAY_*`` env naming an
+institution) it runs the service alone. Without one it runs in **sandbox mode**: the sandbox on a
+second loopback port with a matching world, a local SQLite file, stable dev API keys (kept in
+``.minipay/dev-credentials.json`` next to the database), and it prints the URLs and keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from minipay.server.settings import Settings
+
+__all__ = ["SandboxWorld", "ServePlan", "free_port", "plan_serve", "run_serve", "sandbox_settings"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class SandboxWorld:
+    """The dev credentials of sandbox mode (what ``--credentials-out`` writes)."""
+
+    service_url: str
+    sandbox_url: str
+    admin_api_key: str
+    sub_merchants: list[dict[str, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service_url": self.service_url,
+            "sandbox_url": self.sandbox_url,
+            "admin_api_key": self.admin_api_key,
+            "sub_merchants": self.sub_merchants,
+        }
+
+
+def _dev_keys(state_dir: Path, sub_mch_ids: Sequence[str]) -> dict[str, str]:
+    """Stable dev keys: generated once, then read back (they belong with the local database)."""
+    path = state_dir / "dev-credentials.json"
+    keys: dict[str, str] = {}
+    if path.is_file():
+        keys = json.loads(path.read_text())
+    changed = False
+    for name in ["admin", *sub_mch_ids]:
+        if name not in keys:
+            keys[name] = ("adm_" if name == "admin" else "sk_") + secrets.token_hex(20)
+            changed = True
+    if changed:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(keys, indent=2))
+        path.chmod(0o600)
+    return keys
+
+
+def sandbox_settings(
+    config: Any,
+    *,
+    sandbox_url: str,
+    service_url: str,
+    database_url: str,
+    keys: dict[str, str],
+) -> Settings:
+    """Service settings matching a sandbox world (``minipay.sandbox.SandboxConfig``)."""
+    institutions = []
+    subs = []
+    for index, inst in enumerate(config.institutions):
+        name = "sandbox" if index == 0 else f"sandbox{index}"
+        institutions.append(
+            {
+                "name": name,
+                "appid": inst.appid,
+                "mch_id": inst.mch_id,
+                "api_key": inst.api_key,
+                "sign_type": "MD5",
+                "base_url": sandbox_url,
+                "login_base_url": sandbox_url,
+            }
+        )
+        for sub in inst.sub_merchants:
+            subs.append(
+                {
+                    "institution": name,
+                    "sub_mch_id": sub.sub_mch_id,
+                    "sub_appid": sub.sub_appid,
+                    "app_secret": sub.app_secret,
+                    "currency": sub.settlement_currency,
+                    "api_keys": [keys[sub.sub_mch_id]],
+                }
+            )
+    return Settings(
+        database_url=database_url,
+        public_base_url=service_url,
+        admin_api_keys=[keys["admin"]],
+        institutions=institutions,
+        sub_merchants=subs,
+        allow_local_notify_url=True,
+    )
+
+
+@dataclass
+class ServePlan:
+    """What ``minipay serve`` will run: the service settings, and in sandbox mode the sandbox app."""
+
+    settings: Settings
+    sandbox_app: Any = None
+    sandbox_port: int | None = None
+    world: SandboxWorld | None = None
+
+
+def plan_serve(
+    settings: Settings | None,
+    *,
+    port: int = 8000,
+    sandbox_port: int = 8001,
+    state_dir: Path = Path(".minipay"),
+    credentials_out: Path | None = None,
+    echo: Any = print,
+) -> ServePlan:
+    """Decide the mode; in sandbox mode build the sandbox and the matching settings, print the keys."""
+    if settings is not None and settings.configured:
+        return ServePlan(settings=settings)
+    from minipay.sandbox import SandboxConfig
+    from minipay.sandbox import create_app as create_sandbox_app
+
+    config = SandboxConfig.default()
+    config = config.model_copy(update={"clock": config.clock.model_copy(update={"realtime": True})})
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    service_url = f"http://127.0.0.1:{port}"
+    sub_ids = [s.sub_mch_id for i in config.institutions for s in i.sub_merchants]
+    keys = _dev_keys(state_dir, sub_ids)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    default_url = Settings.model_fields["database_url"].default
+    database_url = (
+        settings.database_url
+        if settings is not None and settings.database_url != default_url
+        else f"sqlite+aiosqlite:///{(state_dir / 'minipay.db').as_posix()}"
+    )
+    service_settings = sandbox_settings(
+        config, sandbox_url=sandbox_url, service_url=service_url, database_url=database_url, keys=keys
+    )
+    world = SandboxWorld(
+        service_url=service_url,
+        sandbox_url=sandbox_url,
+        admin_api_key=keys["admin"],
+        sub_merchants=[
+            {
+                "sub_mch_id": s.sub_mch_id,
+                "sub_appid": s.sub_appid,
+                "currency": s.currency,
+                "api_key": keys[s.sub_mch_id],
+            }
+            for s in service_settings.sub_merchants
+        ],
+    )
+    echo("Minipay is running in SANDBOX MODE (no configuration found).")
+    echo(f"  service:  {service_url}   (OpenAPI: {service_url}/docs)")
+    echo(f"  sandbox:  {sandbox_url}   (dashboard: {sandbox_url}/sandbox/)")
+    echo(f"  database: {database_url}")
+    echo(f"  admin API key: {world.admin_api_key}")
+    for sub in world.sub_merchants:
+        echo(f"  sub-merchant {sub['sub_mch_id']} ({sub['currency']}, app {sub['sub_appid']}): {sub['api_key']}")
+    if credentials_out is not None:
+        credentials_out.write_text(json.dumps(world.to_json(), indent=2))
+        credentials_out.chmod(0o600)
+        echo(f"  credentials written to {credentials_out}")
+    return ServePlan(
+        settings=service_settings, sandbox_app=create_sandbox_app(config), sandbox_port=sandbox_port, world=world
+    )
+
+
+async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 8000, worker: bool = True) -> None:
+    """Run the service (and in sandbox mode the sandbox, on loopback) until interrupted."""
+    import uvicorn
+
+    from minipay.server.api import create_app
+
+    settings = plan.settings
+    servers: list[uvicorn.Server] = []
+    if plan.sandbox_app is not None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit("sandbox mode listens on loopback only")
+        config = uvicorn.Config(plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_port or 8001, log_level="warning")
+        servers.append(uvicorn.Server(config))
+    background = []
+    if worker:
+        try:
+            from minipay.server.worker import Worker
+        except ImportError:  # pragma: no cover - the worker ships with the service
+            Worker = None  # type: ignore[assignment,misc]
+        if Worker is not None:
+            worker_cls = Worker
+
+            async def run_worker(container: Any, stop: asyncio.Event) -> None:
+                await worker_cls.from_container(container).run_forever()
+
+            background.append(run_worker)
+            settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
+    routers = []
+    try:
+        from minipay.server.worker.api import build_router
+
+        routers.append(build_router())
+    except ImportError:
+        pass
+    app = create_app(settings, background=background, routers=routers)
+    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")))
+    await asyncio.gather(*(server.serve() for server in servers))
