@@ -22,13 +22,20 @@ WORKER_TABLES = {"worker_jobs", "reconciliation_runs", "reconciliation_discrepan
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     diffs = compare_metadata(context, metadata)
-    mine = []
-    for diff in diffs:
-        # Tables of the service show up as "remove_table" against the worker's metadata: not ours.
-        if isinstance(diff, tuple) and diff[0] == "remove_table" and diff[1].name not in WORKER_TABLES:
-            continue
-        mine.append(diff)
-    return mine
+    # The service's tables and indexes show up as "remove_*" against the worker's metadata: not ours.
+    return [diff for diff in diffs if _table_of(diff) in WORKER_TABLES]
+
+
+def _table_of(diff: Any) -> str | None:
+    if isinstance(diff, list):  # modify_* diffs come as a list of tuples
+        diff = diff[0]
+    obj = diff[1]
+    if hasattr(obj, "table"):  # Index, Constraint
+        return str(obj.table.name)
+    if hasattr(obj, "name") and hasattr(obj, "columns"):  # Table
+        return str(obj.name)
+    # ("modify_type", schema, table_name, column_name, ...)
+    return str(diff[2]) if len(diff) > 2 and isinstance(diff[2], str) else None
 
 
 async def test_the_worker_revision_matches_the_worker_tables(tmp_path: Path) -> None:
