@@ -484,6 +484,7 @@ class Backend:
             "nonce_str": self.ids.nonce(),
             "result_code": "SUCCESS",
             **self._payment_fields(order),
+            "out_trade_no": order.out_trade_no,  # spec 7.2: required (service engineer's fix)
         }
         if notify.include_sign_type:
             fields["sign_type"] = order.sign_type
