@@ -85,6 +85,26 @@ class EndpointIn(_Body):
     sub_mch_id: str | None = Field(default=None, description="admin key only: limit to one sub-merchant")
 
 
+# -- auth ---------------------------------------------------------------------------------------------
+
+
+def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
+    presented = authorization.removeprefix("Bearer ").strip().encode()
+    found: Principal | None = None
+    for key, who in request.app.state.auth_keys:  # compare with every key, each in constant time
+        if hmac.compare_digest(key, presented):
+            found = who
+    if found is None:
+        raise ServiceError("invalid API key", code="unauthorized", status=401)
+    return found
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
 # -- the app ------------------------------------------------------------------------------------------
 
 
@@ -221,21 +241,7 @@ def create_app(
     ]
     for sub in settings.sub_merchants:
         keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
-
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
-        presented = authorization.removeprefix("Bearer ").strip().encode()
-        found: Principal | None = None
-        for key, who in keys:  # compare with every key, in constant time each
-            if hmac.compare_digest(key, presented):
-                found = who
-        if found is None:
-            raise ServiceError("invalid API key", code="unauthorized", status=401)
-        return found
-
-    Caller = Annotated[Principal, Depends(principal)]
-    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+    app.state.auth_keys = keys
 
     # -- health -------------------------------------------------------------------------------------------
 
