@@ -166,13 +166,13 @@ def test_a_read_timeout_on_a_write_is_not_retried_and_leaves_the_outcome_unknown
     fake: FakeWeChat, sleeps: Sleeps, operation: str
 ) -> None:
     fake.script = [lambda request, fields: (_ for _ in ()).throw(httpx2.ReadTimeout("no answer"))]
+    calls = {
+        "orders.create": lambda client: client.orders.create(**ORDER),
+        "refunds.create": lambda client: client.refunds.create(**REFUND),
+        "orders.close": lambda client: client.orders.close(out_trade_no="ORDER20240101000001"),
+    }
     with make_client(fake, sleeps) as client, pytest.raises(ReadTimeoutError) as caught:
-        if operation == "orders.create":
-            client.orders.create(**ORDER)
-        elif operation == "refunds.create":
-            client.refunds.create(**REFUND)
-        else:
-            client.orders.close(out_trade_no="ORDER20240101000001")
+        calls[operation](client)
     assert len(fake.requests) == 1
     assert sleeps.delays == []
     assert caught.value.outcome_unknown is True
@@ -215,8 +215,7 @@ def test_a_forged_business_failure_is_a_signature_error_not_a_business_error(fak
 
 def test_an_unsigned_success_is_rejected(fake: FakeWeChat, sleeps: Sleeps) -> None:
     unsigned = (
-        b"<xml><return_code>SUCCESS</return_code><result_code>SUCCESS</result_code>"
-        b"<prepay_id>wx1</prepay_id></xml>"
+        b"<xml><return_code>SUCCESS</return_code><result_code>SUCCESS</result_code><prepay_id>wx1</prepay_id></xml>"
     )
     fake.script = [raw(200, unsigned)]
     with make_client(fake, sleeps) as client, pytest.raises(SignatureError):
@@ -281,9 +280,11 @@ def test_sleep_and_clock_are_injectable_and_events_carry_latency(fake: FakeWeCha
 
 def test_custom_backoff_and_max_retries_zero(fake: FakeWeChat, sleeps: Sleeps) -> None:
     fake.script = [system_error]
-    with make_client(fake, sleeps, max_retries=0, backoff=Backoff(initial=2.0)) as client:
-        with pytest.raises(WeChatSystemError):
-            client.orders.query(out_trade_no="ORDER20240101000001")
+    with (
+        make_client(fake, sleeps, max_retries=0, backoff=Backoff(initial=2.0)) as client,
+        pytest.raises(WeChatSystemError),
+    ):
+        client.orders.query(out_trade_no="ORDER20240101000001")
     assert sleeps.delays == []
 
 

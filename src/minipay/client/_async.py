@@ -173,7 +173,7 @@ class AsyncClient(PureMethods):
 
         async def send(host: str) -> httpx2.Response:
             body = self._core.encode(prepared)  # a fresh nonce and signature on every attempt
-            return await http.post(host + operation.path, content=body, headers=XML_HEADERS, timeout=self._timeout)
+            return await http.post(host + operation.path, content=body, headers=XML_HEADERS)
 
         return await self._run(
             operation,
@@ -194,6 +194,6 @@ class AsyncClient(PureMethods):
         url = self._core.login_url()
 
         async def send(host: str) -> httpx2.Response:
-            return await self._http.get(url, params=params, timeout=self._timeout)
+            return await self._http.get(url, params=params)
 
         return await self._run(LOGIN, {}, (self._core.login_base_url,), send, self._core.check_login, chain=False)

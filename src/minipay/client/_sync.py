@@ -174,7 +174,7 @@ class Client(PureMethods):
 
         def send(host: str) -> httpx2.Response:
             body = self._core.encode(prepared)  # a fresh nonce and signature on every attempt
-            return http.post(host + operation.path, content=body, headers=XML_HEADERS, timeout=self._timeout)
+            return http.post(host + operation.path, content=body, headers=XML_HEADERS)
 
         return self._run(
             operation,
@@ -195,6 +195,6 @@ class Client(PureMethods):
         url = self._core.login_url()
 
         def send(host: str) -> httpx2.Response:
-            return self._http.get(url, params=params, timeout=self._timeout)
+            return self._http.get(url, params=params)
 
         return self._run(LOGIN, {}, (self._core.login_base_url,), send, self._core.check_login, chain=False)
