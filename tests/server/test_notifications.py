@@ -1,0 +1,225 @@
+"""WeChat notifications: applied once, and anything forged or malformed changes nothing (never a 500)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from minipay.protocol import decode_xml, encode_xml, encrypt_req_info, sign
+from minipay.server import db
+from tests.server.conftest import SUB1, SUB2, World
+
+pytestmark = pytest.mark.anyio
+
+API_KEY = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"  # the sandbox default world's institution key
+SUCCESS_XML = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
+
+
+def notification(payment: dict[str, Any], *, key: str = API_KEY, **changes: Any) -> bytes:
+    """A payment notification for ``payment`` as WeChat sends it (spec 7.2), signed with ``key``."""
+    fields: dict[str, Any] = {
+        "return_code": "SUCCESS",
+        "appid": "wx8888888888888888",
+        "mch_id": "1900000109",
+        "sub_appid": payment["sub_appid"],
+        "sub_mch_id": payment["sub_mch_id"],
+        "nonce_str": "5d2b6c2a8db53831f7eda20af46e531c",
+        "result_code": "SUCCESS",
+        "openid": "oPq0Ot5Vn3Dxn0J5uEXAMPLEopenid",
+        "sub_openid": payment["openid"],
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "total_fee": payment["amount"],
+        "fee_type": payment["currency"],
+        "cash_fee": 920,
+        "cash_fee_type": "CNY",
+        "transaction_id": "4200000001202603020000000001",
+        "out_trade_no": payment["out_trade_no"],
+        "time_end": "20260302120510",
+    }
+    fields.update(changes)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    fields["sign"] = sign(fields, key)
+    return encode_xml(fields)
+
+
+async def post_notify(world: World, body: bytes, kind: str = "payment") -> tuple[int, dict[str, str]]:
+    response = await world.api.post(f"/wechatpay/notify/{kind}", content=body, headers={"Content-Type": "text/xml"})
+    assert response.status_code < 500, response.text
+    return response.status_code, decode_xml(response.content)
+
+
+async def count(world: World, table: str, **where: Any) -> int:
+    t = db.metadata.tables[table]
+    query = select(func.count()).select_from(t)
+    for name, value in where.items():
+        query = query.where(t.c[name] == value)
+    async with world.container.engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_valid_notification_is_applied_and_answered_with_the_exact_success_xml(world: World) -> None:
+    payment = await world.create_payment()
+    response = await world.api.post("/wechatpay/notify/payment", content=notification(payment))
+    assert response.status_code == 200
+    assert response.content == SUCCESS_XML
+    current = await world.get(payment["id"])
+    assert current["status"] == "succeeded"
+    assert current["transaction_id"] == "4200000001202603020000000001"
+
+
+async def test_duplicate_notification_is_acknowledged_once(world: World) -> None:
+    payment = await world.create_payment()
+    body = notification(payment)
+    for _ in range(3):
+        status, reply = await post_notify(world, body)
+        assert (status, reply["return_code"]) == (200, "SUCCESS")
+    assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1
+    assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.succeeded") == 1
+
+
+async def test_fifty_concurrent_deliveries_make_one_transition(world: World) -> None:
+    payment = await world.create_payment()
+    body = notification(payment)
+    replies = await asyncio.gather(*(post_notify(world, body) for _ in range(50)))
+    assert all(status == 200 and reply["return_code"] == "SUCCESS" for status, reply in replies)
+    assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1
+    assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.succeeded") == 1
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+
+
+async def test_late_notpay_query_never_undoes_a_success(world: World) -> None:
+    from minipay.server.domain import ApplyOutcome, PaymentResult
+    from minipay.server.services import apply_payment_result
+
+    payment = await world.create_payment()
+    await post_notify(world, notification(payment))
+    stale = PaymentResult.from_fields(
+        {"out_trade_no": payment["out_trade_no"], "mch_id": "1900000109", "sub_mch_id": SUB1, "trade_state": "NOTPAY"}
+    )
+    outcome = await apply_payment_result(world.container.uow_factory, stale, source="query", clock=world.clock)
+    assert outcome is ApplyOutcome.NO_CHANGE
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "forged_signature",
+        "wrong_key",
+        "md5_downgrade_claimed_hmac",
+        "wrong_sub_merchant",
+        "foreign_mch_id",
+        "unknown_order",
+        "result_code_fail",
+        "xxe",
+        "billion_laughs",
+        "oversized",
+        "not_xml",
+        "empty",
+    ],
+)
+async def test_hostile_or_foreign_notification_changes_nothing(world: World, case: str) -> None:
+    payment = await world.create_payment()
+    other = await world.create_payment(SUB2, amount=500, currency="JPY")
+    before = await world.snapshot()
+    bodies = {
+        "forged_signature": notification(payment)[:-40] + notification(payment, nonce_str="x")[-40:],
+        "wrong_key": notification(payment, key="Z" * 32),
+        "md5_downgrade_claimed_hmac": notification(payment, sign_type="HMAC-SHA256"),
+        "wrong_sub_merchant": notification(payment, sub_mch_id=SUB2, sub_appid=other["sub_appid"]),
+        "foreign_mch_id": notification(payment, mch_id="1900009999"),
+        "unknown_order": notification(payment, out_trade_no="NOSUCHORDER123"),
+        "result_code_fail": notification(payment, result_code="FAIL", err_code="SYSTEMERROR"),
+        "xxe": (
+            b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+            b"<xml><return_code>SUCCESS</return_code><out_trade_no>&xxe;</out_trade_no></xml>"
+        ),
+        "billion_laughs": (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+            b"<xml><return_code>&lol2;</return_code></xml>"
+        ),
+        "oversized": b"<xml><return_code>SUCCESS</return_code><pad>" + b"A" * (70 * 1024) + b"</pad></xml>",
+        "not_xml": b'{"return_code": "SUCCESS"}',
+        "empty": b"",
+    }
+    status, reply = await post_notify(world, bodies[case])
+    if case == "result_code_fail":
+        assert reply["return_code"] == "SUCCESS"  # acknowledged: a failed attempt is not a payment
+    else:
+        assert reply["return_code"] == "FAIL"
+        assert status in (200, 400, 413)
+    if case == "oversized":
+        assert status == 413
+    assert await world.snapshot() == before
+    assert (await world.get(payment["id"]))["status"] == "pending"
+
+
+async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World) -> None:
+    payment = await world.create_payment()
+    before = await world.snapshot(("payments", "refunds"))
+    for _ in range(2):  # WeChat retries: still one alert event for the same message
+        status, reply = await post_notify(world, notification(payment, total_fee=1))
+        assert reply["return_code"] == "FAIL"
+    status, reply = await post_notify(world, notification(payment, fee_type="CNY"))
+    assert reply["return_code"] == "FAIL"
+    assert await world.snapshot(("payments", "refunds")) == before
+    assert await count(world, "payment_events", payment_id=payment["id"], type="amount_mismatch") == 3
+    assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.amount_mismatch") == 2
+
+
+async def test_refund_notification_with_tampered_req_info_changes_nothing(world: World) -> None:
+    payment = await world.create_payment()
+    await world.pay(payment)
+    refund = await world.api.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 100}, headers={**world.auth(), "Idempotency-Key": "r1"}
+    )
+    assert refund.status_code == 201
+    before = await world.snapshot()
+    outer = {
+        "return_code": "SUCCESS",
+        "appid": "wx8888888888888888",
+        "mch_id": "1900000109",
+        "sub_appid": payment["sub_appid"],
+        "sub_mch_id": SUB1,
+        "nonce_str": "abc",
+    }
+    inner = encode_xml(
+        {
+            "out_refund_no": refund.json()["out_refund_no"],
+            "out_trade_no": payment["out_trade_no"],
+            "refund_status": "SUCCESS",
+            "refund_fee": 100,
+            "total_fee": 1000,
+        },
+        root="root",
+    )
+    forged = encrypt_req_info(inner, "Q" * 32)  # not our key
+    for req_info in (forged, "not-base64!!", forged[:-8]):
+        status, reply = await post_notify(world, encode_xml({**outer, "req_info": req_info}), "refund")
+        assert (status, reply["return_code"]) == (400, "FAIL")
+    status, reply = await post_notify(world, encode_xml(outer), "refund")
+    assert reply["return_code"] == "FAIL"
+    assert await world.snapshot() == before
+    # And the genuine one, encrypted with our key, is applied.
+    genuine = encrypt_req_info(inner, API_KEY)
+    status, reply = await post_notify(world, encode_xml({**outer, "req_info": genuine}), "refund")
+    assert (status, reply["return_code"]) == (200, "SUCCESS")
+    assert (await world.get(payment["id"]))["status"] == "partially_refunded"
+
+
+async def test_notification_never_creates_a_payment(world: World) -> None:
+    fake = {
+        "sub_appid": "wx1234567890abcdef",
+        "sub_mch_id": SUB1,
+        "openid": "o1",
+        "amount": 1,
+        "currency": "HKD",
+        "out_trade_no": "NEVERCREATED1",
+    }
+    status, reply = await post_notify(world, notification(fake))
+    assert reply["return_code"] == "FAIL"
+    assert await count(world, "payments") == 0
