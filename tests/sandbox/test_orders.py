@@ -58,7 +58,9 @@ async def test_same_seed_gives_the_same_ids(make_sandbox: MakeSandbox) -> None:
         ({"time_expire": "2024-01-01"}, "time_expire"),
     ],
 )
-async def test_field_rules_fail_with_param_error(sandbox: Sandbox, override: dict[str, str | int], fragment: str) -> None:
+async def test_field_rules_fail_with_param_error(
+    sandbox: Sandbox, override: dict[str, str | int], fragment: str
+) -> None:
     answer = await sandbox.order(**override)
     assert answer["result_code"] == "FAIL", answer
     assert answer["err_code"] == "PARAM_ERROR"

@@ -81,7 +81,9 @@ async def test_malformed_or_hostile_xml_is_xml_format_error(sandbox: Sandbox, bo
 
 
 async def test_unknown_mch_id_fails_at_the_communication_layer(sandbox: Sandbox) -> None:
-    answer = await sandbox.call("/pay/orderquery", {"mch_id": "1999999999", "sub_mch_id": HKD_SUB, "out_trade_no": "X1"})
+    answer = await sandbox.call(
+        "/pay/orderquery", {"mch_id": "1999999999", "sub_mch_id": HKD_SUB, "out_trade_no": "X1"}
+    )
     assert answer["return_code"] == "FAIL"
     assert "MCHID_NOT_EXIST" in answer["return_msg"]
 
@@ -93,9 +95,7 @@ async def test_appid_not_bound_to_mch_id_fails(sandbox: Sandbox) -> None:
 
 
 async def test_wrong_key_is_a_signature_error(sandbox: Sandbox) -> None:
-    answer = await sandbox.call(
-        "/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1"}, key="Z" * 32
-    )
+    answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1"}, key="Z" * 32)
     assert answer == {"return_code": "FAIL", "return_msg": "签名错误"}
 
 

@@ -1,0 +1,288 @@
+"""Faults (scripted and per request) and bills (spec 13)."""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx2
+import pytest
+
+from minipay.protocol import SignatureError, decode_xml, verify
+from minipay.sandbox import SandboxConfig
+from tests.sandbox.conftest import APPID, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, MakeSandbox, Sandbox
+
+pytestmark = pytest.mark.anyio
+
+
+async def fault(sandbox: Sandbox, **body: object) -> dict[str, object]:
+    response = await sandbox.http.post("/sandbox/faults", json=body)
+    assert response.status_code == 200, response.text
+    data: dict[str, object] = response.json()["fault"]
+    return data
+
+
+async def query(sandbox: Sandbox, out_trade_no: str = "ORDER0001") -> dict[str, str]:
+    return await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": out_trade_no})
+
+
+async def test_systemerror_fault_answers_signed_systemerror_and_does_nothing(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="unifiedorder", fault="SYSTEMERROR")
+    answer = await sandbox.order()
+    verify(answer, KEY, "MD5")
+    assert answer["err_code"] == "SYSTEMERROR"
+    assert (await query(sandbox))["err_code"] == "ORDERNOTEXIST"
+    assert (await sandbox.order())["result_code"] == "SUCCESS"
+
+
+async def test_fault_applies_to_the_next_n_calls_only(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="/pay/orderquery", fault="SYSTEMERROR", times=2)
+    codes = [(await query(sandbox)).get("err_code") for _ in range(3)]
+    assert codes == ["SYSTEMERROR", "SYSTEMERROR", "ORDERNOTEXIST"]
+    assert (await sandbox.http.get("/sandbox/faults")).json()["faults"] == []
+
+
+async def test_fault_scoped_to_an_out_trade_no_spares_other_orders(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="orderquery", fault="SYSTEMERROR", out_trade_no="B")
+    assert (await query(sandbox, "A"))["err_code"] == "ORDERNOTEXIST"
+    assert (await query(sandbox, "B"))["err_code"] == "SYSTEMERROR"
+
+
+async def test_http_500_fault(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="orderquery", fault="http_500")
+    response = await sandbox.post_signed("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"})
+    assert response.status_code == 500
+
+
+async def test_drop_fault_disconnects_without_processing(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="unifiedorder", fault="drop")
+    with pytest.raises(httpx2.RemoteProtocolError):
+        await sandbox.order()
+    assert (await query(sandbox))["err_code"] == "ORDERNOTEXIST"
+
+
+async def test_lost_response_fault_processes_then_disconnects(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="unifiedorder", fault="lost_response")
+    with pytest.raises(httpx2.RemoteProtocolError):
+        await sandbox.order()
+    assert (await query(sandbox))["trade_state"] == "NOTPAY"
+    # The retry with the same parameters gets the same live prepay_id.
+    retry = await sandbox.order()
+    assert retry["prepay_id"] == sandbox.backend.orders[(HKD_SUB, "ORDER0001")].prepay_id
+
+
+async def test_lost_refund_response_still_created_the_refund(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    await fault(sandbox, endpoint="refund", fault="lost_response")
+    fields = {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001", "out_refund_no": "R1", "total_fee": 1000,
+              "refund_fee": 100}  # fmt: skip
+    with pytest.raises(httpx2.RemoteProtocolError):
+        await sandbox.call("/secapi/pay/refund", fields)
+    assert len(sandbox.backend.refunds) == 1
+    assert (await sandbox.call("/secapi/pay/refund", fields))["result_code"] == "SUCCESS"
+    assert len(sandbox.backend.refunds) == 1
+
+
+async def test_bad_signature_fault_processes_but_signs_wrong(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="unifiedorder", fault="bad_signature")
+    answer = await sandbox.order()
+    with pytest.raises(SignatureError):
+        verify(answer, KEY, "MD5")
+    assert (await query(sandbox))["trade_state"] == "NOTPAY"
+
+
+async def test_delay_fault_answers_normally_after_the_delay(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="orderquery", fault="delay", delay=0.01)
+    assert (await query(sandbox))["err_code"] == "ORDERNOTEXIST"
+    journal = (await sandbox.http.get("/sandbox/requests", params={"endpoint": "orderquery"})).json()["requests"]
+    assert journal[-1]["fault"] == "delay"
+
+
+async def test_per_request_fault_header(sandbox: Sandbox) -> None:
+    answer = await sandbox.call(
+        "/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"}, headers={"X-Sandbox-Fault": "SYSTEMERROR"}
+    )
+    assert answer["err_code"] == "SYSTEMERROR"
+    response = await sandbox.post_signed(
+        "/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"}, headers={"X-Sandbox-Fault": "http_500"}
+    )
+    assert response.status_code == 500
+    delayed = await sandbox.call(
+        "/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"}, headers={"X-Sandbox-Fault": "delay=0.01"}
+    )
+    assert delayed["err_code"] == "ORDERNOTEXIST"
+
+
+@pytest.mark.parametrize(("kind", "errcode"), [("-1", -1), ("45011", 45011), ("40226", 40226)])
+async def test_login_faults(sandbox: Sandbox, kind: str, errcode: int) -> None:
+    await fault(sandbox, endpoint="jscode2session", fault=kind)
+    code = (await sandbox.login())["code"]
+    params = {"appid": "wx1234567890abcdef", "secret": "x", "js_code": code, "grant_type": "authorization_code"}
+    assert (await sandbox.http.get("/sns/jscode2session", params=params)).json()["errcode"] == errcode
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"endpoint": "nope", "fault": "SYSTEMERROR"},
+        {"endpoint": "orderquery", "fault": "nope"},
+        {"endpoint": "orderquery", "fault": "SYSTEMERROR", "times": 0},
+        {"endpoint": "orderquery", "fault": "delay", "delay": 600},
+    ],
+)
+async def test_bad_fault_scripts_are_refused(sandbox: Sandbox, body: dict[str, object]) -> None:
+    assert (await sandbox.http.post("/sandbox/faults", json=body)).status_code == 400
+
+
+async def test_faults_can_be_listed_and_cleared(sandbox: Sandbox) -> None:
+    await fault(sandbox, endpoint="orderquery", fault="SYSTEMERROR", times=3)
+    assert len((await sandbox.http.get("/sandbox/faults")).json()["faults"]) == 1
+    assert (await sandbox.http.delete("/sandbox/faults")).json()["faults"] == []
+
+
+# ------------------------------------------------------------------ bills
+
+
+async def bill(sandbox: Sandbox, day: str = "20240101", **extra: str) -> httpx2.Response:
+    return await sandbox.post_signed("/pay/downloadbill", {"bill_date": day, **extra})
+
+
+async def day_of_trades(sandbox: Sandbox) -> None:
+    await sandbox.paid_order("A1", attach="store=1")
+    await sandbox.advance(60)
+    await sandbox.paid_order("A2", total_fee=2000)
+    await sandbox.advance(60)
+    fields = {"sub_mch_id": HKD_SUB, "out_trade_no": "A1", "out_refund_no": "R1", "total_fee": 1000,
+              "refund_fee": 250}  # fmt: skip
+    await sandbox.call("/secapi/pay/refund", fields)
+
+
+def rows(text: str) -> list[list[str]]:
+    return [[cell.lstrip("`") for cell in line.split(",")] for line in text.strip().splitlines()]
+
+
+async def test_bill_is_not_available_before_nine_the_next_morning(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    early = decode_xml((await bill(sandbox)).content)
+    assert early["return_code"] == "FAIL"
+    assert early["return_msg"] == "No Bill Exist"
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T08:59:59+08:00"})
+    assert decode_xml((await bill(sandbox)).content)["return_msg"] == "No Bill Exist"
+    await sandbox.advance(1)
+    assert (await bill(sandbox)).text.startswith("交易时间")
+
+
+async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    table = rows((await bill(sandbox)).text)
+    header, lines, summary_header, summary = table[0], table[1:-2], table[-2], table[-1]
+    assert header[:3] == ["交易时间", "公众账号ID", "商户号"]
+    col = {name: i for i, name in enumerate(header)}
+    assert [(r[col["商户订单号"]], r[col["交易状态"]]) for r in lines] == [
+        ("A1", "SUCCESS"),
+        ("A2", "SUCCESS"),
+        ("A1", "REFUND"),
+    ]
+    assert lines[0][col["总金额"]] == "10.00"
+    assert lines[0][col["货币种类"]] == "HKD"
+    assert lines[0][col["子商户号"]] == HKD_SUB
+    assert lines[0][col["商户数据包"]] == "store=1"
+    assert lines[2][col["退款金额"]] == "2.50"
+    assert lines[2][col["商户退款单号"]] == "R1"
+    assert summary_header[0] == "总交易单数"
+    assert summary[:3] == ["3", "30.00", "2.50"]
+
+
+async def test_bill_types_gzip_and_sub_merchant_filter(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    assert len(rows((await bill(sandbox, bill_type="SUCCESS")).text)) == 1 + 2 + 2
+    assert len(rows((await bill(sandbox, bill_type="REFUND")).text)) == 1 + 1 + 2
+    assert decode_xml((await bill(sandbox, bill_type="RECHARGE_REFUND")).content)["return_msg"] == "No Bill Exist"
+    assert decode_xml((await bill(sandbox, bill_type="BOGUS")).content)["return_msg"] == "invalid bill_type"
+    zipped = (await bill(sandbox, tar_type="GZIP")).content
+    assert gzip.decompress(zipped).decode().startswith("交易时间")
+    assert decode_xml((await bill(sandbox, sub_mch_id=JPY_SUB)).content)["return_msg"] == "No Bill Exist"
+    assert len(rows((await bill(sandbox, sub_mch_id=HKD_SUB)).text)) == 1 + 3 + 2
+
+
+async def test_bill_of_a_day_without_trades_is_no_bill_exist(sandbox: Sandbox) -> None:
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-02-01T10:00:00+08:00"})
+    answer = decode_xml((await bill(sandbox, "20240115")).content)
+    assert answer == {"return_code": "FAIL", "return_msg": "No Bill Exist", "error_code": "20002"}
+
+
+async def test_bill_uses_the_china_day(sandbox: Sandbox) -> None:
+    # 23:30 China time on Jan 1 is 15:30 UTC: the trade belongs to the Jan 1 bill.
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-01T23:30:00+08:00"})
+    await sandbox.paid_order("LATE1")
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-03T10:00:00+08:00"})
+    assert "LATE1" in (await bill(sandbox, "20240101")).text
+    assert decode_xml((await bill(sandbox, "20240102")).content)["return_msg"] == "No Bill Exist"
+
+
+@pytest.mark.parametrize(("kind", "delta"), [("bill_extra_trade", 1), ("bill_missing_trade", -1)])
+async def test_bill_faults_add_or_drop_a_trade(sandbox: Sandbox, kind: str, delta: int) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    normal = len(rows((await bill(sandbox)).text))
+    await fault(sandbox, endpoint="downloadbill", fault=kind)
+    assert len(rows((await bill(sandbox)).text)) == normal + delta
+
+
+async def test_bill_signature_is_checked(sandbox: Sandbox) -> None:
+    response = await sandbox.post_signed("/pay/downloadbill", {"bill_date": "20240101"}, key="Q" * 32)
+    assert decode_xml(response.content) == {"return_code": "FAIL", "return_msg": "签名错误"}
+
+
+async def test_jpy_bill_amounts_have_no_decimals(sandbox: Sandbox) -> None:
+    answer = await sandbox.order("J1", sub_mch_id=JPY_SUB, sub_appid=JPY_APP, fee_type="JPY", total_fee=1500)
+    await sandbox.pay(answer["prepay_id"], app_id=JPY_APP)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    table = rows((await bill(sandbox, sub_mch_id=JPY_SUB)).text)
+    col = {name: i for i, name in enumerate(table[0])}
+    assert table[1][col["总金额"]] == "1500"
+
+
+# ------------------------------------------------------------------ exchange rate and report
+
+
+async def test_exchange_rate_query(sandbox: Sandbox) -> None:
+    answer = await sandbox.call("/pay/queryexchagerate", {"sub_mch_id": HKD_SUB, "fee_type": "HKD", "date": "20240101"})
+    verify(answer, KEY, "MD5")
+    assert answer["rate"] == "92000000"
+    assert answer["rate_time"] == "20240101"
+    assert answer["sub_mch_id"] == HKD_SUB
+    assert "result_code" not in answer
+
+
+async def test_exchange_rate_errors_are_return_code_fail(sandbox: Sandbox) -> None:
+    unknown = await sandbox.call("/pay/queryexchagerate", {"fee_type": "THB", "date": "20240101"})
+    assert unknown["return_code"] == "FAIL"
+    future = await sandbox.call("/pay/queryexchagerate", {"fee_type": "HKD", "date": "20240301"})
+    assert future["return_code"] == "FAIL"
+    bad = await sandbox.call("/pay/queryexchagerate", {"fee_type": "HKD", "date": "2024-01-01"})
+    assert bad["return_code"] == "FAIL"
+
+
+async def test_exchange_rate_of_the_spec_vector_request(sandbox: Sandbox) -> None:
+    # Spec 3.4: this exact request signs to B230F1DFA690567B5772144050EF1E93 with the default key.
+    body = (
+        f"<xml><appid>{APPID}</appid><mch_id>{MCH_ID}</mch_id><sub_mch_id>{HKD_SUB}</sub_mch_id>"
+        "<fee_type>HKD</fee_type><date>20240101</date><sign>B230F1DFA690567B5772144050EF1E93</sign></xml>"
+    )
+    answer = decode_xml((await sandbox.http.post("/pay/queryexchagerate", content=body.encode())).content)
+    assert answer["rate"] == "92000000"
+
+
+async def test_report_is_accepted(sandbox: Sandbox) -> None:
+    fields = {"interface_url": "https://apihk.mch.weixin.qq.com/pay/unifiedorder", "execute_time_": 120,
+              "return_code": "SUCCESS", "result_code": "SUCCESS", "user_ip": "203.0.113.10", "time": "20240101120000"}  # fmt: skip
+    answer = await sandbox.call("/payitil/report", fields)
+    assert answer == {"return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS"}
+
+
+async def test_config_rates_reach_the_rate_query(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(SandboxConfig.from_dict({"rates": {"HKD": 91234567}}))
+    answer = await sandbox.call("/pay/queryexchagerate", {"fee_type": "HKD", "date": "20240101"})
+    assert answer["rate"] == "91234567"

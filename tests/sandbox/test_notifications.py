@@ -1,0 +1,242 @@
+"""Notifications (spec 7, 12, 18.5): signed, exact-SUCCESS rule, the 16-attempt schedule, modes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import httpx2
+import pytest
+
+from minipay.protocol import decode_xml, verify
+from minipay.sandbox import SandboxConfig, create_app, is_ack
+from tests.sandbox.conftest import HKD_SUB, KEY, START, MakeSandbox, Receiver, Sandbox
+
+pytestmark = pytest.mark.anyio
+
+GAPS = [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
+
+
+def fail_receiver() -> Receiver:
+    return Receiver(default=(200, b"<xml><return_code>FAIL</return_code><return_msg>busy</return_msg></xml>"))
+
+
+async def test_payment_notification_is_signed_and_carries_the_global_fields(sandbox: Sandbox) -> None:
+    await sandbox.paid_order(attach="store=42")
+    body = sandbox.receiver.received[0]
+    fields = decode_xml(body)
+    verify(fields, KEY, "MD5")
+    assert fields["sign_type"] == "MD5"
+    assert fields["return_code"] == fields["result_code"] == "SUCCESS"
+    assert fields["sub_mch_id"] == HKD_SUB
+    assert fields["out_trade_no"] == "ORDER0001"
+    assert fields["total_fee"] == "1000"
+    assert fields["fee_type"] == "HKD"
+    assert fields["cash_fee"] == "920"
+    assert fields["cash_fee_type"] == "CNY"
+    assert fields["rate_value"] == "92000000"
+    assert fields["attach"] == "store=42"
+    assert fields["trade_type"] == "JSAPI"
+    assert fields["time_end"] == "20240101120000"
+    assert fields["openid"] and fields["sub_openid"]
+
+
+async def test_hmac_order_gets_an_hmac_signed_notification(sandbox: Sandbox) -> None:
+    await sandbox.paid_order(sign_type="HMAC-SHA256")
+    fields = decode_xml(sandbox.receiver.received[0])
+    assert fields["sign_type"] == "HMAC-SHA256"
+    verify(fields, KEY, "HMAC-SHA256")
+
+
+async def test_rate_field_name_and_sign_type_are_configurable(make_sandbox: MakeSandbox) -> None:
+    config = SandboxConfig.from_dict({"notify": {"rate_field": "rate", "include_sign_type": False}})
+    sandbox = make_sandbox(config)
+    await sandbox.paid_order()
+    fields = decode_xml(sandbox.receiver.received[0])
+    assert fields["rate"] == "92000000"
+    assert "rate_value" not in fields
+    assert "sign_type" not in fields
+    verify(fields, KEY, "MD5")
+
+
+async def test_an_acknowledged_notification_is_sent_once(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    await sandbox.advance(25 * 3600)
+    [note] = await sandbox.notifications("ORDER0001")
+    assert note["state"] == "delivered"
+    assert len(note["attempts"]) == 1
+    assert note["attempts"][0]["verdict"] == "ack"
+    assert note["attempts"][0]["status"] == 200
+    assert len(sandbox.receiver.received) == 1
+
+
+async def test_unanswered_notification_makes_exactly_sixteen_attempts_in_25_hours(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(receiver=fail_receiver())
+    await sandbox.paid_order()
+    await sandbox.advance(25 * 3600)
+    [note] = await sandbox.notifications("ORDER0001")
+    attempts = note["attempts"]
+    assert len(attempts) == 16
+    assert note["state"] == "exhausted"
+    assert note["next_attempt_at"] is None
+    times = [datetime.fromisoformat(a["at"]) for a in attempts]
+    assert times[0] == START
+    assert [int((b - a).total_seconds()) for a, b in zip(times, times[1:], strict=False)] == GAPS
+    assert times[-1] - times[0] == timedelta(hours=24, minutes=4)
+    assert {a["verdict"] for a in attempts} == {"nack"}
+    assert len(sandbox.receiver.received) == 16
+
+
+async def test_retries_stop_at_the_first_success(make_sandbox: MakeSandbox) -> None:
+    fail = (200, b"<xml><return_code>FAIL</return_code></xml>")
+    receiver = Receiver(replies=[fail, (500, b"oops"), fail])
+    sandbox = make_sandbox(receiver=receiver)
+    await sandbox.paid_order()
+    await sandbox.advance(15)
+    await sandbox.advance(15)
+    [note] = await sandbox.notifications()
+    assert [a["verdict"] for a in note["attempts"]] == ["nack", "nack", "nack"]
+    assert note["state"] == "pending"
+    await sandbox.advance(30)
+    [note] = await sandbox.notifications()
+    assert [a["verdict"] for a in note["attempts"]] == ["nack", "nack", "nack", "ack"]
+    assert note["state"] == "delivered"
+    await sandbox.advance(25 * 3600)
+    assert len((await sandbox.notifications())[0]["attempts"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "reply", "ack"),
+    [
+        (200, b"<xml><return_code><![CDATA[SUCCESS]]></return_code></xml>", True),
+        (200, b"<xml><return_code>SUCCESS</return_code><return_msg>OK</return_msg></xml>", True),
+        (204, b"<xml><return_code>SUCCESS</return_code></xml>", True),
+        (200, b"SUCCESS", False),
+        (200, b"<xml><return_code>success</return_code></xml>", False),
+        (200, b"<xml><return_code>FAIL</return_code><return_msg>no</return_msg></xml>", False),
+        (200, b"", False),
+        (500, b"<xml><return_code>SUCCESS</return_code></xml>", False),
+        (302, b"<xml><return_code>SUCCESS</return_code></xml>", False),
+        (200, b'{"return_code": "SUCCESS"}', False),
+    ],
+)
+def test_only_the_exact_success_reply_counts(status: int, reply: bytes, ack: bool) -> None:
+    assert is_ack(status, reply) is ack
+
+
+async def test_a_reply_slower_than_the_timeout_is_a_failed_attempt(make_sandbox: MakeSandbox) -> None:
+    config = SandboxConfig.from_dict({"notify": {"reply_timeout": 0.05}})
+    sandbox = make_sandbox(config, receiver=Receiver(delay=0.5))
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    assert note["attempts"][0]["verdict"] == "timeout"
+    assert note["state"] == "pending"
+
+
+async def test_a_receiver_that_crashes_is_a_failed_attempt(make_sandbox: MakeSandbox) -> None:
+    async def broken(scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("merchant bug")
+
+    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(broken))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        await sandbox.paid_order()
+        [note] = await sandbox.notifications()
+    assert note["attempts"][0]["verdict"] == "error"
+    assert "merchant bug" in note["attempts"][0]["error"]
+
+
+async def test_twice_mode_delivers_each_notification_twice(sandbox: Sandbox) -> None:
+    answer = await sandbox.order()
+    await sandbox.pay(answer["prepay_id"], notify="twice")
+    [note] = await sandbox.notifications()
+    assert note["mode"] == "twice"
+    assert [a["duplicate"] for a in note["attempts"]] == [False, True]
+    assert sandbox.receiver.received[0] == sandbox.receiver.received[1]
+
+
+async def test_twice_concurrently_mode_delivers_two_copies_at_once(make_sandbox: MakeSandbox) -> None:
+    receiver = Receiver(delay=0.05)
+    sandbox = make_sandbox(receiver=receiver)
+    response = await sandbox.http.post("/sandbox/notify-mode", json={"mode": "twice-concurrently"})
+    assert response.json()["default"] == "twice-concurrently"
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    assert len(note["attempts"]) == 2
+    assert note["attempts"][0]["at"] == note["attempts"][1]["at"]
+    assert len(receiver.received) == 2
+
+
+async def test_late_mode_delivers_after_the_configured_delay(sandbox: Sandbox) -> None:
+    await sandbox.http.post("/sandbox/notify-mode", json={"mode": "late", "out_trade_no": "ORDER0001"})
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    assert note["attempts"] == []
+    assert datetime.fromisoformat(note["next_attempt_at"]) == START + timedelta(seconds=300)
+    await sandbox.advance(299)
+    assert sandbox.receiver.received == []
+    await sandbox.advance(1)
+    assert len(sandbox.receiver.received) == 1
+
+
+async def test_never_mode_sends_nothing_until_resent(sandbox: Sandbox) -> None:
+    answer = await sandbox.order()
+    await sandbox.pay(answer["prepay_id"], notify="never")
+    await sandbox.advance(25 * 3600)
+    [note] = await sandbox.notifications()
+    assert note["state"] == "suppressed"
+    assert note["attempts"] == []
+    resent = (await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend")).json()
+    assert resent["state"] == "delivered"
+    assert resent["attempts"][0]["resend"] is True
+    assert len(sandbox.receiver.received) == 1
+
+
+async def test_resend_delivers_the_same_body_again(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    again = (await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend")).json()
+    assert len(again["attempts"]) == 2
+    assert sandbox.receiver.received[0] == sandbox.receiver.received[1]
+    assert (await sandbox.http.get(f"/sandbox/notifications/{note['id']}")).json()["id"] == note["id"]
+    assert (await sandbox.http.post("/sandbox/notifications/999/resend")).status_code == 404
+
+
+async def test_notifications_filter_by_order_and_kind(sandbox: Sandbox) -> None:
+    await sandbox.paid_order("A1")
+    await sandbox.paid_order("A2")
+    assert len(await sandbox.notifications()) == 2
+    assert [n["out_trade_no"] for n in await sandbox.notifications("A2")] == ["A2"]
+    refunds = (await sandbox.http.get("/sandbox/notifications", params={"kind": "refund"})).json()
+    assert refunds["notifications"] == []
+
+
+async def test_without_a_transport_only_loopback_targets_are_contacted() -> None:
+    app = create_app(seed=1, start=START)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        await sandbox.paid_order(notify_url="http://merchant.example.com/notify")
+        [note] = await sandbox.notifications()
+    assert note["state"] == "blocked"
+    assert note["attempts"][0]["verdict"] == "blocked"
+    dispatcher = app.state.sandbox.dispatcher
+    assert dispatcher.allowed("http://127.0.0.1:9/notify")
+    assert dispatcher.allowed("http://[::1]:9/notify")
+    assert dispatcher.allowed("http://localhost/notify")
+    assert not dispatcher.allowed("http://10.0.0.1/notify")
+    assert not dispatcher.allowed("http://127.0.0.1.example.com/notify")
+
+
+async def test_allow_listed_hosts_are_contacted() -> None:
+    config = SandboxConfig.from_dict({"notify": {"allow_hosts": ["merchant.example.com"]}})
+    app = create_app(config, seed=1, start=START)
+    assert app.state.sandbox.dispatcher.allowed("https://merchant.example.com/notify")
+    assert not app.state.sandbox.dispatcher.allowed("https://evil.example.com/notify")
+
+
+async def test_the_clock_answer_comes_after_every_due_attempt_was_recorded(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(receiver=fail_receiver())
+    await sandbox.paid_order()
+    clock = await sandbox.advance(60)
+    assert datetime.fromisoformat(clock["now"]) == START + timedelta(seconds=60)
+    [note] = await sandbox.notifications()
+    assert len(note["attempts"]) == 4  # 0, 15, 30, 60 s
