@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,11 +224,3 @@ def anyio_backend() -> str:
 
 def later(seconds: int) -> datetime:
     return START + timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def no_env_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("MINIPAY_") and name != "MINIPAY_REQUIRE_POSTGRES":
-            monkeypatch.delenv(name)
-    yield

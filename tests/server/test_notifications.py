@@ -164,7 +164,7 @@ async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World
     for _ in range(2):  # WeChat retries: still one alert event for the same message
         status, reply = await post_notify(world, notification(payment, total_fee=1))
         assert reply["return_code"] == "FAIL"
-    status, reply = await post_notify(world, notification(payment, fee_type="CNY"))
+    _status, reply = await post_notify(world, notification(payment, fee_type="CNY"))
     assert reply["return_code"] == "FAIL"
     assert await world.snapshot(("payments", "refunds")) == before
     assert await count(world, "payment_events", payment_id=payment["id"], type="amount_mismatch") == 3
@@ -220,6 +220,6 @@ async def test_notification_never_creates_a_payment(world: World) -> None:
         "currency": "HKD",
         "out_trade_no": "NEVERCREATED1",
     }
-    status, reply = await post_notify(world, notification(fake))
+    _status, reply = await post_notify(world, notification(fake))
     assert reply["return_code"] == "FAIL"
     assert await count(world, "payments") == 0
