@@ -162,7 +162,7 @@ async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World
     payment = await world.create_payment()
     before = await world.snapshot(("payments", "refunds"))
     for _ in range(2):  # WeChat retries: still one alert event for the same message
-        status, reply = await post_notify(world, notification(payment, total_fee=1))
+        _status, reply = await post_notify(world, notification(payment, total_fee=1))
         assert reply["return_code"] == "FAIL"
     _status, reply = await post_notify(world, notification(payment, fee_type="CNY"))
     assert reply["return_code"] == "FAIL"
