@@ -276,8 +276,14 @@ async def test_exchange_rate_of_the_spec_vector_request(sandbox: Sandbox) -> Non
 
 
 async def test_report_is_accepted(sandbox: Sandbox) -> None:
-    fields = {"interface_url": "https://apihk.mch.weixin.qq.com/pay/unifiedorder", "execute_time_": 120,
-              "return_code": "SUCCESS", "result_code": "SUCCESS", "user_ip": "203.0.113.10", "time": "20240101120000"}  # fmt: skip
+    fields: dict[str, str | int] = {
+        "interface_url": "https://apihk.mch.weixin.qq.com/pay/unifiedorder",
+        "execute_time_": 120,
+        "return_code": "SUCCESS",
+        "result_code": "SUCCESS",
+        "user_ip": "203.0.113.10",
+        "time": "20240101120000",
+    }
     answer = await sandbox.call("/payitil/report", fields)
     assert answer == {"return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import httpx2
@@ -37,7 +38,8 @@ async def test_payment_notification_is_signed_and_carries_the_global_fields(sand
     assert fields["attach"] == "store=42"
     assert fields["trade_type"] == "JSAPI"
     assert fields["time_end"] == "20240101120000"
-    assert fields["openid"] and fields["sub_openid"]
+    assert fields["openid"]
+    assert fields["sub_openid"]
 
 
 async def test_hmac_order_gets_an_hmac_signed_notification(sandbox: Sandbox) -> None:
@@ -80,7 +82,7 @@ async def test_unanswered_notification_makes_exactly_sixteen_attempts_in_25_hour
     assert note["next_attempt_at"] is None
     times = [datetime.fromisoformat(a["at"]) for a in attempts]
     assert times[0] == START
-    assert [int((b - a).total_seconds()) for a, b in zip(times, times[1:], strict=False)] == GAPS
+    assert [int((b - a).total_seconds()) for a, b in itertools.pairwise(times)] == GAPS
     assert times[-1] - times[0] == timedelta(hours=24, minutes=4)
     assert {a["verdict"] for a in attempts} == {"nack"}
     assert len(sandbox.receiver.received) == 16

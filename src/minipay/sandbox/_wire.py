@@ -325,6 +325,7 @@ async def jscode2session(request: Request) -> Response:
 
 def wechat_routes() -> list[Route]:
     """The WeChat paths (any Host header)."""
-    routes = [Route(path, Pipeline(name).handle, methods=["GET", "POST", "PUT", "DELETE"]) for name, path in _PATHS.items()]
+    methods = ["GET", "POST", "PUT", "DELETE"]
+    routes = [Route(path, Pipeline(name).handle, methods=methods) for name, path in _PATHS.items()]
     routes.append(Route("/sns/jscode2session", jscode2session, methods=["GET", "POST"]))
     return routes
