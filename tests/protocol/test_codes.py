@@ -1,0 +1,252 @@
+"""The error-code table and check_response: the order of judgement, the classes, the flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from minipay.protocol import (
+    ERROR_CODES,
+    LOGIN_ERRCODES,
+    MUTATING_OPERATIONS,
+    OPERATION_PATHS,
+    OPERATIONS,
+    BizerrNeedRetryError,
+    BusinessError,
+    CommunicationError,
+    InvalidRequestError,
+    LackParamsError,
+    LoginError,
+    NotEnoughError,
+    OrderClosedError,
+    OrderNotFoundError,
+    OrderPaidError,
+    OutTradeNoUsedError,
+    ParamError,
+    RefundNotFoundError,
+    SignatureError,
+    SignPolicy,
+    TradeStateError,
+    UnexpectedResponseError,
+    WeChatError,
+    WeChatSignError,
+    WeChatSystemError,
+    business_error,
+    check_response,
+    describe_code,
+    describe_login_errcode,
+    login_error,
+    sign,
+)
+from tests.protocol import vectors as v
+
+IDS = {"mch_id": v.MCH_ID, "sub_mch_id": v.SUB_MCH_ID, "out_trade_no": v.OUT_TRADE_NO}
+
+
+def _signed(fields: dict[str, str], sign_type: str = "MD5") -> dict[str, str]:
+    base = {"return_code": "SUCCESS", "return_msg": "OK", "appid": v.APPID, "mch_id": v.MCH_ID, "nonce_str": "n1"}
+    base.update(fields)
+    base["sign"] = sign(base, v.KEY, sign_type)
+    return base
+
+
+def _fail(err_code: str, des: str = "描述") -> dict[str, str]:
+    return _signed({"result_code": "FAIL", "err_code": err_code, "err_code_des": des})
+
+
+def test_operations_are_named_after_their_paths() -> None:
+    assert OPERATION_PATHS["unifiedorder"] == "/pay/unifiedorder"
+    assert OPERATION_PATHS["refund"] == "/secapi/pay/refund"
+    assert OPERATION_PATHS["queryexchagerate"] == "/pay/queryexchagerate"
+    assert set(OPERATION_PATHS) == OPERATIONS
+    assert {"unifiedorder", "closeorder", "refund"} == MUTATING_OPERATIONS
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "cls"),
+    [
+        ("unifiedorder", "SYSTEMERROR", WeChatSystemError),
+        ("orderquery", "SYSTEMERROR", WeChatSystemError),
+        ("unifiedorder", "ORDERPAID", OrderPaidError),
+        ("closeorder", "ORDERPAID", OrderPaidError),
+        ("unifiedorder", "ORDERCLOSED", OrderClosedError),
+        ("unifiedorder", "OUT_TRADE_NO_USED", OutTradeNoUsedError),
+        ("unifiedorder", "INVALID_REQUEST", InvalidRequestError),
+        ("orderquery", "ORDERNOTEXIST", OrderNotFoundError),
+        ("refundquery", "REFUNDNOTEXIST", RefundNotFoundError),
+        ("refund", "NOTENOUGH", NotEnoughError),
+        ("refund", "NOT_ENOUGH", NotEnoughError),
+        ("refund", "PARAM_ERROR", ParamError),
+        ("unifiedorder", "LACK_PARAMS", LackParamsError),
+        ("orderquery", "SIGNERROR", WeChatSignError),
+        ("closeorder", "TRADE_STATE_ERROR", TradeStateError),
+        ("refund", "BIZERR_NEED_RETRY", BizerrNeedRetryError),
+    ],
+)
+def test_each_code_raises_its_own_class(operation: str, code: str, cls: type[BusinessError]) -> None:
+    with pytest.raises(cls) as info:
+        check_response(operation, _fail(code), key=v.KEY, ids=IDS)
+    error = info.value
+    assert isinstance(error, BusinessError)
+    assert isinstance(error, WeChatError)
+    assert error.operation == operation
+    assert error.err_code == code
+    assert error.err_code_des == "描述"
+    assert error.ids == IDS
+    assert error.out_trade_no == v.OUT_TRADE_NO
+    info_row = describe_code(operation, code)
+    assert error.retryable is info_row.retryable
+    assert error.outcome_unknown is info_row.outcome_unknown
+    assert v.OUT_TRADE_NO in str(error)
+    assert operation in str(error)
+    assert code in str(error)
+
+
+@pytest.mark.parametrize("operation", sorted(MUTATING_OPERATIONS))
+def test_system_error_on_a_write_leaves_the_outcome_unknown(operation: str) -> None:
+    info = describe_code(operation, "SYSTEMERROR")
+    assert info.retryable
+    assert info.auto_retry
+    assert info.outcome_unknown
+
+
+@pytest.mark.parametrize("operation", ["orderquery", "refundquery", "downloadbill", "queryexchagerate"])
+def test_system_error_on_a_read_is_just_retryable(operation: str) -> None:
+    info = describe_code(operation, "SYSTEMERROR")
+    assert info.retryable
+    assert info.auto_retry
+    assert not info.outcome_unknown
+
+
+def test_refund_not_enough_is_retried_later_not_immediately() -> None:
+    info = describe_code("refund", "NOTENOUGH")
+    assert info.retryable
+    assert not info.auto_retry
+    assert not info.outcome_unknown
+    assert describe_code("refund", "NOT_ENOUGH").retryable
+
+
+def test_not_enough_at_unified_order_is_the_users_balance_and_not_retryable() -> None:
+    assert not describe_code("unifiedorder", "NOTENOUGH").retryable
+
+
+def test_order_paid_is_final_not_retryable() -> None:
+    info = describe_code("closeorder", "ORDERPAID")
+    assert not info.retryable
+    assert not info.outcome_unknown
+    assert "paid" in info.action
+
+
+def test_unknown_code_on_a_write_is_conservative() -> None:
+    info = describe_code("refund", "SOMETHING_NEW")
+    assert not info.known
+    assert not info.retryable
+    assert info.outcome_unknown
+    assert info.error is BusinessError
+    read = describe_code("orderquery", "SOMETHING_NEW")
+    assert not read.outcome_unknown
+
+
+def test_unknown_code_raises_plain_business_error() -> None:
+    with pytest.raises(BusinessError) as info:
+        check_response("unifiedorder", _fail("BRAND_NEW_CODE"), key=v.KEY)
+    assert type(info.value) is BusinessError
+    assert info.value.outcome_unknown
+
+
+def test_every_table_row_is_consistent() -> None:
+    for (operation, code), info in ERROR_CODES.items():
+        assert operation in OPERATIONS
+        assert info.operation == operation
+        assert info.err_code == code
+        assert info.meaning
+        assert info.action
+        assert issubclass(info.error, BusinessError)
+        assert not info.auto_retry or info.retryable
+
+
+def test_business_error_can_be_built_for_the_sandbox_and_sdk_alike() -> None:
+    error = business_error("refund", "NOTENOUGH", "余额不足", ids={"out_refund_no": "R1"})
+    assert isinstance(error, NotEnoughError)
+    assert error.retryable
+    assert error.out_refund_no == "R1"
+
+
+def test_return_code_fail_is_a_communication_error_without_signature() -> None:
+    with pytest.raises(CommunicationError) as info:
+        check_response("unifiedorder", {"return_code": "FAIL", "return_msg": "签名错误"}, key=v.KEY, ids=IDS)
+    assert info.value.return_msg == "签名错误"
+    assert not info.value.retryable
+
+
+def test_missing_return_code_is_unexpected() -> None:
+    with pytest.raises(UnexpectedResponseError):
+        check_response("orderquery", {"foo": "bar"}, key=v.KEY)
+
+
+def test_signature_is_checked_before_result_code_is_believed() -> None:
+    forged = _fail("ORDERPAID")
+    forged["err_code"] = "ORDERCLOSED"  # changed after signing
+    with pytest.raises(SignatureError):
+        check_response("unifiedorder", forged, key=v.KEY)
+
+
+def test_missing_signature_on_a_success_is_refused() -> None:
+    fields = _signed({"result_code": "SUCCESS", "prepay_id": "wx1"})
+    del fields["sign"]
+    with pytest.raises(SignatureError, match="missing"):
+        check_response("unifiedorder", fields, key=v.KEY)
+
+
+def test_missing_signature_on_a_business_failure_is_refused() -> None:
+    fields = _fail("SYSTEMERROR")
+    del fields["sign"]
+    with pytest.raises(SignatureError):
+        check_response("unifiedorder", fields, key=v.KEY)
+
+
+def test_response_claiming_another_algorithm_than_the_request_is_refused() -> None:
+    fields = _signed({"result_code": "SUCCESS", "sign_type": "MD5"})
+    with pytest.raises(SignatureError, match="request used HMAC-SHA256"):
+        check_response("orderquery", fields, key=v.KEY, sign_type="HMAC-SHA256")
+
+
+def test_md5_response_to_a_hmac_request_is_refused() -> None:
+    fields = _signed({"result_code": "SUCCESS"})
+    with pytest.raises(SignatureError):
+        check_response("orderquery", fields, key=v.KEY, sign_type="HMAC-SHA256")
+
+
+def test_hmac_response_passes_a_pinned_policy() -> None:
+    fields = _signed({"result_code": "SUCCESS", "sign_type": "HMAC-SHA256"}, "HMAC-SHA256")
+    result = check_response(
+        "orderquery", fields, key=v.KEY, sign_type="HMAC-SHA256", policy=SignPolicy(pinned="HMAC-SHA256")
+    )
+    assert result["result_code"] == "SUCCESS"
+
+
+def test_md5_response_is_refused_by_a_pinned_policy() -> None:
+    fields = _signed({"result_code": "SUCCESS"})
+    with pytest.raises(SignatureError, match="refused"):
+        check_response("orderquery", fields, key=v.KEY, sign_type=None, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_exchange_rate_answer_has_no_result_code() -> None:
+    fields = _signed({"fee_type": "HKD", "rate": "92000000", "rate_time": "20240101"})
+    assert check_response("queryexchagerate", fields, key=v.KEY)["rate"] == "92000000"
+
+
+def test_missing_result_code_elsewhere_is_unexpected_and_unknown_for_writes() -> None:
+    with pytest.raises(UnexpectedResponseError) as info:
+        check_response("refund", _signed({}), key=v.KEY)
+    assert info.value.outcome_unknown
+
+
+def test_login_error_table() -> None:
+    assert login_error(-1, "system error").retryable
+    assert login_error(45011, "quota").retryable
+    for code in (40029, 40163, 40226):
+        error = login_error(code, "x")
+        assert isinstance(error, LoginError)
+        assert not error.retryable
+    assert set(LOGIN_ERRCODES) == {-1, 40029, 40163, 45011, 40226}
+    assert not describe_login_errcode(99999).retryable

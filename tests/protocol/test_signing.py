@@ -1,0 +1,168 @@
+"""Signing and verification: properties, refusals, downgrade protection, secrecy of the key."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minipay.protocol import (
+    ApiKey,
+    ConfigurationError,
+    SignatureError,
+    SignPolicy,
+    decode_xml,
+    encode_xml,
+    explain_signature,
+    new_nonce,
+    sign,
+    string_to_sign,
+    verify,
+)
+from tests.protocol import vectors as v
+
+_XML_TEXT = st.text(
+    alphabet=st.characters(
+        codec="utf-8",
+        exclude_categories=("Cs",),
+        exclude_characters="".join(chr(c) for c in range(0x20) if c not in (0x9, 0xA, 0xD)) + "\ufffe\uffff",
+    ),
+    max_size=40,
+)
+_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True).filter(
+    lambda n: not n.lower().startswith("xml") and n != "sign"
+)
+_FIELDS = st.dictionaries(_NAMES, _XML_TEXT | st.sampled_from(["]]>", "&", "<", "", "a]]>b&c<d"]), max_size=12)
+_KEYS = st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True)
+_ALGORITHMS = st.sampled_from(["MD5", "HMAC-SHA256"])
+
+
+@given(fields=_FIELDS, key=_KEYS, algorithm=_ALGORITHMS)
+def test_sign_then_verify_round_trips(fields: dict[str, str], key: str, algorithm: str) -> None:
+    signed = {**fields, "sign": sign(fields, key, algorithm)}
+    verify(signed, key, algorithm)
+    verify(signed, key)  # the algorithm is also found from the signature's length
+
+
+@given(fields=_FIELDS, key=_KEYS, algorithm=_ALGORITHMS)
+def test_signature_survives_the_xml_round_trip(fields: dict[str, str], key: str, algorithm: str) -> None:
+    signed = {**fields, "sign": sign(fields, key, algorithm)}
+    verify(decode_xml(encode_xml(signed), max_bytes=1 << 20), key, algorithm)
+
+
+@given(fields=_FIELDS.filter(lambda f: any(f.values())), key=_KEYS, data=st.data())
+def test_changing_any_signed_value_breaks_the_signature(fields: dict[str, str], key: str, data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(n for n, val in fields.items() if val)))
+    signed = {**fields, "sign": sign(fields, key)}
+    signed[name] = fields[name] + "x"
+    with pytest.raises(SignatureError):
+        verify(signed, key)
+
+
+@given(fields=_FIELDS, key=_KEYS, extra=_NAMES, value=_XML_TEXT.filter(bool))
+def test_an_added_unknown_field_must_be_signed_too(fields: dict[str, str], key: str, extra: str, value: str) -> None:
+    signed = {**fields, "sign": sign(fields, key)}
+    if extra in fields:
+        return
+    with pytest.raises(SignatureError):
+        verify({**signed, extra: value}, key)
+
+
+def test_empty_values_are_left_out_of_the_string_to_sign() -> None:
+    assert string_to_sign({"b": "", "a": "1", "sign": "X"}) == "a=1"
+    assert sign({"a": "1", "b": ""}, v.KEY) == sign({"a": "1"}, v.KEY)
+
+
+def test_int_values_sign_like_their_text() -> None:
+    assert sign({"total_fee": 1000}, v.KEY) == sign({"total_fee": "1000"}, v.KEY)
+
+
+def test_sort_is_byte_wise_so_upper_case_names_come_first() -> None:
+    assert string_to_sign({"b": "1", "B": "2", "a": "3"}) == "B=2&a=3&b=1"
+
+
+def test_missing_signature_is_refused() -> None:
+    with pytest.raises(SignatureError, match="missing"):
+        verify(v.OFFICIAL_FIELDS, v.OFFICIAL_KEY)
+
+
+def test_empty_signature_is_refused() -> None:
+    with pytest.raises(SignatureError, match="empty"):
+        verify({**v.OFFICIAL_FIELDS, "sign": ""}, v.OFFICIAL_KEY)
+
+
+@pytest.mark.parametrize("bad", ["XYZ", "G" * 32, "0" * 31, "0" * 64 + "0"])
+def test_malformed_signature_is_refused(bad: str) -> None:
+    with pytest.raises(SignatureError, match="malformed"):
+        verify({**v.OFFICIAL_FIELDS, "sign": bad}, v.OFFICIAL_KEY)
+
+
+def test_lower_case_hex_signature_is_accepted() -> None:
+    verify({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5.lower()}, v.OFFICIAL_KEY)
+
+
+def test_wrong_key_is_refused() -> None:
+    with pytest.raises(SignatureError, match="wrong signature"):
+        verify({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5}, v.KEY)
+
+
+def test_md5_signature_is_refused_when_the_policy_pins_hmac() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5}
+    with pytest.raises(SignatureError, match="refused"):
+        verify(fields, v.OFFICIAL_KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_md5_signature_claiming_md5_is_refused_when_the_policy_pins_hmac() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "MD5"}
+    fields["sign"] = sign(fields, v.OFFICIAL_KEY, "MD5")
+    with pytest.raises(SignatureError, match="refused"):
+        verify(fields, v.OFFICIAL_KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_md5_signature_under_a_hmac_claim_is_refused() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "HMAC-SHA256"}
+    fields["sign"] = sign(fields, v.OFFICIAL_KEY, "MD5")
+    with pytest.raises(SignatureError):
+        verify(fields, v.OFFICIAL_KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_hmac_signature_passes_the_pinned_policy() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_HMAC}
+    verify(fields, v.OFFICIAL_KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_unknown_sign_type_is_refused() -> None:
+    with pytest.raises(SignatureError, match="unknown sign_type"):
+        verify({**v.OFFICIAL_FIELDS, "sign_type": "SHA1", "sign": v.OFFICIAL_MD5}, v.OFFICIAL_KEY)
+
+
+def test_malformed_api_key_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sign({"a": "1"}, "not-a-key-but-a-secret-value!!")
+    assert "secret" not in str(info.value)
+
+
+def test_api_key_never_shows_in_repr_or_str() -> None:
+    key = ApiKey(v.KEY)
+    assert v.KEY not in repr(key)
+    assert v.KEY not in str(key)
+    assert v.KEY not in f"{key}"
+
+
+def test_explanation_redacts_the_key() -> None:
+    explanation = explain_signature({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5}, v.OFFICIAL_KEY)
+    assert explanation.matches
+    assert explanation.string_to_sign.endswith("&key=<redacted>")
+    assert v.OFFICIAL_KEY not in repr(explanation)
+
+
+def test_signature_errors_never_contain_the_key() -> None:
+    with pytest.raises(SignatureError) as info:
+        verify({**v.OFFICIAL_FIELDS, "sign": "0" * 32}, v.OFFICIAL_KEY)
+    assert v.OFFICIAL_KEY not in str(info.value)
+
+
+def test_new_nonce_is_random_letters_and_digits() -> None:
+    nonces = {new_nonce() for _ in range(50)}
+    assert len(nonces) == 50
+    assert all(len(n) == 32 and n.isalnum() for n in nonces)

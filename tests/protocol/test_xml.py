@@ -1,0 +1,217 @@
+"""The hardened flat-XML codec: round trips, and a corpus of hostile documents, each refused."""
+
+from __future__ import annotations
+
+import socket
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minipay.protocol import DEFAULT_MAX_BYTES, MinipayError, XMLError, decode_xml, encode_xml
+
+_XML_CHAR = st.characters(
+    codec="utf-8",
+    exclude_categories=("Cs",),
+    exclude_characters="".join(chr(c) for c in range(0x20) if c not in (0x9, 0xA, 0xD)) + "\ufffe\uffff",
+)
+_VALUES = st.text(alphabet=_XML_CHAR, max_size=50) | st.sampled_from(
+    ["]]>", "]]>]]>", "&", "<", ">", "", "&amp;", "<![CDATA[x]]>", "\r\n", "\r", " lead", "trail ", "\t"]
+)
+_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter(
+    lambda n: not n.lower().startswith("xml")
+)
+
+
+@given(fields=st.dictionaries(_NAMES, _VALUES, max_size=15))
+def test_encode_then_decode_round_trips_any_xml_text(fields: dict[str, str]) -> None:
+    assert decode_xml(encode_xml(fields), max_bytes=1 << 20) == fields
+
+
+@given(value=_VALUES)
+def test_the_root_root_document_round_trips(value: str) -> None:
+    assert decode_xml(encode_xml({"a": value}, root="root"), root="root", max_bytes=1 << 20) == {"a": value}
+
+
+@given(number=st.integers(min_value=0, max_value=10**18))
+def test_ints_are_encoded_as_plain_text(number: int) -> None:
+    assert encode_xml({"total_fee": number}) == f"<xml><total_fee>{number}</total_fee></xml>".encode()
+    assert decode_xml(encode_xml({"total_fee": number})) == {"total_fee": str(number)}
+
+
+_FORBIDDEN = [chr(c) for c in (0x0, 0x1, 0x8, 0xB, 0xC, 0x1F, 0xD800, 0xDFFF, 0xFFFE, 0xFFFF)]
+
+
+@pytest.mark.parametrize("char", _FORBIDDEN, ids=[f"U+{ord(c):04X}" for c in _FORBIDDEN])
+def test_encode_refuses_characters_xml_cannot_carry(char: str) -> None:
+    with pytest.raises(XMLError, match="cannot carry"):
+        encode_xml({"body": f"a{char}b"})
+
+
+@given(value=st.text(min_size=1).filter(lambda s: any(c in s for c in "\x00\x01\x0b\x1f\ufffe")))
+def test_encode_refuses_any_text_with_a_forbidden_character(value: str) -> None:
+    with pytest.raises(XMLError):
+        encode_xml({"body": value})
+
+
+@pytest.mark.parametrize("name", ["1abc", "a b", "a<b", "xmlfoo", "XMLx", "", "a&b", "é"])
+def test_encode_refuses_bad_field_names(name: str) -> None:
+    with pytest.raises(XMLError, match="field name"):
+        encode_xml({name: "v"})
+
+
+def test_encode_refuses_non_text_values() -> None:
+    with pytest.raises(XMLError):
+        encode_xml({"a": 1.5})  # type: ignore[dict-item]
+    with pytest.raises(XMLError):
+        encode_xml({"a": True})
+
+
+def test_decode_accepts_cdata_and_plain_text_mixed() -> None:
+    body = b"<xml><a><![CDATA[x&y]]></a><b>2</b><c>a &amp; b</c><d/><e></e><f><![CDATA[]]></f></xml>"
+    assert decode_xml(body) == {"a": "x&y", "b": "2", "c": "a & b", "d": "", "e": "", "f": ""}
+
+
+def test_decode_accepts_an_xml_declaration_in_utf8_and_white_space() -> None:
+    body = b'<?xml version="1.0" encoding="UTF-8"?>\n<xml>\n  <a>1</a>\n</xml>\n'
+    assert decode_xml(body) == {"a": "1"}
+
+
+def test_decode_keeps_surrounding_white_space_of_values() -> None:
+    assert decode_xml(b"<xml><a>  x  </a></xml>") == {"a": "  x  "}
+
+
+# --- the hostile corpus -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A loopback TCP listener: any outbound fetch by the parser would connect here."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def _no_connection(server: socket.socket) -> bool:
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return True
+    conn.close()
+    return False
+
+
+def _hostile(port: int) -> dict[str, bytes]:
+    url = f"http://127.0.0.1:{port}"
+    laughs = b'<!ENTITY lol "lol">' + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
+    )
+    quadratic_entity = b"A" * 50_000
+    return {
+        "xxe_local_file": b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+        b"<xml><a>&xxe;</a></xml>",
+        "xxe_http_url": b'<!DOCTYPE xml [<!ENTITY xxe SYSTEM "' + url.encode() + b'/x">]><xml><a>&xxe;</a></xml>',
+        "billion_laughs": b"<!DOCTYPE xml [" + laughs + b"]><xml><a>&lol9;</a></xml>",
+        "quadratic_blowup": b'<!DOCTYPE xml [<!ENTITY a "'
+        + quadratic_entity
+        + b'">]><xml><b>'
+        + b"&a;" * 3000
+        + b"</b></xml>",
+        "external_dtd": b'<!DOCTYPE xml SYSTEM "' + url.encode() + b'/evil.dtd"><xml><a>1</a></xml>',
+        "parameter_entity": b'<!DOCTYPE xml [<!ENTITY % pe SYSTEM "' + url.encode() + b'/pe.dtd"> %pe;]>'
+        b"<xml><a>1</a></xml>",
+        "internal_entity": b'<!DOCTYPE xml [<!ENTITY name "value">]><xml><a>&name;</a></xml>',
+        "undefined_entity": b"<xml><a>&undefined;</a></xml>",
+        "ten_megabytes": b"<xml><a>" + b"A" * (10 * 1024 * 1024) + b"</a></xml>",
+        "invalid_utf8": b"<xml><a>\xff\xfe\xc3\x28</a></xml>",
+        "overlong_utf8": b"<xml><a>\xc0\xbc</a></xml>",
+        "declared_latin1": b'<?xml version="1.0" encoding="ISO-8859-1"?><xml><a>caf\xe9</a></xml>',
+        "declared_latin1_ascii_body": b'<?xml version="1.0" encoding="ISO-8859-1"?><xml><a>1</a></xml>',
+        "utf16": '<?xml version="1.0" encoding="UTF-16"?><xml><a>1</a></xml>'.encode("utf-16"),
+        "nested": b"<xml><a><b>1</b></a></xml>",
+        "deep_nesting": b"<xml>" + b"<a>" * 50_000 + b"</a>" * 50_000 + b"</xml>",
+        "attribute_on_field": b'<xml><a x="1">v</a></xml>',
+        "attribute_on_root": b'<xml version="2"><a>v</a></xml>',
+        "namespace_attribute": b'<xml xmlns:x="urn:x"><a>v</a></xml>',
+        "duplicate_field": b"<xml><a>1</a><a>2</a></xml>",
+        "processing_instruction": b"<xml><?php system('id'); ?><a>1</a></xml>",
+        "stylesheet_pi": b'<?xml-stylesheet type="text/xsl" href="http://127.0.0.1/x.xsl"?><xml><a>1</a></xml>',
+        "wrong_root": b"<root><a>1</a></root>",
+        "upper_case_root": b"<XML><a>1</a></XML>",
+        "two_roots": b"<xml><a>1</a></xml><xml><b>2</b></xml>",
+        "text_outside_fields": b"<xml>junk<a>1</a></xml>",
+        "text_after_fields": b"<xml><a>1</a>junk</xml>",
+        "unclosed": b"<xml><a>1</a>",
+        "not_xml": b"return_code=SUCCESS",
+        "empty": b"",
+        "white_space_only": b"   \n ",
+        "json": b'{"return_code": "SUCCESS"}',
+    }
+
+
+_CASES = sorted(_hostile(1))
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_hostile_document_is_refused_in_bounded_time_and_memory(case: str, listener: socket.socket) -> None:
+    body = _hostile(listener.getsockname()[1])[case]
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(XMLError) as info:
+            decode_xml(body)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(info.value, MinipayError)
+    assert str(info.value)  # the error names what was wrong
+    assert elapsed < 1.0, f"{case} took {elapsed:.2f}s"
+    assert peak < 8 * 1024 * 1024, f"{case} peaked at {peak} bytes"
+    assert _no_connection(listener), f"{case} made an outbound connection"
+
+
+@pytest.mark.parametrize("case", ["billion_laughs", "quadratic_blowup", "xxe_local_file", "parameter_entity"])
+def test_entity_attacks_are_refused_even_under_a_large_size_cap(case: str, listener: socket.socket) -> None:
+    body = _hostile(listener.getsockname()[1])[case]
+    with pytest.raises(XMLError, match="DOCTYPE"):
+        decode_xml(body, max_bytes=64 * 1024 * 1024)
+    assert _no_connection(listener)
+
+
+def test_the_size_cap_is_checked_before_parsing() -> None:
+    body = b"<xml><a>" + b"A" * DEFAULT_MAX_BYTES + b"</a></xml>"
+    with pytest.raises(XMLError, match="too large"):
+        decode_xml(body)
+    assert decode_xml(body, max_bytes=len(body)) == {"a": "A" * DEFAULT_MAX_BYTES}
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("xxe_local_file", "DOCTYPE"),
+        ("nested", "nested"),
+        ("duplicate_field", "duplicate"),
+        ("attribute_on_field", "attributes"),
+        ("processing_instruction", "processing instruction"),
+        ("wrong_root", "root element"),
+        ("invalid_utf8", "UTF-8"),
+        ("declared_latin1_ascii_body", "UTF-8 only"),
+        ("ten_megabytes", "too large"),
+        ("empty", "empty"),
+    ],
+)
+def test_refusals_name_what_was_wrong(case: str, words: str) -> None:
+    with pytest.raises(XMLError, match=words):
+        decode_xml(_hostile(1)[case])
+
+
+def test_decode_refuses_text_instead_of_bytes() -> None:
+    with pytest.raises(XMLError, match="bytes"):
+        decode_xml("<xml></xml>")  # type: ignore[arg-type]
