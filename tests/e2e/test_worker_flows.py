@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
-from minipay.server.worker import PAYMENT_FOLLOWUP
+from minipay.protocol import build_payment_notification, format_wx_time
+from minipay.server.worker import PAYMENT_FOLLOWUP, REFUND_FOLLOWUP, Worker
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.anyio
@@ -31,3 +35,167 @@ async def test_a_payment_whose_notifications_never_arrive_succeeds_by_active_que
     assert len(await stack.outbox("payment.succeeded", payment["id"])) == 1
     assert stack.receiver.types() == ["payment.succeeded"]
     assert stack.receiver.rejected == []
+
+
+async def test_systemerror_twice_on_query_then_success(stack: Stack) -> None:
+    payment = await stack.create_payment(1500)
+    await stack.pay(payment, notify="never")
+    await stack.fault(endpoint="orderquery", fault="SYSTEMERROR", times=2, out_trade_no=payment["out_trade_no"])
+    await stack.advance(60)
+    for _ in range(3):  # the SDK retries SYSTEMERROR itself; the worker retries whatever is left
+        await stack.worker.run_until_idle()
+        if (await stack.payment(payment["id"]))["status"] == "succeeded":
+            break
+        await stack.advance(60)
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"
+    answers = [r["err_code"] or r["result_code"] for r in await stack.journal("orderquery", payment["out_trade_no"])]
+    assert answers == ["SYSTEMERROR", "SYSTEMERROR", "SUCCESS"]
+    assert len(await stack.outbox("payment.succeeded", payment["id"])) == 1
+
+
+async def test_an_expired_payment_is_closed_at_wechat(stack: Stack) -> None:
+    payment = await stack.create_payment(800, expires_in=600)
+    await stack.advance(60)
+    await stack.worker.run_until_idle()
+    assert (await stack.payment(payment["id"]))["status"] == "pending"
+    await stack.advance(600)
+    await stack.worker.run_until_idle()
+    found = await stack.payment(payment["id"])
+    assert found["status"] == "closed"
+    closes = await stack.journal("closeorder", payment["out_trade_no"])
+    assert [c["result_code"] for c in closes] == ["SUCCESS"]
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["result"]["via"]) == ("done", "closeorder")
+    assert stack.receiver.types() == ["payment.closed"]
+    # The user can no longer pay it.
+    assert (await stack.pay(payment))["errMsg"] != "requestPayment:ok"
+
+
+class StaleQueryGateway:
+    """The real gateway, except that one order query answers a stale NOTPAY (a replica that has not
+    seen the payment yet, research B4): the worker then tries to close an order that is paid."""
+
+    def __init__(self, inner: Any, out_trade_no: str) -> None:
+        self._inner = inner
+        self._target = out_trade_no
+        self.stale_answers = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def query_order(self, sub: Any, out_trade_no: str) -> Any:
+        result = await self._inner.query_order(sub, out_trade_no)
+        if out_trade_no == self._target and self.stale_answers == 0:
+            self.stale_answers += 1
+            return dataclasses.replace(result, trade_state="NOTPAY", transaction_id=None, time_end=None)
+        return result
+
+
+async def test_close_answered_orderpaid_means_the_payment_succeeded(stack: Stack) -> None:
+    payment = await stack.create_payment(1200, expires_in=600)
+    await stack.advance(590)
+    await stack.pay(payment, notify="never")  # paid 10 s before expiry, its notification lost
+    await stack.advance(10)
+    gateway = StaleQueryGateway(stack.container.gateway, payment["out_trade_no"])
+    worker = Worker(
+        settings=stack.settings,
+        engine=stack.engine,
+        gateway=gateway,
+        clock=stack.container.clock,
+        webhook_sender=stack.container.webhook_sender,
+        uow_factory=stack.container.uow_factory,
+        name="racing-worker",
+    )
+    try:
+        await worker.run_until_idle()
+    finally:
+        await worker.aclose()
+    assert gateway.stale_answers == 1
+    closes = await stack.journal("closeorder", payment["out_trade_no"])
+    assert [c["err_code"] for c in closes] == ["ORDERPAID"]
+    found = await stack.payment(payment["id"])
+    assert found["status"] == "succeeded"
+    assert found["paid_after_close"] is False
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert job["result"]["via"] == "closeorder ORDERPAID"
+    assert stack.receiver.types() == ["payment.succeeded"]
+
+
+async def test_money_arriving_after_a_close_is_kept_and_flagged(stack: Stack) -> None:
+    payment = await stack.create_payment(900, expires_in=600)
+    await stack.advance(600)
+    await stack.worker.run_until_idle()
+    assert (await stack.payment(payment["id"]))["status"] == "closed"
+
+    # The payer's password screen was open when the order closed: WeChat took the money anyway and
+    # notifies it (research B4/B8 #18). The sandbox refuses to pay a closed order, so the
+    # notification is built here exactly as WeChat signs it, with the institution's key.
+    inst = stack.settings.institutions[0]
+    fields = {
+        "return_code": "SUCCESS",
+        "result_code": "SUCCESS",
+        "appid": inst.appid,
+        "mch_id": inst.mch_id,
+        "sub_appid": "wx1234567890abcdef",
+        "sub_mch_id": "1900000110",
+        "nonce_str": "a" * 32,
+        "openid": "o" + "x" * 27,
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "total_fee": "900",
+        "fee_type": "HKD",
+        "cash_fee": "828",
+        "cash_fee_type": "CNY",
+        "transaction_id": "4200000099202603020000000001",
+        "out_trade_no": payment["out_trade_no"],
+        "time_end": format_wx_time(stack.container.clock.now()),
+    }
+    body = build_payment_notification(fields, inst.key())
+    reply = await stack.service.post("/wechatpay/notify/payment", content=body)
+    assert b"SUCCESS" in reply.content
+
+    found = await stack.payment(payment["id"])
+    assert (found["status"], found["paid_after_close"]) == ("succeeded", True)
+    await stack.worker.run_until_idle()
+    assert stack.receiver.types() == ["payment.closed", "payment.paid_after_close"]
+    # The worker leaves it alone: no query, no close after the money arrived.
+    assert len(await stack.journal("closeorder", payment["out_trade_no"])) == 1
+
+
+async def test_a_processing_refund_is_followed_until_wechat_says_success(stack: Stack) -> None:
+    payment = await stack.create_payment(2000)
+    await stack.pay(payment)
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"
+    no = payment["out_trade_no"]
+    r = await stack.sandbox.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": no})
+    r.raise_for_status()
+    r = await stack.sandbox.post(
+        "/sandbox/refunds/outcome", json={"out_trade_no": no, "status": "SUCCESS", "after": 600}
+    )
+    r.raise_for_status()
+    refund = await stack.refund(payment["id"], 500)
+    assert refund["status"] == "processing"
+
+    await stack.advance(60)
+    await stack.worker.run_until_idle()
+    assert (await stack.get_refund(refund["id"]))["status"] == "processing"
+    job = await stack.job(REFUND_FOLLOWUP, refund["id"])
+    assert (job["status"], job["payload"]["last_state"]) == ("pending", "PROCESSING")
+
+    await stack.advance(600)
+    await stack.worker.run_until_idle()
+    assert (await stack.get_refund(refund["id"]))["status"] == "succeeded"
+    assert (await stack.payment(payment["id"]))["status"] == "partially_refunded"
+    assert (await stack.job(REFUND_FOLLOWUP, refund["id"]))["result"]["via"] == "query"
+    assert stack.receiver.types() == ["payment.succeeded", "refund.succeeded"]
+
+
+async def test_a_refund_notification_is_cross_checked_by_query(stack: Stack) -> None:
+    payment = await stack.create_payment(2000)
+    await stack.pay(payment)
+    refund = await stack.refund(payment["id"], 700)
+    await stack.advance(60)  # the sandbox completes the refund and notifies it
+    assert (await stack.get_refund(refund["id"]))["status"] == "succeeded"
+    await stack.worker.run_until_idle()
+    job = await stack.job(REFUND_FOLLOWUP, refund["id"])
+    assert job["result"] == {"outcome": "confirmed", "refund_status": "SUCCESS"}

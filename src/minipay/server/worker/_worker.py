@@ -305,20 +305,23 @@ class Worker:
             await self.queue.fail(job, f"no handler for job kind {job.kind!r}")
             summary.failed += 1
             return
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, job)
-                try:
-                    result = await handler(job)
-                finally:
-                    tg.cancel_scope.cancel()
-        except _Retry as planned:
-            ok = await self.queue.retry(job, planned.run_at, payload=planned.payload, count_attempt=False)
+        result: Mapping[str, Any] = {}
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, job)
+            try:
+                result = await handler(job)
+            except Exception as exc:  # kept outside the task group: no ExceptionGroup wrapping
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if isinstance(error, _Retry):
+            ok = await self.queue.retry(job, error.run_at, payload=error.payload, count_attempt=False)
             summary.retried += ok
             summary.lost += not ok
             return
-        except Exception as exc:
-            await self._failed(job, exc, summary)
+        if error is not None:
+            await self._failed(job, error, summary)
             return
         if await self.queue.complete(job, result):
             summary.completed += 1
