@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from minipay.protocol import DEFAULT_CURRENCIES, ApiKey, ConfigurationError, require_aware
 
@@ -207,6 +207,12 @@ class SandboxConfig(_Model):
         merged = {**_DEFAULT_WORLD, **dict(data)}
         try:
             return cls.model_validate(merged)
+        except ValidationError as exc:
+            # Never echo input values: they may be API keys or app secrets.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+            )
+            raise ConfigurationError(f"invalid sandbox config: {problems}") from None
         except ValueError as exc:
             raise ConfigurationError(f"invalid sandbox config: {exc}") from None
 

@@ -1,0 +1,234 @@
+"""The control API, the dashboard, the config file, and the import rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from minipay.protocol import ConfigurationError, encode_xml, sign
+from minipay.sandbox import SandboxConfig, create_app
+from tests.sandbox.conftest import APPID, HKD_APP, HKD_SECRET, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, START, Sandbox
+
+pytestmark = pytest.mark.anyio
+SANDBOX_SRC = Path(__file__).resolve().parents[2] / "src" / "minipay" / "sandbox"
+
+
+async def test_merchants_lists_the_default_world(sandbox: Sandbox) -> None:
+    world = (await sandbox.http.get("/sandbox/merchants")).json()
+    [inst] = world["institutions"]
+    assert (inst["appid"], inst["mch_id"], inst["api_key"]) == (APPID, MCH_ID, KEY)
+    subs = {s["sub_mch_id"]: s for s in inst["sub_merchants"]}
+    assert subs[HKD_SUB] == {
+        "sub_mch_id": HKD_SUB,
+        "sub_appid": HKD_APP,
+        "app_secret": HKD_SECRET,
+        "settlement_currency": "HKD",
+        "allowed_fee_types": ["CNY", "HKD"],
+    }
+    assert subs[JPY_SUB]["settlement_currency"] == "JPY"
+    assert subs[JPY_SUB]["sub_appid"] == JPY_APP
+    assert world["rates"]["HKD"] == 92000000
+
+
+async def test_clock_get_advance_and_set(sandbox: Sandbox) -> None:
+    clock = (await sandbox.http.get("/sandbox/clock")).json()
+    assert clock["china_time"] == "2024-01-01T12:00:00+08:00"
+    assert clock["realtime"] is False
+    assert (await sandbox.advance(90))["china_time"] == "2024-01-01T12:01:30+08:00"
+    moved = (await sandbox.http.post("/sandbox/clock", json={"set": "2024-03-01T00:00:00Z"})).json()
+    assert moved["now"] == "2024-03-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("body", [{}, {"advance": -1}, {"advance": "x"}, {"set": "2024-01-01T00:00:00"}, {"set": "x"}])
+async def test_clock_refuses_bad_input(sandbox: Sandbox, body: dict[str, object]) -> None:
+    response = await sandbox.http.post("/sandbox/clock", json=body)
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+async def test_the_clock_starts_at_the_real_time_unless_configured() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    app = create_app()
+    assert abs(app.state.sandbox.now() - datetime.now(UTC)) < timedelta(seconds=5)
+    configured = create_app(SandboxConfig.from_dict({"start": "2030-05-05T10:00:00+08:00"}))
+    assert configured.state.sandbox.now() == datetime(2030, 5, 5, 2, 0, tzinfo=UTC)
+
+
+async def test_reset_empties_the_state_and_replays_the_seed(sandbox: Sandbox) -> None:
+    first = await sandbox.paid_order()
+    await sandbox.advance(3600)
+    assert (await sandbox.http.post("/sandbox/reset")).json() == {"ok": True}
+    state = (await sandbox.http.get("/sandbox/state")).json()
+    assert state["orders"] == state["refunds"] == state["notifications"] == []
+    assert state["now"] == START.isoformat().replace("+08:00", "+00:00").replace("12:00:00", "04:00:00")
+    again = await sandbox.paid_order()
+    assert again["prepay_id"] == first["prepay_id"]
+
+
+async def test_state_dumps_orders_refunds_notifications_and_pools(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    state = (await sandbox.http.get("/sandbox/state")).json()
+    [order] = state["orders"]
+    assert order["trade_state"] == "SUCCESS"
+    assert order["cash_fee"] == 920
+    assert len(state["notifications"]) == 1
+    assert state["pools"] == {f"{HKD_SUB}/20240101": 920}
+    assert KEY not in str(state)
+
+
+async def test_requests_journal_records_every_call(sandbox: Sandbox) -> None:
+    await sandbox.order()
+    await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001"})
+    await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "OTHER"})
+    journal = (await sandbox.http.get("/sandbox/requests")).json()["requests"]
+    assert [e["endpoint"] for e in journal] == ["unifiedorder", "orderquery", "orderquery"]
+    assert journal[0]["result_code"] == "SUCCESS"
+    assert journal[0]["fields"]["out_trade_no"] == "ORDER0001"
+    assert journal[2]["err_code"] == "ORDERNOTEXIST"
+    only = (await sandbox.http.get("/sandbox/requests", params={"out_trade_no": "OTHER"})).json()["requests"]
+    assert len(only) == 1
+    limited = (await sandbox.http.get("/sandbox/requests", params={"limit": "1"})).json()["requests"]
+    assert limited[0]["fields"]["out_trade_no"] == "OTHER"
+
+
+async def test_debug_sign_explains_a_mismatch_without_the_key(sandbox: Sandbox) -> None:
+    fields = {"appid": APPID, "mch_id": MCH_ID, "nonce_str": "abc", "body": "test"}
+    wrong = {**fields, "sign": sign(fields, "Z" * 32)}
+    answer = (await sandbox.http.post("/sandbox/debug/sign", json={"fields": wrong})).json()
+    assert answer["matches"] is False
+    assert answer["algorithm"] == "MD5"
+    assert answer["string_to_sign"] == f"appid={APPID}&body=test&mch_id={MCH_ID}&nonce_str=abc&key=<redacted>"
+    assert answer["expected"] == sign(fields, KEY)
+    assert answer["received"] == wrong["sign"]
+    assert KEY not in str(answer)
+    right = {**fields, "sign": sign(fields, KEY)}
+    xml = encode_xml(right).decode()
+    assert (await sandbox.http.post("/sandbox/debug/sign", json={"xml": xml})).json()["matches"] is True
+
+
+async def test_debug_sign_explains_pay_sign_and_takes_an_explicit_key(sandbox: Sandbox) -> None:
+    pay = {"appId": HKD_APP, "timeStamp": "1704067200", "nonceStr": "n", "package": "prepay_id=wx1", "signType": "MD5"}
+    pay_sign = sign(pay, KEY)
+    answer = (await sandbox.http.post("/sandbox/debug/sign", json={"fields": {**pay, "paySign": pay_sign}})).json()
+    assert answer["matches"] is True
+    other = (await sandbox.http.post("/sandbox/debug/sign", json={"fields": {"a": "1"}, "key": "Q" * 32})).json()
+    assert other["expected"] == sign({"a": "1"}, "Q" * 32)
+    assert (await sandbox.http.post("/sandbox/debug/sign", json={"fields": {"a": "1"}})).status_code == 400
+    assert (await sandbox.http.post("/sandbox/debug/sign", json={})).status_code == 400
+
+
+async def test_dashboard_shows_orders_and_its_buttons_work(sandbox: Sandbox) -> None:
+    await sandbox.order("UI1")
+    await sandbox.order("UI2")
+    page = (await sandbox.http.get("/sandbox/")).text
+    assert "UI1" in page
+    assert 'action="/sandbox/ui/pay"' in page
+    paid = await sandbox.http.post("/sandbox/ui/pay", data={"out_trade_no": "UI1", "sub_mch_id": HKD_SUB})
+    assert paid.status_code == 303
+    assert sandbox.backend.orders[(HKD_SUB, "UI1")].state == "SUCCESS"
+    assert len(sandbox.receiver.received) == 1
+    await sandbox.http.post("/sandbox/ui/close", data={"out_trade_no": "UI2"})
+    assert sandbox.backend.orders[(HKD_SUB, "UI2")].state == "CLOSED"
+    note = sandbox.backend.notifications[0]
+    await sandbox.http.post("/sandbox/ui/resend", data={"id": str(note.id)})
+    assert len(sandbox.receiver.received) == 2
+    await sandbox.http.post("/sandbox/ui/advance", data={"seconds": "3600"})
+    assert (await sandbox.http.get("/sandbox/clock")).json()["china_time"] == "2024-01-01T13:00:00+08:00"
+    page = (await sandbox.http.get("/sandbox/", params={"msg": "<script>x</script>"})).text
+    assert "<script>x" not in page
+    assert "requestPayment:ok" not in page or "UI1" in page
+
+
+async def test_config_from_toml_overrides_the_default_world(tmp_path: Path) -> None:
+    path = tmp_path / "sandbox.toml"
+    path.write_text(
+        """
+seed = 9
+start = 2024-06-01T09:00:00+08:00
+[rates]
+USD = 700000000
+[[institutions]]
+appid = "wx1111111111111111"
+mch_id = "1800000001"
+api_key = "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp"
+  [[institutions.sub_merchants]]
+  sub_mch_id = "1800000002"
+  settlement_currency = "USD"
+  sub_appid = "wx3333333333333333"
+  app_secret = "s3cr3t"
+[notify]
+allow_hosts = ["merchant.example.com"]
+[rules]
+refund_delay = 5
+""",
+        encoding="utf-8",
+    )
+    config = SandboxConfig.from_toml(path)
+    assert config.seed == 9
+    assert config.institutions[0].sub_merchants[0].fee_types == frozenset({"USD", "CNY"})
+    assert config.rules.refund_delay == 5
+    assert config.rules.close_min_age == 300
+    assert "Zz9Y" not in repr(config)
+    app = create_app(config)
+    assert app.state.sandbox.now().isoformat() == "2024-06-01T01:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"institutions": [{"appid": "a", "mch_id": "1", "api_key": "short", "sub_merchants": []}]},
+        {"rates": {"usd": 1}},
+        {"rules": {"no_such_rule": 1}},
+        {
+            "institutions": [
+                {
+                    "appid": "a",
+                    "mch_id": "1",
+                    "api_key": KEY,
+                    "sub_merchants": [
+                        {"sub_mch_id": "2", "settlement_currency": "HKD", "sub_appid": "x", "app_secret": "s"},
+                        {"sub_mch_id": "2", "settlement_currency": "JPY", "sub_appid": "y", "app_secret": "s"},
+                    ],
+                }
+            ]
+        },
+    ],
+)
+def test_bad_configs_are_refused(data: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        SandboxConfig.from_dict(data)
+
+
+def test_a_bad_config_error_never_echoes_the_key() -> None:
+    leaked = "Secret" + "x" * 20
+    inst = {"appid": "a", "mch_id": "1", "api_key": leaked, "sub_merchants": []}
+    with pytest.raises(ConfigurationError) as info:
+        SandboxConfig.from_dict({"institutions": [inst]})
+    assert leaked not in str(info.value)
+    assert "api_key" in str(info.value)
+
+
+def test_the_sandbox_never_imports_the_client_or_the_server() -> None:
+    for path in SANDBOX_SRC.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("minipay.client", "minipay.server", "minipay.cli")), (path.name, name)
+                if name.startswith("minipay."):
+                    assert name.startswith(("minipay.protocol", "minipay.sandbox")), (path.name, name)
+
+
+def test_unknown_control_paths_are_404() -> None:
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(seed=1, start=START)) as client:
+        assert client.get("/sandbox/nope").status_code == 404
+        assert client.post("/sandbox/notifications/abc/resend").status_code == 404
