@@ -1,0 +1,93 @@
+"""T+1 bills against the ledger, with the sandbox's bill faults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from minipay.server.worker import BILL_RECONCILE, WorkerConfig
+from tests.e2e.stack import START, Stack
+
+pytestmark = pytest.mark.anyio
+
+SUB1, SUB2 = "1900000110", "1900000111"
+DAY = START.date()  # 2026-03-02, China time
+NEXT_MORNING = START + timedelta(days=1, minutes=5)  # bills of DAY are ready from 10:00 on DAY+1
+
+#: No active query before the bill: a payment WeChat has and we never heard of stays unknown here.
+NO_QUERIES = WorkerConfig(query_delay=timedelta(days=3), bill_lookback_days=1)
+
+
+async def _report(stack: Stack, key: str) -> dict[str, object]:
+    r = await stack.service.get(f"/v1/reconciliation/{DAY.isoformat()}", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    report: dict[str, object] = r.json()
+    return report
+
+
+async def test_a_clean_day_reconciles_with_zero_discrepancies(stack: Stack) -> None:
+    first = await stack.create_payment(1000)
+    await stack.pay(first)
+    second = await stack.create_payment(2500)
+    await stack.pay(second)
+    await stack.refund(first["id"], 300)
+    await stack.set_clock(NEXT_MORNING)
+    await stack.worker.run_until_idle()
+    job = await stack.job(BILL_RECONCILE, f"{SUB1}:{DAY.isoformat()}")
+    assert job["result"] == {"outcome": "ok", "discrepancies": 0}
+    report = await _report(stack, stack.keys["admin"])
+    runs = {r["sub_mch_id"]: r for r in report["runs"]}  # type: ignore[attr-defined]
+    assert (runs[SUB1]["status"], runs[SUB1]["bill_rows"], runs[SUB1]["ledger_rows"]) == ("ok", 3, 3)
+    assert runs[SUB2]["status"] == "ok"  # no trades and "No Bill Exist": nothing to compare
+    assert report["discrepancies"] == []
+
+
+async def test_a_bill_with_an_extra_and_a_missing_trade_yields_exactly_those_two(stack: Stack) -> None:
+    worker = stack.new_worker(NO_QUERIES, name="bills-only")
+    unknown_here = await stack.create_payment(700)
+    await stack.pay(unknown_here, notify="never")  # paid at WeChat, never told: the bill's extra trade
+    known = await stack.create_payment(1000)
+    await stack.advance(60)
+    await stack.pay(known)  # the day's last trade: the fault drops it from the bill
+    assert (await stack.payment(known["id"]))["status"] == "succeeded"
+    await stack.fault(endpoint="downloadbill", fault="bill_missing_trade")
+    await stack.set_clock(NEXT_MORNING)
+    await worker.run_until_idle()
+
+    report = await _report(stack, stack.keys["admin"])
+    found = [(d["kind"], d["out_trade_no"]) for d in report["discrepancies"]]  # type: ignore[attr-defined]
+    assert sorted(found) == [
+        ("missing_in_bill", known["out_trade_no"]),
+        ("missing_in_ledger", unknown_here["out_trade_no"]),
+    ]
+    runs = {r["sub_mch_id"]: r for r in report["runs"]}  # type: ignore[attr-defined]
+    assert (runs[SUB1]["status"], runs[SUB1]["discrepancies"]) == ("discrepancies", 2)
+    # Nothing was edited: the payment WeChat has stays pending here until the active query says so.
+    assert (await stack.payment(unknown_here["id"]))["status"] == "pending"
+    # A sub-merchant key sees only its own reconciliation.
+    assert (await _report(stack, stack.keys[SUB2]))["discrepancies"] == []
+
+
+async def test_a_phantom_trade_in_the_bill_is_reported(stack: Stack) -> None:
+    worker = stack.new_worker(NO_QUERIES, name="bills-only")
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment)
+    await stack.fault(endpoint="downloadbill", fault="bill_extra_trade")
+    await stack.set_clock(NEXT_MORNING)
+    await worker.run_until_idle()
+    report = await _report(stack, stack.keys[SUB1])
+    (only,) = report["discrepancies"]  # type: ignore[misc]
+    assert only["kind"] == "missing_in_ledger"
+    assert only["out_trade_no"].startswith("PHANTOM")
+    assert only["bill"]["total_fee"] == 100
+
+
+async def test_the_reconciliation_api_needs_a_valid_key_and_a_date(stack: Stack) -> None:
+    r = await stack.service.get(f"/v1/reconciliation/{DAY.isoformat()}")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    r = await stack.service.get("/v1/reconciliation/2026-3-2", headers=stack.headers())
+    assert r.status_code == 400
+    r = await stack.service.get(f"/v1/reconciliation/{DAY.isoformat()}", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
