@@ -85,7 +85,9 @@ def test_the_secret_filter_masks_a_login_url_logged_by_httpx2(caplog: pytest.Log
     install_log_redaction()
     caplog.set_level(logging.INFO, logger="httpx2")
     logging.getLogger("httpx2").info(
-        "HTTP Request: %s %s", "GET", "https://api.weixin.qq.com/sns/jscode2session?appid=wx1&secret=TOPSECRET&js_code=C0DE"
+        "HTTP Request: %s %s",
+        "GET",
+        "https://api.weixin.qq.com/sns/jscode2session?appid=wx1&secret=TOPSECRET&js_code=C0DE",
     )
     text: Any = caplog.records[-1].getMessage()
     assert "TOPSECRET" not in text

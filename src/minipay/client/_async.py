@@ -105,12 +105,10 @@ class AsyncClient(PureMethods):
         elif transport is not None:
             self._http = self._secure_http = self._own(httpx2.AsyncClient(transport=transport, timeout=self._timeout))
         else:
-            self._http = self._own(httpx2.AsyncClient(verify=build_ssl_context(verify), timeout=self._timeout))
-            if cert is not None:
-                context = build_ssl_context(verify, cert, mch_id=self._core.mch_id)
-                self._secure_http = self._own(httpx2.AsyncClient(verify=context, timeout=self._timeout))
-            else:
-                self._secure_http = self._http
+            # One TLS context: with a certificate it is offered only to servers that ask for one
+            # (WeChat's /secapi hosts), so every call can share the connection pool.
+            context = build_ssl_context(verify, cert, mch_id=self._core.mch_id)
+            self._http = self._secure_http = self._own(httpx2.AsyncClient(verify=context, timeout=self._timeout))
         self.orders = AsyncOrders(self)
         self.refunds = AsyncRefunds(self)
         self.bills = AsyncBills(self)

@@ -1,0 +1,144 @@
+"""A refund over a real loopback TLS server that demands the institution's client certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+import pytest
+import uvicorn
+
+from minipay.client import Client, ClientCertificate, ReadTimeoutError, TransportError
+from minipay.client._certs import build_ssl_context
+from minipay.sandbox import create_app
+from tests.client.pki import Issued, issue, make_ca
+
+NOTIFY_URL = "https://merchant.example.com/wxpay/notify"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def tls_sandbox(tmp_path: Path, ca: Issued) -> Iterator[str]:
+    """The sandbox behind uvicorn with ``ssl_cert_reqs=CERT_REQUIRED``, in a thread on a free port."""
+    server_cert = issue(ca, "127.0.0.1", server=True)
+    (tmp_path / "server.pem").write_bytes(server_cert.cert_pem)
+    (tmp_path / "server.key").write_bytes(server_cert.key_pem())
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(seed=3),
+        host="127.0.0.1",
+        port=port,
+        ssl_certfile=str(tmp_path / "server.pem"),
+        ssl_keyfile=str(tmp_path / "server.key"),
+        ssl_ca_certs=str(tmp_path / "ca.pem"),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            thread.join(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def ca() -> Issued:
+    return make_ca()
+
+
+def test_a_refund_goes_through_mutual_tls_with_a_p12_certificate(tmp_path: Path, ca: Issued) -> None:
+    with tls_sandbox(tmp_path, ca) as base_url:
+        institution_cert = issue(ca, "1900000109", server=False)
+        cert = ClientCertificate.from_p12(institution_cert.p12(b"1900000109"))  # password = mch_id
+        control_tls = build_ssl_context(str(tmp_path / "ca.pem"), cert, mch_id="1900000109")
+        with httpx2.Client(base_url=base_url, verify=control_tls) as control:
+            world = control.get("/sandbox/merchants").json()
+            inst = world["institutions"][0]
+            sub = inst["sub_merchants"][0]
+            with Client(
+                appid=inst["appid"],
+                mch_id=inst["mch_id"],
+                api_key=inst["api_key"],
+                sub_mch_id=sub["sub_mch_id"],
+                sub_appid=sub["sub_appid"],
+                base_url=base_url,
+                login_base_url=base_url,
+                cert=cert,
+                verify=str(tmp_path / "ca.pem"),
+            ) as client:
+                code = control.post("/sandbox/login", json={"appid": sub["sub_appid"], "user": "tls"}).json()["code"]
+                session = client.code_to_session(sub["sub_appid"], sub["app_secret"], code)
+                order = client.orders.create(
+                    out_trade_no="TLS0001",
+                    total_fee=1000,
+                    fee_type="HKD",
+                    body="Coffee",
+                    notify_url=NOTIFY_URL,
+                    spbill_create_ip="203.0.113.10",
+                    sub_openid=session.openid,
+                )
+                paid = control.post("/sandbox/pay", json=dict(client.pay_params(order.prepay_id))).json()
+                assert paid["errMsg"] == "requestPayment:ok"
+                refund = client.refunds.create(
+                    out_refund_no="TLSR0001",
+                    out_trade_no="TLS0001",
+                    total_fee=1000,
+                    refund_fee=300,
+                    refund_fee_type="HKD",
+                )
+                assert refund.refund_fee == 300
+                assert client.refunds.query(out_refund_no="TLSR0001").find("TLSR0001") is not None
+
+
+def test_without_the_client_certificate_the_server_refuses_the_connection(tmp_path: Path, ca: Issued) -> None:
+    with (
+        tls_sandbox(tmp_path, ca) as base_url,
+        Client(
+            appid="wx8888888888888888",
+            mch_id="1900000109",
+            api_key="a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6",
+            sub_mch_id="1900000110",
+            base_url=base_url,
+            verify=str(tmp_path / "ca.pem"),
+            max_retries=0,
+        ) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.refunds.create(
+            out_refund_no="TLSR0002", out_trade_no="TLS0002", total_fee=1000, refund_fee=300, refund_fee_type="HKD"
+        )
+    # TLS 1.3 reports the refusal after the handshake: whether it surfaces as a connect or a read
+    # failure, the SDK never pretends it knows the outcome of a sent refund.
+    assert isinstance(caught.value, ReadTimeoutError) or caught.value.retryable
+
+
+def test_a_refund_to_wechat_without_a_certificate_is_refused_before_sending() -> None:
+    from minipay.client import ConfigurationError
+
+    with Client(appid="wx8888888888888888", mch_id="1900000109", api_key="a" * 32, sub_mch_id="1900000110") as client:
+        with pytest.raises(ConfigurationError, match="certificate"):
+            client.refunds.create(
+                out_refund_no="R1", out_trade_no="O1", total_fee=1000, refund_fee=300, refund_fee_type="HKD"
+            )
