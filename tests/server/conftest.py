@@ -191,7 +191,9 @@ def build_settings(database_url: str, **overrides: Any) -> Settings:
         database_url=database_url,
         keys=KEYS,
     )
-    return settings.model_copy(update={"webhook_dispatch": False, **overrides})
+    # No SDK-level retries in tests: every fault reaches the service as it is (and no real sleeps).
+    institutions = [inst.model_copy(update={"max_retries": 0}) for inst in settings.institutions]
+    return settings.model_copy(update={"webhook_dispatch": False, "institutions": institutions, **overrides})
 
 
 @pytest.fixture

@@ -88,6 +88,9 @@ class ClientGateway:
                 cert=cert,
                 transport=transport,
                 allow_local_notify_url=settings.allow_local_notify_url,
+                connect_timeout=inst.connect_timeout,
+                read_timeout=inst.read_timeout,
+                max_retries=inst.max_retries,
             )
 
     def institution(self, sub: SubMerchantSettings) -> InstitutionSettings:

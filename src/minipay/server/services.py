@@ -752,7 +752,7 @@ class Services:
             if code == "ORDERPAID":
                 return await self._resolve_by_query(sub, payment)
             if code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
-                if _is_unknown(exc):
+                if _is_unknown(exc) and code != "TRADE_STATE_ERROR":
                     raise UpstreamUnavailable(f"closing payment {payment.id} failed ({code}); retry later") from None
                 raise Conflict(f"WeChat refused to close payment {payment.id}: {code}", code="close_refused") from None
         await mark_payment_closed(

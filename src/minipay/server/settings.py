@@ -64,6 +64,9 @@ class InstitutionSettings(BaseModel):
     key_pem: Path | None = None
     p12: Path | None = None
     p12_password: SecretStr | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    max_retries: int = Field(default=2, ge=0, le=5)  # the SDK's own retries of safe failures
 
     @field_validator("api_key")
     @classmethod

@@ -1,0 +1,438 @@
+"""The HTTP API: every error path, key scoping between sub-merchants, idempotency, refunds, close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import KEYS, SUB1, SUB2, World
+
+pytestmark = pytest.mark.anyio
+
+
+def error(response: Any) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    return response.status_code, body["error"]["code"]
+
+
+async def paid_payment(world: World, amount: int = 1000) -> dict[str, Any]:
+    payment = await world.create_payment(amount=amount)
+    await world.pay(payment)
+    return await world.get(payment["id"])
+
+
+# -- auth and scoping ---------------------------------------------------------------------------------
+
+
+async def test_requests_without_or_with_a_wrong_key_get_401(world: World) -> None:
+    assert error(await world.api.get("/v1/payments")) == (401, "unauthorized")
+    assert error(await world.api.get("/v1/payments", headers={"Authorization": "Bearer nope"})) == (401, "unauthorized")
+    assert error(await world.api.get("/v1/payments", headers={"Authorization": KEYS[SUB1]})) == (401, "unauthorized")
+
+
+async def test_a_sub_merchant_key_sees_only_its_own_objects_and_the_admin_key_sees_all(world: World) -> None:
+    mine = await paid_payment(world)
+    theirs = await world.create_payment(SUB2, amount=500, currency="JPY")
+    for path in (f"/v1/payments/{theirs['id']}", f"/v1/payments/{theirs['id']}/refunds"):
+        assert error(await world.api.get(path, headers=world.auth(SUB1))) == (404, "not_found")
+    for method, path in (("post", "close"), ("post", "pay-params")):
+        response = await getattr(world.api, method)(f"/v1/payments/{theirs['id']}/{path}", headers=world.auth(SUB1))
+        assert error(response) == (404, "not_found")
+    refund = await world.api.post(
+        f"/v1/payments/{mine['id']}/refunds", json={"amount": 100}, headers={**world.auth(SUB1), "Idempotency-Key": "k"}
+    )
+    assert refund.status_code == 201
+    assert error(await world.api.get(f"/v1/refunds/{refund.json()['id']}", headers=world.auth(SUB2))) == (
+        404,
+        "not_found",
+    )
+    listed = (await world.api.get("/v1/payments", headers=world.auth(SUB1))).json()["data"]
+    assert [p["id"] for p in listed] == [mine["id"]]
+    everything = (await world.api.get("/v1/payments", headers=world.auth("admin"))).json()["data"]
+    assert {p["id"] for p in everything} == {mine["id"], theirs["id"]}
+    assert (await world.api.get(f"/v1/refunds/{refund.json()['id']}", headers=world.auth("admin"))).status_code == 200
+    # A sub-merchant key cannot act for another sub-merchant by naming it.
+    body = {"amount": 1, "currency": "JPY", "description": "x", "openid": "o", "sub_mch_id": SUB2}
+    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth(SUB1))) == (404, "not_found")
+
+
+async def test_webhook_endpoints_are_scoped_and_deletable(world: World) -> None:
+    created = await world.api.post(
+        "/v1/webhook-endpoints", json={"url": "https://a.example/h"}, headers=world.auth(SUB1)
+    )
+    assert created.status_code == 201
+    assert created.json()["secret"].startswith("whsec_")
+    assert (await world.api.get("/v1/webhook-endpoints", headers=world.auth(SUB2))).json()["data"] == []
+    listed = (await world.api.get("/v1/webhook-endpoints", headers=world.auth(SUB1))).json()["data"]
+    assert [e["id"] for e in listed] == [created.json()["id"]]
+    assert "secret" not in listed[0]
+    gone = await world.api.delete(f"/v1/webhook-endpoints/{created.json()['id']}", headers=world.auth(SUB2))
+    assert error(gone) == (404, "not_found")
+    assert (
+        await world.api.delete(f"/v1/webhook-endpoints/{created.json()['id']}", headers=world.auth(SUB1))
+    ).status_code == 200
+    assert (await world.api.get("/v1/webhook-endpoints", headers=world.auth(SUB1))).json()["data"] == []
+    bad = await world.api.post("/v1/webhook-endpoints", json={"url": "ftp://x"}, headers=world.auth(SUB1))
+    assert error(bad) == (400, "invalid_field")
+
+
+# -- sessions ----------------------------------------------------------------------------------------------
+
+
+async def test_sessions_return_the_openid_and_never_the_session_key(world: World) -> None:
+    code = (await world.wx.post("/sandbox/login", json={"appid": "wx1234567890abcdef", "user": "bob"})).json()
+    response = await world.api.post("/v1/sessions", json={"code": code["code"]}, headers=world.auth())
+    assert response.status_code == 200
+    assert response.json()["openid"] == code["openid"]
+    assert "session_key" not in response.text
+    again = await world.api.post("/v1/sessions", json={"code": code["code"]}, headers=world.auth())
+    assert error(again) == (400, "invalid_code")  # single use
+
+
+async def test_session_errors(world: World) -> None:
+    assert error(await world.api.post("/v1/sessions", json={"code": "bogus"}, headers=world.auth())) == (
+        400,
+        "invalid_code",
+    )
+    assert error(await world.api.post("/v1/sessions", json={}, headers=world.auth())) == (400, "invalid_request")
+    admin = await world.api.post("/v1/sessions", json={"code": "x"}, headers=world.auth("admin"))
+    assert error(admin) == (400, "sub_appid_required")
+    unknown = await world.api.post(
+        "/v1/sessions", json={"code": "x", "sub_appid": "wxnope"}, headers=world.auth("admin")
+    )
+    assert error(unknown) == (404, "not_found")
+    code = (await world.wx.post("/sandbox/login", json={"appid": "wx2234567890abcdef", "user": "c"})).json()["code"]
+    ok = await world.api.post(
+        "/v1/sessions", json={"code": code, "sub_appid": "wx2234567890abcdef"}, headers=world.auth("admin")
+    )
+    assert ok.status_code == 200
+    await world.wx.post("/sandbox/faults", json={"endpoint": "jscode2session", "fault": "-1", "times": 5})
+    busy = await world.api.post("/v1/sessions", json={"code": "whatever"}, headers=world.auth())
+    assert error(busy) == (503, "login_unavailable")
+
+
+# -- payments ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"amount": 10.5}, "invalid_request"),
+        ({"amount": "1000"}, "invalid_request"),
+        ({"amount": 0}, "invalid_field"),
+        ({"amount": -5}, "invalid_field"),
+        ({"currency": "EUR"}, "invalid_field"),
+        ({"currency": "hkd"}, "invalid_field"),
+        ({"description": ""}, "invalid_field"),
+        ({"description": "x" * 200}, "invalid_field"),
+        ({"out_trade_no": "bad no!"}, "invalid_field"),
+        ({"client_ip": "not-an-ip"}, "invalid_field"),
+        ({"expires_in": 5}, "invalid_field"),
+        ({"unexpected": 1}, "invalid_request"),
+        ({"openid": None}, "invalid_request"),
+    ],
+)
+async def test_invalid_payment_requests_get_400_and_create_nothing(
+    world: World, change: dict[str, Any], code: str
+) -> None:
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX"}
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (400, code)
+    assert await world.snapshot(("payments",)) == {"payments": []}
+
+
+async def test_malformed_json_gets_400(world: World) -> None:
+    response = await world.api.post(
+        "/v1/payments", content=b"{not json", headers={**world.auth(), "Content-Type": "application/json"}
+    )
+    assert error(response) == (400, "invalid_request")
+
+
+async def test_unknown_payment_route_and_method(world: World) -> None:
+    assert error(await world.api.get("/v1/payments/pay_nope", headers=world.auth())) == (404, "not_found")
+    assert error(await world.api.get("/v1/refunds/re_nope", headers=world.auth())) == (404, "not_found")
+    assert error(await world.api.get("/v1/nothing", headers=world.auth()))[0] == 404
+    assert error(await world.api.put("/v1/payments", headers=world.auth()))[0] == 405
+
+
+async def test_same_idempotency_key_returns_the_same_payment_and_a_different_body_conflicts(world: World) -> None:
+    openid = await world.login()
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
+    headers = {**world.auth(), "Idempotency-Key": "tap-1"}
+    first = await world.api.post("/v1/payments", json=body, headers=headers)
+    second = await world.api.post("/v1/payments", json=body, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    assert first.json()["out_trade_no"] == second.json()["out_trade_no"]
+    conflict = await world.api.post("/v1/payments", json={**body, "amount": 999}, headers=headers)
+    assert error(conflict) == (409, "idempotency_key_reused")
+    # Another sub-merchant may use the same key for its own request.
+    other = await world.api.post(
+        "/v1/payments",
+        json={**body, "currency": "JPY", "openid": await world.login(SUB2)},
+        headers={**world.auth(SUB2), "Idempotency-Key": "tap-1"},
+    )
+    assert other.status_code == 201
+
+
+async def test_double_tap_with_one_idempotency_key_creates_one_order(world: World) -> None:
+    openid = await world.login()
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
+    headers = {**world.auth(), "Idempotency-Key": "double-tap"}
+    responses = await asyncio.gather(*(world.api.post("/v1/payments", json=body, headers=headers) for _ in range(5)))
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    orders = (await world.wx.get("/sandbox/state")).json()["orders"]
+    assert len(orders) == 1
+
+
+async def test_reused_out_trade_no_conflicts(world: World) -> None:
+    first = await world.create_payment(out_trade_no="ORDER-0001")
+    assert first["out_trade_no"] == "ORDER-0001"
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "o", "out_trade_no": "ORDER-0001"}
+    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (409, "out_trade_no_used")
+
+
+async def test_lost_unified_order_answer_is_resolved_by_query_with_the_same_out_trade_no(world: World) -> None:
+    openid = await world.login()
+    await world.wx.post("/sandbox/faults", json={"endpoint": "unifiedorder", "fault": "lost_response", "times": 1})
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
+    headers = {**world.auth(), "Idempotency-Key": "lost-1"}
+    first = await world.api.post("/v1/payments", json=body, headers=headers)
+    assert error(first) == (503, "upstream_unavailable")
+    retry = await world.api.post("/v1/payments", json=body, headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "pending"
+    assert retry.json()["pay_params"] is not None
+    requests = (await world.wx.get("/sandbox/requests", params={"endpoint": "unifiedorder"})).json()["requests"]
+    assert {r["fields"]["out_trade_no"] for r in requests} == {retry.json()["out_trade_no"]}
+    assert len((await world.wx.get("/sandbox/state")).json()["orders"]) == 1
+    queries = (await world.wx.get("/sandbox/requests", params={"endpoint": "orderquery"})).json()["requests"]
+    assert len(queries) == 1  # asked WeChat before calling unified order again
+
+
+async def test_systemerror_on_unified_order_is_an_unknown_outcome_503(world: World) -> None:
+    openid = await world.login()
+    await world.wx.post("/sandbox/faults", json={"endpoint": "unifiedorder", "fault": "SYSTEMERROR", "times": 1})
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
+    response = await world.api.post("/v1/payments", json=body, headers=world.auth())
+    # SYSTEMERROR means "retry with the same parameters": unknown, not refused.
+    assert error(response) == (503, "upstream_unavailable")
+    payments = (await world.api.get("/v1/payments", headers=world.auth())).json()["data"]
+    assert [(p["status"], p["last_error"]) for p in payments] == [("created", "SYSTEMERROR")]
+
+
+async def test_definitive_wechat_refusal_gets_502_and_closes_the_local_payment(world: World) -> None:
+    from datetime import timedelta
+
+    from minipay.server.ports import OrderRequest
+
+    openid = await world.login()
+    sub = world.settings.sub_merchant(SUB1)
+    assert sub is not None
+    now = world.clock.now()
+    # Someone already used this out_trade_no at WeChat with other parameters.
+    await world.container.gateway.create_order(
+        sub,
+        OrderRequest(
+            out_trade_no="TAKEN-0001",
+            total_fee=5,
+            fee_type="HKD",
+            body="other",
+            notify_url="http://minipay.test/x",
+            sub_openid=openid,
+            spbill_create_ip="127.0.0.1",
+            time_start=now,
+            time_expire=now + timedelta(hours=1),
+        ),
+    )
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid, "out_trade_no": "TAKEN-0001"}
+    response = await world.api.post("/v1/payments", json=body, headers=world.auth())
+    assert error(response) == (502, "upstream_rejected")
+    assert "INVALID_REQUEST" in response.json()["error"]["message"]
+    payments = (await world.api.get("/v1/payments", headers=world.auth())).json()["data"]
+    assert [(p["status"], p["last_error"]) for p in payments] == [("closed", "INVALID_REQUEST")]
+
+
+async def test_list_payments_filters_and_pages(world: World) -> None:
+    openid = await world.login()
+    ids = []
+    for n in range(5):
+        world.clock.advance(1)
+        body = {"amount": 100 + n, "currency": "HKD", "description": f"item {n}", "openid": openid}
+        ids.append((await world.api.post("/v1/payments", json=body, headers=world.auth())).json()["id"])
+    page1 = (await world.api.get("/v1/payments", params={"limit": 2}, headers=world.auth())).json()
+    assert [p["id"] for p in page1["data"]] == ids[::-1][:2]
+    assert page1["has_more"] is True
+    page2 = (
+        await world.api.get("/v1/payments", params={"limit": 2, "cursor": page1["next_cursor"]}, headers=world.auth())
+    ).json()
+    page3 = (
+        await world.api.get("/v1/payments", params={"limit": 2, "cursor": page2["next_cursor"]}, headers=world.auth())
+    ).json()
+    assert [p["id"] for p in page2["data"] + page3["data"]] == ids[::-1][2:]
+    assert page3["has_more"] is False
+    assert (await world.api.get("/v1/payments", params={"status": "succeeded"}, headers=world.auth())).json()[
+        "data"
+    ] == []
+    assert error(await world.api.get("/v1/payments", params={"status": "weird"}, headers=world.auth())) == (
+        400,
+        "invalid_field",
+    )
+    assert error(await world.api.get("/v1/payments", params={"cursor": "pay_x"}, headers=world.auth())) == (
+        400,
+        "invalid_cursor",
+    )
+    assert error(await world.api.get("/v1/payments", params={"limit": 0}, headers=world.auth())) == (
+        400,
+        "invalid_request",
+    )
+
+
+async def test_get_with_sync_true_queries_wechat(world: World) -> None:
+    payment = await world.create_payment()
+    await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
+    await world.pay(payment)
+    assert (await world.get(payment["id"]))["status"] == "pending"
+    synced = await world.api.get(f"/v1/payments/{payment['id']}", params={"sync": "true"}, headers=world.auth())
+    assert synced.json()["status"] == "succeeded"
+
+
+async def test_pay_params_are_renewed_with_a_new_prepay_id_after_two_hours(world: World) -> None:
+    payment = await world.create_payment(expires_in=6 * 3600)
+    same = (await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())).json()
+    assert same["pay_params"]["package"] == payment["pay_params"]["package"]
+    await world.advance(2 * 3600 + 60)
+    fresh = (await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())).json()
+    assert fresh["out_trade_no"] == payment["out_trade_no"]
+    assert fresh["pay_params"]["package"] != payment["pay_params"]["package"]
+    assert (await world.pay(fresh))["errMsg"] == "requestPayment:ok"
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+    done = await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())
+    assert error(done) == (409, "invalid_state")
+
+
+async def test_close_then_pay_after_close_is_kept_and_flagged(world: World) -> None:
+    payment = await world.create_payment()
+    await world.advance(301)  # WeChat refuses to close an order younger than 5 minutes
+    closed = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["status"] == "closed"
+    again = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert again.json()["status"] == "closed"
+    refund = await world.api.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 1}, headers={**world.auth(), "Idempotency-Key": "x"}
+    )
+    assert error(refund) == (409, "refund_not_allowed")
+
+
+async def test_close_too_early_is_refused_and_close_of_a_paid_payment_conflicts(world: World) -> None:
+    payment = await world.create_payment()
+    early = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert error(early) == (409, "close_refused")
+    assert (await world.get(payment["id"]))["status"] == "pending"
+    await world.pay(payment)
+    paid = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert error(paid) == (409, "invalid_state")
+
+
+# -- refunds -------------------------------------------------------------------------------------------
+
+
+async def test_refund_errors(world: World) -> None:
+    pending = await world.create_payment()
+    paid = await paid_payment(world)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    assert error(await world.api.post(url, json={"amount": 100}, headers=world.auth())) == (
+        400,
+        "idempotency_key_required",
+    )
+    key = {**world.auth(), "Idempotency-Key": "r"}
+    assert error(await world.api.post(url, json={"amount": 0}, headers=key)) == (400, "invalid_field")
+    assert error(await world.api.post(url, json={"amount": 1.5}, headers=key)) == (400, "invalid_request")
+    assert error(await world.api.post(url, json={"amount": 1001}, headers=key)) == (409, "refund_not_allowed")
+    not_paid = await world.api.post(f"/v1/payments/{pending['id']}/refunds", json={"amount": 1}, headers=key)
+    assert error(not_paid) == (409, "refund_not_allowed")
+    missing = await world.api.post("/v1/payments/pay_nope/refunds", json={"amount": 1}, headers=key)
+    assert error(missing) == (404, "not_found")
+    assert await world.snapshot(("refunds",)) == {"refunds": []}
+
+
+async def test_refund_retry_reuses_the_stored_out_refund_no(world: World) -> None:
+    paid = await paid_payment(world)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    headers = {**world.auth(), "Idempotency-Key": "refund-once"}
+    first = await world.api.post(url, json={"amount": 400}, headers=headers)
+    second = await world.api.post(url, json={"amount": 400}, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["out_refund_no"] == second.json()["out_refund_no"]
+    assert error(await world.api.post(url, json={"amount": 401}, headers=headers)) == (409, "idempotency_key_reused")
+    refunds = (await world.wx.get("/sandbox/requests", params={"endpoint": "refund"})).json()["requests"]
+    assert len(refunds) == 1
+
+
+async def test_lost_refund_answer_is_retried_with_the_same_out_refund_no(world: World) -> None:
+    paid = await paid_payment(world)
+    await world.wx.post("/sandbox/faults", json={"endpoint": "refund", "fault": "lost_response", "times": 1})
+    url = f"/v1/payments/{paid['id']}/refunds"
+    headers = {**world.auth(), "Idempotency-Key": "lost-refund"}
+    first = await world.api.post(url, json={"amount": 400}, headers=headers)
+    assert first.status_code == 201
+    assert first.json()["status"] == "pending"
+    second = await world.api.post(url, json={"amount": 400}, headers=headers)
+    assert second.json()["status"] == "processing"
+    sent = (await world.wx.get("/sandbox/requests", params={"endpoint": "refund"})).json()["requests"]
+    assert {r["fields"]["out_refund_no"] for r in sent} == {first.json()["out_refund_no"]}
+    await world.advance(120)
+    assert (await world.get(paid["id"]))["amount_refunded"] == 400
+
+
+async def test_concurrent_refunds_never_exceed_the_paid_amount(world: World) -> None:
+    paid = await paid_payment(world, amount=1000)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    responses = await asyncio.gather(
+        *(
+            world.api.post(url, json={"amount": 400}, headers={**world.auth(), "Idempotency-Key": f"c{n}"})
+            for n in range(5)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 201, 409, 409, 409]
+    await world.advance(120)
+    current = await world.get(paid["id"])
+    assert current["amount_refunded"] == 800
+    assert current["status"] == "partially_refunded"
+
+
+async def test_full_refund_reaches_refunded(world: World) -> None:
+    paid = await paid_payment(world, amount=1000)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    for n, amount in enumerate((600, 400)):
+        response = await world.api.post(
+            url, json={"amount": amount}, headers={**world.auth(), "Idempotency-Key": f"f{n}"}
+        )
+        assert response.status_code == 201
+    await world.advance(120)
+    current = await world.get(paid["id"])
+    assert (current["status"], current["amount_refunded"]) == ("refunded", 1000)
+    listed = (await world.api.get(f"{url}", headers=world.auth())).json()["data"]
+    assert [r["status"] for r in listed] == ["succeeded", "succeeded"]
+
+
+# -- ops ---------------------------------------------------------------------------------------------------
+
+
+async def test_health_readiness_and_metrics(world: World) -> None:
+    assert (await world.api.get("/healthz")).json() == {"status": "ok"}
+    assert (await world.api.get("/readyz")).json() == {"status": "ok"}
+    await world.api.get("/v1/payments", headers=world.auth())
+    metrics = await world.api.get("/metrics")
+    assert metrics.status_code == 200
+    assert "minipay_http_requests_total" in metrics.text
+    assert (await world.api.get("/docs")).status_code == 200
+    assert "/v1/payments" in (await world.api.get("/openapi.json")).json()["paths"]
