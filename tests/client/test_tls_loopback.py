@@ -137,8 +137,10 @@ def test_without_the_client_certificate_the_server_refuses_the_connection(tmp_pa
 def test_a_refund_to_wechat_without_a_certificate_is_refused_before_sending() -> None:
     from minipay.client import ConfigurationError
 
-    with Client(appid="wx8888888888888888", mch_id="1900000109", api_key="a" * 32, sub_mch_id="1900000110") as client:
-        with pytest.raises(ConfigurationError, match="certificate"):
-            client.refunds.create(
-                out_refund_no="R1", out_trade_no="O1", total_fee=1000, refund_fee=300, refund_fee_type="HKD"
-            )
+    with (
+        Client(appid="wx8888888888888888", mch_id="1900000109", api_key="a" * 32, sub_mch_id="1900000110") as client,
+        pytest.raises(ConfigurationError, match="certificate"),
+    ):
+        client.refunds.create(
+            out_refund_no="R1", out_trade_no="O1", total_fee=1000, refund_fee=300, refund_fee_type="HKD"
+        )
