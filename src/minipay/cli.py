@@ -134,5 +134,101 @@ def db_current_command(
     typer.echo(asyncio.run(run()) or "(empty database)")
 
 
+# -- worker (minipay worker, minipay reconcile, minipay demo) -- owned by the worker engineer ------------
+
+
+@app.command("worker")
+def worker_command(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run every due job once, print a summary, exit.")] = False,
+    name: Annotated[str | None, typer.Option(help="Worker name in the job leases (default: host:pid).")] = None,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between two passes.")] = 1.0,
+    lease: Annotated[float, typer.Option(help="Seconds a claimed job belongs to this worker.")] = 120.0,
+    query_delay: Annotated[float, typer.Option(help="Seconds before the first active query of a payment.")] = 60.0,
+    no_bills: Annotated[bool, typer.Option("--no-bills", help="Do not download and reconcile bills.")] = False,
+    no_webhooks: Annotated[bool, typer.Option("--no-webhooks", help="Do not deliver webhooks.")] = False,
+) -> None:
+    """Run the worker: active queries, expiry, refund follow-up, webhooks, daily bills. Any number may run."""
+    import asyncio
+    import logging
+    from datetime import timedelta
+
+    from minipay.server.settings import load_settings
+    from minipay.server.worker import WorkerConfig
+    from minipay.server.worker._cli import UsageError, worker_main
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = {"database_url": database_url} if database_url else {}
+    settings = load_settings(config, **overrides)
+    worker_config = WorkerConfig(
+        poll_interval=poll_interval,
+        lease=timedelta(seconds=lease),
+        query_delay=timedelta(seconds=query_delay),
+        bills=not no_bills,
+        webhooks=not no_webhooks,
+    )
+    try:
+        status = asyncio.run(worker_main(settings, config=worker_config, once=once, name=name, echo=typer.echo))
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(status)
+
+
+@app.command("reconcile")
+def reconcile_command(
+    date: Annotated[str, typer.Option("--date", help="The China-time bill day, YYYY-MM-DD.")],
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
+    ] = None,
+    sub_mch_id: Annotated[
+        list[str] | None, typer.Option("--sub-mch-id", help="Only this sub-merchant (repeatable).")
+    ] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the stored result; download nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /v1/reconciliation/{date}).")] = False,
+) -> None:
+    """Download a day's bills, compare them with the ledger, store and print the discrepancies.
+
+    Exit status 0 when the day is clean, 1 when there are discrepancies, 2 on a usage error.
+    """
+    import asyncio
+    import datetime as dt
+
+    from minipay.server.settings import load_settings
+    from minipay.server.worker._cli import UsageError, reconcile_main
+
+    try:
+        day = dt.date.fromisoformat(date)
+        if len(date) != 10:
+            raise ValueError(date)
+    except ValueError:
+        typer.echo("error: --date must be YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+    overrides = {"database_url": database_url} if database_url else {}
+    try:
+        status = asyncio.run(
+            reconcile_main(
+                load_settings(config, **overrides),
+                day=day,
+                sub_mch_ids=sub_mch_id or (),
+                download=not show,
+                as_json=as_json,
+                echo=typer.echo,
+            )
+        )
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(status)
+
+
 def main() -> None:
     app()
