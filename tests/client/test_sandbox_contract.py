@@ -390,3 +390,14 @@ def test_exchange_rate_of_every_configured_currency(d: Driver) -> None:
         answer = d.call("rates.query", fee_type=currency, date=day)
         assert answer.rate == rate
         assert answer.rate_date == day
+
+
+def test_an_hmac_sha256_client_runs_the_flow_and_verifies_hmac_everywhere() -> None:
+    for mode in ("sync", "async"):
+        with sandbox_driver(mode, sign_type="HMAC-SHA256") as d:
+            order = paid_order(d)
+            assert d.received.replies == [200]  # the HMAC-signed notification passed the pinned policy
+            assert d.journal("unifiedorder")[0]["fields"]["sign_type"] == "HMAC-SHA256"
+            assert d.call("orders.query", out_trade_no="ORDER0001").trade_state == "SUCCESS"
+            assert d.client.pay_params(order.prepay_id)["signType"] == "HMAC-SHA256"
+            assert d.call("rates.query", fee_type="HKD", date=china_today(d).date()).rate > 0
