@@ -3,6 +3,7 @@ the sandbox in-process, the service in-process, and a webhook receiver — all w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -196,8 +197,8 @@ def build_settings(database_url: str, **overrides: Any) -> Settings:
     return settings.model_copy(update={"webhook_dispatch": False, "institutions": institutions, **overrides})
 
 
-@pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def make_world(database_url: str) -> AsyncIterator[World]:
     settings = build_settings(database_url)
     clock = OffsetClock(START, frozen=True)
     receiver = Receiver()
@@ -217,6 +218,23 @@ async def world(database_url: str) -> AsyncIterator[World]:
         httpx2.AsyncClient(transport=httpx2.ASGITransport(app=sandbox), base_url="http://sandbox") as wx,
     ):
         yield World(settings, service, sandbox, api, wx, clock, receiver)
+
+
+@pytest.fixture
+async def world(database_url: str) -> AsyncIterator[World]:
+    async with make_world(database_url) as w:
+        yield w
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (skips without a server, fails under MINIPAY_REQUIRE_POSTGRES=1)."""
+    await require_postgres()
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
 
 
 @pytest.fixture

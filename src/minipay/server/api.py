@@ -39,7 +39,7 @@ from minipay.server.services import (
 from minipay.server.settings import Settings
 from minipay.server.webhooks import create_endpoint, delete_endpoint, deliver_webhooks, list_endpoints
 
-__all__ = ["create_app"]
+__all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger("minipay.server")
 
@@ -409,3 +409,13 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app from ``$MINIPAY_CONFIG`` + ``MINIPAY_*`` env, for ASGI servers and replicas::
+
+    MINIPAY_CONFIG=/etc/minipay.toml uvicorn --factory minipay.server.api:app_from_env --workers 4
+    """
+    from minipay.server.settings import load_settings
+
+    return create_app(load_settings())
