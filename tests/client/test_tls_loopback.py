@@ -9,12 +9,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 import uvicorn
 
-from minipay.client import Client, ClientCertificate, ReadTimeoutError, TransportError
+from minipay.client import Client, ClientCertificate, CommunicationError, ReadTimeoutError, TransportError
 from minipay.client._certs import build_ssl_context
 from minipay.sandbox import create_app
 from tests.client.pki import Issued, issue, make_ca
@@ -144,3 +145,101 @@ def test_a_refund_to_wechat_without_a_certificate_is_refused_before_sending() ->
         client.refunds.create(
             out_refund_no="R1", out_trade_no="O1", total_fee=1000, refund_fee=300, refund_fee_type="HKD"
         )
+
+
+# --- the sandbox's own TLS mode (minipay sandbox --tls): the app checks the certificate's CN -------
+
+
+@pytest.fixture
+def sandbox_tls(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    from minipay.sandbox import SandboxConfig
+    from minipay.sandbox._server import running
+    from minipay.sandbox._tls import generate_tls_material
+
+    material = generate_tls_material(tmp_path, mch_id="1900000109")
+    config = SandboxConfig.default()
+    config = config.model_copy(update={"tls": config.tls.model_copy(update={"require_client_cert": True})})
+    with running(create_app(config, seed=5), tls=material) as server:
+        yield server.base_url, material
+
+
+def _world_client(base_url: str, material: Any, **options: Any) -> Client:
+    return Client(
+        appid="wx8888888888888888",
+        mch_id="1900000109",
+        api_key="a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6",
+        sub_mch_id="1900000110",
+        sub_appid="wx1234567890abcdef",
+        base_url=base_url,
+        login_base_url=base_url,
+        verify=str(material.ca_cert),
+        **options,
+    )
+
+
+def _pay(client: Client, control: httpx2.Client, out_trade_no: str) -> None:
+    code = control.post("/sandbox/login", json={"appid": "wx1234567890abcdef", "user": "tls"}).json()["code"]
+    session = client.code_to_session("wx1234567890abcdef", "5f2c0b7a9d3e4f6a8b1c2d3e4f5a6b7c", code)
+    order = client.orders.create(
+        out_trade_no=out_trade_no,
+        total_fee=1000,
+        fee_type="HKD",
+        body="Coffee",
+        notify_url=NOTIFY_URL,
+        spbill_create_ip="203.0.113.10",
+        sub_openid=session.openid,
+    )
+    assert control.post("/sandbox/pay", json=dict(client.pay_params(order.prepay_id))).json()["errMsg"].endswith("ok")
+
+
+def test_the_sandbox_tls_mode_accepts_the_institution_certificate_from_pem_files(sandbox_tls: tuple[str, Any]) -> None:
+    base_url, material = sandbox_tls
+    cert = ClientCertificate.from_pem(material.client_cert, material.client_key)
+    with (
+        httpx2.Client(base_url=base_url, verify=build_ssl_context(str(material.ca_cert))) as control,
+        _world_client(base_url, material, cert=cert) as client,
+    ):
+        _pay(client, control, "TLSPEM01")
+        refund = client.refunds.create(
+            out_refund_no="TLSPEMR1", out_trade_no="TLSPEM01", total_fee=1000, refund_fee=1000, refund_fee_type="HKD"
+        )
+        assert refund.refund_fee == 1000
+
+
+@pytest.mark.anyio
+async def test_the_async_client_refunds_over_the_sandbox_tls_mode_with_a_p12_path(sandbox_tls: tuple[str, Any]) -> None:
+    from minipay.client import AsyncClient
+
+    base_url, material = sandbox_tls
+    with (
+        httpx2.Client(base_url=base_url, verify=build_ssl_context(str(material.ca_cert))) as control,
+        _world_client(base_url, material) as setup,
+    ):
+        _pay(setup, control, "TLSP1201")
+    async with AsyncClient(
+        appid="wx8888888888888888",
+        mch_id="1900000109",
+        api_key="a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6",
+        sub_mch_id="1900000110",
+        base_url=base_url,
+        verify=str(material.ca_cert),
+        cert=ClientCertificate.from_p12(material.client_p12),  # password defaults to the mch_id
+    ) as client:
+        refund = await client.refunds.create(
+            out_refund_no="TLSP12R1", out_trade_no="TLSP1201", total_fee=1000, refund_fee=100, refund_fee_type="HKD"
+        )
+        assert refund.out_refund_no == "TLSP12R1"
+
+
+def test_the_sandbox_tls_mode_refuses_a_refund_without_a_certificate(sandbox_tls: tuple[str, Any]) -> None:
+    base_url, material = sandbox_tls
+    with (
+        httpx2.Client(base_url=base_url, verify=build_ssl_context(str(material.ca_cert))) as control,
+        _world_client(base_url, material) as client,
+    ):
+        _pay(client, control, "TLSNOC01")
+        with pytest.raises(CommunicationError) as caught:
+            client.refunds.create(
+                out_refund_no="TLSNOCR1", out_trade_no="TLSNOC01", total_fee=1000, refund_fee=100, refund_fee_type="HKD"
+            )
+    assert "证书" in caught.value.return_msg
