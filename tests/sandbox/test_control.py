@@ -232,3 +232,40 @@ def test_unknown_control_paths_are_404() -> None:
     with TestClient(create_app(seed=1, start=START)) as client:
         assert client.get("/sandbox/nope").status_code == 404
         assert client.post("/sandbox/notifications/abc/resend").status_code == 404
+
+
+async def test_state_file_survives_a_restart(tmp_path: Path) -> None:
+    import httpx2
+
+    from tests.sandbox.conftest import Receiver
+
+    path = tmp_path / "state.json"
+    receiver = Receiver(default=(500, b"down"))
+    first = create_app(seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(first), base_url="http://s") as http:
+        sandbox = Sandbox(app=first, http=http, receiver=receiver)
+        await sandbox.paid_order()
+        refund = {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001", "out_refund_no": "R1", "total_fee": 1000}
+        await sandbox.call("/secapi/pay/refund", {**refund, "refund_fee": 10})
+        await sandbox.advance(20)
+    from minipay.sandbox import save_state
+
+    save_state(first.state.sandbox, path)
+    second = create_app(seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path)
+    assert second.state.sandbox.dump() == first.state.sandbox.dump()
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(second), base_url="http://s") as http:
+        sandbox = Sandbox(app=second, http=http, receiver=receiver)
+        answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001"})
+        assert answer["trade_state"] == "REFUND"
+        await sandbox.advance(60)
+        [note] = await sandbox.notifications("ORDER0001")
+        assert len(note["attempts"]) == 4
+        # The id sequence continues where it stopped.
+        assert (await sandbox.order("NEXT"))["result_code"] == "SUCCESS"
+
+
+def test_a_corrupt_state_file_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigurationError):
+        create_app(seed=1, state_file=path)

@@ -22,6 +22,9 @@ from minipay.sandbox._config import (
     TLSConfig,
 )
 from minipay.sandbox._notifier import is_ack
+from minipay.sandbox._persist import load_state, save_state
+from minipay.sandbox._server import RunningServer, build_server, running
+from minipay.sandbox._tls import TLSMaterial, generate_tls_material
 
 __all__ = [
     "Backend",
@@ -29,10 +32,17 @@ __all__ = [
     "Institution",
     "NotifyConfig",
     "RulesConfig",
+    "RunningServer",
     "SandboxConfig",
     "SubMerchant",
     "TLSConfig",
+    "TLSMaterial",
     "VirtualClock",
+    "build_server",
     "create_app",
+    "generate_tls_material",
     "is_ack",
+    "load_state",
+    "running",
+    "save_state",
 ]
