@@ -230,5 +230,45 @@ def reconcile_command(
     raise typer.Exit(status)
 
 
+# -- sandbox (minipay sandbox) -- owned by the sandbox engineer ---------------------------------------
+
+
+@app.command("sandbox")
+def sandbox_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8801,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Sandbox world TOML (default: the built-in world).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for ids and nonces (same seed, same ids).")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="JSON file the state is loaded from and saved to.")
+    ] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="HTTPS with generated certificates; /secapi/* demands the client cert.")
+    ] = False,
+    tls_dir: Annotated[str, typer.Option(help="Where --tls writes its CA, server and client files.")] = ".minipay/tls",
+    speed: Annotated[float, typer.Option(help="Virtual seconds per real second (retries, expiry...).")] = 1.0,
+    frozen: Annotated[
+        bool, typer.Option("--frozen", help="Do not run the clock; only POST /sandbox/clock moves it.")
+    ] = False,
+) -> None:
+    """Run the local WeChat Pay Global sandbox; prints its base URL and the test credentials."""
+    from minipay.sandbox._cli import sandbox_main
+
+    sandbox_main(
+        host=host,
+        port=port,
+        config_path=config,
+        seed=seed,
+        state=state,
+        tls=tls,
+        tls_dir=tls_dir,
+        speed=speed,
+        frozen=frozen,
+        echo=typer.echo,
+    )
+
+
 def main() -> None:
     app()

@@ -1,0 +1,99 @@
+"""``minipay sandbox``: build the app from the options, print the base URL and credentials, serve."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+from minipay.sandbox._app import create_app
+from minipay.sandbox._config import SandboxConfig
+from minipay.sandbox._server import build_server
+from minipay.sandbox._tls import TLSMaterial, generate_tls_material
+
+__all__ = ["banner", "prepare", "sandbox_main"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def prepare(
+    *,
+    config_path: str | None,
+    seed: int | None,
+    tls: bool,
+    tls_dir: str,
+    speed: float,
+    frozen: bool,
+) -> tuple[SandboxConfig, TLSMaterial | None]:
+    """The config for a CLI run: real-time clock (unless ``frozen``), TLS material when asked."""
+    config = SandboxConfig.from_toml(config_path) if config_path else SandboxConfig.default()
+    updates: dict[str, object] = {"clock": config.clock.model_copy(update={"realtime": not frozen, "speed": speed})}
+    if seed is not None:
+        updates["seed"] = seed
+    material = None
+    if tls:
+        material = generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id)
+        updates["tls"] = config.tls.model_copy(update={"require_client_cert": True})
+    return config.model_copy(update=updates), material
+
+
+def banner(config: SandboxConfig, base_url: str, material: TLSMaterial | None, state: str | None) -> str:
+    """What ``minipay sandbox`` prints: where it listens and the test credentials (test values only)."""
+    lines = [
+        "Minipay sandbox: a local WeChat Pay Global v2 simulator (test credentials only, never real money)",
+        f"  base URL    {base_url}   (use it instead of https://apihk.mch.weixin.qq.com and https://api.weixin.qq.com)",
+        f"  dashboard   {base_url}/sandbox/",
+        f"  world JSON  {base_url}/sandbox/merchants",
+    ]
+    for inst in config.institutions:
+        lines.append(f"  institution appid={inst.appid} mch_id={inst.mch_id} api_key={inst.api_key}")
+        for sub in inst.sub_merchants:
+            lines.append(
+                f"    sub_mch_id={sub.sub_mch_id} settlement={sub.settlement_currency} "
+                f"sub_appid={sub.sub_appid} app_secret={sub.app_secret}"
+            )
+    clock = "real time" if config.clock.realtime else "frozen (POST /sandbox/clock moves it)"
+    if config.clock.realtime and config.clock.speed != 1:
+        clock += f" x{config.clock.speed:g}"
+    lines.append(f"  clock       {clock}; seed={config.seed}")
+    if state:
+        lines.append(f"  state file  {state}")
+    if material is not None:
+        lines += [
+            "  mutual TLS  /secapi/* requires the institution client certificate:",
+            f"    CA (trust it)     {material.ca_cert}",
+            f"    client cert/key   {material.client_cert}  {material.client_key}",
+            f"    client .p12       {material.client_p12}  (password: {material.client_p12_password})",
+        ]
+    return "\n".join(lines)
+
+
+def sandbox_main(
+    *,
+    host: str,
+    port: int,
+    config_path: str | None,
+    seed: int | None,
+    state: str | None,
+    tls: bool,
+    tls_dir: str,
+    speed: float,
+    frozen: bool,
+    echo: Callable[[str], None],
+) -> None:
+    if not _is_loopback(host):
+        echo(f"warning: listening on {host}, not loopback: anyone who reaches it can use the test credentials")
+    config, material = prepare(config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen)
+    app = create_app(config, state_file=Path(state) if state else None)
+    server = build_server(app, host=host, port=port, tls=material, log_level="info")
+    scheme = "https" if material is not None else "http"
+    shown = f"[{host}]" if ":" in host else host
+    echo(banner(config, f"{scheme}://{shown}:{port}", material, state))
+    server.run()

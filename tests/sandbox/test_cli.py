@@ -1,0 +1,73 @@
+"""``minipay sandbox``: options, banner, and one real run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+
+from minipay.sandbox._cli import banner, prepare
+from tests.sandbox.conftest import KEY, MCH_ID
+
+
+def test_prepare_runs_the_clock_in_real_time_and_makes_tls_material(tmp_path: Path) -> None:
+    config, material = prepare(config_path=None, seed=5, tls=True, tls_dir=str(tmp_path), speed=60.0, frozen=False)
+    assert config.seed == 5
+    assert config.clock.realtime is True
+    assert config.clock.speed == 60.0
+    assert config.tls.require_client_cert is True
+    assert material is not None
+    assert material.client_p12.exists()
+    text = banner(config, "https://127.0.0.1:8801", material, None)
+    assert "https://127.0.0.1:8801/sandbox/" in text
+    assert f"mch_id={MCH_ID} api_key={KEY}" in text
+    assert str(material.client_p12) in text
+    assert "x60" in text
+
+
+def test_prepare_frozen_without_tls() -> None:
+    config, material = prepare(config_path=None, seed=None, tls=False, tls_dir=".", speed=1.0, frozen=True)
+    assert material is None
+    assert config.clock.realtime is False
+    assert config.tls.require_client_cert is False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_minipay_sandbox_command_serves_and_prints_its_credentials(tmp_path: Path) -> None:
+    port = _free_port()
+    state = tmp_path / "state.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-c", "from minipay.cli import main; main()", "sandbox", "--port", str(port), "--seed", "2",
+           "--state", str(state)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx2.get(f"http://127.0.0.1:{port}/sandbox/merchants", timeout=1)
+                break
+            except httpx2.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "minipay sandbox did not start"
+                time.sleep(0.1)
+        assert response.json()["institutions"][0]["mch_id"] == MCH_ID
+        clock = httpx2.get(f"http://127.0.0.1:{port}/sandbox/clock", timeout=2).json()
+        assert clock["realtime"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    assert f"http://127.0.0.1:{port}" in out
+    assert f"api_key={KEY}" in out
+    assert state.exists()
