@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,6 +51,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///minipay.db"
 
 class InstitutionSettings(BaseModel):
     """An institution (service provider): ``appid`` + ``mch_id`` and the v2 API key that signs everything."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a rejected key must not be echoed
 
     name: str = "default"
     appid: str
@@ -81,6 +83,8 @@ class InstitutionSettings(BaseModel):
 class SubMerchantSettings(BaseModel):
     """A sub-merchant of an institution, with the service API keys its own systems use."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     institution: str = "default"
     sub_mch_id: str
     sub_appid: str
@@ -97,7 +101,7 @@ class SubMerchantSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything the service needs; see the module docstring for the file format."""
 
-    model_config = SettingsConfigDict(env_prefix="MINIPAY_", extra="forbid", toml_file=None)
+    model_config = SettingsConfigDict(env_prefix="MINIPAY_", extra="forbid", toml_file=None, hide_input_in_errors=True)
 
     database_url: str = DEFAULT_DATABASE_URL
     public_base_url: str = "http://127.0.0.1:8000"

@@ -1,0 +1,131 @@
+"""Webhooks: one outbox row per logical event, signed deliveries, retries with backoff, a delivery log."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from minipay.server import db
+from minipay.server.webhooks import (
+    DELIVERY_WINDOW,
+    WebhookSignatureError,
+    backoff,
+    deliver_webhooks,
+    delivery_log,
+    sign_webhook,
+    verify_webhook,
+)
+from tests.server.conftest import SUB1, SUB2, World
+from tests.server.test_notifications import notification, post_notify
+
+pytestmark = pytest.mark.anyio
+
+
+def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    header = sign_webhook(b'{"a":1}', "whsec_x", 1700000000)
+    assert (
+        header == "t=1700000000,v1=" + __import__("hmac").new(b"whsec_x", b'1700000000.{"a":1}', "sha256").hexdigest()
+    )
+    assert verify_webhook(b'{"a":1}', header, "whsec_x", now=1700000100) == 1700000000
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(b'{"a":2}', header, "whsec_x", now=1700000000)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(b'{"a":1}', header, "whsec_y", now=1700000000)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(b'{"a":1}', header, "whsec_x", now=1700000000 + 301)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(b'{"a":1}', "garbage", "whsec_x", now=1700000000)
+
+
+def test_backoff_grows_and_the_schedule_covers_three_days() -> None:
+    delays = [backoff(n) for n in range(1, 20)]
+    assert delays == sorted(delays)
+    assert delays[0] == timedelta(minutes=1)
+    assert sum(delays, timedelta()) > DELIVERY_WINDOW
+
+
+async def endpoint(world: World, who: str = SUB1, url: str = "http://merchant.test/hooks") -> str:
+    response = await world.api.post("/v1/webhook-endpoints", json={"url": url}, headers=world.auth(who))
+    assert response.status_code == 201
+    secret: str = response.json()["secret"]
+    return secret
+
+
+async def deliver(world: World) -> int:
+    return await deliver_webhooks(world.container.uow_factory, world.container.webhook_sender, world.clock)
+
+
+async def test_failed_deliveries_are_retried_with_backoff_and_logged(world: World) -> None:
+    secret = await endpoint(world)
+    payment = await world.create_payment()
+    await world.pay(payment)
+    world.receiver.status = 500
+    assert await deliver(world) == 1
+    assert await deliver(world) == 0  # not due yet
+    world.clock.advance(59)
+    assert await deliver(world) == 0
+    world.clock.advance(2)
+    assert await deliver(world) == 1  # second attempt after 1 minute
+    world.receiver.status = 200
+    world.clock.advance(301)
+    assert await deliver(world) == 1
+    world.clock.advance(10 * 3600)
+    assert await deliver(world) == 0  # delivered: never again
+    bodies = [body for _, body in world.receiver.received]
+    assert len(bodies) == 3
+    assert len({json.loads(b)["id"] for b in bodies}) == 1  # the same event id every time: receivers dedupe
+    for headers, body in world.receiver.received:
+        verify_webhook(body, headers["minipay-signature"], secret, now=int(headers["minipay-signature"][2:12]))
+    async with world.container.engine.connect() as conn:
+        event_id = (await conn.execute(select(db.outbox_events.c.id))).scalar_one()
+    log = await delivery_log(world.container.uow_factory, event_id)
+    assert [a["status_code"] for a in log[0]["attempts"]] == [500, 500, 200]
+    assert log[0]["status"] == "succeeded"
+
+
+async def test_deliveries_give_up_after_three_days(world: World) -> None:
+    await endpoint(world)
+    payment = await world.create_payment()
+    await world.pay(payment)
+    world.receiver.status = 503
+    attempts = 0
+    for _ in range(200):
+        attempts += await deliver(world)
+        world.clock.advance(3600)
+    assert 5 < attempts < 30
+    async with world.container.engine.connect() as conn:
+        status = (await conn.execute(select(db.webhook_deliveries.c.status))).scalar_one()
+    assert status == "failed"
+
+
+async def test_endpoints_receive_only_their_sub_merchants_events_and_admin_endpoints_all(world: World) -> None:
+    await endpoint(world, SUB2, "http://merchant.test/hooks")
+    await endpoint(world, "admin", "http://merchant.test/hooks")
+    payment = await world.create_payment()
+    await world.pay(payment)
+    assert await deliver(world) == 1  # only the admin endpoint: the event is SUB1's
+
+
+async def test_pay_after_close_is_kept_flagged_and_announced(world: World) -> None:
+    await endpoint(world)
+    payment = await world.create_payment()
+    await world.advance(301)
+    closed = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert closed.json()["status"] == "closed"
+    # The password screen was already open: WeChat took the money after our close.
+    status, reply = await post_notify(world, notification(payment))
+    assert (status, reply["return_code"]) == (200, "SUCCESS")
+    current = await world.get(payment["id"])
+    assert (current["status"], current["paid_after_close"]) == ("succeeded", True)
+    assert await deliver(world) == 2
+    types = [json.loads(body)["type"] for _, body in world.receiver.received]
+    assert sorted(types) == ["payment.closed", "payment.paid_after_close"]
+    refund = await world.api.post(
+        f"/v1/payments/{payment['id']}/refunds",
+        json={"amount": 1000},
+        headers={**world.auth(), "Idempotency-Key": "pac"},
+    )
+    assert refund.status_code == 201
