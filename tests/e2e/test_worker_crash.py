@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -142,19 +141,21 @@ async def test_a_worker_killed_mid_job_has_its_job_completed_once_by_another(tmp
             command = [sys.executable, "-c", "from minipay.cli import main; main()", "worker"]
             command += ["--config", str(config_file), "--name", "worker-A", "--lease", str(LEASE)]
             command += ["--query-delay", "0", "--no-bills", "--no-webhooks", "--poll-interval", "0.2"]
-            log_file = tmp_path / "worker-a.log"
-            with log_file.open("wb") as log:
-                proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = await asyncio.create_subprocess_exec(
+                *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
             try:
-                job = await _wait_for_claim(container.engine, payment["id"], proc, log_file)
+                job = await _wait_for_claim(container.engine, payment["id"], proc)
                 assert job["lease_owner"] == "worker-A"
                 await _wait_for_fault_taken(sandbox)  # A's query reached WeChat and hangs there
                 proc.send_signal(signal.SIGKILL)
-                assert proc.wait(timeout=10) == -signal.SIGKILL
+                assert await asyncio.wait_for(proc.wait(), timeout=10) == -signal.SIGKILL
             finally:
-                if proc.poll() is None:
+                if proc.returncode is None:
                     proc.kill()
-                    proc.wait(timeout=10)
+                    await asyncio.wait_for(proc.wait(), timeout=10)
+                if proc.stdout is not None:
+                    await proc.stdout.read()
 
             # Worker B, in this process. Before A's lease has run out it must not touch the job...
             clock = OffsetClock(datetime.now(UTC))
@@ -204,13 +205,12 @@ async def _job(engine: Any, payment_id: str) -> dict[str, Any]:
     return dict(found) if found is not None else {}
 
 
-async def _wait_for_claim(
-    engine: Any, payment_id: str, proc: subprocess.Popen[bytes], log_file: Path
-) -> dict[str, Any]:
+async def _wait_for_claim(engine: Any, payment_id: str, proc: asyncio.subprocess.Process) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"worker A exited early ({proc.returncode}):\n{log_file.read_text()}")
+        if proc.returncode is not None:
+            output = (await proc.stdout.read()).decode() if proc.stdout else ""
+            pytest.fail(f"worker A exited early ({proc.returncode}):\n{output}")
         job = await _job(engine, payment_id)
         if job.get("status") == "running":
             return job
@@ -225,5 +225,3 @@ async def _wait_for_fault_taken(sandbox: httpx2.AsyncClient) -> None:
             return
         await asyncio.sleep(0.05)
     pytest.fail("worker A's order query never reached the sandbox")
-
-
