@@ -7,9 +7,9 @@ import gzip
 import httpx2
 import pytest
 
-from minipay.protocol import SignatureError, decode_xml, verify
+from minipay.protocol import SignatureError, decode_xml, parse_bill, verify
 from minipay.sandbox import SandboxConfig
-from tests.sandbox.conftest import APPID, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, MakeSandbox, Sandbox
+from tests.sandbox.conftest import APPID, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, START, MakeSandbox, Sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -160,6 +160,21 @@ def rows(text: str) -> list[list[str]]:
     return [[cell.lstrip("`") for cell in line.split(",")] for line in text.strip().splitlines()]
 
 
+def test_a_mixed_currency_bill_leaves_the_summary_amounts_empty() -> None:
+    from datetime import datetime
+
+    from minipay.protocol import BillRow
+    from minipay.sandbox._bills import bill_bytes
+
+    when = datetime(2024, 1, 1, 12, tzinfo=START.tzinfo)
+    hkd = BillRow(transaction_time=when, out_trade_no="H", fee_type="HKD", total_fee=100, trade_state="SUCCESS")
+    jpy = BillRow(transaction_time=when, out_trade_no="J", fee_type="JPY", total_fee=100, trade_state="SUCCESS")
+    parsed = parse_bill(bill_bytes([hkd, jpy]))
+    assert parsed.summary is not None
+    assert parsed.summary.transaction_count == 2
+    assert parsed.summary.total_fee is None
+
+
 async def test_bill_is_not_available_before_nine_the_next_morning(sandbox: Sandbox) -> None:
     await day_of_trades(sandbox)
     early = decode_xml((await bill(sandbox)).content)
@@ -168,29 +183,36 @@ async def test_bill_is_not_available_before_nine_the_next_morning(sandbox: Sandb
     await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T08:59:59+08:00"})
     assert decode_xml((await bill(sandbox)).content)["return_msg"] == "No Bill Exist"
     await sandbox.advance(1)
-    assert (await bill(sandbox)).text.startswith("交易时间")
+    assert (await bill(sandbox)).text.startswith("Transaction time")
 
 
 async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(sandbox: Sandbox) -> None:
     await day_of_trades(sandbox)
     await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
-    table = rows((await bill(sandbox)).text)
-    header, lines, summary_header, summary = table[0], table[1:-2], table[-2], table[-1]
-    assert header[:3] == ["交易时间", "公众账号ID", "商户号"]
-    col = {name: i for i, name in enumerate(header)}
-    assert [(r[col["商户订单号"]], r[col["交易状态"]]) for r in lines] == [
+    text = (await bill(sandbox)).text
+    assert text.splitlines()[1].startswith("`2024-01-01 12:00:00,`")
+    parsed = parse_bill(text)  # the SDK's parser reads the sandbox's bill
+    assert [(r.out_trade_no, r.trade_state) for r in parsed.rows] == [
         ("A1", "SUCCESS"),
         ("A2", "SUCCESS"),
         ("A1", "REFUND"),
     ]
-    assert lines[0][col["总金额"]] == "10.00"
-    assert lines[0][col["货币种类"]] == "HKD"
-    assert lines[0][col["子商户号"]] == HKD_SUB
-    assert lines[0][col["商户数据包"]] == "store=1"
-    assert lines[2][col["退款金额"]] == "2.50"
-    assert lines[2][col["商户退款单号"]] == "R1"
-    assert summary_header[0] == "总交易单数"
-    assert summary[:3] == ["3", "30.00", "2.50"]
+    paid, _, refunded = parsed.rows
+    assert paid.total_fee == 1000
+    assert paid.fee_type == "HKD"
+    assert paid.sub_mch_id == HKD_SUB
+    assert paid.attach == "store=1"
+    assert paid.cash_fee == 920
+    assert paid.rate == 92000000
+    assert paid.transaction_id == sandbox.backend.orders[(HKD_SUB, "A1")].transaction_id
+    assert refunded.refund_fee == 250
+    assert refunded.out_refund_no == "R1"
+    assert refunded.refund_status == "SUCCESS"  # completed 60 s after the request
+    assert refunded.cash_fee == 230
+    assert parsed.summary is not None
+    assert parsed.summary.transaction_count == 3
+    assert parsed.summary.total_fee == 3000
+    assert parsed.summary.refund_fee == 250
 
 
 async def test_bill_types_gzip_and_sub_merchant_filter(sandbox: Sandbox) -> None:
@@ -201,7 +223,8 @@ async def test_bill_types_gzip_and_sub_merchant_filter(sandbox: Sandbox) -> None
     assert decode_xml((await bill(sandbox, bill_type="RECHARGE_REFUND")).content)["return_msg"] == "No Bill Exist"
     assert decode_xml((await bill(sandbox, bill_type="BOGUS")).content)["return_msg"] == "invalid bill_type"
     zipped = (await bill(sandbox, tar_type="GZIP")).content
-    assert gzip.decompress(zipped).decode().startswith("交易时间")
+    assert gzip.decompress(zipped).decode().startswith("Transaction time")
+    assert len(parse_bill(zipped).rows) == 3
     assert decode_xml((await bill(sandbox, sub_mch_id=JPY_SUB)).content)["return_msg"] == "No Bill Exist"
     assert len(rows((await bill(sandbox, sub_mch_id=HKD_SUB)).text)) == 1 + 3 + 2
 
@@ -239,9 +262,9 @@ async def test_jpy_bill_amounts_have_no_decimals(sandbox: Sandbox) -> None:
     answer = await sandbox.order("J1", sub_mch_id=JPY_SUB, sub_appid=JPY_APP, fee_type="JPY", total_fee=1500)
     await sandbox.pay(answer["prepay_id"], app_id=JPY_APP)
     await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
-    table = rows((await bill(sandbox, sub_mch_id=JPY_SUB)).text)
-    col = {name: i for i, name in enumerate(table[0])}
-    assert table[1][col["总金额"]] == "1500"
+    text = (await bill(sandbox, sub_mch_id=JPY_SUB)).text
+    assert "`1500," in text
+    assert parse_bill(text).rows[0].total_fee == 1500
 
 
 # ------------------------------------------------------------------ exchange rate and report

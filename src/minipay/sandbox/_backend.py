@@ -39,7 +39,7 @@ from minipay.protocol import (
     sign,
     verify_pay_params,
 )
-from minipay.sandbox._bills import BillLine, render_bill
+from minipay.sandbox._bills import bill_bytes, payment_row, phantom_row, refund_row
 from minipay.sandbox._clock import VirtualClock
 from minipay.sandbox._config import NOTIFY_MODES, Institution, SandboxConfig, SubMerchant
 from minipay.sandbox._errors import BizFail, ControlError, ReturnFail
@@ -794,25 +794,27 @@ class Backend:
         )
         if self.now() < ready:
             raise ReturnFail("No Bill Exist", error_code="20002")
-        lines: list[BillLine] = []
+        fee_bp = self.config.rules.fee_rate_bp
+        lines = []
         for order in self.orders.values():
             if order.mch_id != inst.mch_id or (sub_mch_id and order.sub_mch_id != sub_mch_id):
                 continue
             if bill_type in ("ALL", "SUCCESS") and order.time_end is not None and china_date(order.time_end) == day:
-                lines.append(BillLine.payment(order))
+                lines.append(payment_row(order, fee_bp))
             if bill_type in ("ALL", "REFUND"):
                 for no in order.refunds:
                     refund = self.refunds[(order.sub_mch_id, no)]
                     if china_date(refund.created_at) == day:
-                        lines.append(BillLine.refund(order, refund))
-        lines.sort(key=lambda line: line.time)
+                        lines.append(refund_row(order, refund, fee_bp))
+        lines.sort(key=lambda line: line.transaction_time or self.start)
         if fault == "bill_missing_trade" and lines:
             lines.pop()
         if fault == "bill_extra_trade":
-            lines.append(BillLine.phantom(inst, sub_mch_id or inst.sub_merchants[0].sub_mch_id, day, self.ids))
+            fallback = inst.sub_merchants[0].sub_mch_id
+            lines.append(phantom_row(inst, sub_mch_id or fallback, day, self.ids, fee_bp))
         if not lines:
             raise ReturnFail("No Bill Exist", error_code="20002")
-        return render_bill(lines, fee_rate_bp=self.config.rules.fee_rate_bp, gzip_it=tar_type == "GZIP")
+        return bill_bytes(lines, gzip_it=tar_type == "GZIP")
 
     # ------------------------------------------------------------------ faults
     def add_fault(self, body: Mapping[str, Any]) -> Fault:
