@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import secrets
 import socket
 from collections.abc import Sequence
@@ -20,6 +22,15 @@ from typing import Any
 from minipay.server.settings import Settings
 
 __all__ = ["SandboxWorld", "ServePlan", "free_port", "plan_serve", "run_serve", "sandbox_settings"]
+
+
+_SECRET_QUERY = re.compile(r"(secret|js_code)=[^&\s]*")
+
+
+def _redact_query_secrets(record: logging.LogRecord) -> bool:
+    if isinstance(record.args, tuple):
+        record.args = tuple(_SECRET_QUERY.sub(r"\1=<redacted>", a) if isinstance(a, str) else a for a in record.args)
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -217,4 +228,6 @@ async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 800
         pass
     app = create_app(settings, background=background, routers=routers)
     servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")))
+    # The access log is one logger for both servers; the sandbox's login URL carries the app secret.
+    logging.getLogger("uvicorn.access").addFilter(_redact_query_secrets)
     await asyncio.gather(*(server.serve() for server in servers))

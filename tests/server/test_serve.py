@@ -1,0 +1,83 @@
+"""`minipay serve` with no configuration: sandbox mode, a payment created with the printed key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from minipay.serve import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_path: Path) -> None:
+    port, sandbox_port = free_port(), free_port()
+    creds = tmp_path / "creds.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from minipay.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(sandbox_port),
+            "--credentials-out",
+            str(creds),
+            "--no-worker",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.1)
+        world = json.loads(creds.read_text())
+        assert set(world) == {"service_url", "sandbox_url", "admin_api_key", "sub_merchants"}
+        sub = world["sub_merchants"][0]
+        assert set(sub) == {"sub_mch_id", "sub_appid", "currency", "api_key"}
+        auth = {"Authorization": f"Bearer {sub['api_key']}"}
+        with httpx2.Client(timeout=10) as http:
+            login = {"appid": sub["sub_appid"], "user": "a"}
+            code = http.post(f"{world['sandbox_url']}/sandbox/login", json=login).json()
+            session = http.post(f"{world['service_url']}/v1/sessions", json={"code": code["code"]}, headers=auth).json()
+            payment = http.post(
+                f"{world['service_url']}/v1/payments",
+                json={"amount": 1000, "currency": sub["currency"], "description": "Tea", "openid": session["openid"]},
+                headers=auth,
+            )
+            assert payment.status_code == 201, payment.text
+            paid = http.post(f"{world['sandbox_url']}/sandbox/pay", json=payment.json()["pay_params"]).json()
+            assert paid["errMsg"] == "requestPayment:ok"
+            current = http.get(f"{world['service_url']}/v1/payments/{payment.json()['id']}", headers=auth).json()
+            assert current["status"] == "succeeded"
+        assert (tmp_path / ".minipay" / "minipay.db").is_file()
+    finally:
+        proc.terminate()
+        try:
+            output = proc.communicate(timeout=10)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0].decode()
+    assert "SANDBOX MODE" in output
+    assert sub["api_key"] in output  # the dev keys are printed
+    assert "5f2c0b7a9d3e4f6a8b1c2d3e4f5a6b7c" not in output  # the app secret in the login URL is not logged
