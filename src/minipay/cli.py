@@ -270,5 +270,31 @@ def sandbox_command(
     )
 
 
+@app.command("demo")
+def demo_command(
+    seed: Annotated[int, typer.Option(help="Seed of the sandbox (ids and nonces repeat with it).")] = 42,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault", help="Script a sandbox fault first, ENDPOINT:FAULT[:TIMES] (e.g. orderquery:SYSTEMERROR:2)."
+        ),
+    ] = None,
+) -> None:
+    """Play the whole flow against the sandbox in one process; exit 0 only when every check held."""
+    import asyncio
+
+    from minipay.demo import run_demo
+
+    faults = []
+    for item in fault or []:
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
+            typer.echo(f"error: --fault takes ENDPOINT:FAULT[:TIMES], not {item!r}", err=True)
+            raise typer.Exit(2)
+        faults.append({"endpoint": parts[0], "fault": parts[1], "times": int(parts[2]) if len(parts) == 3 else 1})
+    ok = asyncio.run(run_demo(seed=seed, faults=faults))
+    raise typer.Exit(0 if ok else 1)
+
+
 def main() -> None:
     app()
