@@ -242,3 +242,76 @@ async def test_the_clock_answer_comes_after_every_due_attempt_was_recorded(make_
     assert datetime.fromisoformat(clock["now"]) == START + timedelta(seconds=60)
     [note] = await sandbox.notifications()
     assert len(note["attempts"]) == 4  # 0, 15, 30, 60 s
+
+
+def test_real_time_mode_retries_as_the_clock_runs() -> None:
+    import time
+
+    from starlette.testclient import TestClient
+
+    from tests.sandbox.conftest import HKD_APP
+
+    receiver = fail_receiver()
+    config = SandboxConfig.from_dict({"clock": {"realtime": True, "speed": 200.0}})
+    app = create_app(config, seed=1, start=START, notify_transport=httpx2.ASGITransport(receiver.app()))
+    with TestClient(app) as http:  # runs the lifespan, hence the ticker
+        openid = http.post("/sandbox/login", json={"appid": HKD_APP, "user": "rt"}).json()["openid"]
+        fields = {
+            "appid": "wx8888888888888888", "mch_id": "1900000109", "nonce_str": "rt1", "sub_mch_id": HKD_SUB,
+            "sub_appid": HKD_APP, "body": "rt", "out_trade_no": "RT1", "fee_type": "HKD", "total_fee": 100,
+            "spbill_create_ip": "127.0.0.1", "notify_url": "http://m.test/n", "trade_type": "JSAPI",
+            "sub_openid": openid,
+        }  # fmt: skip
+        from minipay.protocol import build_pay_params, encode_xml, sign
+
+        fields["sign"] = sign(fields, KEY)
+        prepay = decode_xml(http.post("/pay/unifiedorder", content=encode_xml(fields)).content)["prepay_id"]
+        params = build_pay_params(app_id=HKD_APP, prepay_id=prepay, key=KEY)
+        assert http.post("/sandbox/pay", json=dict(params)).json()["errMsg"] == "requestPayment:ok"
+        deadline = time.monotonic() + 5
+        while len(receiver.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # 15 virtual seconds are 75 ms at x200
+        assert len(receiver.received) >= 3
+        assert http.get("/sandbox/clock").json()["realtime"] is True
+
+
+async def test_concurrent_payments_each_answer_after_their_own_notification(make_sandbox: MakeSandbox) -> None:
+    import asyncio
+
+    sandbox = make_sandbox(receiver=Receiver(delay=0.02))
+    prepays = [(await sandbox.order(f"CC{i}"))["prepay_id"] for i in range(5)]
+
+    async def pay_and_look(prepay: str, no: str) -> int:
+        await sandbox.pay(prepay)
+        [note] = await sandbox.notifications(no)
+        return len(note["attempts"])
+
+    counts = await asyncio.gather(*(pay_and_look(p, f"CC{i}") for i, p in enumerate(prepays)))
+    assert counts == [1, 1, 1, 1, 1]
+
+
+async def test_a_receiver_that_calls_back_into_the_sandbox_does_not_deadlock() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.sandbox.conftest import SUCCESS_REPLY
+
+    holder: dict[str, httpx2.AsyncClient] = {}
+
+    async def notify(request: Request) -> Response:
+        await request.body()
+        # The merchant asks WeChat about the order and a test moves the clock, while being notified.
+        await holder["http"].get("/sandbox/state")
+        await holder["http"].post("/sandbox/clock", json={"advance": 1})
+        return Response(SUCCESS_REPLY, media_type="text/xml")
+
+    merchant = Starlette(routes=[Route("/{p:path}", notify, methods=["POST"])])
+    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(merchant))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        holder["http"] = http
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        await sandbox.paid_order()
+        [note] = await sandbox.notifications()
+    assert note["state"] == "delivered"

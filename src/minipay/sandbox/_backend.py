@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -48,6 +49,9 @@ from minipay.sandbox._models import Fault, LoginCode, Notification, Order, Refun
 from minipay.sandbox._notifier import Dispatcher
 
 __all__ = ["Backend", "World"]
+
+#: True inside a dispatch run (and in receivers called in-process from it): avoids a self-deadlock.
+_IN_DISPATCH: ContextVar[bool] = ContextVar("minipay_sandbox_in_dispatch", default=False)
 
 _TRANSACTION_ID_RE = re.compile(r"\d{28}")
 _TRADE_STATE_DESC = {"SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "订单未支付", "CLOSED": "订单已关闭"}
@@ -111,7 +115,8 @@ class Backend:
         self.clock = clock
         self.dispatcher = dispatcher
         self.start = start
-        self._dispatching = False
+        #: Serialises dispatch runs and clock moves (one timeline).
+        self._lock = asyncio.Lock()
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -859,9 +864,14 @@ class Backend:
 
     async def run_due(self) -> None:
         """Make every attempt and refund completion that is due now (awaited: determinism)."""
-        if self._dispatching:
+        if _IN_DISPATCH.get():
+            # Called back from a notification receiver (same context): the outer run finishes the work.
             return
-        self._dispatching = True
+        async with self._lock:
+            await self._run_due_locked()
+
+    async def _run_due_locked(self) -> None:
+        token = _IN_DISPATCH.set(True)
         try:
             while True:
                 now = self.now()
@@ -877,7 +887,7 @@ class Backend:
                     return
                 await asyncio.gather(*(self._deliver_scheduled(n) for n in due))
         finally:
-            self._dispatching = False
+            _IN_DISPATCH.reset(token)
 
     async def _deliver_scheduled(self, n: Notification) -> None:
         copies = 2 if n.mode in ("twice", "twice-concurrently") and n.deliveries == 0 else 1
@@ -910,17 +920,22 @@ class Backend:
 
     async def advance_to(self, target: datetime) -> None:
         """Move the clock to ``target``, stopping at every due event on the way (in time order)."""
-        await self.run_due()
-        while True:
-            nxt = self._next_event()
-            if nxt is None or nxt > target:
-                break
-            if nxt > self.now():
-                self.clock.set(nxt)
-            await self.run_due()
-        if target > self.now() or not self.clock.realtime:
+        if _IN_DISPATCH.get():
+            # A notification receiver moving the clock: move it; the running dispatch continues.
             self.clock.set(target)
-        await self.run_due()
+            return
+        async with self._lock:
+            await self._run_due_locked()
+            while True:
+                nxt = self._next_event()
+                if nxt is None or nxt > target:
+                    break
+                if nxt > self.now():
+                    self.clock.set(nxt)
+                await self._run_due_locked()
+            if target > self.now() or not self.clock.realtime:
+                self.clock.set(target)
+            await self._run_due_locked()
 
     # ------------------------------------------------------------------ inspection
     def log_request(self, entry: dict[str, Any]) -> None:
