@@ -27,9 +27,15 @@ from minipay.client import (
 from minipay.protocol import (
     CHINA_TZ,
     AppIdMchIdNotMatchError,
+    BusinessError,
+    FrequencyLimitedError,
     InvalidRequestError,
+    InvalidTransactionIdError,
+    NoAuthError,
     NotEnoughError,
+    OutTradeNoUsedError,
     ParamError,
+    TradeOverdueError,
     TradeStateError,
     verify_pay_params,
 )
@@ -401,3 +407,90 @@ def test_an_hmac_sha256_client_runs_the_flow_and_verifies_hmac_everywhere() -> N
             assert d.call("orders.query", out_trade_no="ORDER0001").trade_state == "SUCCESS"
             assert d.client.pay_params(order.prepay_id)["signType"] == "HMAC-SHA256"
             assert d.call("rates.query", fee_type="HKD", date=china_today(d).date()).rate > 0
+
+
+def _rules(**changes: Any) -> SandboxConfig:
+    config = SandboxConfig.default()
+    return config.model_copy(update={"rules": config.rules.model_copy(update=changes)})
+
+
+def test_a_sub_merchant_of_another_institution_is_no_auth(d: Driver) -> None:
+    with pytest.raises(NoAuthError) as caught:
+        d.call("orders.query", out_trade_no="ORDER0001", sub_mch_id="1900000999")
+    assert caught.value.sub_mch_id == "1900000999"
+
+
+def test_an_unknown_merchant_or_unbound_appid_is_a_communication_error() -> None:
+    for mode in ("sync", "async"):
+        with sandbox_driver(mode, mch_id="1900000999") as d, pytest.raises(CommunicationError):
+            d.call("orders.query", out_trade_no="ORDER0001")
+        with sandbox_driver(mode, appid="wx9999999999999999") as d, pytest.raises(CommunicationError):
+            d.call("orders.query", out_trade_no="ORDER0001")
+
+
+def test_a_malformed_transaction_id_is_invalid(d: Driver) -> None:
+    # The protocol table lists INVALID_TRANSACTIONID for refund/refundquery (spec 10.4, 11) only; the
+    # sandbox also answers it to orderquery, where it is an unlisted code: a plain BusinessError.
+    with pytest.raises(BusinessError) as caught:
+        d.call("orders.query", transaction_id="not-a-transaction")
+    assert caught.value.err_code == "INVALID_TRANSACTIONID"
+    assert caught.value.outcome_unknown is False  # a query changes nothing
+    with pytest.raises(InvalidTransactionIdError):
+        d.call("refunds.query", transaction_id="not-a-transaction")
+
+
+def test_the_out_trade_no_used_wording_of_reentry() -> None:
+    for mode in ("sync", "async"):
+        with sandbox_driver(mode, _rules(reentry_error="OUT_TRADE_NO_USED")) as d:
+            _, openid = d.login()
+            d.call("orders.create", **order_args(openid))
+            with pytest.raises(OutTradeNoUsedError):
+                d.call("orders.create", **order_args(openid, body="Another body"))
+
+
+def test_refund_limits_map_to_their_errors() -> None:
+    refund = {"out_trade_no": "ORDER0001", "total_fee": 1000, "refund_fee": 100, "refund_fee_type": "HKD"}
+    for mode in ("sync", "async"):
+        with sandbox_driver(mode, _rules(refund_spacing=60, refund_cap=2)) as d:
+            paid_order(d)
+            d.call("refunds.create", out_refund_no="R1", **refund)
+            with pytest.raises(FrequencyLimitedError) as limited:  # two refunds of one order < 60 s apart
+                d.call("refunds.create", out_refund_no="R2", **refund)
+            assert limited.value.retryable is True
+            assert len(d.journal("refund")) == 2  # "later": not retried in the loop
+            d.advance(61)
+            d.call("refunds.create", out_refund_no="R2", **refund)
+            d.advance(61)
+            with pytest.raises(BusinessError) as capped:  # more partial refunds than allowed
+                d.call("refunds.create", out_refund_no="R3", **refund)
+            assert capped.value.err_code == "ERROR"
+            assert capped.value.outcome_unknown is True
+
+
+def test_a_refund_after_the_refund_window_is_overdue(d: Driver) -> None:
+    paid_order(d)
+    d.advance(366 * 86400)
+    with pytest.raises(TradeOverdueError):
+        d.call(
+            "refunds.create",
+            out_refund_no="LATE1",
+            out_trade_no="ORDER0001",
+            total_fee=1000,
+            refund_fee=100,
+            refund_fee_type="HKD",
+        )
+
+
+def test_a_scripted_abnormal_refund_is_reported_by_query(d: Driver) -> None:
+    paid_order(d)
+    d.control("POST", "/sandbox/refunds/outcome", json={"out_trade_no": "ORDER0001", "status": "CHANGE"})
+    d.call(
+        "refunds.create",
+        out_refund_no="R1",
+        out_trade_no="ORDER0001",
+        total_fee=1000,
+        refund_fee=100,
+        refund_fee_type="HKD",
+    )
+    d.advance(120)
+    assert d.call("refunds.query", out_refund_no="R1").find("R1").refund_status == "CHANGE"
