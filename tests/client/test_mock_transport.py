@@ -331,3 +331,13 @@ def test_an_injected_http_client_is_used_and_left_open(fake: FakeWeChat, sleeps:
         client.orders.query(out_trade_no="ORDER20240101000001")
     assert not http.is_closed
     http.close()
+
+
+def test_the_default_sub_appid_is_not_sent_with_another_sub_merchant(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    with make_client(fake, sleeps) as client:
+        client.orders.query(out_trade_no="O1")
+        client.orders.query(out_trade_no="O1", sub_mch_id="1900000111")
+        client.orders.query(out_trade_no="O1", sub_mch_id="1900000111", sub_appid="wx2234567890abcdef")
+    assert fake.bodies[0]["sub_appid"] == SUB_APPID
+    assert "sub_appid" not in fake.bodies[1]
+    assert fake.bodies[2]["sub_appid"] == "wx2234567890abcdef"

@@ -175,9 +175,14 @@ class BaseClient:
             raise ConfigurationError("sub_mch_id is required in institution mode: pass it or set a client default")
         return check_id(chosen, "sub_mch_id")
 
-    def _sub_appid(self, value: str | None) -> str | None:
-        chosen = value if value is not None else self.sub_appid
-        return None if chosen is None else check_id(chosen, "sub_appid")
+    def _sub_appid(self, value: str | None, sub_mch_id: str | None = None) -> str | None:
+        # The default sub_appid belongs to the default sub-merchant: a call naming another
+        # sub_mch_id must name its Mini Program too (else APPID_MCHID_NOT_MATCH at WeChat).
+        if value is not None:
+            return check_id(value, "sub_appid")
+        if sub_mch_id is not None and sub_mch_id != self.sub_mch_id:
+            return None
+        return self.sub_appid
 
     def _prepare(self, operation: Operation, request: WeChatRequest) -> Prepared:
         fields = request.to_fields()
@@ -253,7 +258,7 @@ class BaseClient:
         request = UnifiedOrderRequest(
             **_given(
                 sub_mch_id=self._sub_mch_id(sub_mch_id),
-                sub_appid=self._sub_appid(sub_appid),
+                sub_appid=self._sub_appid(sub_appid, sub_mch_id),
                 body=body,
                 out_trade_no=out_trade_no,
                 total_fee=total_fee,
@@ -285,7 +290,7 @@ class BaseClient:
         request = OrderQueryRequest(
             **_given(
                 sub_mch_id=self._sub_mch_id(sub_mch_id),
-                sub_appid=self._sub_appid(sub_appid),
+                sub_appid=self._sub_appid(sub_appid, sub_mch_id),
                 out_trade_no=out_trade_no,
                 transaction_id=transaction_id,
             )
@@ -297,7 +302,9 @@ class BaseClient:
     ) -> Prepared:
         request = CloseOrderRequest(
             **_given(
-                sub_mch_id=self._sub_mch_id(sub_mch_id), sub_appid=self._sub_appid(sub_appid), out_trade_no=out_trade_no
+                sub_mch_id=self._sub_mch_id(sub_mch_id),
+                sub_appid=self._sub_appid(sub_appid, sub_mch_id),
+                out_trade_no=out_trade_no,
             )
         )
         return self._prepare(CLOSE_ORDER, request)
@@ -321,7 +328,7 @@ class BaseClient:
         request = RefundRequest(
             **_given(
                 sub_mch_id=self._sub_mch_id(sub_mch_id),
-                sub_appid=self._sub_appid(sub_appid),
+                sub_appid=self._sub_appid(sub_appid, sub_mch_id),
                 out_trade_no=out_trade_no,
                 transaction_id=transaction_id,
                 out_refund_no=out_refund_no,
@@ -353,7 +360,7 @@ class BaseClient:
         request = RefundQueryRequest(
             **_given(
                 sub_mch_id=self._sub_mch_id(sub_mch_id),
-                sub_appid=self._sub_appid(sub_appid),
+                sub_appid=self._sub_appid(sub_appid, sub_mch_id),
                 out_refund_no=out_refund_no,
                 refund_id=refund_id,
                 out_trade_no=out_trade_no,
