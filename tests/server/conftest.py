@@ -198,8 +198,8 @@ def build_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def make_world(database_url: str) -> AsyncIterator[World]:
-    settings = build_settings(database_url)
+async def make_world(database_url: str, **overrides: Any) -> AsyncIterator[World]:
+    settings = build_settings(database_url, **overrides)
     clock = OffsetClock(START, frozen=True)
     receiver = Receiver()
     # The two apps call each other: give the sandbox a transport whose app is set just after.

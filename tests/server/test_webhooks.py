@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +20,7 @@ from minipay.server.webhooks import (
     sign_webhook,
     verify_webhook,
 )
-from tests.server.conftest import SUB1, SUB2, World
+from tests.server.conftest import SUB1, SUB2, World, make_world
 from tests.server.test_notifications import notification, post_notify
 
 pytestmark = pytest.mark.anyio
@@ -129,3 +131,15 @@ async def test_pay_after_close_is_kept_flagged_and_announced(world: World) -> No
         headers={**world.auth(), "Idempotency-Key": "pac"},
     )
     assert refund.status_code == 201
+
+
+async def test_the_in_app_dispatcher_delivers_without_the_worker(tmp_path: Path) -> None:
+    async with make_world(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", webhook_dispatch=True) as world:
+        await endpoint(world)
+        payment = await world.create_payment()
+        await world.pay(payment)  # the notification wakes the dispatcher
+        for _ in range(200):
+            if world.receiver.received:
+                break
+            await asyncio.sleep(0.01)
+        assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
