@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,25 +50,29 @@ def test_minipay_sandbox_command_serves_and_prints_its_credentials(tmp_path: Pat
     port = _free_port()
     state = tmp_path / "state.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tls_dir = tmp_path / "tls"
     cmd = [sys.executable, "-c", "from minipay.cli import main; main()", "sandbox", "--port", str(port), "--seed", "2",
-           "--state", str(state)]  # fmt: skip
+           "--state", str(state), "--tls", "--tls-dir", str(tls_dir)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx2.get(f"http://127.0.0.1:{port}/sandbox/merchants", timeout=1)
+                trust = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+                response = httpx2.get(f"https://127.0.0.1:{port}/sandbox/merchants", timeout=1, verify=trust)
                 break
-            except httpx2.TransportError:
+            except (OSError, httpx2.TransportError):  # no CA file yet, or not listening yet
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 assert time.monotonic() < deadline, "minipay sandbox did not start"
                 time.sleep(0.1)
-        assert response.json()["institutions"][0]["mch_id"] == MCH_ID
-        clock = httpx2.get(f"http://127.0.0.1:{port}/sandbox/clock", timeout=2).json()
+        world = response.json()
+        assert world["institutions"][0]["mch_id"] == MCH_ID
+        assert world["tls"]["client_p12"] == str(tls_dir / "apiclient_cert.p12")
+        clock = httpx2.get(f"https://127.0.0.1:{port}/sandbox/clock", timeout=2, verify=trust).json()
         assert clock["realtime"] is True
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=15)
-    assert f"http://127.0.0.1:{port}" in out
+    assert f"https://127.0.0.1:{port}" in out
     assert f"api_key={KEY}" in out
     assert state.exists()

@@ -315,3 +315,25 @@ async def test_config_rates_reach_the_rate_query(make_sandbox: MakeSandbox) -> N
     sandbox = make_sandbox(SandboxConfig.from_dict({"rates": {"HKD": 91234567}}))
     answer = await sandbox.call("/pay/queryexchagerate", {"fee_type": "HKD", "date": "20240101"})
     assert answer["rate"] == "91234567"
+
+
+async def test_unknown_fault_header_is_refused_loudly(sandbox: Sandbox) -> None:
+    answer = await sandbox.call(
+        "/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"}, headers={"X-Sandbox-Fault": "SYSTEMEROR"}
+    )
+    assert answer["return_code"] == "FAIL"
+    assert "x-sandbox-fault" in answer["return_msg"]
+    login = await sandbox.http.get("/sns/jscode2session", headers={"X-Sandbox-Fault": "nope"})
+    assert login.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"endpoint": "orderquery", "fault": "45011"},
+        {"endpoint": "jscode2session", "fault": "SYSTEMERROR"},
+        {"endpoint": "orderquery", "fault": "bill_extra_trade"},
+    ],
+)
+async def test_faults_that_do_not_fit_the_endpoint_are_refused(sandbox: Sandbox, body: dict[str, object]) -> None:
+    assert (await sandbox.http.post("/sandbox/faults", json=body)).status_code == 400

@@ -315,3 +315,36 @@ async def test_a_receiver_that_calls_back_into_the_sandbox_does_not_deadlock() -
         await sandbox.paid_order()
         [note] = await sandbox.notifications()
     assert note["state"] == "delivered"
+
+
+async def test_the_protocol_parsers_read_the_sandbox_notifications(sandbox: Sandbox) -> None:
+    from minipay.protocol import parse_payment_notification, parse_refund_notification
+
+    await sandbox.paid_order(sign_type="HMAC-SHA256")
+    payment = parse_payment_notification(sandbox.receiver.received[-1], KEY)
+    assert payment.out_trade_no == "ORDER0001"
+    assert payment.total_fee == 1000
+    assert payment.cash_fee == 920
+    assert payment.exchange_rate == 92000000
+    fields = {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001", "out_refund_no": "R1", "total_fee": 1000,
+              "refund_fee": 1000, "notify_url": "http://merchant.test/refund"}  # fmt: skip
+    await sandbox.call("/secapi/pay/refund", fields, sign_type="HMAC-SHA256")
+    await sandbox.advance(60)
+    refund = parse_refund_notification(sandbox.receiver.received[-1], KEY)
+    assert refund.out_refund_no == "R1"
+    assert refund.refund_status == "SUCCESS"
+    assert refund.refund_fee == 1000
+    assert refund.cash_refund_fee == 920
+
+
+async def test_refunds_without_notify_url_use_the_sub_merchant_default(make_sandbox: MakeSandbox) -> None:
+    world = SandboxConfig.default().model_dump()
+    world["institutions"][0]["sub_merchants"][0]["refund_notify_url"] = "http://merchant.test/refunds"
+    sandbox = make_sandbox(SandboxConfig.from_dict(world))
+    await sandbox.paid_order()
+    fields = {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001", "out_refund_no": "R1", "total_fee": 1000,
+              "refund_fee": 10}  # fmt: skip
+    await sandbox.call("/secapi/pay/refund", fields)
+    await sandbox.advance(60)
+    [note] = [n for n in await sandbox.notifications() if n["kind"] == "refund"]
+    assert note["url"] == "http://merchant.test/refunds"

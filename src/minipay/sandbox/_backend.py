@@ -56,10 +56,11 @@ _IN_DISPATCH: ContextVar[bool] = ContextVar("minipay_sandbox_in_dispatch", defau
 _TRANSACTION_ID_RE = re.compile(r"\d{28}")
 _TRADE_STATE_DESC = {"SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "订单未支付", "CLOSED": "订单已关闭"}
 _UNCOMPARED = frozenset({"nonce_str", "sign", "sign_type"})
-_FAULTS = frozenset(
+XML_FAULTS = frozenset(
     {"SYSTEMERROR", "http_500", "delay", "drop", "lost_response", "bad_signature", "bill_extra_trade",
-     "bill_missing_trade", "-1", "45011", "40226"}
+     "bill_missing_trade"}
 )  # fmt: skip
+LOGIN_FAULTS = frozenset({"http_500", "delay", "drop", "lost_response", "-1", "45011", "40226"})
 ENDPOINTS = (
     "unifiedorder", "orderquery", "closeorder", "refund", "refundquery", "downloadbill", "queryexchagerate",
     "report", "jscode2session",
@@ -140,6 +141,8 @@ class Backend:
         self.notify_default: str = self.config.notify.mode
         self.notify_modes: dict[str, str] = {}
         self.refund_scripts: dict[str, tuple[str, int | None]] = {}
+        #: Where ``minipay sandbox --tls`` wrote its certificates (shown by GET /sandbox/merchants).
+        self.tls_files: dict[str, str] | None = getattr(self, "tls_files", None)
         self._seq = 0
 
     def _next_id(self) -> int:
@@ -608,7 +611,7 @@ class Backend:
             created_at=now,
             due_at=now + timedelta(seconds=delay),
             params={k: v for k, v in f.items() if k not in _UNCOMPARED},
-            notify_url=f.get("notify_url") or None,
+            notify_url=f.get("notify_url") or sub.refund_notify_url,
             final_status=script_status,  # type: ignore[arg-type]
         )
         self.refunds[(sub.sub_mch_id, refund.out_refund_no)] = refund
@@ -687,7 +690,7 @@ class Backend:
         }
         if refund.success_time is not None:
             inner["success_time"] = format_wx_datetime(refund.success_time)
-        plaintext = b"<root>" + encode_xml(inner)[len(b"<xml>") : -len(b"</xml>")] + b"</root>"
+        plaintext = encode_xml(inner, root="root")
         outer: dict[str, str | int] = {
             "return_code": "SUCCESS",
             "appid": inst.appid,
@@ -827,8 +830,11 @@ class Backend:
         if endpoint not in ENDPOINTS:
             raise ControlError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
         kind = str(body.get("fault", ""))
-        if kind not in _FAULTS:
-            raise ControlError(f"fault must be one of {', '.join(sorted(_FAULTS))}")
+        allowed = LOGIN_FAULTS if endpoint == "jscode2session" else XML_FAULTS
+        if kind not in allowed:
+            raise ControlError(f"fault for {endpoint} must be one of {', '.join(sorted(allowed))}")
+        if kind.startswith("bill_") and endpoint != "downloadbill":
+            raise ControlError(f"{kind} is a downloadbill fault")
         times = body.get("times", 1)
         delay = body.get("delay", 0.0)
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:

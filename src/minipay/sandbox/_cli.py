@@ -92,6 +92,8 @@ def sandbox_main(
         echo(f"warning: listening on {host}, not loopback: anyone who reaches it can use the test credentials")
     config, material = prepare(config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen)
     app = create_app(config, state_file=Path(state) if state else None)
+    if material is not None:
+        app.state.sandbox.tls_files = material.to_json()
     server = build_server(app, host=host, port=port, tls=material, log_level="info")
     scheme = "https" if material is not None else "http"
     shown = f"[{host}]" if ":" in host else host

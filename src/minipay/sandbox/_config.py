@@ -46,6 +46,9 @@ class SubMerchant(_Model):
     allowed_fee_types: tuple[str, ...] = ()
     #: CNY already in today's pool at start (only used when ``rules.cny_pool`` is on).
     cny_pool: int = 0
+    #: Refund notifications go here when a refund request carries no ``notify_url`` (the
+    #: merchant-platform setting of real WeChat).
+    refund_notify_url: str | None = None
 
     @field_validator("settlement_currency")
     @classmethod

@@ -52,8 +52,10 @@ def clock_json(backend: Backend) -> dict[str, Any]:
 async def merchants(request: Request) -> Response:
     backend = _backend(request)
     cfg = backend.config
+    extra: dict[str, Any] = {"tls": backend.tls_files} if backend.tls_files else {}
     return JSONResponse(
         {
+            **extra,
             "institutions": [
                 {
                     "appid": inst.appid,

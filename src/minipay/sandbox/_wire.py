@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from minipay.protocol import SignatureError, XMLError, decode_xml, encode_xml, sign, verify
-from minipay.sandbox._backend import Backend
+from minipay.sandbox._backend import LOGIN_FAULTS, XML_FAULTS, Backend
 from minipay.sandbox._config import Institution, SubMerchant
 from minipay.sandbox._errors import BizFail, ReturnFail
 from minipay.sandbox._models import Fault
@@ -166,6 +166,8 @@ class Pipeline:
         entry["out_trade_no"] = fields.get("out_trade_no")
         header = request.headers.get(FAULT_HEADER)
         fault = parse_fault_header(header) if header else backend.take_fault(self.endpoint, fields.get("out_trade_no"))
+        if fault is not None and fault.fault not in XML_FAULTS:
+            raise ReturnFail(f"unknown {FAULT_HEADER} value {fault.fault!r} (one of {', '.join(sorted(XML_FAULTS))})")
         kind = fault.fault if fault else None
         entry["fault"] = kind
         if fault is not None and fault.fault == "delay":
@@ -300,6 +302,8 @@ async def jscode2session(request: Request) -> Response:
     header = request.headers.get(FAULT_HEADER)
     fault = parse_fault_header(header) if header else backend.take_fault("jscode2session", None)
     kind = fault.fault if fault else None
+    if kind is not None and kind not in LOGIN_FAULTS:
+        kind = "unknown"
     entry["fault"] = kind
     response: Response
     if fault is not None and kind == "delay":
@@ -314,6 +318,11 @@ async def jscode2session(request: Request) -> Response:
         response = JSONResponse({"errcode": 45011, "errmsg": "api minute-quota reach limit"})
     elif kind == "40226":
         response = JSONResponse({"errcode": 40226, "errmsg": "invalid (high risk) user"})
+    elif kind == "unknown":
+        response = JSONResponse(
+            {"errcode": -1, "errmsg": f"unknown {FAULT_HEADER} value (one of {', '.join(sorted(LOGIN_FAULTS))})"},
+            status_code=400,
+        )
     elif request.method != "GET":
         response = JSONResponse({"errcode": 43001, "errmsg": "require GET method"})
     else:
