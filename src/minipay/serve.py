@@ -205,27 +205,13 @@ async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 800
             raise SystemExit("sandbox mode listens on loopback only")
         config = uvicorn.Config(plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_port or 8001, log_level="warning")
         servers.append(uvicorn.Server(config))
+    from minipay.server.worker.api import build_router, worker_task
+
     background = []
     if worker:
-        try:
-            from minipay.server.worker import Worker
-        except ImportError:  # pragma: no cover - the worker ships with the service
-            Worker = None  # type: ignore[assignment,misc]
-        if Worker is not None:
-            worker_cls = Worker
-
-            async def run_worker(container: Any, stop: asyncio.Event) -> None:
-                await worker_cls.from_container(container).run_forever()
-
-            background.append(run_worker)
-            settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
-    routers = []
-    try:
-        from minipay.server.worker.api import build_router
-
-        routers.append(build_router())
-    except ImportError:
-        pass
+        background.append(worker_task())
+        settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
+    routers = [build_router()]
     app = create_app(settings, background=background, routers=routers)
     servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")))
     # The access log is one logger for both servers; the sandbox's login URL carries the app secret.
