@@ -9,8 +9,7 @@ import httpx2
 import pytest
 
 from minipay.client import AsyncClient, Client, ConnectError, ReadTimeoutError
-from minipay.sandbox import create_app
-from minipay.sandbox._server import running
+from minipay.sandbox import create_app, running
 
 NOTIFY_URL = "https://merchant.example.com/wxpay/notify"
 SETTINGS: dict[str, Any] = {

@@ -152,9 +152,7 @@ def test_a_refund_to_wechat_without_a_certificate_is_refused_before_sending() ->
 
 @pytest.fixture
 def sandbox_tls(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    from minipay.sandbox import SandboxConfig
-    from minipay.sandbox._server import running
-    from minipay.sandbox._tls import generate_tls_material
+    from minipay.sandbox import SandboxConfig, generate_tls_material, running
 
     material = generate_tls_material(tmp_path, mch_id="1900000109")
     config = SandboxConfig.default()
