@@ -101,14 +101,14 @@ class AsyncClient(PureMethods):
         # Injected clients/transports bring their own TLS setup (or need none: the sandbox, tests).
         self._mtls_ready = cert is not None or http_client is not None or transport is not None
         if http_client is not None:
-            self._http = self._secure_http = http_client
+            self._http = http_client
         elif transport is not None:
-            self._http = self._secure_http = self._own(httpx2.AsyncClient(transport=transport, timeout=self._timeout))
+            self._http = self._own(httpx2.AsyncClient(transport=transport, timeout=self._timeout))
         else:
             # One TLS context: with a certificate it is offered only to servers that ask for one
             # (WeChat's /secapi hosts), so every call can share the connection pool.
             context = build_ssl_context(verify, cert, mch_id=self._core.mch_id)
-            self._http = self._secure_http = self._own(httpx2.AsyncClient(verify=context, timeout=self._timeout))
+            self._http = self._own(httpx2.AsyncClient(verify=context, timeout=self._timeout))
         self.orders = AsyncOrders(self)
         self.refunds = AsyncRefunds(self)
         self.bills = AsyncBills(self)
@@ -167,7 +167,7 @@ class AsyncClient(PureMethods):
         operation = prepared.operation
         if operation.secure:
             self._core.require_cert(self._mtls_ready)
-        http = self._secure_http if operation.secure else self._http
+        http = self._http
 
         async def send(host: str) -> httpx2.Response:
             body = self._core.encode(prepared)  # a fresh nonce and signature on every attempt
