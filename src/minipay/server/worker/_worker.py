@@ -38,12 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minipay.protocol import (
     CHINA_TZ,
-    BusinessError,
-    MinipayError,
     OrderClosedError,
     OrderNotFoundError,
     OrderPaidError,
-    TransportError,
 )
 from minipay.server import db
 from minipay.server.domain import ApplyOutcome, PaymentResult
@@ -338,7 +335,9 @@ class Worker:
 
     async def _failed(self, job: Job, exc: Exception, summary: TickSummary) -> None:
         error = _describe(exc)
-        if job.attempts >= min(job.max_attempts, self.config.max_attempts) or not _worth_retrying(exc):
+        # Every failure is retried with backoff (a configuration fixed later resumes the job); only a
+        # job that failed max_attempts times is given up, left ``dead`` with its last error.
+        if job.attempts >= min(job.max_attempts, self.config.max_attempts):
             log.error("job %s %s gave up after %d attempts: %s", job.kind, job.key, job.attempts, error)
             ok = await self.queue.fail(job, error)
             summary.failed += ok
@@ -472,17 +471,6 @@ class Worker:
         if run.status == "not_ready":
             raise _Retry(self.clock.now() + timedelta(minutes=30), job.payload, "bill not ready")
         return {"outcome": run.status, "discrepancies": run.discrepancy_count}
-
-
-def _worth_retrying(exc: Exception) -> bool:
-    if isinstance(exc, TransportError):
-        return True
-    if isinstance(exc, BusinessError):
-        return bool(exc.retryable or exc.outcome_unknown)
-    if isinstance(exc, MinipayError):
-        return bool(getattr(exc, "retryable", False) or getattr(exc, "outcome_unknown", False))
-    # A programming error or a database hiccup: retry with backoff, a human reads last_error.
-    return True
 
 
 def _describe(exc: Exception) -> str:
