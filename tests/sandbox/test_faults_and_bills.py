@@ -253,6 +253,16 @@ async def test_bill_faults_add_or_drop_a_trade(sandbox: Sandbox, kind: str, delt
     assert len(rows((await bill(sandbox)).text)) == normal + delta
 
 
+async def test_bill_errors_are_return_code_fail(sandbox: Sandbox) -> None:
+    unknown_sub = decode_xml((await bill(sandbox, sub_mch_id="42")).content)
+    assert unknown_sub["return_code"] == "FAIL"
+    assert "sign" not in unknown_sub
+    broken = decode_xml((await bill(sandbox, bill_date="2024-01-01")).content)
+    assert broken["return_msg"] == "invalid bill_date"
+    await fault(sandbox, endpoint="downloadbill", fault="SYSTEMERROR")
+    assert decode_xml((await bill(sandbox)).content)["return_msg"].startswith("SYSTEMERROR")
+
+
 async def test_bill_signature_is_checked(sandbox: Sandbox) -> None:
     response = await sandbox.post_signed("/pay/downloadbill", {"bill_date": "20240101"}, key="Q" * 32)
     assert decode_xml(response.content) == {"return_code": "FAIL", "return_msg": "签名错误"}

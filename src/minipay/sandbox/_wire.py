@@ -46,7 +46,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 #: Endpoints whose answer has no result_code layer (spec 14, 15).
 _NO_RESULT_CODE = frozenset({"queryexchagerate"})
-_SUB_MERCHANT_OPTIONAL = frozenset({"downloadbill", "queryexchagerate", "report"})
+_NO_RESULT_LAYER = frozenset({"downloadbill", "queryexchagerate"})
 _PATHS = {
     "unifiedorder": "/pay/unifiedorder",
     "orderquery": "/pay/orderquery",
@@ -260,6 +260,9 @@ class Pipeline:
         result: dict[str, str | int] | BizFail,
         fault: str | None,
     ) -> Response:
+        if self.endpoint in _NO_RESULT_LAYER and isinstance(result, BizFail):
+            # downloadbill / queryexchagerate fail at the return_code layer (spec 13.2, 14).
+            raise ReturnFail(f"{result.err_code}: {result.err_code_des}")
         if self.endpoint == "report" and not isinstance(result, BizFail):
             # The report API answers without a signature (spec 15).
             return _xml({"return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS"})
