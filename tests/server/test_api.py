@@ -436,3 +436,29 @@ async def test_health_readiness_and_metrics(world: World) -> None:
     assert "minipay_http_requests_total" in metrics.text
     assert (await world.api.get("/docs")).status_code == 200
     assert "/v1/payments" in (await world.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_a_refund_wechat_closes_fails_and_frees_the_amount(world: World) -> None:
+    paid = await paid_payment(world, amount=1000)
+    await world.wx.post(
+        "/sandbox/refunds/outcome", json={"out_trade_no": paid["out_trade_no"], "status": "REFUNDCLOSE"}
+    )
+    url = f"/v1/payments/{paid['id']}/refunds"
+    first = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "will-fail"})
+    assert first.status_code == 201
+    await world.advance(120)
+    failed = (await world.api.get(f"/v1/refunds/{first.json()['id']}", headers=world.auth())).json()
+    assert (failed["status"], failed["failure_code"]) == ("failed", "REFUNDCLOSE")
+    current = await world.get(paid["id"])
+    assert (current["status"], current["amount_refunded"]) == ("succeeded", 0)
+    again = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "second-try"})
+    assert again.status_code == 201
+    assert again.json()["out_refund_no"] != first.json()["out_refund_no"]
+
+
+async def test_an_expired_payment_gives_no_pay_params(world: World) -> None:
+    payment = await world.create_payment(expires_in=120)
+    await world.advance(121)
+    assert (await world.get(payment["id"]))["pay_params"] is None
+    response = await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())
+    assert error(response) == (409, "payment_expired")

@@ -490,8 +490,11 @@ class Services:
     def pay_params_for(self, payment: Payment) -> PayParams | None:
         if payment.status is not PaymentStatus.PENDING or payment.prepay_id is None:
             return None
-        if payment.prepay_expires_at is None or payment.prepay_expires_at <= self.clock.now():
+        now = self.clock.now()
+        if payment.prepay_expires_at is None or payment.prepay_expires_at <= now:
             return None
+        if payment.expires_at is not None and payment.expires_at <= now:
+            return None  # WeChat no longer accepts it (time_expire); the worker closes it
         sub = self.settings.sub_merchant(payment.sub_mch_id)
         if sub is None:
             return None
@@ -725,6 +728,8 @@ class Services:
         payment = await self.get_payment(principal, payment_id)
         if payment.status not in OPEN_STATUSES:
             raise Conflict(f"payment is {payment.status}: it cannot be paid", code="invalid_state")
+        if payment.expires_at is not None and payment.expires_at <= self.clock.now():
+            raise Conflict("payment has expired: create a new one", code="payment_expired")
         sub = self.sub_merchant(Principal(payment.sub_mch_id))
         if payment.status is PaymentStatus.CREATED or self._prepay_stale(payment):
             payment = await self._ensure_prepay(sub, payment)
