@@ -297,3 +297,9 @@ async def test_the_async_handler_awaits_the_callback_and_decrypts_refunds() -> N
     assert seen[0].refund_fee == 500
     assert wrong_key.status_code == 400
     assert len(seen) == 1
+
+
+def test_the_unsigned_success_answers_are_listed_explicitly() -> None:
+    from minipay.client._operations import UNSIGNED_SUCCESS
+
+    assert frozenset({"bills.download"}) == UNSIGNED_SUCCESS

@@ -40,6 +40,7 @@ from minipay.client._operations import (
     REFUND,
     REFUND_QUERY,
     UNIFIED_ORDER,
+    UNSIGNED_SUCCESS,
     Operation,
     Region,
     check_login_base_url,
@@ -207,6 +208,8 @@ class BaseClient:
     def check(self, prepared: Prepared, status_code: int, content: bytes) -> dict[str, str]:
         """Judge an XML answer: HTTP status, XML, ``return_code``, signature, then ``result_code``."""
         operation = prepared.operation
+        if operation.name in UNSIGNED_SUCCESS:
+            raise TypeError(f"{operation.name} answers unsigned on success: use check_bill")
         if status_code != 200:
             raise UnexpectedResponseError(
                 f"HTTP {status_code} instead of 200",
@@ -396,6 +399,8 @@ class BaseClient:
         (``return_code=FAIL`` -> :class:`CommunicationError`, e.g. "Bill Creating").
         """
         operation = prepared.operation
+        if operation.name not in UNSIGNED_SUCCESS:
+            raise TypeError(f"{operation.name} answers signed XML: use check")
         if status_code != 200:
             raise UnexpectedResponseError(
                 f"HTTP {status_code} instead of 200", operation=operation.wire, ids=prepared.ids

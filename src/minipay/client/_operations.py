@@ -59,8 +59,10 @@ BILL_DOWNLOAD: Final = Operation("bills.download", "/pay/downloadbill", "downloa
 RATE_QUERY: Final = Operation("rates.query", "/pay/queryexchagerate", "queryexchagerate", idempotent=True, nonce=False)
 LOGIN: Final = Operation("code_to_session", "/sns/jscode2session", "jscode2session", idempotent=True, nonce=False)
 
-#: Endpoints whose *success* answer carries no signature (listed explicitly, spec 13.2, 15):
-#: a bill download answers a CSV file, not signed XML. Their failures are XML and checked as usual.
+#: Operations whose *success* answer carries no signature, listed explicitly (spec 13.2, 15): a bill
+#: download answers a CSV file, not signed XML; their failures are XML and checked as usual.
+#: (``/payitil/report`` answers unsigned too; the SDK does not offer it.) Every other answer is verified
+#: before ``result_code`` is read.
 UNSIGNED_SUCCESS: Final[frozenset[str]] = frozenset({BILL_DOWNLOAD.name})
 
 
