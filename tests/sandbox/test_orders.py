@@ -271,3 +271,8 @@ async def test_attach_and_device_info_are_echoed(sandbox: Sandbox) -> None:
     paid = await query(sandbox)
     assert paid["attach"] == "store=42"
     assert paid["device_info"] == "WEB"
+
+
+async def test_a_malformed_transaction_id_in_a_query_is_ordernotexist(sandbox: Sandbox) -> None:
+    answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "transaction_id": "abc"})
+    assert answer["err_code"] == "ORDERNOTEXIST"

@@ -211,3 +211,9 @@ async def test_every_err_code_the_sandbox_emits_is_in_the_protocol_code_table(sa
     operations = ("unifiedorder", "orderquery", "closeorder", "refund", "refundquery")
     for code in ERR_DES:
         assert any(describe_code(op, code).known for op in operations), code
+
+
+async def test_a_nonce_longer_than_32_characters_is_param_error(sandbox: Sandbox) -> None:
+    answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1", "nonce_str": "n" * 33})
+    assert answer["err_code"] == "PARAM_ERROR"
+    assert "nonce_str" in answer["err_code_des"]

@@ -156,7 +156,14 @@ class Backend:
         return china_date(self.now())
 
     # ------------------------------------------------------------------ helpers
-    def _order(self, sub: SubMerchant, fields: Mapping[str, str], *, missing: str = "ORDERNOTEXIST") -> Order:
+    def _order(
+        self, sub: SubMerchant, fields: Mapping[str, str], *, missing: str = "ORDERNOTEXIST", refunds: bool = False
+    ) -> Order:
+        """The order named by ``transaction_id`` (preferred) or ``out_trade_no``, of this sub-merchant.
+
+        ``refunds``: the refund APIs answer a malformed unknown ``transaction_id`` with
+        ``INVALID_TRANSACTIONID`` (spec 10.4, 11.2); the order APIs with ``missing``.
+        """
         order: Order | None
         transaction_id = fields.get("transaction_id")
         if transaction_id:
@@ -169,7 +176,7 @@ class Backend:
                 raise _param("out_trade_no", exc) from None
             order = self.orders.get((sub.sub_mch_id, out_trade_no))
         if order is None or order.sub_mch_id != sub.sub_mch_id:
-            if transaction_id and not _TRANSACTION_ID_RE.fullmatch(transaction_id):
+            if refunds and transaction_id and not _TRANSACTION_ID_RE.fullmatch(transaction_id):
                 raise BizFail("INVALID_TRANSACTIONID")
             raise BizFail(missing)
         return order
@@ -553,7 +560,7 @@ class Backend:
         total_fee = _int_field(f, "total_fee")
         refund_fee = _int_field(f, "refund_fee")
         self._check_sub_appid(sub, f)
-        order = self._order(sub, f)
+        order = self._order(sub, f, refunds=True)
         existing = self.refunds.get((sub.sub_mch_id, f["out_refund_no"]))
         if existing is not None:
             if existing.out_trade_no != order.out_trade_no or (existing.refund_fee, existing.total_fee) != (
@@ -718,7 +725,7 @@ class Backend:
             selected = [found]
         elif f.get("transaction_id") or f.get("out_trade_no"):
             try:
-                order = self._order(sub, f, missing="REFUNDNOTEXIST")
+                order = self._order(sub, f, missing="REFUNDNOTEXIST", refunds=True)
             except BizFail as exc:
                 if exc.err_code == "ORDERNOTEXIST":
                     raise BizFail("REFUNDNOTEXIST") from None

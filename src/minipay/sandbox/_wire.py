@@ -183,6 +183,9 @@ class Pipeline:
         missing = [name for name in _REQUIRED[self.endpoint] if not fields.get(name)]
         if missing:
             return self._answer(backend, inst, fields, sign_type, BizFail("LACK_PARAMS", f"缺少参数{missing[0]}"), kind)
+        if len(fields.get("nonce_str", "")) > 32:
+            failure = BizFail("PARAM_ERROR", "nonce_str参数错误: at most 32 characters")
+            return self._answer(backend, inst, fields, sign_type, failure, kind)
         sub: SubMerchant | None = None
         if fields.get("sub_mch_id"):
             sub = backend.world.sub_merchant(inst, fields["sub_mch_id"])
