@@ -8,10 +8,12 @@ follows the sandbox's virtual clock; nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +39,32 @@ from minipay.server.worker.api import build_router
 
 #: A fixed start keeps bills and ids stable: 2026-03-02 10:00 China time.
 START = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA_TZ)
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a free loopback port in this event loop; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # A request cut at shutdown (the crash test's hanging query) is logged by uvicorn as an error,
+    # which is expected there: keep uvicorn quiet.
+    config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "the server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+        sock.close()
 
 
 class Forward(httpx2.AsyncBaseTransport):

@@ -7,18 +7,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from minipay.sandbox import SandboxConfig
@@ -29,35 +25,12 @@ from minipay.server.api import create_app
 from minipay.server.bootstrap import build_container
 from minipay.server.settings import Settings
 from minipay.server.worker import PAYMENT_FOLLOWUP, Worker, WorkerConfig, worker_jobs
-from tests.e2e.stack import Forward
+from tests.e2e.stack import Forward, serving
 
 pytestmark = pytest.mark.anyio
 
 SUB1 = "1900000110"
 LEASE = 5  # seconds (worker A's lease, on the real clock)
-
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on a free loopback port in this event loop; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # The sandbox's delayed answer to the killed worker is cut at shutdown: uvicorn logs that as an
-    # error, which is expected here.
-    config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-        sock.close()
 
 
 def _toml(settings: Settings) -> str:
