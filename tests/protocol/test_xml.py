@@ -51,10 +51,10 @@ def test_encode_refuses_characters_xml_cannot_carry(char: str) -> None:
         encode_xml({"body": f"a{char}b"})
 
 
-@given(value=st.text(min_size=1).filter(lambda s: any(c in s for c in "\x00\x01\x0b\x1f\ufffe")))
-def test_encode_refuses_any_text_with_a_forbidden_character(value: str) -> None:
+@given(before=st.text(), bad=st.sampled_from(_FORBIDDEN), after=st.text())
+def test_encode_refuses_any_text_with_a_forbidden_character(before: str, bad: str, after: str) -> None:
     with pytest.raises(XMLError):
-        encode_xml({"body": value})
+        encode_xml({"body": before + bad + after})
 
 
 @pytest.mark.parametrize("name", ["1abc", "a b", "a<b", "xmlfoo", "XMLx", "", "a&b", "é"])
@@ -215,3 +215,77 @@ def test_refusals_name_what_was_wrong(case: str, words: str) -> None:
 def test_decode_refuses_text_instead_of_bytes() -> None:
     with pytest.raises(XMLError, match="bytes"):
         decode_xml("<xml></xml>")  # type: ignore[arg-type]
+
+
+# --- the fast path agrees with expat -----------------------------------------------------------------
+
+_PIECES = st.sampled_from(
+    [
+        "a",
+        "1",
+        " ",
+        "\n",
+        "\r",
+        "\t",
+        "&",
+        "&amp;",
+        "<",
+        ">",
+        "]",
+        "]]>",
+        "<![CDATA[",
+        "]]",
+        "é",
+        "中",
+        "\x01",
+        "\ufffe",
+    ]
+)
+_RAW_VALUES = st.lists(_PIECES | st.text(alphabet=_XML_CHAR, max_size=5), max_size=6).map("".join)
+_RAW_NAMES = st.sampled_from(["a", "b", "total_fee", "x.y", "A-1", "_n", "xmlish", "a b", "1a"])
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> bytes:
+    root = draw(st.sampled_from(["xml", "root"]))
+    parts = [draw(st.sampled_from(["", " ", "\n  ", '<?xml version="1.0" encoding="UTF-8"?>']))]
+    parts.append(f"<{root}>")
+    for _ in range(draw(st.integers(min_value=0, max_value=5))):
+        name = draw(_RAW_NAMES)
+        value = draw(_RAW_VALUES)
+        parts.append(draw(st.sampled_from(["", " ", "\n  ", "\r\n", "x"])))
+        if draw(st.booleans()):
+            parts.append(f"<{name}><![CDATA[{value}]]></{name}>")
+        else:
+            parts.append(f"<{name}>{value}</{name}>")
+    parts.append(draw(st.sampled_from(["", "\n", " "])))
+    parts.append(f"</{root}>")
+    parts.append(draw(st.sampled_from(["", "\n", "<!-- c -->", "</xml>"])))
+    return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+@given(document=_documents())
+def test_fast_path_only_accepts_what_expat_accepts_with_the_same_result(document: bytes) -> None:
+    from minipay.protocol import _xml
+
+    root = "root" if b"<root>" in document else "xml"
+    text = document.decode("utf-8")
+    fast = _xml._fast_decode(text, root)
+    try:
+        slow = _xml._expat_decode(document, root)
+    except XMLError:
+        assert fast is None, f"fast path accepted what expat refuses: {document!r}"
+        return
+    if fast is not None:
+        assert fast == slow
+    assert decode_xml(document, root=root) == slow
+
+
+@given(fields=st.dictionaries(_NAMES, _VALUES, max_size=10))
+def test_both_paths_decode_every_encoded_document_alike(fields: dict[str, str]) -> None:
+    from minipay.protocol import _xml
+
+    body = encode_xml(fields)
+    assert _xml._expat_decode(body, "xml") == fields
+    fast = _xml._fast_decode(body.decode(), "xml")
+    assert fast is None or fast == fields

@@ -88,6 +88,7 @@ __all__ = [
 COMMON_REQUEST_FIELDS: Final = frozenset({"appid", "mch_id", "nonce_str", "sign_type", "sign"})
 
 _Date = date  # ExchangeRateRequest has a field named "date"
+_INDEXED_KEY_RE: Final = re.compile(r"_[0-9]+$", re.MULTILINE)
 _INDEXED_RE: Final = re.compile(r"(.+?)_(\d+)(?:_(\d+))?")
 
 
@@ -167,13 +168,10 @@ class WeChatRequest(BaseModel):
     def to_fields(self) -> dict[str, str]:
         """The business fields as wire strings (no ``appid``/``mch_id``/``nonce_str``/``sign``)."""
         out: dict[str, str] = {}
-        for name in type(self).model_fields:
-            if name == "extra_fields":
+        for name, value in self.__dict__.items():
+            if value is None or name == "extra_fields":
                 continue
-            value = getattr(self, name)
-            if value is None:
-                continue
-            out[name] = _text(value)
+            out[name] = value if type(value) is str else _text(value)
         out.update(self.extra_fields)
         return out
 
@@ -216,7 +214,7 @@ def _positive(name: str, value: object) -> int:
 def _aware(name: str, value: object) -> datetime:
     if not isinstance(value, datetime):
         raise FieldError(name, f"expected a timezone-aware datetime, got {type(value).__name__}")
-    return require_aware(value, name).astimezone(CHINA_TZ)
+    return require_aware(value, name)  # converted to China time when rendered
 
 
 class UnifiedOrderRequest(WeChatRequest):
@@ -677,23 +675,16 @@ class WeChatResponse(BaseModel):
         Raises :class:`FieldError` when an amount is not an integer or a time is malformed.
         """
         data: dict[str, Any] = dict(fields)
-        for name in cls._ints:
-            value = data.get(name)
-            if value is not None:
-                data[name] = _wire_int(name, value)
-        for name in cls._time_fields:
-            value = data.get(name)
-            if value:
-                data[name] = parse_wx_time(value, name)
-            elif value is not None:
-                data[name] = None
-        for name in cls._datetime_fields:
-            value = data.get(name)
-            if value:
-                data[name] = parse_wx_datetime(value, name)
-            elif value is not None:
-                data[name] = None
-        if cls._indexed:
+        keys = data.keys()
+        for name in cls._ints & keys:
+            data[name] = _wire_int(name, data[name])
+        for name in cls._time_fields & keys:
+            value = data[name]
+            data[name] = parse_wx_time(value, name) if value else None
+        for name in cls._datetime_fields & keys:
+            value = data[name]
+            data[name] = parse_wx_datetime(value, name) if value else None
+        if cls._indexed and _has_indexed(cls._indexed, data):
             _collect_indexed(cls._indexed, data)
         try:
             return cls.model_validate(data)
@@ -742,6 +733,19 @@ def _expand(records: list[Any], out: dict[str, str], outer: str = "") -> None:
                 out[f"{name}{tail}"] = _text(value)
         for name, value in (record.model_extra or {}).items():
             out[f"{name}{tail}"] = value if isinstance(value, str) else _text(value)
+
+
+# Payment coupons are few: a set lookup finds them without scanning every key name; any other
+# sign of coupons (``coupon_count``) falls back to the full scan.
+_COUPON_KEYS: Final = frozenset(
+    f"{name}_{n}" for name in ("coupon_type", "coupon_id", "coupon_fee") for n in range(100)
+)
+
+
+def _has_indexed(kind: str, data: dict[str, Any]) -> bool:
+    if kind == "coupons":
+        return "coupon_count" in data or not _COUPON_KEYS.isdisjoint(data)
+    return _INDEXED_KEY_RE.search("\n".join(data)) is not None
 
 
 def _collect_indexed(kind: str, data: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ __all__ = [
 
 _OUT_TRADE_NO_RE: Final = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
 _OUT_REFUND_NO_RE: Final = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE: Final = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _NONCE_RE: Final = re.compile(r"[0-9A-Za-z]{1,32}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -87,6 +89,8 @@ def check_nonce(value: str, field: str = "nonce_str") -> str:
 
 def check_ip(value: str, field: str = "spbill_create_ip") -> str:
     """An IP address (IPv4 dotted string preferred by Global)."""
+    if isinstance(value, str) and _IPV4_RE.fullmatch(value):
+        return value
     try:
         ipaddress.ip_address(value)
     except (ValueError, TypeError):

@@ -53,6 +53,12 @@ def string_to_sign(fields: Mapping[str, FieldValue]) -> str:
     >>> string_to_sign({"b": "2", "a": 1, "sign": "X", "c": ""})
     'a=1&b=2'
     """
+    try:
+        # Fast path: every value a str (what decode_xml and to_fields produce); an int or None
+        # value makes the concatenation raise, and the checked path below handles it.
+        return "&".join([k + "=" + fields[k] for k in sorted(fields) if k != "sign" and fields[k] != ""])  # type: ignore[operator]
+    except TypeError:
+        pass  # an int (or None) value: the checked path below
     parts = []
     for name in sorted(fields):
         if name == "sign":

@@ -23,6 +23,20 @@ _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 # Characters XML 1.0 cannot carry at all (spec: Char production), and lone surrogates.
 _INVALID_CHARS_RE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _ROOTS: Final = frozenset({"xml", "root"})
+_VALID_NAMES: Final[set[str]] = set()
+# The fast path: a strict subset of the flat document (no declaration, no comments, no entities or
+# references, simple names, CDATA or plain text) read with two regular expressions. Anything it does
+# not recognise goes to the expat path, which accepts or refuses it with a precise message; both
+# paths give the same result for every document the fast path accepts.
+_XML_WS: Final = " \t\r\n"
+_FAST_ENVELOPES: Final = {
+    name: re.compile(rf"[ \t\r\n]*<{name}>(.*)</{name}>[ \t\r\n]*", re.DOTALL) for name in ("xml", "root")
+}
+# A field with a simple name and a CDATA or plain-text value with none of "]" (so no "]]>"), CR,
+# "<" or "&": groups are name, CDATA opener (when present), value.
+_FAST_FIELDS: Final = re.compile(r"[ \t\r\n]*<([A-Za-z_][A-Za-z0-9_]*)>(<!\[CDATA\[)?([^\]\r<&]*)(?(2)\]\]>)</\1>")
+# The ASCII bytes XML 1.0 allows; deleting them from an ASCII body leaves only forbidden controls.
+_XML_ASCII: Final = b"\t\n\r" + bytes(range(0x20, 0x80))
 _XML_DECL_ENCODING_RE: Final = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
 
 
@@ -35,10 +49,19 @@ def _cdata(value: str) -> str:
     return f"<![CDATA[{body}]]>"
 
 
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.lower().startswith("xml"):
+        raise XMLError(f"invalid field name {name!r}")
+    if len(_VALID_NAMES) < 4096:  # bounded: names may come from received messages
+        _VALID_NAMES.add(name)
+
+
 def encode_xml(fields: Mapping[str, str | int], *, root: str = "xml") -> bytes:
     """Encode ``fields`` as a flat ``<xml>`` document (UTF-8). Strings go in CDATA, ints as text.
 
-    ``root="root"`` gives the refund-notification ``req_info`` plaintext (spec 12.3).
+    ``root="root"`` gives the refund-notification ``req_info`` plaintext (spec 12.3). Refuses
+    (:class:`XMLError`) a bad field name, a value that is not ``str``/``int``, and text with a
+    character XML 1.0 cannot carry.
 
     >>> encode_xml({"return_code": "SUCCESS", "total_fee": 1})
     b'<xml><return_code><![CDATA[SUCCESS]]></return_code><total_fee>1</total_fee></xml>'
@@ -47,18 +70,33 @@ def encode_xml(fields: Mapping[str, str | int], *, root: str = "xml") -> bytes:
         raise XMLError(f"root must be one of {sorted(_ROOTS)}")
     out = [f"<{root}>"]
     for name, value in fields.items():
-        if not _NAME_RE.fullmatch(name) or name.lower().startswith("xml"):
-            raise XMLError(f"invalid field name {name!r}")
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise XMLError(f"field {name!r} must be str or int, not {type(value).__name__}")
-        if isinstance(value, int):
-            out.append(f"<{name}>{value}</{name}>")
-            continue
-        if _INVALID_CHARS_RE.search(value):
-            raise XMLError(f"field {name!r} contains a character XML 1.0 cannot carry")
-        out.append(f"<{name}>{_cdata(value)}</{name}>")
+        if name not in _VALID_NAMES:
+            _check_name(name)
+        if type(value) is not str:
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise XMLError(f"field {name!r} must be str or int, not {type(value).__name__}")
+            if not isinstance(value, str):
+                out.append(f"<{name}>{int(value)}</{name}>")
+                continue
+            value = str.__str__(value)
+        if "]]>" in value or "\r" in value:
+            out.append(f"<{name}>{_cdata(value)}</{name}>")
+        else:
+            out.append(f"<{name}><![CDATA[{value}]]></{name}>")
     out.append(f"</{root}>")
-    return "".join(out).encode("utf-8")
+    text = "".join(out)
+    # One pass over the whole document for characters XML cannot carry; the slow search only
+    # runs to name the culprit.
+    if text.isascii():
+        body = text.encode("ascii")
+        if not body.translate(None, _XML_ASCII):
+            return body
+    elif not _INVALID_CHARS_RE.search(text):
+        return text.encode("utf-8")
+    for name, value in fields.items():
+        if isinstance(value, str) and _INVALID_CHARS_RE.search(value):
+            raise XMLError(f"field {name!r} contains a character XML 1.0 cannot carry")
+    raise XMLError("the document contains a character XML 1.0 cannot carry")  # pragma: no cover
 
 
 class _Decoder:
@@ -84,7 +122,7 @@ class _Decoder:
                 _refuse(f"root element must be <{self.root}>, not <{name}>")
             self.root_seen = True
         elif self.depth == 1:
-            if self.parts and "".join(self.parts).strip():
+            if self.parts and "".join(self.parts).strip(_XML_WS):
                 _refuse("text outside the fields of <xml>")
             if name in self.fields:
                 _refuse(f"duplicate field <{name}>")
@@ -99,7 +137,7 @@ class _Decoder:
         if self.depth == 1:
             self.fields[name] = "".join(self.parts)
             self.current = None
-        elif self.depth == 0 and self.parts and "".join(self.parts).strip():
+        elif self.depth == 0 and self.parts and "".join(self.parts).strip(_XML_WS):
             _refuse("text outside the fields of <xml>")
         self.parts = []
 
@@ -127,6 +165,31 @@ def _processing_instruction(target: str, _data: str) -> None:
     _refuse(f"processing instructions are not allowed (<?{target} ...?>)")
 
 
+def _fast_decode(text: str, root: str) -> dict[str, str] | None:
+    """The common, simple document, or ``None`` to let expat decide (never an error here).
+
+    ``split`` cuts the inner text into [gap, name, opener, value, gap, ...]: the document is in
+    the fast subset exactly when every gap is empty but the trailing white space.
+    """
+    envelope = _FAST_ENVELOPES[root].fullmatch(text)
+    if envelope is None:
+        return None
+    parts = _FAST_FIELDS.split(envelope.group(1))
+    gaps = parts[0::4]
+    if any(gaps[:-1]) or gaps[-1].strip(_XML_WS):
+        return None
+    names = parts[1::4]
+    fields = dict(zip(names, parts[3::4], strict=False))  # same length by construction
+    if len(fields) != len(names):  # a duplicate: expat's path names it
+        return None
+    if text.isascii():
+        if text.encode("ascii").translate(None, _XML_ASCII):
+            return None
+    elif _INVALID_CHARS_RE.search(text):
+        return None
+    return fields
+
+
 def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str = "xml") -> dict[str, str]:
     """Decode a flat ``<xml>`` document into ``{field: text}``; every value stays a string.
 
@@ -142,18 +205,26 @@ def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str = "
         raise XMLError(f"body must be bytes, not {type(body).__name__}")
     if len(body) > max_bytes:
         raise XMLError(f"body too large: {len(body)} bytes (limit {max_bytes})")
-    raw = bytes(body)
-    if not raw.strip():
+    raw = body if type(body) is bytes else bytes(body)
+    if not raw or raw.isspace():
         raise XMLError("empty body")
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise XMLError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if root not in _ROOTS:
+        raise XMLError(f"root must be one of {sorted(_ROOTS)}")
+    fast = _fast_decode(text, root)
+    if fast is not None:
+        return fast
+    return _expat_decode(raw, root)
+
+
+def _expat_decode(raw: bytes, root: str) -> dict[str, str]:
+    """The full path: expat with every defence; refuses with a message naming what was wrong."""
     declared = _XML_DECL_ENCODING_RE.match(raw)
     if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
         raise XMLError(f"encoding {declared.group(1).decode('ascii')!r} is not allowed (UTF-8 only)")
-    if root not in _ROOTS:
-        raise XMLError(f"root must be one of {sorted(_ROOTS)}")
     decoder = _Decoder(root)
     parser = expat.ParserCreate("UTF-8")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
