@@ -199,3 +199,19 @@ async def test_a_refund_notification_is_cross_checked_by_query(stack: Stack) -> 
     await stack.worker.run_until_idle()
     job = await stack.job(REFUND_FOLLOWUP, refund["id"])
     assert job["result"] == {"outcome": "confirmed", "refund_status": "SUCCESS"}
+
+
+async def test_an_order_too_young_to_close_is_closed_once_it_is_five_minutes_old(stack: Stack) -> None:
+    payment = await stack.create_payment(600, expires_in=60)
+    await stack.advance(60)
+    await stack.worker.run_until_idle()
+    assert (await stack.payment(payment["id"]))["status"] == "pending"
+    refused = await stack.journal("closeorder", payment["out_trade_no"])
+    assert [c["err_code"] for c in refused] == ["TRADE_STATE_ERROR"]
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["attempts"], job["last_error"]) == ("pending", 0, None)
+    await stack.advance(240)  # five minutes after creation
+    await stack.worker.run_until_idle()
+    assert (await stack.payment(payment["id"]))["status"] == "closed"
+    closes = await stack.journal("closeorder", payment["out_trade_no"])
+    assert [c["result_code"] for c in closes] == ["FAIL", "SUCCESS"]

@@ -41,6 +41,7 @@ from minipay.protocol import (
     OrderClosedError,
     OrderNotFoundError,
     OrderPaidError,
+    TradeStateError,
 )
 from minipay.server import db
 from minipay.server.domain import ApplyOutcome, PaymentResult
@@ -71,6 +72,9 @@ BILL_RECONCILE = "bill.reconcile"
 
 #: ``trade_state`` values after which a payment needs no more queries (spec 8.3).
 FINAL_TRADE_STATES = frozenset({"SUCCESS", "REFUND", "CLOSED", "REVOKED", "PAYERROR"})
+#: WeChat closes an order only 5 minutes after its creation (spec 9, 16.4).
+MIN_CLOSE_AGE = timedelta(minutes=5)
+CLOSE_RETRY = timedelta(seconds=30)
 #: ``refund_status`` values after which a refund needs no more queries (spec 11.2).
 FINAL_REFUND_STATES = frozenset({"SUCCESS", "REFUNDCLOSE", "CHANGE"})
 
@@ -363,12 +367,14 @@ class Worker:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(p.c.status, p.c.out_trade_no, p.c.sub_mch_id, p.c.expires_at).where(p.c.id == job.key)
+                    select(p.c.status, p.c.out_trade_no, p.c.sub_mch_id, p.c.expires_at, p.c.created_at).where(
+                        p.c.id == job.key
+                    )
                 )
             ).first()
         if row is None:
             return {"outcome": "unknown_payment"}
-        status, out_trade_no, sub_mch_id, expires_at = row
+        status, out_trade_no, sub_mch_id, expires_at, created_at = row
         if status not in ("created", "pending"):
             return {"outcome": "already_final", "status": status}
         sub = self._sub(sub_mch_id)
@@ -381,7 +387,13 @@ class Worker:
 
         now = self.clock.now()
         if expires_at is not None and now >= expires_at:
-            return await self._expire(job.key, out_trade_no, sub, known=result is not None)
+            try:
+                return await self._expire(job.key, out_trade_no, sub, known=result is not None)
+            except TradeStateError:
+                # WeChat refuses to close an order younger than 5 minutes (spec 9): not a failure,
+                # close it once it is old enough.
+                run_at = max(now + CLOSE_RETRY, created_at + MIN_CLOSE_AGE)
+                raise _Retry(run_at, {**job.payload, "close_refused": True}, "too early to close") from None
 
         queries = int(job.payload.get("queries", 0))
         run_at = now + ACTIVE_QUERY.gap(queries)
