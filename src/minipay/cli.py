@@ -296,5 +296,76 @@ def demo_command(
     raise typer.Exit(0 if ok else 1)
 
 
+# -- protocol tools (minipay sign, minipay verify) -- owned by the protocol engineer ------------------
+
+_KEY_HELP = "The 32-character API key (visible to other users of this machine: prefer --key-env or the prompt)."
+
+
+@app.command("sign")
+def sign_command(
+    fields: Annotated[list[str] | None, typer.Argument(help="Fields as NAME=VALUE (values may contain '=').")] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="An <xml> body or a JSON object of fields ('-' = stdin).")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help=_KEY_HELP)] = None,
+    key_env: Annotated[
+        str | None, typer.Option("--key-env", help="Read the API key from this environment variable.")
+    ] = None,
+    sign_type: Annotated[
+        str | None, typer.Option("--sign-type", help="MD5 or HMAC-SHA256 (default: the sign_type field, else MD5).")
+    ] = None,
+    xml: Annotated[bool, typer.Option("--xml", help="Also print the signed <xml> body.")] = False,
+) -> None:
+    """Sign fields: print the string-to-sign (key redacted) and the signature (WeChat's "签名错误")."""
+    import os
+    import sys
+
+    from minipay._signcli import read_key, run, sign_main
+
+    def action() -> int:
+        api_key = read_key(key, key_env, lambda: typer.prompt("API key", hide_input=True), os.environ)
+        return sign_main(
+            pairs=fields or [],
+            file=file,
+            key=api_key,
+            sign_type=sign_type,
+            xml=xml,
+            echo=typer.echo,
+            stdin=sys.stdin.buffer.read,
+        )
+
+    raise typer.Exit(run(action, typer.echo))
+
+
+@app.command("verify")
+def verify_command(
+    file: Annotated[str, typer.Argument(help="The body of a response or notification ('-' = stdin).")],
+    key: Annotated[str | None, typer.Option("--key", help=_KEY_HELP)] = None,
+    key_env: Annotated[
+        str | None, typer.Option("--key-env", help="Read the API key from this environment variable.")
+    ] = None,
+    sign_type: Annotated[
+        str | None, typer.Option("--sign-type", help="Force MD5 or HMAC-SHA256 (default: sign_type field or length).")
+    ] = None,
+    pin_hmac: Annotated[bool, typer.Option("--pin-hmac", help="Refuse MD5 signatures (no downgrade).")] = False,
+) -> None:
+    """Check a body's signature (or a refund notification's req_info) against the key; explain a mismatch.
+
+    Exit status 0 when it holds, 1 on a mismatch, 2 when the body or the key cannot be used.
+    """
+    import os
+    import sys
+
+    from minipay._signcli import read_key, run, verify_main
+
+    def action() -> int:
+        api_key = read_key(key, key_env, lambda: typer.prompt("API key", hide_input=True), os.environ)
+        return verify_main(
+            file=file, key=api_key, sign_type=sign_type, pin_hmac=pin_hmac, echo=typer.echo, stdin=sys.stdin.buffer.read
+        )
+
+    raise typer.Exit(run(action, typer.echo))
+
+
 def main() -> None:
     app()
