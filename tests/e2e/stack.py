@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -258,6 +258,7 @@ async def running_stack(
     engine: AsyncEngine | None = None,
     worker_config: WorkerConfig | None = None,
     seed: int = 7,
+    background: Sequence[Any] = (),
 ) -> AsyncIterator[Stack]:
     """Build, start (lifespans) and tear down the whole system."""
     from minipay.sandbox import SandboxConfig
@@ -283,7 +284,7 @@ async def running_stack(
         wechat_transport=httpx2.ASGITransport(sandbox_app),
         webhook_transport=httpx2.ASGITransport(receiver.app()),
     )
-    service_app = create_app(settings, container=container, routers=[build_router()])
+    service_app = create_app(settings, container=container, routers=[build_router()], background=background)
     to_service.app = service_app
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(service_app.router.lifespan_context(service_app))

@@ -1,0 +1,62 @@
+"""The worker as it runs for real: inside the app's lifespan, failing jobs, unknown jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from minipay.server.worker import PAYMENT_FOLLOWUP, JobStatus, WorkerConfig
+from minipay.server.worker.api import worker_task
+from tests.e2e.stack import Stack, running_stack
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_worker_runs_inside_the_service_lifespan(tmp_path: Path) -> None:
+    task = worker_task(WorkerConfig(poll_interval=0.02, bills=False))
+    async with running_stack(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", background=[task]) as stack:
+        payment = await stack.create_payment(1000)
+        await stack.pay(payment, notify="never")
+        await stack.advance(60)
+        for _ in range(250):  # the background worker polls every 20 ms (real time); at most 5 s
+            if (await stack.payment(payment["id"]))["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.02)
+        assert (await stack.payment(payment["id"]))["status"] == "succeeded"
+        for _ in range(250):
+            if stack.receiver.types():
+                break
+            await asyncio.sleep(0.02)
+        assert stack.receiver.types() == ["payment.succeeded"]
+
+
+async def test_a_failing_job_backs_off_and_is_left_dead_after_its_attempts(stack: Stack) -> None:
+    worker = stack.new_worker(WorkerConfig(max_attempts=3, bills=False), name="fragile")
+    payment = await stack.create_payment(1000)
+    # A forged-looking answer (bad signature): never trusted, never retried by the SDK itself.
+    await stack.fault(endpoint="orderquery", fault="bad_signature", times=100, out_trade_no=payment["out_trade_no"])
+    await stack.advance(60)
+    await worker.run_until_idle()
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["attempts"]) == (JobStatus.PENDING, 1)
+    assert job["last_error"].startswith("SignatureError")
+    assert job["run_at"] == stack.container.clock.now() + timedelta(seconds=5)
+    await stack.advance(5)
+    await worker.run_until_idle()
+    assert (await stack.job(PAYMENT_FOLLOWUP, payment["id"]))["attempts"] == 2
+    await stack.advance(10)  # the gap doubles
+    await worker.run_until_idle()
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["attempts"]) == (JobStatus.DEAD, 3)
+    assert (await stack.payment(payment["id"]))["status"] == "pending"  # nothing invented
+
+
+async def test_a_job_of_an_unknown_kind_is_left_dead(stack: Stack) -> None:
+    await stack.worker.queue.enqueue("mystery.kind", "x1")
+    await stack.worker.run_until_idle()
+    job = await stack.job("mystery.kind", "x1")
+    assert job["status"] == JobStatus.DEAD
+    assert "no handler" in job["last_error"]
