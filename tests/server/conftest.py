@@ -3,10 +3,11 @@ the sandbox in-process, the service in-process, and a webhook receiver — all w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,18 +87,53 @@ async def require_postgres() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The same suite on SQLite (a file) and on PostgreSQL (a fresh database per test)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'minipay.db'}"
-        return
+_PG_SESSION: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def _pg_session() -> Iterator[dict[str, str]]:
+    """One PostgreSQL database per test session (created on first use, dropped at the end)."""
+    yield _PG_SESSION
+    url = _PG_SESSION.pop("url", None)
+    if url is not None:
+        asyncio.run(drop_pg_database(url))
+
+
+async def fresh_pg_url(session: dict[str, str]) -> str:
+    """The session's database, emptied: every table truncated (the schema stays migrated)."""
     await require_postgres()
-    url = await create_pg_database()
+    if "url" not in session:
+        session["url"] = await create_pg_database()
+        return session["url"]
+    engine = create_async_engine(session["url"])
     try:
-        yield url
+        async with engine.begin() as conn:
+            names = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT tablename FROM pg_tables"
+                            " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if names:
+                await conn.execute(text(f"TRUNCATE {', '.join(f'{n!s}' for n in names)} RESTART IDENTITY CASCADE"))
     finally:
-        await drop_pg_database(url)
+        await engine.dispose()
+    return session["url"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path, _pg_session: dict[str, str]) -> str:
+    """The same suite on SQLite (a fresh file per test) and on PostgreSQL (a fresh database per session,
+    emptied before every test)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'minipay.db'}"
+    return await fresh_pg_url(_pg_session)
 
 
 @dataclass
@@ -227,14 +263,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
 
 
 @pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database (skips without a server, fails under MINIPAY_REQUIRE_POSTGRES=1)."""
-    await require_postgres()
-    url = await create_pg_database()
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
+async def postgres_url(_pg_session: dict[str, str]) -> str:
+    """PostgreSQL only (skips without a server, fails under MINIPAY_REQUIRE_POSTGRES=1)."""
+    return await fresh_pg_url(_pg_session)
 
 
 @pytest.fixture
