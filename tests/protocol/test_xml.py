@@ -270,7 +270,7 @@ def test_fast_path_only_accepts_what_expat_accepts_with_the_same_result(document
 
     root = "root" if b"<root>" in document else "xml"
     text = document.decode("utf-8")
-    fast = _xml._fast_decode(text, root)
+    fast = _xml._fast_decode(document, text, root)
     try:
         slow = _xml._expat_decode(document, root)
     except XMLError:
@@ -287,5 +287,5 @@ def test_both_paths_decode_every_encoded_document_alike(fields: dict[str, str]) 
 
     body = encode_xml(fields)
     assert _xml._expat_decode(body, "xml") == fields
-    fast = _xml._fast_decode(body.decode(), "xml")
+    fast = _xml._fast_decode(body, body.decode(), "xml")
     assert fast is None or fast == fields

@@ -33,8 +33,9 @@ _FAST_ENVELOPES: Final = {
     name: re.compile(rf"[ \t\r\n]*<{name}>(.*)</{name}>[ \t\r\n]*", re.DOTALL) for name in ("xml", "root")
 }
 # A field with a simple name and a CDATA or plain-text value with none of "]" (so no "]]>"), CR,
-# "<" or "&": groups are name, CDATA opener (when present), value.
-_FAST_FIELDS: Final = re.compile(r"[ \t\r\n]*<([A-Za-z_][A-Za-z0-9_]*)>(<!\[CDATA\[)?([^\]\r<&]*)(?(2)\]\]>)</\1>")
+# "<" or "&": groups are name, CDATA opener (when present), value. Possessive quantifiers: nothing
+# to backtrack into, which also keeps the regex linear on hostile input.
+_FAST_FIELDS: Final = re.compile(r"[ \t\r\n]*+<([A-Za-z_][A-Za-z0-9_]*+)>(<!\[CDATA\[)?([^\]\r<&]*+)(?(2)\]\]>)</\1>")
 # The ASCII bytes XML 1.0 allows; deleting them from an ASCII body leaves only forbidden controls.
 _XML_ASCII: Final = b"\t\n\r" + bytes(range(0x20, 0x80))
 _XML_DECL_ENCODING_RE: Final = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
@@ -165,7 +166,7 @@ def _processing_instruction(target: str, _data: str) -> None:
     _refuse(f"processing instructions are not allowed (<?{target} ...?>)")
 
 
-def _fast_decode(text: str, root: str) -> dict[str, str] | None:
+def _fast_decode(raw: bytes, text: str, root: str) -> dict[str, str] | None:
     """The common, simple document, or ``None`` to let expat decide (never an error here).
 
     ``split`` cuts the inner text into [gap, name, opener, value, gap, ...]: the document is in
@@ -182,8 +183,8 @@ def _fast_decode(text: str, root: str) -> dict[str, str] | None:
     fields = dict(zip(names, parts[3::4], strict=False))  # same length by construction
     if len(fields) != len(names):  # a duplicate: expat's path names it
         return None
-    if text.isascii():
-        if text.encode("ascii").translate(None, _XML_ASCII):
+    if raw.isascii():
+        if raw.translate(None, _XML_ASCII):
             return None
     elif _INVALID_CHARS_RE.search(text):
         return None
@@ -214,7 +215,7 @@ def decode_xml(body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, root: str = "
         raise XMLError(f"body is not valid UTF-8 (byte {exc.start})") from None
     if root not in _ROOTS:
         raise XMLError(f"root must be one of {sorted(_ROOTS)}")
-    fast = _fast_decode(text, root)
+    fast = _fast_decode(raw, text, root)
     if fast is not None:
         return fast
     return _expat_decode(raw, root)
