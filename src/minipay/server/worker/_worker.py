@@ -174,6 +174,7 @@ class Worker:
             bill_source = self._owned_bills
         self.bill_source = bill_source
         self.reconciler = Reconciler(engine, clock, self.bill_source)
+        self._bills_enqueued: set[str] = set()
         self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]] = {
             PAYMENT_FOLLOWUP: self._payment_followup,
             REFUND_FOLLOWUP: self._refund_followup,
@@ -227,6 +228,8 @@ class Worker:
             ).all()
             for rid, created_at in rows:
                 new.append((REFUND_FOLLOWUP, rid, {"refund_id": rid}, created_at + self.config.refund_query_delay))
+        bill_keys: list[str] = []
+        window: set[str] = set()
         if self.config.bills:
             today = now.astimezone(CHINA_TZ).date()
             for back in range(1, self.config.bill_lookback_days + 1):
@@ -234,10 +237,17 @@ class Worker:
                 ready = datetime.combine(day + timedelta(days=1), self.config.bill_ready_time, tzinfo=CHINA_TZ)
                 for sub in self.settings.sub_merchants:
                     key = f"{sub.sub_mch_id}:{day.isoformat()}"
+                    window.add(key)
+                    if key in self._bills_enqueued:  # known to exist: no write every tick
+                        continue
+                    bill_keys.append(key)
                     new.append((BILL_RECONCILE, key, {"sub_mch_id": sub.sub_mch_id, "date": day.isoformat()}, ready))
+        self._bills_enqueued &= window  # days that left the window are forgotten
         if not new:
             return 0
-        return await self.queue.enqueue_many(new)
+        added = await self.queue.enqueue_many(new)
+        self._bills_enqueued.update(bill_keys)
+        return added
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -252,7 +262,7 @@ class Worker:
             fresh = [job for job in jobs if job.id not in seen]
             for job in jobs:
                 if job.id in seen:
-                    await self.queue.retry(job, job.run_at, count_attempt=False, error="deferred to the next tick")
+                    await self.queue.retry(job, job.run_at, count_attempt=False)
             if not fresh:
                 break
             for job in fresh:
