@@ -462,3 +462,20 @@ async def test_an_expired_payment_gives_no_pay_params(world: World) -> None:
     assert (await world.get(payment["id"]))["pay_params"] is None
     response = await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())
     assert error(response) == (409, "payment_expired")
+
+
+async def test_the_admin_key_names_the_sub_merchant_of_a_payment(world: World) -> None:
+    openid = await world.login(SUB2)
+    body = {"amount": 500, "currency": "JPY", "description": "Matcha", "openid": openid}
+    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth("admin"))) == (
+        400,
+        "sub_mch_id_required",
+    )
+    unknown = await world.api.post("/v1/payments", json={**body, "sub_mch_id": "999"}, headers=world.auth("admin"))
+    assert error(unknown) == (404, "not_found")
+    created = await world.api.post("/v1/payments", json={**body, "sub_mch_id": SUB2}, headers=world.auth("admin"))
+    assert created.status_code == 201, created.text
+    assert created.json()["sub_mch_id"] == SUB2
+    assert (await world.api.get(f"/v1/payments/{created.json()['id']}", headers=world.auth(SUB2))).status_code == 200
+    wrong_currency = await world.api.post("/v1/payments", json={**body, "currency": "HKD"}, headers=world.auth(SUB2))
+    assert error(wrong_currency) == (400, "invalid_field")
