@@ -54,6 +54,16 @@ def _render(backend: Backend, message: str | None) -> str:
     ]
     if message:
         parts.append(f'<p class="msg">{_e(message)}</p>')
+    parts.append("<h2>World (test credentials)</h2><table><tr><th>appid</th><th>mch_id</th><th>api_key</th>"
+                 "<th>sub_mch_id</th><th>settlement</th><th>sub_appid</th><th>app_secret</th></tr>")  # fmt: skip
+    for inst in backend.config.institutions:
+        for sub in inst.sub_merchants:
+            parts.append(
+                f"<tr><td>{_e(inst.appid)}</td><td>{_e(inst.mch_id)}</td><td><code>{_e(inst.api_key)}</code></td>"
+                f"<td>{_e(sub.sub_mch_id)}</td><td>{_e(sub.settlement_currency)}</td><td>{_e(sub.sub_appid)}</td>"
+                f"<td><code>{_e(sub.app_secret)}</code></td></tr>"
+            )
+    parts.append("</table>")
     parts.append("<h2>Orders</h2><table><tr><th>sub_mch_id</th><th>out_trade_no</th><th>amount</th>"
                  "<th>state</th><th>transaction_id</th><th>created</th><th></th></tr>")  # fmt: skip
     for order in backend.orders.values():
