@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from minipay.protocol._errors import CommunicationError, FieldError
 from minipay.protocol._money import DEFAULT_CURRENCIES, RATE_SCALE, CurrencyTable, format_major, parse_major
@@ -137,7 +137,7 @@ class BillRow(BaseModel):
     cash_fee_type: str | None = None
     cash_fee: int | None = None
     rate: int | None = None
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = Field(default_factory=dict)
 
 
 class BillSummary(BaseModel):
@@ -152,7 +152,7 @@ class BillSummary(BaseModel):
     coupon_refund_fee: int | None = None
     service_fee: int | None = None
     currency: str | None = None
-    raw: dict[str, str] = {}
+    raw: dict[str, str] = Field(default_factory=dict)
 
 
 class Bill(BaseModel):
@@ -160,9 +160,9 @@ class Bill(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    rows: list[BillRow] = []
+    rows: list[BillRow] = Field(default_factory=list)
     summary: BillSummary | None = None
-    headers: list[str] = []
+    headers: list[str] = Field(default_factory=list)
 
     @property
     def empty(self) -> bool:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from minipay.protocol._codes import login_error
 from minipay.protocol._errors import FieldError
@@ -145,7 +145,7 @@ class WeChatRequest(BaseModel):
     _time_fields: ClassVar[frozenset[str]] = frozenset()
     _date_fields: ClassVar[frozenset[str]] = frozenset()
 
-    extra_fields: dict[str, str] = {}
+    extra_fields: dict[str, str] = Field(default_factory=dict)
 
     if not TYPE_CHECKING:
 
@@ -616,7 +616,7 @@ class RefundRecord(_Indexed):
     cash_refund_fee: int | None = None
     refund_fee_type: str | None = None
     cash_refund_fee_type: str | None = None
-    coupons: list[RefundCoupon] = []
+    coupons: list[RefundCoupon] = Field(default_factory=list)
 
 
 def _indexed_names(model: type[_Indexed]) -> frozenset[str]:
@@ -821,7 +821,7 @@ class _PaymentFields(WeChatResponse):
     cash_fee_type: str | None = None
     coupon_fee: int | None = None
     coupon_count: int | None = None
-    coupons: list[Coupon] = []
+    coupons: list[Coupon] = Field(default_factory=list)
     transaction_id: str | None = None
     out_trade_no: str | None = None
     attach: str | None = None
@@ -874,7 +874,7 @@ class RefundResponse(WeChatResponse):
     refund_channel: str | None = None
     coupon_refund_fee: int | None = None
     coupon_refund_count: int | None = None
-    coupons: list[RefundCoupon] = []
+    coupons: list[RefundCoupon] = Field(default_factory=list)
 
 
 class RefundQueryResponse(WeChatResponse):
@@ -892,7 +892,7 @@ class RefundQueryResponse(WeChatResponse):
     cash_fee: int | None = None
     cash_fee_type: str | None = None
     refund_count: int | None = None
-    refunds: list[RefundRecord] = []
+    refunds: list[RefundRecord] = Field(default_factory=list)
 
 
 class ExchangeRateResponse(WeChatResponse):
