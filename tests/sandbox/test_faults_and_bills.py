@@ -347,3 +347,12 @@ async def test_unknown_fault_header_is_refused_loudly(sandbox: Sandbox) -> None:
 )
 async def test_faults_that_do_not_fit_the_endpoint_are_refused(sandbox: Sandbox, body: dict[str, object]) -> None:
     assert (await sandbox.http.post("/sandbox/faults", json=body)).status_code == 400
+
+
+async def test_lost_bill_response_disconnects(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    await fault(sandbox, endpoint="downloadbill", fault="lost_response")
+    with pytest.raises(httpx2.RemoteProtocolError):
+        await bill(sandbox)
+    assert len(parse_bill((await bill(sandbox)).content).rows) == 3

@@ -195,7 +195,10 @@ class Pipeline:
         if kind == "SYSTEMERROR":
             return self._answer(backend, inst, fields, sign_type, BizFail("SYSTEMERROR"), kind)
         if self.endpoint == "downloadbill":
-            return Response(backend.download_bill(inst, fields, kind), media_type="text/plain")
+            bill = backend.download_bill(inst, fields, kind)
+            if kind == "lost_response":
+                return DropConnection()
+            return Response(bill, media_type="text/plain")
         try:
             result: dict[str, str | int] | BizFail = self._dispatch(backend, inst, sub, fields)
         except BizFail as exc:
