@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minipay.server.domain import (
     ApplyOutcome,
@@ -129,3 +131,49 @@ def test_refund_states_move_forward_only() -> None:
     assert r.failed("REFUNDCLOSE", NOW) is ApplyOutcome.NO_CHANGE
     assert r.status is RefundStatus.SUCCEEDED
     assert r.succeeded(ok, NOW) is ApplyOutcome.DUPLICATE
+
+
+STATES = ["SUCCESS", "REFUND", "NOTPAY", "USERPAYING", "CLOSED", "REVOKED", "PAYERROR"]
+ORDER = {
+    PaymentStatus.CREATED: 0,
+    PaymentStatus.PENDING: 1,
+    PaymentStatus.CLOSED: 2,
+    PaymentStatus.SUCCEEDED: 3,
+    PaymentStatus.PARTIALLY_REFUNDED: 4,
+    PaymentStatus.REFUNDED: 5,
+}
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["result", "close", "refund"]), st.sampled_from(STATES), st.integers(1, 400)))
+)
+def test_any_sequence_of_answers_pays_at_most_once_and_never_moves_back(
+    steps: list[tuple[str, str, int]],
+) -> None:
+    p = payment(status=PaymentStatus.PENDING)
+    refunded = 0
+    for kind, state, amount in steps:
+        before = p.status
+        if kind == "result":
+            if state in ("SUCCESS", "REFUND"):
+                p.paid(success(), NOW)
+            elif state in ("CLOSED", "REVOKED", "PAYERROR"):
+                p.closed(NOW, state)
+        elif kind == "close":
+            p.closed(NOW, "merchant")
+        else:
+            try:
+                p.check_refundable(amount, refunded)
+            except RefundNotAllowed:
+                pass
+            else:
+                refunded += amount
+                p.refund_succeeded(amount, NOW)
+        # Forward only (closed -> succeeded is the flagged pay-after-close).
+        assert ORDER[p.status] >= ORDER[before]
+        assert p.refunded_amount == refunded <= p.amount
+    paid_events = [e for e in p.events if e.webhook in ("payment.succeeded", "payment.paid_after_close")]
+    assert len(paid_events) <= 1
+    assert (p.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)) == (
+        len(paid_events) == 1
+    )
