@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx2
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from minipay.sandbox._cli import banner, prepare
 from tests.sandbox.conftest import KEY, MCH_ID
@@ -30,6 +32,22 @@ def test_prepare_runs_the_clock_in_real_time_and_makes_tls_material(tmp_path: Pa
     assert f"mch_id={MCH_ID} api_key={KEY}" in text
     assert str(material.client_p12) in text
     assert "x60" in text
+
+
+def test_tls_material_is_reused_across_runs_for_the_same_mch_id(tmp_path: Path) -> None:
+    _, first = prepare(config_path=None, seed=None, tls=True, tls_dir=str(tmp_path), speed=1.0, frozen=False)
+    _, second = prepare(config_path=None, seed=None, tls=True, tls_dir=str(tmp_path), speed=1.0, frozen=False)
+    assert first is not None
+    assert second is not None
+    assert first.client_cert.read_bytes() == second.client_cert.read_bytes()
+    from minipay.sandbox._tls import load_or_generate_tls_material
+
+    kept = first.client_cert.read_bytes()
+    other = load_or_generate_tls_material(tmp_path, mch_id="1900000999")  # another institution: new files
+    assert other.client_cert.read_bytes() != kept
+    cert = x509.load_pem_x509_certificate(other.client_cert.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "1900000999"
+    assert other.client_p12_password == "1900000999"
 
 
 def test_prepare_frozen_without_tls() -> None:

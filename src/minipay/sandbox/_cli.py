@@ -9,7 +9,7 @@ from pathlib import Path
 from minipay.sandbox._app import create_app
 from minipay.sandbox._config import SandboxConfig
 from minipay.sandbox._server import build_server
-from minipay.sandbox._tls import TLSMaterial, generate_tls_material
+from minipay.sandbox._tls import TLSMaterial, load_or_generate_tls_material
 
 __all__ = ["banner", "prepare", "sandbox_main"]
 
@@ -39,7 +39,7 @@ def prepare(
         updates["seed"] = seed
     material = None
     if tls:
-        material = generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id)
+        material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id)
         updates["tls"] = config.tls.model_copy(update={"require_client_cert": True})
     return config.model_copy(update=updates), material
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["SandboxH11Protocol", "TLSMaterial", "generate_tls_material"]
+__all__ = ["SandboxH11Protocol", "TLSMaterial", "generate_tls_material", "load_or_generate_tls_material"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,39 @@ def generate_tls_material(directory: str | Path, *, mch_id: str, days: int = 30)
         client_p12=_write(out / "apiclient_cert.p12", p12, private=True),
         client_p12_password=mch_id,
     )
+
+
+def _material(out: Path, mch_id: str) -> TLSMaterial:
+    return TLSMaterial(
+        directory=out,
+        ca_cert=out / "ca.pem",
+        server_cert=out / "server.pem",
+        server_key=out / "server.key",
+        client_cert=out / "apiclient_cert.pem",
+        client_key=out / "apiclient_key.pem",
+        client_p12=out / "apiclient_cert.p12",
+        client_p12_password=mch_id,
+    )
+
+
+def load_or_generate_tls_material(directory: str | Path, *, mch_id: str) -> TLSMaterial:
+    """Reuse the files in ``directory`` when they are complete, for ``mch_id`` and valid for a day
+    more (so an SDK configured with them keeps working across restarts, and a user may put their own
+    server certificate there); otherwise generate new ones."""
+    material = _material(Path(directory), mch_id)
+    paths = [material.ca_cert, material.server_cert, material.server_key, material.client_cert,
+             material.client_key, material.client_p12]  # fmt: skip
+    if all(p.exists() for p in paths):
+        try:
+            client = x509.load_pem_x509_certificate(material.client_cert.read_bytes())
+            server = x509.load_pem_x509_certificate(material.server_cert.read_bytes())
+        except ValueError:
+            return generate_tls_material(directory, mch_id=mch_id)
+        cn = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        fresh = datetime.now(UTC) + timedelta(days=1)
+        if cn and cn[0].value == mch_id and client.not_valid_after_utc > fresh and server.not_valid_after_utc > fresh:
+            return material
+    return generate_tls_material(directory, mch_id=mch_id)
 
 
 class SandboxH11Protocol(H11Protocol):
