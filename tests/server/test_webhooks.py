@@ -143,3 +143,22 @@ async def test_the_in_app_dispatcher_delivers_without_the_worker(tmp_path: Path)
                 break
             await asyncio.sleep(0.01)
         assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
+
+
+async def test_events_and_their_delivery_log_are_readable_by_their_owner(world: World) -> None:
+    await endpoint(world)
+    payment = await world.create_payment()
+    await world.pay(payment)
+    world.receiver.status = 500
+    await deliver(world)
+    events = (await world.api.get("/v1/events", params={"payment_id": payment["id"]}, headers=world.auth())).json()[
+        "data"
+    ]
+    assert [e["type"] for e in events] == ["payment.succeeded"]
+    detail = (await world.api.get(f"/v1/events/{events[0]['id']}", headers=world.auth())).json()
+    assert detail["data"]["id"] == payment["id"]
+    assert [a["status_code"] for a in detail["deliveries"][0]["attempts"]] == [500]
+    assert detail["deliveries"][0]["status"] == "pending"
+    other = await world.api.get(f"/v1/events/{events[0]['id']}", headers=world.auth(SUB2))
+    assert other.status_code == 404
+    assert (await world.api.get("/v1/events", headers=world.auth(SUB2))).json()["data"] == []

@@ -37,7 +37,14 @@ from minipay.server.services import (
     refund_view,
 )
 from minipay.server.settings import Settings
-from minipay.server.webhooks import create_endpoint, delete_endpoint, deliver_webhooks, list_endpoints
+from minipay.server.webhooks import (
+    create_endpoint,
+    delete_endpoint,
+    deliver_webhooks,
+    get_event,
+    list_endpoints,
+    list_events,
+)
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -363,6 +370,24 @@ def create_app(
         ):
             raise NotFound("no such webhook endpoint")
         return {"id": endpoint_id, "deleted": True}
+
+    @app.get("/v1/events", tags=["webhooks"])
+    async def events(
+        caller: Caller, payment_id: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 50
+    ) -> dict[str, Any]:
+        """Webhook events (the outbox), newest first."""
+        rows = await list_events(
+            container.uow_factory, sub_mch_id=caller.sub_mch_id, payment_id=payment_id, limit=limit
+        )
+        return {"data": rows}
+
+    @app.get("/v1/events/{event_id}", tags=["webhooks"])
+    async def event(event_id: str, caller: Caller) -> dict[str, Any]:
+        """One event with its delivery log (every attempt, status code, error, duration)."""
+        found = await get_event(container.uow_factory, event_id, sub_mch_id=caller.sub_mch_id)
+        if found is None:
+            raise NotFound("no such event")
+        return found
 
     # -- WeChat callbacks -------------------------------------------------------------------------------
 

@@ -43,7 +43,10 @@ __all__ = [
     "create_endpoint",
     "delete_endpoint",
     "deliver_webhooks",
+    "delivery_log",
+    "get_event",
     "list_endpoints",
+    "list_events",
     "sign_webhook",
     "verify_webhook",
 ]
@@ -333,6 +336,42 @@ async def _record_attempt(
         log.info(
             "webhook attempt failed", extra={"event_id": item.event_id, "status_code": status_code, "error": error}
         )
+
+
+async def get_event(uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id: str | None) -> dict[str, Any] | None:
+    """One outbox event as delivered (``{"id", "type", "created", "data"}``) plus its ``deliveries`` log."""
+    e = db.outbox_events
+    query = select(e).where(e.c.id == event_id)
+    if sub_mch_id is not None:
+        query = query.where(e.c.sub_mch_id == sub_mch_id)
+    async with uow_factory() as uow:
+        row = (await uow.conn.execute(query)).mappings().first()
+    if row is None:
+        return None
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "created": int(row["created_at"].timestamp()),
+        "data": row["data"],
+        "deliveries": await delivery_log(uow_factory, event_id),
+    }
+
+
+async def list_events(
+    uow_factory: UnitOfWorkFactory, *, sub_mch_id: str | None, payment_id: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The newest outbox events first (without delivery logs)."""
+    e = db.outbox_events
+    query = select(e).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit)
+    if sub_mch_id is not None:
+        query = query.where(e.c.sub_mch_id == sub_mch_id)
+    if payment_id is not None:
+        query = query.where(e.c.payment_id == payment_id)
+    async with uow_factory() as uow:
+        rows = (await uow.conn.execute(query)).mappings().all()
+    return [
+        {"id": r["id"], "type": r["type"], "created": int(r["created_at"].timestamp()), "data": r["data"]} for r in rows
+    ]
 
 
 async def delivery_log(uow_factory: UnitOfWorkFactory, event_id: str) -> list[dict[str, Any]]:

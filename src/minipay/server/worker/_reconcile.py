@@ -209,11 +209,23 @@ class Reconciler:
     async def record_refund_conflict(
         self, sub_mch_id: str, refund_id: str, out_refund_no: str, local: str, wechat: str
     ) -> None:
-        """A refund that is final here disagrees with WeChat's refund query: record it, change nothing."""
+        """A refund that is final here disagrees with WeChat's refund query: record it once, change nothing."""
         now = self._clock.now()
+        disc = reconciliation_discrepancies
         async with self._engine.begin() as conn:
+            already = (
+                await conn.execute(
+                    select(disc.c.id).where(
+                        disc.c.kind == "refund_status_mismatch",
+                        disc.c.sub_mch_id == sub_mch_id,
+                        disc.c.out_refund_no == out_refund_no,
+                    )
+                )
+            ).first()
+            if already is not None:  # the job ran twice (taken over from a dead worker)
+                return
             await conn.execute(
-                insert(reconciliation_discrepancies).values(
+                insert(disc).values(
                     bill_date=now.astimezone(CHINA_TZ).date(),
                     sub_mch_id=sub_mch_id,
                     kind="refund_status_mismatch",
