@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from minipay.protocol import build_payment_notification, format_wx_time
+from minipay.protocol import (
+    CHINA_TZ,
+    build_payment_notification,
+    build_refund_notification,
+    format_wx_datetime,
+    format_wx_time,
+)
 from minipay.server.worker import PAYMENT_FOLLOWUP, REFUND_FOLLOWUP, Worker
 from tests.e2e.stack import Stack
 
@@ -215,3 +221,57 @@ async def test_an_order_too_young_to_close_is_closed_once_it_is_five_minutes_old
     assert (await stack.payment(payment["id"]))["status"] == "closed"
     closes = await stack.journal("closeorder", payment["out_trade_no"])
     assert [c["result_code"] for c in closes] == ["FAIL", "SUCCESS"]
+
+
+async def test_a_refund_notification_that_wechat_contradicts_becomes_a_discrepancy(stack: Stack) -> None:
+    payment = await stack.create_payment(2000)
+    paid = await stack.pay(payment)
+    no = payment["out_trade_no"]
+    (await stack.sandbox.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": no})).raise_for_status()
+    scripted = {"out_trade_no": no, "status": "REFUNDCLOSE", "after": 600}
+    (await stack.sandbox.post("/sandbox/refunds/outcome", json=scripted)).raise_for_status()
+    refund = await stack.refund(payment["id"], 500)
+    # A refund notification saying SUCCESS (correctly encrypted with the institution's key) while
+    # WeChat will in fact close the refund: the worker's cross-check must catch it.
+    inst = stack.settings.institutions[0]
+    outer = {
+        "return_code": "SUCCESS",
+        "appid": inst.appid,
+        "mch_id": inst.mch_id,
+        "sub_appid": "wx1234567890abcdef",
+        "sub_mch_id": "1900000110",
+        "nonce_str": "b" * 32,
+    }
+    inner = {
+        "transaction_id": paid["transaction_id"],
+        "out_trade_no": no,
+        "refund_id": refund["refund_id"],
+        "out_refund_no": refund["out_refund_no"],
+        "total_fee": 2000,
+        "refund_fee": 500,
+        "settlement_refund_fee": 500,
+        "refund_status": "SUCCESS",
+        "success_time": format_wx_datetime(stack.container.clock.now()),
+        "refund_recv_accout": "支付用户零钱",
+        "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
+        "refund_request_source": "API",
+    }
+    body = build_refund_notification(outer, inner, inst.key())
+    reply = await stack.service.post("/wechatpay/notify/refund", content=body)
+    assert b"SUCCESS" in reply.content
+    assert (await stack.get_refund(refund["id"]))["status"] == "succeeded"
+
+    await stack.advance(60)
+    await stack.worker.run_until_idle()
+    job = await stack.job(REFUND_FOLLOWUP, refund["id"])
+    assert job["status"] == "pending"  # WeChat still says PROCESSING: asked again later
+    await stack.advance(600)
+    await stack.worker.run_until_idle()
+    job = await stack.job(REFUND_FOLLOWUP, refund["id"])
+    assert job["result"] == {"outcome": "conflict", "local": "succeeded", "refund_status": "REFUNDCLOSE"}
+    assert (await stack.get_refund(refund["id"]))["status"] == "succeeded"  # nothing edited silently
+    day = stack.container.clock.now().astimezone(CHINA_TZ).date().isoformat()
+    report = (await stack.service.get(f"/v1/reconciliation/{day}", headers=stack.headers())).json()
+    assert [(d["kind"], d["out_refund_no"]) for d in report["discrepancies"]] == [
+        ("refund_status_mismatch", refund["out_refund_no"])
+    ]
