@@ -135,7 +135,11 @@ def _hostile(port: int) -> dict[str, bytes]:
         "declared_latin1_ascii_body": b'<?xml version="1.0" encoding="ISO-8859-1"?><xml><a>1</a></xml>',
         "utf16": '<?xml version="1.0" encoding="UTF-16"?><xml><a>1</a></xml>'.encode("utf-16"),
         "nested": b"<xml><a><b>1</b></a></xml>",
-        "deep_nesting": b"<xml>" + b"<a>" * 50_000 + b"</a>" * 50_000 + b"</xml>",
+        "deep_nesting": b"<xml>" + b"<a>" * 9_000 + b"</a>" * 9_000 + b"</xml>",  # just under the cap
+        "unclosed_fields_under_the_cap": b"<xml>" + b"<a>" * 21_000 + b"</xml>",
+        "endless_cdata_under_the_cap": b"<xml><a><![CDATA[" + b"]" * 60_000 + b"</a></xml>",
+        "endless_white_space_under_the_cap": b"<xml>" + b" " * 60_000,
+        "many_near_fields_under_the_cap": b"<xml>" + b"<a>x</b>" * 8_000 + b"</xml>",
         "attribute_on_field": b'<xml><a x="1">v</a></xml>',
         "attribute_on_root": b'<xml version="2"><a>v</a></xml>',
         "namespace_attribute": b'<xml xmlns:x="urn:x"><a>v</a></xml>',
