@@ -220,7 +220,7 @@ class World:
         return out
 
 
-def build_settings(database_url: str, **overrides: Any) -> Settings:
+def build_settings(database_url: str, *, sign_type: str = "MD5", **overrides: Any) -> Settings:
     settings = sandbox_settings(
         SandboxConfig.default(),
         sandbox_url="http://sandbox",
@@ -229,7 +229,9 @@ def build_settings(database_url: str, **overrides: Any) -> Settings:
         keys=KEYS,
     )
     # No SDK-level retries in tests: every fault reaches the service as it is (and no real sleeps).
-    institutions = [inst.model_copy(update={"max_retries": 0}) for inst in settings.institutions]
+    institutions = [
+        inst.model_copy(update={"max_retries": 0, "sign_type": sign_type}) for inst in settings.institutions
+    ]
     return settings.model_copy(update={"webhook_dispatch": False, "institutions": institutions, **overrides})
 
 

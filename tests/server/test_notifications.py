@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from minipay.protocol import decode_xml, encode_xml, encrypt_req_info, sign
 from minipay.server import db
-from tests.server.conftest import SUB1, SUB2, World
+from tests.server.conftest import SUB1, SUB2, World, make_world
 
 pytestmark = pytest.mark.anyio
 
@@ -223,3 +224,14 @@ async def test_notification_never_creates_a_payment(world: World) -> None:
     _status, reply = await post_notify(world, notification(fake))
     assert reply["return_code"] == "FAIL"
     assert await count(world, "payments") == 0
+
+
+async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_downgrade(tmp_path: Path) -> None:
+    async with make_world(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", sign_type="HMAC-SHA256") as world:
+        payment = await world.create_payment()
+        before = await world.snapshot()
+        status, reply = await post_notify(world, notification(payment))  # MD5, correctly signed with our key
+        assert (status, reply["return_code"]) == (400, "FAIL")
+        assert await world.snapshot() == before
+        await world.pay(payment)  # the sandbox notifies with HMAC-SHA256, as the order was signed
+        assert (await world.get(payment["id"]))["status"] == "succeeded"
