@@ -348,3 +348,54 @@ async def test_refunds_without_notify_url_use_the_sub_merchant_default(make_sand
     await sandbox.advance(60)
     [note] = [n for n in await sandbox.notifications() if n["kind"] == "refund"]
     assert note["url"] == "http://merchant.test/refunds"
+
+
+@pytest.mark.parametrize("tamper", ["bad_signature", "amount", "unsigned", "other_key"])
+async def test_forged_payment_notifications_fail_verification(sandbox: Sandbox, tamper: str) -> None:
+    from minipay.protocol import SignatureError, parse_payment_notification
+
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    answer = await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend", json={"tamper": tamper})
+    after = answer.json()
+    assert after["attempts"][-1]["tamper"] == tamper
+    assert after["state"] == "delivered"  # set by the genuine delivery; a forgery never changes it
+    forged = sandbox.receiver.received[-1]
+    assert forged != sandbox.receiver.received[0]
+    with pytest.raises(SignatureError):
+        parse_payment_notification(forged, KEY)
+
+
+async def test_a_downgraded_notification_is_refused_only_by_a_pinned_policy(sandbox: Sandbox) -> None:
+    from minipay.protocol import SignatureError, SignPolicy, parse_payment_notification
+
+    await sandbox.paid_order(sign_type="HMAC-SHA256")
+    [note] = await sandbox.notifications()
+    await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend", json={"tamper": "md5_downgrade"})
+    downgraded = sandbox.receiver.received[-1]
+    assert b"sign_type" not in downgraded
+    parse_payment_notification(downgraded, KEY)  # authentic MD5 with the right key
+    with pytest.raises(SignatureError):
+        parse_payment_notification(downgraded, KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+@pytest.mark.parametrize("tamper", ["other_key", "garbage"])
+async def test_forged_refund_notifications_fail_decryption(sandbox: Sandbox, tamper: str) -> None:
+    from minipay.protocol import DecryptionError, parse_refund_notification
+
+    await sandbox.paid_order()
+    fields = {"sub_mch_id": HKD_SUB, "out_trade_no": "ORDER0001", "out_refund_no": "R1", "total_fee": 1000,
+              "refund_fee": 10, "notify_url": "http://merchant.test/refund"}  # fmt: skip
+    await sandbox.call("/secapi/pay/refund", fields)
+    await sandbox.advance(60)
+    [note] = [n for n in await sandbox.notifications() if n["kind"] == "refund"]
+    await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend", json={"tamper": tamper})
+    with pytest.raises(DecryptionError):
+        parse_refund_notification(sandbox.receiver.received[-1], KEY)
+
+
+async def test_an_unknown_tamper_is_refused(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    [note] = await sandbox.notifications()
+    response = await sandbox.http.post(f"/sandbox/notifications/{note['id']}/resend", json={"tamper": "nope"})
+    assert response.status_code == 400

@@ -30,6 +30,8 @@ from minipay.protocol import (
     check_out_trade_no,
     check_text,
     china_date,
+    decode_xml,
+    decrypt_req_info,
     encode_xml,
     encrypt_req_info,
     format_wx_date,
@@ -61,6 +63,8 @@ XML_FAULTS = frozenset(
      "bill_missing_trade"}
 )  # fmt: skip
 LOGIN_FAULTS = frozenset({"http_500", "delay", "drop", "lost_response", "-1", "45011", "40226"})
+PAYMENT_TAMPERS = ("bad_signature", "amount", "unsigned", "other_key", "md5_downgrade")
+REFUND_TAMPERS = ("other_key", "garbage")
 ENDPOINTS = (
     "unifiedorder", "orderquery", "closeorder", "refund", "refundquery", "downloadbill", "queryexchagerate",
     "report", "jscode2session",
@@ -917,13 +921,53 @@ class Backend:
         else:
             n.next_due = at + timedelta(seconds=self.config.notify.schedule[n.deliveries - 1])
 
-    async def resend(self, notification_id: int) -> Notification:
+    async def resend(self, notification_id: int, tamper: str | None = None) -> Notification:
+        """One more delivery now. With ``tamper``, a forged copy instead: it never changes the
+        notification's state (a receiver that acknowledges a forgery shows up as an ``ack``)."""
         n = self.notification(notification_id)
-        attempts = await self.dispatcher.deliver(n, self.now(), copies=1, concurrent=False, resend=True)
-        if any(a.verdict == "ack" for a in attempts) and n.state in ("pending", "exhausted", "suppressed"):
+        body = self._tampered(n, tamper) if tamper is not None else None
+        attempts = await self.dispatcher.deliver(
+            n, self.now(), copies=1, concurrent=False, resend=True, body=body, tamper=tamper
+        )
+        forged = tamper is not None
+        if (
+            not forged
+            and any(a.verdict == "ack" for a in attempts)
+            and n.state in ("pending", "exhausted", "suppressed")
+        ):
             n.state = "delivered"
             n.next_due = None
         return n
+
+    def _tampered(self, n: Notification, tamper: str) -> bytes:
+        inst = next((i for i in self.config.institutions if self.world.sub_merchant(i, n.sub_mch_id)), None)
+        assert inst is not None
+        fields: dict[str, str | int] = dict(decode_xml(n.body))
+        other_key = "".join(self.ids.nonce()[:32])
+        if n.kind == "payment":
+            algorithm = str(fields.get("sign_type") or "MD5")
+            if tamper == "bad_signature":
+                fields["sign"] = ("0" * 31 + "1") if algorithm == "MD5" else ("0" * 63 + "1")
+            elif tamper == "amount":
+                fields["total_fee"] = int(fields["total_fee"]) + 1
+            elif tamper == "unsigned":
+                del fields["sign"]
+            elif tamper == "other_key":
+                fields["sign"] = sign({k: v for k, v in fields.items() if k != "sign"}, other_key, algorithm)
+            elif tamper == "md5_downgrade":
+                fields.pop("sign_type", None)
+                fields["sign"] = sign({k: v for k, v in fields.items() if k != "sign"}, inst.key, "MD5")
+            else:
+                raise ControlError(f"payment tamper must be one of {', '.join(PAYMENT_TAMPERS)}")
+            return encode_xml(fields)
+        if tamper == "other_key":
+            plaintext = decrypt_req_info(str(fields["req_info"]), inst.key)
+            fields["req_info"] = encrypt_req_info(plaintext, other_key)
+        elif tamper == "garbage":
+            fields["req_info"] = "not base64 at all!"
+        else:
+            raise ControlError(f"refund tamper must be one of {', '.join(REFUND_TAMPERS)}")
+        return encode_xml(fields)
 
     def notification(self, notification_id: int) -> Notification:
         for n in self.notifications:

@@ -109,7 +109,10 @@ async def notification(request: Request) -> Response:
 
 async def resend(request: Request) -> Response:
     backend = _backend(request)
-    n = await backend.resend(request.path_params["id"])
+    tamper = (await _json(request)).get("tamper")
+    if tamper is not None and not isinstance(tamper, str):
+        raise ControlError("tamper must be a string")
+    n = await backend.resend(request.path_params["id"], tamper)
     return JSONResponse(n.to_json())
 
 

@@ -132,6 +132,8 @@ class Attempt:
     error: str | None = None
     duplicate: bool = False
     resend: bool = False
+    #: A forged copy sent on request (``POST /sandbox/notifications/{id}/resend {"tamper": ...}``).
+    tamper: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +145,7 @@ class Attempt:
             "error": self.error,
             "duplicate": self.duplicate,
             "resend": self.resend,
+            "tamper": self.tamper,
         }
 
 

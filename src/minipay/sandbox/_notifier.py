@@ -60,17 +60,29 @@ class Dispatcher:
             return False
 
     async def deliver(
-        self, n: Notification, at: datetime, *, copies: int, concurrent: bool, resend: bool = False
+        self,
+        n: Notification,
+        at: datetime,
+        *,
+        copies: int,
+        concurrent: bool,
+        resend: bool = False,
+        body: bytes | None = None,
+        tamper: str | None = None,
     ) -> list[Attempt]:
-        """Deliver ``copies`` copies of ``n`` (at the same virtual time ``at``) and record them."""
+        """Deliver ``copies`` copies of ``n`` (at the same virtual time ``at``) and record them.
+
+        ``body`` replaces the notification's body (a forged copy, named by ``tamper``).
+        """
+        content = n.body if body is None else body
         if not self.allowed(n.url):
             results: list[tuple[int | None, str, Verdict, str | None]] = [
                 (None, "", "blocked", "notify_url host is not loopback and not in notify.allow_hosts")
             ]
         elif concurrent:
-            results = list(await asyncio.gather(*(self._post(n.url, n.body) for _ in range(copies))))
+            results = list(await asyncio.gather(*(self._post(n.url, content) for _ in range(copies))))
         else:
-            results = [await self._post(n.url, n.body) for _ in range(copies)]
+            results = [await self._post(n.url, content) for _ in range(copies)]
         made = []
         for i, (status, reply, verdict, error) in enumerate(results):
             attempt = Attempt(
@@ -82,6 +94,7 @@ class Dispatcher:
                 error=error,
                 duplicate=i > 0,
                 resend=resend,
+                tamper=tamper,
             )
             n.attempts.append(attempt)
             made.append(attempt)
