@@ -516,3 +516,19 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
         )
         n.check(report.get("discrepancies") == [], "zero discrepancies", report.get("discrepancies"))
         n.check(not receiver.rejected, "every webhook signature verified", receiver.rejected)
+
+        from rich.table import Table
+
+        from minipay.protocol import format_major
+
+        status, listing = await merchant.call("GET", "/v1/payments?limit=10", quiet=True)
+        table = Table(title="The ledger at the end", title_justify="left")
+        for column in ("out_trade_no", "amount", "status", "refunded", "transaction_id"):
+            table.add_column(column)
+        for p in reversed(listing.get("data", [])):
+            amount = f"{format_major(p['amount'], p['currency'])} {p['currency']}"
+            refunded = format_major(p["amount_refunded"], p["currency"]) if p.get("amount_refunded") else ""
+            table.add_row(p["out_trade_no"], amount, p["status"], refunded, p.get("transaction_id") or "")
+        n.console.print(table)
+        events = ", ".join(e["type"] for e in receiver.events)
+        n.note(f"webhooks received and verified: {events}")
