@@ -235,3 +235,43 @@ async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_down
         assert await world.snapshot() == before
         await world.pay(payment)  # the sandbox notifies with HMAC-SHA256, as the order was signed
         assert (await world.get(payment["id"]))["status"] == "succeeded"
+
+
+async def test_forged_copies_sent_by_the_sandbox_are_refused_and_the_genuine_one_applied(world: World) -> None:
+    payment = await world.create_payment()
+    await world.wx.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": payment["out_trade_no"]})
+    await world.pay(payment)
+    notes = (await world.wx.get("/sandbox/notifications", params={"out_trade_no": payment["out_trade_no"]})).json()
+    note_id = notes["notifications"][0]["id"]
+    before = await world.snapshot(("payments", "refunds", "outbox_events"))
+    for tamper in ("bad_signature", "unsigned", "other_key", "amount"):
+        sent = (await world.wx.post(f"/sandbox/notifications/{note_id}/resend", json={"tamper": tamper})).json()
+        assert sent["attempts"][-1]["verdict"] == "nack", tamper
+        assert sent["attempts"][-1]["status"] < 500
+    # ("amount" changes total_fee after signing: the signature no longer matches, so no alert either.)
+    assert await world.snapshot(("payments", "refunds", "outbox_events")) == before
+    assert (await world.get(payment["id"]))["status"] == "pending"
+    genuine = (await world.wx.post(f"/sandbox/notifications/{note_id}/resend")).json()
+    assert genuine["attempts"][-1]["verdict"] == "ack"
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+
+    await world.wx.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": payment["out_trade_no"]})
+    refund = await world.api.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 100}, headers={**world.auth(), "Idempotency-Key": "f"}
+    )
+    await world.advance(120)
+    notes = (
+        await world.wx.get("/sandbox/notifications", params={"out_trade_no": payment["out_trade_no"], "kind": "refund"})
+    ).json()
+    refund_note = notes["notifications"][0]["id"]
+    for tamper in ("other_key", "garbage"):
+        sent = (await world.wx.post(f"/sandbox/notifications/{refund_note}/resend", json={"tamper": tamper})).json()
+        assert sent["attempts"][-1]["verdict"] == "nack", tamper
+    assert (await world.api.get(f"/v1/refunds/{refund.json()['id']}", headers=world.auth())).json()[
+        "status"
+    ] == "processing"
+    sent = (await world.wx.post(f"/sandbox/notifications/{refund_note}/resend")).json()
+    assert sent["attempts"][-1]["verdict"] == "ack"
+    assert (await world.api.get(f"/v1/refunds/{refund.json()['id']}", headers=world.auth())).json()[
+        "status"
+    ] == "succeeded"
