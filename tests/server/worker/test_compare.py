@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minipay.server.worker import DISCREPANCY_KINDS, Discrepancy, RefundRecord, TradeRecord, compare
 
@@ -65,3 +67,31 @@ def test_an_unknown_discrepancy_kind_is_refused() -> None:
     assert "missing_in_bill" in DISCREPANCY_KINDS
     with pytest.raises(ValueError, match="unknown discrepancy kind"):
         Discrepancy(kind="oops", sub_mch_id=SUB, detail="")
+
+
+_trades = st.lists(
+    st.builds(
+        TradeRecord,
+        sub_mch_id=st.just(SUB),
+        out_trade_no=st.text("ABC123", min_size=1, max_size=8),
+        transaction_id=st.text("0123456789", min_size=10, max_size=10),
+        total_fee=st.integers(1, 10**9),
+        fee_type=st.sampled_from(["HKD", "CNY", "JPY"]),
+    ),
+    max_size=20,
+    unique_by=lambda t: t.out_trade_no,
+)
+
+
+@given(trades=_trades, data=st.data())
+def test_dropping_trades_from_either_side_reports_exactly_those(trades: list[TradeRecord], data: st.DataObject) -> None:
+    assert compare(trades, list(reversed(trades))) == []
+    dropped_from_bill = data.draw(st.sets(st.sampled_from(trades)) if trades else st.just(set()))
+    rest = [t for t in trades if t not in dropped_from_bill]
+    dropped_from_ledger = data.draw(st.sets(st.sampled_from(rest)) if rest else st.just(set()))
+    bill = [t for t in trades if t not in dropped_from_bill]
+    ledger = [t for t in trades if t not in dropped_from_ledger]
+    found = {(d.kind, d.out_trade_no) for d in compare(bill, ledger)}
+    expected = {("missing_in_bill", t.out_trade_no) for t in dropped_from_bill}
+    expected |= {("missing_in_ledger", t.out_trade_no) for t in dropped_from_ledger}
+    assert found == expected
