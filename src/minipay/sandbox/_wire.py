@@ -44,8 +44,9 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "queryexchagerate": ("appid", "mch_id", "fee_type", "date", "sign"),
     "report": ("appid", "mch_id", "nonce_str", "sign", "interface_url"),
 }  # fmt: skip
-#: Endpoints whose answer has no result_code layer (spec 14, 15).
+#: Successful answers without ``nonce_str``/``result_code`` (spec 14).
 _NO_RESULT_CODE = frozenset({"queryexchagerate"})
+#: Endpoints whose failures are all ``return_code=FAIL`` (spec 13.2, 14).
 _NO_RESULT_LAYER = frozenset({"downloadbill", "queryexchagerate"})
 _PATHS = {
     "unifiedorder": "/pay/unifiedorder",
