@@ -250,3 +250,8 @@ def test_login_error_table() -> None:
         assert not error.retryable
     assert set(LOGIN_ERRCODES) == {-1, 40029, 40163, 45011, 40226}
     assert not describe_login_errcode(99999).retryable
+
+
+def test_code_info_gives_the_wire_description_for_the_sandbox() -> None:
+    assert describe_code("unifiedorder", "ORDERPAID").err_code_des == "该订单已支付"
+    assert describe_code("refund", "NOTENOUGH").err_code_des == "余额不足"

@@ -112,3 +112,10 @@ def test_importing_protocol_loads_no_other_layer_at_runtime() -> None:
         assert layer not in loaded, f"importing minipay.protocol loaded {layer}"
     for module in ("httpx2", "httpx", "sqlalchemy", "starlette", "fastapi", "asyncio", "anyio", "requests"):
         assert module not in loaded, f"importing minipay.protocol loaded {module}"
+
+
+def test_no_source_module_imports_wechatpy() -> None:
+    """wechatpy is a dev-only baseline for the benchmark; ``src/`` never imports it."""
+    for path in sorted(PROTOCOL_DIR.parent.rglob("*.py")):
+        for name in _imports(path):
+            assert name.split(".")[0] != "wechatpy", f"{path} imports {name}"

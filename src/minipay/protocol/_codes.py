@@ -243,6 +243,11 @@ class CodeInfo:
     outcome_unknown: bool = False
     known: bool = True
 
+    @property
+    def err_code_des(self) -> str:
+        """The description as WeChat words it (the Chinese text of ``meaning``), for the sandbox."""
+        return self.meaning.split(" (", 1)[0]
+
 
 _ALL: Final = "*"
 
