@@ -120,8 +120,10 @@ class Backend:
         self.clock = clock
         self.dispatcher = dispatcher
         self.start = start
-        #: Serialises dispatch runs and clock moves (one timeline).
+        #: Serialises dispatch runs and clock moves (one timeline); one lock per event loop, since
+        #: an app may be driven in-process first and served by a thread's loop later.
         self._lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -884,8 +886,14 @@ class Backend:
         if _IN_DISPATCH.get():
             # Called back from a notification receiver (same context): the outer run finishes the work.
             return
-        async with self._lock:
+        async with self._timeline():
             await self._run_due_locked()
+
+    def _timeline(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def _run_due_locked(self) -> None:
         token = _IN_DISPATCH.set(True)
@@ -981,7 +989,7 @@ class Backend:
             # A notification receiver moving the clock: move it; the running dispatch continues.
             self.clock.set(target)
             return
-        async with self._lock:
+        async with self._timeline():
             await self._run_due_locked()
             while True:
                 nxt = self._next_event()
