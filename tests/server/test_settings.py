@@ -81,3 +81,10 @@ def test_inconsistent_configuration_is_refused(tmp_path: Path, clean_env: pytest
         load_settings(path)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_public_base_url_must_be_an_http_url(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "minipay.toml"
+    path.write_text(TOML.replace("https://pay.example.com/", "ftp://pay.example.com"))
+    with pytest.raises(ValidationError, match="public_base_url"):
+        load_settings(path)

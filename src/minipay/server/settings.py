@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -146,6 +147,9 @@ class Settings(BaseSettings):
             raise ValueError("every service API key must be unique")
         if any(len(k) < 16 for k in keys):
             raise ValueError("service API keys must be at least 16 characters")
+        parts = urlsplit(self.public_base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("public_base_url must be an http(s) URL without query or fragment")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
 

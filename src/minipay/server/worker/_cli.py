@@ -7,9 +7,10 @@ import json
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from minipay.protocol import CHINA_TZ
 from minipay.server.settings import Settings
 from minipay.server.worker._worker import Worker, WorkerConfig
 
@@ -100,13 +101,23 @@ async def reconcile_main(
     download: bool = True,
     as_json: bool = False,
     migrate: bool = True,
+    force: bool = False,
+    now: datetime | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
     """Reconcile one China-time day (replacing an earlier run of it) and print the report.
 
     Exit status: 0 when every run is clean, 1 when there are discrepancies (like ``diff``).
+    A day whose bill WeChat has not published yet (before 10:00 China time on the next day) is
+    refused unless ``force``: WeChat answers "No Bill Exist" then, and every payment would look missing.
     """
     _require_configured(settings, "reconcile")
+    ready = datetime.combine(day + timedelta(days=1), WorkerConfig().bill_ready_time, tzinfo=CHINA_TZ)
+    if download and not force and (now or datetime.now(CHINA_TZ)) < ready:
+        raise UsageError(
+            f"the bill of {day} is published from {ready:%Y-%m-%d %H:%M} China time; "
+            "reconciling earlier would report every payment as missing (--force to do it anyway)"
+        )
     from minipay.server.bootstrap import build_container
 
     known = {s.sub_mch_id for s in settings.sub_merchants}
