@@ -194,6 +194,9 @@ def reconcile_command(
     ] = None,
     show: Annotated[bool, typer.Option("--show", help="Print the stored result; download nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /v1/reconciliation/{date}).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Reconcile even before WeChat publishes the bill (10:00 China time, T+1).")
+    ] = False,
 ) -> None:
     """Download a day's bills, compare them with the ledger, store and print the discrepancies.
 
@@ -221,6 +224,7 @@ def reconcile_command(
                 sub_mch_ids=sub_mch_id or (),
                 download=not show,
                 as_json=as_json,
+                force=force,
                 echo=typer.echo,
             )
         )

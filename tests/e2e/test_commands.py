@@ -23,7 +23,7 @@ from minipay.server.api import create_app
 from minipay.server.bootstrap import build_container
 from minipay.server.settings import Settings
 from minipay.server.worker import WorkerConfig
-from minipay.server.worker._cli import reconcile_main, worker_main
+from minipay.server.worker._cli import UsageError, reconcile_main, worker_main
 from tests.e2e.stack import START, Forward, SandboxTime, serving
 
 SUB1 = "1900000110"
@@ -111,6 +111,15 @@ async def test_reconcile_replaces_the_days_run_and_exits_1_on_discrepancies(loop
     lines.clear()
     assert await reconcile_main(loopback.settings, day=day, download=False, as_json=True, echo=lines.append) == 1
     assert len(json.loads(lines[-1])["discrepancies"]) == 1
+
+
+@pytest.mark.anyio
+async def test_reconcile_refuses_a_day_whose_bill_is_not_published_yet(loopback: Loopback) -> None:
+    day = START.date()
+    before = START + timedelta(hours=23)  # 09:00 China time the next day: not yet
+    with pytest.raises(UsageError, match="published from"):
+        await reconcile_main(loopback.settings, day=day, now=before, echo=lambda _: None)
+    assert await reconcile_main(loopback.settings, day=day, now=before, force=True, echo=lambda _: None) == 0
 
 
 def test_the_commands_refuse_a_bad_date_and_a_missing_configuration(tmp_path: Path) -> None:
