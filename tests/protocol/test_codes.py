@@ -255,3 +255,13 @@ def test_login_error_table() -> None:
 def test_code_info_gives_the_wire_description_for_the_sandbox() -> None:
     assert describe_code("unifiedorder", "ORDERPAID").err_code_des == "该订单已支付"
     assert describe_code("refund", "NOTENOUGH").err_code_des == "余额不足"
+
+
+def test_every_code_of_the_table_raises_its_class_with_its_flags() -> None:
+    for (operation, code), info in ERROR_CODES.items():
+        with pytest.raises(BusinessError) as raised:
+            check_response(operation, _fail(code), key=v.KEY, ids=IDS)
+        error = raised.value
+        assert type(error) is info.error, (operation, code)
+        assert error.retryable is info.retryable, (operation, code)
+        assert error.outcome_unknown is info.outcome_unknown, (operation, code)

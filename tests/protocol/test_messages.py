@@ -387,3 +387,34 @@ def test_code2session_error_raises_login_error() -> None:
 def test_code2session_without_openid_is_refused() -> None:
     with pytest.raises(FieldError):
         Code2SessionResult.from_json({"session_key": "k"})
+
+
+_OUT_TRADE_NO = st.from_regex(r"[0-9A-Za-z_\-|*]{1,32}", fullmatch=True)
+_BMP = st.characters(codec="utf-8", max_codepoint=0xFFFF, exclude_categories=("Cs", "Cc"))
+_BODY = st.text(alphabet=_BMP, min_size=1, max_size=127).filter(lambda s: "\ufffe" not in s and "\uffff" not in s)
+
+
+@given(
+    out_trade_no=_OUT_TRADE_NO,
+    total_fee=st.integers(min_value=1, max_value=10**12),
+    fee_type=st.sampled_from(["HKD", "JPY", "USD", "CNY", "EUR"]),
+    body=_BODY,
+    attach=st.none() | _BODY,
+    minutes=st.none() | st.integers(min_value=1, max_value=60 * 24 * 7),
+)
+def test_a_built_request_parses_back_on_the_sandbox_side(
+    out_trade_no: str, total_fee: int, fee_type: str, body: str, attach: str | None, minutes: int | None
+) -> None:
+    start = datetime(2024, 1, 1, 12, 0, tzinfo=CHINA_TZ)
+    request = _order(
+        out_trade_no=out_trade_no,
+        total_fee=total_fee,
+        fee_type=fee_type,
+        body=body,
+        attach=attach,
+        time_start=start if minutes else None,
+        time_expire=start + timedelta(minutes=minutes) if minutes else None,
+    )
+    wire = build_request(request, appid=v.APPID, mch_id=v.MCH_ID, key=v.KEY)
+    verify(wire, v.KEY)
+    assert UnifiedOrderRequest.from_fields(wire) == request
