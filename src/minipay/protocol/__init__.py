@@ -2,6 +2,12 @@
 
 Used by both the SDK (``minipay.client``) and the sandbox (``minipay.sandbox``); imports no other
 part of Minipay. The exception tree is drawn in ``minipay.protocol._errors``.
+
+Private modules, one public surface (``__all__``, pinned by a test):
+signing (``_signing``), the hardened XML codec (``_xml``), typed messages (``_messages``), the
+error-code table and ``check_response`` (``_codes``), notifications (``_notify``), bills
+(``_bill``), ``req_info`` crypto (``_crypto``), pay params (``_payparams``), money (``_money``),
+China time (``_time``), field rules (``_rules``) and secrets (``_secrets``). See docs/protocol.md.
 """
 
 from __future__ import annotations
