@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from minipay.server.db import create_engine
 from minipay.server.migrations import current_revision, upgrade
 from minipay.server.worker import metadata
+from tests.server.worker.conftest import PG_URL, require_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -47,3 +51,23 @@ async def test_the_worker_revision_matches_the_worker_tables(tmp_path: Path) -> 
             assert await conn.run_sync(_diff) == []
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_worker_revision_matches_the_worker_tables_on_postgres() -> None:
+    require_postgres()
+    schema = f"worker_mig_{secrets.token_hex(4)}"
+    admin = create_async_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        await upgrade(engine)
+        assert await current_revision(engine) == "0002_worker"
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
