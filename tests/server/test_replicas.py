@@ -1,5 +1,5 @@
-"""Two real service processes on one PostgreSQL database: a notification delivered 50 times
-concurrently to both is applied exactly once."""
+"""Two real service processes on one database (PostgreSQL, and a shared SQLite file): a notification
+delivered 50 times concurrently to both is applied exactly once."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from minipay.server import db
 from tests.server.conftest import KEYS, SUB1, make_world
 from tests.server.test_notifications import SUCCESS_XML, notification
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+pytestmark = pytest.mark.anyio
 
 
 def write_config(path: Path, database_url: str) -> None:
@@ -52,9 +52,17 @@ api_keys = ["{KEYS[SUB1]}"]
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, postgres_url: str) -> Iterator[list[str]]:
+def replica_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, replica_db: str) -> Iterator[list[str]]:
     config = tmp_path / "minipay.toml"
-    write_config(config, postgres_url)
+    write_config(config, replica_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")} | {"MINIPAY_CONFIG": str(config)}
     ports = [free_port(), free_port()]
     procs = [
@@ -107,10 +115,11 @@ def replicas(tmp_path: Path, postgres_url: str) -> Iterator[list[str]]:
                 proc.stderr.close()
 
 
+@pytest.mark.parametrize("replica_db", [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"], indirect=True)
 async def test_same_notification_fifty_times_to_two_processes_is_applied_once(
-    postgres_url: str, replicas: list[str]
+    replica_db: str, replicas: list[str]
 ) -> None:
-    async with make_world(postgres_url) as world:  # creates the payment through the sandbox, same database
+    async with make_world(replica_db) as world:  # creates the payment through the sandbox, same database
         payment = await world.create_payment()
         engine = world.container.engine
         body = notification(payment)
