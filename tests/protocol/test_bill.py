@@ -170,7 +170,7 @@ def test_mixed_currencies_need_an_explicit_summary() -> None:
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=30)
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(
     bodies=st.lists(_TEXT, min_size=1, max_size=5),
     amounts=st.lists(st.integers(min_value=1, max_value=10**10), min_size=5, max_size=5),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minipay.protocol import (
@@ -69,6 +69,7 @@ def test_malformed_wx_datetimes_are_refused(text: str) -> None:
         parse_wx_datetime(text)
 
 
+@settings(deadline=None)  # a loaded CI box must not turn slowness into flakiness
 @given(
     moment=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)).map(
         lambda d: d.replace(microsecond=0)
@@ -116,6 +117,7 @@ def test_parse_major_refuses_bad_amounts(text: str, currency: str) -> None:
         parse_major(text, currency)
 
 
+@settings(deadline=None)
 @given(amount=st.integers(min_value=-(10**15), max_value=10**15), currency=st.sampled_from(["HKD", "JPY", "USD"]))
 def test_major_units_round_trip(amount: int, currency: str) -> None:
     assert parse_major(format_major(amount, currency), currency) == amount

@@ -8,7 +8,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minipay.protocol import DEFAULT_MAX_BYTES, MinipayError, XMLError, decode_xml, encode_xml
@@ -26,16 +26,19 @@ _NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter
 )
 
 
+@settings(deadline=None)  # a loaded CI box must not turn slowness into flakiness
 @given(fields=st.dictionaries(_NAMES, _VALUES, max_size=15))
 def test_encode_then_decode_round_trips_any_xml_text(fields: dict[str, str]) -> None:
     assert decode_xml(encode_xml(fields), max_bytes=1 << 20) == fields
 
 
+@settings(deadline=None)
 @given(value=_VALUES)
 def test_the_root_root_document_round_trips(value: str) -> None:
     assert decode_xml(encode_xml({"a": value}, root="root"), root="root", max_bytes=1 << 20) == {"a": value}
 
 
+@settings(deadline=None)
 @given(number=st.integers(min_value=0, max_value=10**18))
 def test_ints_are_encoded_as_plain_text(number: int) -> None:
     assert encode_xml({"total_fee": number}) == f"<xml><total_fee>{number}</total_fee></xml>".encode()
@@ -51,6 +54,7 @@ def test_encode_refuses_characters_xml_cannot_carry(char: str) -> None:
         encode_xml({"body": f"a{char}b"})
 
 
+@settings(deadline=None)
 @given(before=st.text(), bad=st.sampled_from(_FORBIDDEN), after=st.text())
 def test_encode_refuses_any_text_with_a_forbidden_character(before: str, bad: str, after: str) -> None:
     with pytest.raises(XMLError):
@@ -268,6 +272,7 @@ def _documents(draw: st.DrawFn) -> bytes:
     return "".join(parts).encode("utf-8", "surrogatepass")
 
 
+@settings(deadline=None)
 @given(document=_documents())
 def test_fast_path_only_accepts_what_expat_accepts_with_the_same_result(document: bytes) -> None:
     from minipay.protocol import _xml
@@ -285,6 +290,7 @@ def test_fast_path_only_accepts_what_expat_accepts_with_the_same_result(document
     assert decode_xml(document, root=root) == slow
 
 
+@settings(deadline=None)
 @given(fields=st.dictionaries(_NAMES, _VALUES, max_size=10))
 def test_both_paths_decode_every_encoded_document_alike(fields: dict[str, str]) -> None:
     from minipay.protocol import _xml
