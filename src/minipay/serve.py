@@ -203,8 +203,10 @@ async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 800
     if plan.sandbox_app is not None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise SystemExit("sandbox mode listens on loopback only")
-        config = uvicorn.Config(plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_port or 8001, log_level="warning")
-        servers.append(uvicorn.Server(config))
+        from minipay.sandbox import build_server
+
+        # The sandbox's own server: its protocol can really drop connections (faults) over TCP.
+        servers.append(build_server(plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_port or 8001))
     from minipay.server.worker.api import build_router, worker_task
 
     background = []
