@@ -275,3 +275,16 @@ async def test_forged_copies_sent_by_the_sandbox_are_refused_and_the_genuine_one
     assert (await world.api.get(f"/v1/refunds/{refund.json()['id']}", headers=world.auth())).json()[
         "status"
     ] == "succeeded"
+
+
+async def test_a_database_failure_is_answered_fail_in_xml_so_wechat_retries(world: World) -> None:
+    payment = await world.create_payment()
+    async with world.container.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE payments RENAME TO payments_away")
+    response = await world.api.post("/wechatpay/notify/payment", content=notification(payment))
+    assert response.status_code == 503
+    assert decode_xml(response.content)["return_code"] == "FAIL"
+    async with world.container.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE payments_away RENAME TO payments")
+    status, reply = await post_notify(world, notification(payment))
+    assert (status, reply["return_code"]) == (200, "SUCCESS")

@@ -419,9 +419,13 @@ def create_app(
         body = await _capped_body(request)
         if body is None:
             return _xml(reply(False, "body too large", 413), "payment")
-        result = await handle_payment_notification(
-            body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
-        )
+        try:
+            result = await handle_payment_notification(
+                body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
+            )
+        except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
+            log.exception("payment notification could not be processed")
+            result = reply(False, "temporarily unavailable", 503)
         return _xml(result, "payment")
 
     @app.post("/wechatpay/notify/refund", include_in_schema=False)
@@ -429,9 +433,13 @@ def create_app(
         body = await _capped_body(request)
         if body is None:
             return _xml(reply(False, "body too large", 413), "refund")
-        result = await handle_refund_notification(
-            body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
-        )
+        try:
+            result = await handle_refund_notification(
+                body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
+            )
+        except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
+            log.exception("refund notification could not be processed")
+            result = reply(False, "temporarily unavailable", 503)
         return _xml(result, "refund")
 
     for router in routers:
