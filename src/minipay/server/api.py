@@ -112,6 +112,103 @@ Caller = Annotated[Principal, Depends(_principal)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
+# -- response shapes (OpenAPI documentation; the views in services.py produce them) ------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class PayParamsOut(BaseModel):
+    timeStamp: str  # the names wx.requestPayment takes
+    nonceStr: str
+    package: str
+    signType: str
+    paySign: str
+
+
+class PaymentOut(BaseModel):
+    id: str
+    object: str = "payment"
+    status: str = Field(description="created, pending, succeeded, closed, partially_refunded, refunded")
+    paid_after_close: bool
+    out_trade_no: str
+    amount: int
+    currency: str
+    amount_refunded: int
+    description: str
+    openid: str
+    attach: str | None
+    metadata: dict[str, str]
+    sub_mch_id: str
+    sub_appid: str
+    transaction_id: str | None
+    cash_fee: int | None
+    cash_fee_type: str | None
+    pay_params: PayParamsOut | None
+    expires_at: str | None
+    paid_at: str | None
+    closed_at: str | None
+    created_at: str
+    updated_at: str
+    last_error: str | None
+
+
+class PaymentListOut(BaseModel):
+    data: list[PaymentOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class RefundOut(BaseModel):
+    id: str
+    object: str = "refund"
+    payment_id: str
+    status: str = Field(description="pending, processing, succeeded, failed")
+    amount: int
+    currency: str
+    out_refund_no: str
+    refund_id: str | None
+    reason: str | None
+    failure_code: str | None
+    sub_mch_id: str
+    succeeded_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class RefundListOut(BaseModel):
+    data: list[RefundOut]
+
+
+class SessionOut(BaseModel):
+    openid: str
+    unionid: str | None = None
+
+
+class EndpointItem(BaseModel):
+    id: str
+    url: str
+    sub_mch_id: str | None
+    created_at: str
+
+
+class EndpointOut(EndpointItem):
+    secret: str = Field(description="the signing secret: shown only now, when the endpoint is created")
+
+
+class EndpointListOut(BaseModel):
+    data: list[EndpointItem]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 502, 503)}
+
+
 # -- the app ------------------------------------------------------------------------------------------
 
 
@@ -274,7 +371,7 @@ def create_app(
 
     # -- sessions & payments ------------------------------------------------------------------------------
 
-    @app.post("/v1/sessions", tags=["payments"])
+    @app.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=_ERRORS)
     async def create_session(body: SessionIn, caller: Caller) -> dict[str, Any]:
         """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
         return await services.login(caller, body.code, body.sub_appid)
@@ -282,20 +379,20 @@ def create_app(
     def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
         return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
 
-    @app.post("/v1/payments", status_code=201, tags=["payments"])
+    @app.post("/v1/payments", status_code=201, tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
     async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONResponse:
         cmd = CreatePayment(**body.model_dump())
         payment, created = await services.create_payment(caller, cmd, idempotency_key)
         return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
 
-    @app.get("/v1/payments/{payment_id}", tags=["payments"])
+    @app.get("/v1/payments/{payment_id}", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
     async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> dict[str, Any]:
         payment = await (
             services.sync_payment(caller, payment_id) if sync else services.get_payment(caller, payment_id)
         )
         return _payment_json(payment)
 
-    @app.get("/v1/payments", tags=["payments"])
+    @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=_ERRORS)
     async def list_payments(
         caller: Caller,
         status: str | None = None,
@@ -323,17 +420,23 @@ def create_app(
             "next_cursor": next_cursor,
         }
 
-    @app.post("/v1/payments/{payment_id}/pay-params", tags=["payments"])
+    @app.post("/v1/payments/{payment_id}/pay-params", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
     async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.refresh_pay_params(caller, payment_id))
 
-    @app.post("/v1/payments/{payment_id}/close", tags=["payments"])
+    @app.post("/v1/payments/{payment_id}/close", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
     async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.close_payment(caller, payment_id))
 
     # -- refunds ------------------------------------------------------------------------------------------
 
-    @app.post("/v1/payments/{payment_id}/refunds", status_code=201, tags=["refunds"])
+    @app.post(
+        "/v1/payments/{payment_id}/refunds",
+        status_code=201,
+        tags=["refunds"],
+        response_model=RefundOut,
+        responses=_ERRORS,
+    )
     async def create_refund(
         payment_id: str, body: RefundIn, caller: Caller, idempotency_key: IdemKey = None
     ) -> JSONResponse:
@@ -342,17 +445,19 @@ def create_app(
         refund, created = await services.create_refund(caller, payment_id, body.amount, body.reason, idempotency_key)
         return JSONResponse(refund_view(refund), status_code=201 if created else 200)
 
-    @app.get("/v1/payments/{payment_id}/refunds", tags=["refunds"])
+    @app.get("/v1/payments/{payment_id}/refunds", tags=["refunds"], response_model=RefundListOut, responses=_ERRORS)
     async def list_refunds(payment_id: str, caller: Caller) -> dict[str, Any]:
         return {"data": [refund_view(r) for r in await services.list_refunds(caller, payment_id)]}
 
-    @app.get("/v1/refunds/{refund_id}", tags=["refunds"])
+    @app.get("/v1/refunds/{refund_id}", tags=["refunds"], response_model=RefundOut, responses=_ERRORS)
     async def get_refund(refund_id: str, caller: Caller) -> dict[str, Any]:
         return refund_view(await services.get_refund(caller, refund_id))
 
     # -- webhook endpoints --------------------------------------------------------------------------------
 
-    @app.post("/v1/webhook-endpoints", status_code=201, tags=["webhooks"])
+    @app.post(
+        "/v1/webhook-endpoints", status_code=201, tags=["webhooks"], response_model=EndpointOut, responses=_ERRORS
+    )
     async def add_endpoint(body: EndpointIn, caller: Caller) -> dict[str, Any]:
         scope = caller.sub_mch_id
         if body.sub_mch_id is not None:
@@ -362,7 +467,7 @@ def create_app(
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
 
-    @app.get("/v1/webhook-endpoints", tags=["webhooks"])
+    @app.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=_ERRORS)
     async def get_endpoints(caller: Caller) -> dict[str, Any]:
         return {"data": await list_endpoints(container.uow_factory, sub_mch_id=caller.sub_mch_id)}
 

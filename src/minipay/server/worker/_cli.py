@@ -36,9 +36,13 @@ async def worker_main(
     once: bool = False,
     name: str | None = None,
     migrate: bool = True,
+    revive_dead: bool = False,
     echo: Callable[[str], None] = print,
 ) -> int:
-    """Run the worker until SIGINT/SIGTERM (or one pass with ``once``). Returns the exit status."""
+    """Run the worker until SIGINT/SIGTERM (or one pass with ``once``). Returns the exit status.
+
+    ``revive_dead`` first gives every ``dead`` job a fresh start (after the cause was fixed).
+    """
     _require_configured(settings, "worker")
     from minipay.server.bootstrap import build_container
 
@@ -50,6 +54,8 @@ async def worker_main(
             await upgrade(container.engine)
         worker = Worker.from_container(container, config=config, name=name)
         try:
+            if revive_dead:
+                echo(f"revived {await worker.queue.revive_dead()} dead job(s)")
             if once:
                 summaries = await worker.run_until_idle()
                 total = {

@@ -282,6 +282,64 @@ class JobQueue:
             rows = (await conn.execute(select(t.status, func.count()).group_by(t.status))).all()
         return {str(status): int(n) for status, n in rows}
 
+    async def overview(self, *, dead_limit: int = 20) -> dict[str, Any]:
+        """Queue health for operators: counts per kind and status, how late the most overdue
+        pending job is (seconds, on the injected clock), jobs whose lease ran out, and the last
+        ``dead`` jobs with their errors."""
+        t = worker_jobs.c
+        now = self._clock.now()
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(t.kind, t.status, func.count()).group_by(t.kind, t.status))).all()
+            oldest_due = (
+                await conn.execute(select(func.min(t.run_at)).where(t.status == JobStatus.PENDING, t.run_at <= now))
+            ).scalar_one_or_none()
+            stalled = (
+                await conn.execute(select(func.count()).where(t.status == JobStatus.RUNNING, t.lease_expires_at <= now))
+            ).scalar_one()
+            dead = (
+                (
+                    await conn.execute(
+                        select(t.kind, t.key, t.attempts, t.last_error, t.finished_at)
+                        .where(t.status == JobStatus.DEAD)
+                        .order_by(t.finished_at.desc(), t.id.desc())
+                        .limit(dead_limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        counts: dict[str, dict[str, int]] = {}
+        for kind, status, n in rows:
+            counts.setdefault(str(kind), {})[str(status)] = int(n)
+        return {
+            "now": now.isoformat(),
+            "counts": counts,
+            "overdue_seconds": max((now - oldest_due).total_seconds(), 0.0) if oldest_due is not None else 0.0,
+            "stalled": int(stalled),
+            "dead": [
+                {
+                    "kind": d["kind"],
+                    "key": d["key"],
+                    "attempts": d["attempts"],
+                    "last_error": d["last_error"],
+                    "finished_at": d["finished_at"].isoformat() if d["finished_at"] else None,
+                }
+                for d in dead
+            ],
+        }
+
+    async def revive_dead(self, *, kind: str | None = None) -> int:
+        """Give ``dead`` jobs a fresh start (after an operator fixed the cause); returns how many."""
+        t = worker_jobs.c
+        now = self._clock.now()
+        stmt = update(worker_jobs).where(t.status == JobStatus.DEAD)
+        if kind is not None:
+            stmt = stmt.where(t.kind == kind)
+        stmt = stmt.values(status=JobStatus.PENDING, attempts=0, run_at=now, finished_at=None, updated_at=now)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount or 0)
+
     async def next_run_at(self) -> datetime | None:
         """When the earliest pending job becomes due (None when nothing is pending)."""
         t = worker_jobs.c

@@ -22,6 +22,7 @@ import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from minipay.server.worker._queue import JobQueue
 from minipay.server.worker._reconcile import Reconciler
 from minipay.server.worker._worker import Worker, WorkerConfig
 
@@ -80,6 +81,18 @@ def build_router() -> APIRouter:
             return _error(400, "invalid_request", "date must be YYYY-MM-DD")
         reconciler = Reconciler(container.engine, container.clock, _NoBills())
         return JSONResponse(await reconciler.report(parsed, scope))
+
+    @router.get("/v1/worker/jobs")
+    async def get_worker_jobs(request: Request, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        """Queue health (admin key only): counts per kind and status, overdue seconds, stalled and dead jobs."""
+        container = request.app.state.container
+        scope = _scope(container, authorization)
+        if isinstance(scope, JSONResponse):
+            return scope
+        if scope is not None:
+            return _error(403, "forbidden", "the worker's queue is visible to the admin key only")
+        queue = JobQueue(container.engine, container.clock)
+        return JSONResponse(await queue.overview())
 
     return router
 
