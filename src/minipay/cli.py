@@ -152,6 +152,9 @@ def worker_command(
     query_delay: Annotated[float, typer.Option(help="Seconds before the first active query of a payment.")] = 60.0,
     no_bills: Annotated[bool, typer.Option("--no-bills", help="Do not download and reconcile bills.")] = False,
     no_webhooks: Annotated[bool, typer.Option("--no-webhooks", help="Do not deliver webhooks.")] = False,
+    revive_dead: Annotated[
+        bool, typer.Option("--revive-dead", help="First give every dead job (see GET /v1/worker/jobs) a fresh start.")
+    ] = False,
 ) -> None:
     """Run the worker: active queries, expiry, refund follow-up, webhooks, daily bills. Any number may run."""
     import asyncio
@@ -173,7 +176,9 @@ def worker_command(
         webhooks=not no_webhooks,
     )
     try:
-        status = asyncio.run(worker_main(settings, config=worker_config, once=once, name=name, echo=typer.echo))
+        status = asyncio.run(
+            worker_main(settings, config=worker_config, once=once, name=name, revive_dead=revive_dead, echo=typer.echo)
+        )
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

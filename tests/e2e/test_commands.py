@@ -77,7 +77,9 @@ async def test_worker_once_runs_every_due_job_and_prints_a_summary(loopback: Loo
     lines: list[str] = []
     # The command's own clock is the machine's: with no delay, the active query is due at once.
     config = WorkerConfig(query_delay=timedelta(0), bills=False)
-    assert await worker_main(loopback.settings, config=config, once=True, echo=lines.append) == 0
+    status = await worker_main(loopback.settings, config=config, once=True, revive_dead=True, echo=lines.append)
+    assert status == 0
+    assert lines[0] == "revived 0 dead job(s)"
     summary = json.loads(lines[-1])
     assert summary["completed"] >= 1
     assert summary["failed"] == 0

@@ -60,3 +60,16 @@ async def test_a_job_of_an_unknown_kind_is_left_dead(stack: Stack) -> None:
     job = await stack.job("mystery.kind", "x1")
     assert job["status"] == JobStatus.DEAD
     assert "no handler" in job["last_error"]
+
+
+async def test_the_queue_overview_is_for_the_admin_key_only(stack: Stack) -> None:
+    await stack.worker.queue.enqueue("mystery.kind", "x1")
+    await stack.worker.run_until_idle()
+    r = await stack.service.get("/v1/worker/jobs", headers={"Authorization": f"Bearer {stack.keys['admin']}"})
+    assert r.status_code == 200
+    view = r.json()
+    assert view["counts"]["mystery.kind"] == {"dead": 1}
+    assert view["dead"][0]["key"] == "x1"
+    r = await stack.service.get("/v1/worker/jobs", headers=stack.headers())
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "forbidden"

@@ -114,3 +114,33 @@ async def test_concurrent_claimers_never_share_a_job(engine: AsyncEngine, clock:
     assert len(claimed) == 60
     assert len(set(claimed)) == 60
     assert await queue.counts() == {JobStatus.DONE: 60}
+
+
+async def test_the_overview_shows_counts_lateness_stalls_and_dead_jobs(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    await queue.enqueue("a", "1")
+    await queue.enqueue("a", "2")
+    await queue.enqueue("b", "1", run_at=clock.now() + timedelta(hours=1))
+    (first, second) = await queue.claim("w1", kinds=["a"])
+    await queue.fail(first, "boom")
+    clock.advance(45)  # the second one's lease has run out: stalled
+    view = await queue.overview()
+    assert view["counts"] == {"a": {"dead": 1, "running": 1}, "b": {"pending": 1}}
+    assert view["stalled"] == 1
+    assert view["overdue_seconds"] == 0.0
+    assert [(d["kind"], d["key"], d["last_error"]) for d in view["dead"]] == [("a", first.key, "boom")]
+    await queue.enqueue("c", "late")
+    clock.advance(20)
+    assert (await queue.overview())["overdue_seconds"] == 20.0
+    assert second.key != first.key
+
+
+async def test_dead_jobs_can_be_revived(engine: AsyncEngine, clock: ManualClock) -> None:
+    queue = JobQueue(engine, clock)
+    await queue.enqueue("a", "1")
+    (job,) = await queue.claim("w1")
+    await queue.fail(job, "fixed since")
+    assert await queue.revive_dead(kind="other") == 0
+    assert await queue.revive_dead() == 1
+    (again,) = await queue.claim("w1")
+    assert (again.id, again.attempts) == (job.id, 1)
