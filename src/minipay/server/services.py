@@ -28,7 +28,6 @@ from minipay.protocol import (
     MinipayError,
     PayParams,
     TransportError,
-    WeChatError,
     check_amount,
     check_ip,
     check_out_trade_no,
@@ -647,9 +646,7 @@ class Services:
                 return resolved
         try:
             prepay_id = await self.gateway.create_order(sub, self._order_request(payment))
-        except WeChatError as exc:
-            return await self._create_failed(sub, payment, exc)
-        except MinipayError as exc:
+        except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
         async def phase2(uow: UnitOfWork) -> Payment:
