@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,17 @@ async def test_a_database_failure_is_answered_fail_in_xml_so_wechat_retries(worl
         await conn.exec_driver_sql("ALTER TABLE payments_away RENAME TO payments")
     status, reply = await post_notify(world, notification(payment))
     assert (status, reply["return_code"]) == (200, "SUCCESS")
+
+
+async def test_an_oversized_chunked_body_is_refused_while_streaming(world: World) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"<xml><return_code>SUCCESS</return_code><pad>"
+        for _ in range(100):
+            yield b"A" * 1024
+        yield b"</pad></xml>"
+
+    before = await world.snapshot()
+    response = await world.api.post("/wechatpay/notify/payment", content=chunks())
+    assert response.status_code == 413
+    assert decode_xml(response.content)["return_code"] == "FAIL"
+    assert await world.snapshot() == before
