@@ -9,10 +9,8 @@ import pytest
 
 from minipay.protocol import (
     CHINA_TZ,
-    build_payment_notification,
     build_refund_notification,
     format_wx_datetime,
-    format_wx_time,
 )
 from minipay.server.worker import PAYMENT_FOLLOWUP, REFUND_FOLLOWUP, Worker
 from tests.e2e.stack import Stack
@@ -129,43 +127,45 @@ async def test_close_answered_orderpaid_means_the_payment_succeeded(stack: Stack
 
 async def test_money_arriving_after_a_close_is_kept_and_flagged(stack: Stack) -> None:
     payment = await stack.create_payment(900, expires_in=600)
+    no = payment["out_trade_no"]
     await stack.advance(600)
     await stack.worker.run_until_idle()
     assert (await stack.payment(payment["id"]))["status"] == "closed"
+    closes = await stack.journal("closeorder", no)
+    assert [c["result_code"] for c in closes] == ["SUCCESS"]  # closed at WeChat by the worker
+    queries_before = len(await stack.journal("orderquery", no))
 
-    # The payer's password screen was open when the order closed: WeChat took the money anyway and
-    # notifies it (research B4/B8 #18). The sandbox refuses to pay a closed order, so the
-    # notification is built here exactly as WeChat signs it, with the institution's key.
-    inst = stack.settings.institutions[0]
-    fields = {
-        "return_code": "SUCCESS",
-        "result_code": "SUCCESS",
-        "appid": inst.appid,
-        "mch_id": inst.mch_id,
-        "sub_appid": "wx1234567890abcdef",
-        "sub_mch_id": "1900000110",
-        "nonce_str": "a" * 32,
-        "openid": "o" + "x" * 27,
-        "trade_type": "JSAPI",
-        "bank_type": "OTHERS",
-        "total_fee": "900",
-        "fee_type": "HKD",
-        "cash_fee": "828",
-        "cash_fee_type": "CNY",
-        "transaction_id": "4200000099202603020000000001",
-        "out_trade_no": payment["out_trade_no"],
-        "time_end": format_wx_time(stack.container.clock.now()),
-    }
-    body = build_payment_notification(fields, inst.key())
-    reply = await stack.service.post("/wechatpay/notify/payment", content=body)
-    assert b"SUCCESS" in reply.content
+    # The payer's password screen was open when the order closed (research "pay-after-expiry"):
+    # WeChat takes the money anyway and notifies it. The sandbox's cashier does the same with force.
+    paid = await stack.pay(payment, force=True)
+    assert (paid["errMsg"], paid["paid_after_close"]) == ("requestPayment:ok", True)
+    (notification,) = await stack.notifications(no)
+    assert notification["state"] == "delivered"  # the service acknowledged the sandbox's notification
+    assert [a["verdict"] for a in notification["attempts"]] == ["ack"]
 
     found = await stack.payment(payment["id"])
     assert (found["status"], found["paid_after_close"]) == ("succeeded", True)
+    assert found["transaction_id"] == paid["transaction_id"]
+    (event,) = await stack.outbox("payment.paid_after_close", payment["id"])
+    assert event["data"]["transaction_id"] == paid["transaction_id"]
+    assert await stack.outbox("payment.succeeded", payment["id"]) == []
+    # WeChat itself now answers SUCCESS for the order the worker closed.
+    sub = next(s for s in stack.settings.sub_merchants if s.sub_mch_id == payment["sub_mch_id"])
+    order = await stack.container.gateway.query_order(sub, no)
+    assert order is not None
+    assert (order.trade_state, order.transaction_id) == ("SUCCESS", paid["transaction_id"])
+
+    await stack.advance(3600)
     await stack.worker.run_until_idle()
     assert stack.receiver.types() == ["payment.closed", "payment.paid_after_close"]
-    # The worker leaves it alone: no query, no close after the money arrived.
-    assert len(await stack.journal("closeorder", payment["out_trade_no"])) == 1
+    (hook,) = [e for e in stack.receiver.events if e["type"] == "payment.paid_after_close"]
+    assert (hook["data"]["id"], hook["data"]["paid_after_close"]) == (payment["id"], True)
+    assert stack.receiver.rejected == []
+    # The worker leaves it alone: no close and no worker query after the money arrived (the one
+    # query above is this test's own).
+    assert len(await stack.journal("closeorder", no)) == 1
+    assert len(await stack.journal("orderquery", no)) == queries_before + 1
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"
 
 
 async def test_a_processing_refund_is_followed_until_wechat_says_success(stack: Stack) -> None:

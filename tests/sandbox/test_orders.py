@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minipay.protocol import format_wx_time, verify
+from minipay.protocol import build_pay_params, decode_xml, format_wx_time, verify
 from minipay.sandbox import SandboxConfig
 from tests.sandbox.conftest import HKD_APP, HKD_SUB, JPY_APP, JPY_SUB, KEY, START, MakeSandbox, Sandbox
 
@@ -262,6 +262,73 @@ async def test_closed_order_cannot_be_paid(sandbox: Sandbox) -> None:
     await sandbox.advance(300)
     await close(sandbox)
     assert (await sandbox.pay(answer["prepay_id"]))["errMsg"] == "requestPayment:fail 订单已关闭"
+
+
+async def test_a_closed_order_paid_with_force_is_success_and_notified(sandbox: Sandbox) -> None:
+    # Pay-after-expiry: the payer's password screen was open when the merchant closed the order.
+    answer = await sandbox.order()
+    await sandbox.advance(300)
+    assert (await close(sandbox))["result_code"] == "SUCCESS"
+    paid = await sandbox.pay(answer["prepay_id"], force=True)
+    assert paid["errMsg"] == "requestPayment:ok"
+    assert paid["paid_after_close"] is True
+    found = await query(sandbox)
+    verify(found, KEY, "MD5")
+    assert (found["trade_state"], found["transaction_id"]) == ("SUCCESS", paid["transaction_id"])
+    assert (found["total_fee"], found["cash_fee"]) == ("1000", "920")
+    (notification,) = await sandbox.notifications("ORDER0001")
+    assert (notification["kind"], notification["state"]) == ("payment", "delivered")
+    (body,) = sandbox.receiver.received
+    notified = decode_xml(body)
+    verify(notified, KEY, "MD5")
+    assert (notified["result_code"], notified["transaction_id"]) == ("SUCCESS", paid["transaction_id"])
+    # The order is paid now: closing it again is ORDERPAID, re-entry too.
+    assert (await close(sandbox))["err_code"] == "ORDERPAID"
+    assert (await sandbox.order())["err_code"] == "ORDERPAID"
+    (order,) = (await sandbox.http.get("/sandbox/state")).json()["orders"]
+    assert (order["trade_state"], order["paid_after_close"]) == ("SUCCESS", True)
+    assert order["closed_at"] is not None
+
+
+async def test_an_expired_order_paid_with_force_is_success(sandbox: Sandbox) -> None:
+    answer = await sandbox.order(time_expire=format_wx_time(START.replace(minute=10)))
+    await sandbox.advance(601)
+    assert (await query(sandbox))["trade_state"] == "NOTPAY"
+    paid = await sandbox.pay(answer["prepay_id"], force=True)
+    assert (paid["errMsg"], paid["paid_after_close"]) == ("requestPayment:ok", True)
+    assert (await query(sandbox))["trade_state"] == "SUCCESS"
+    assert len(await sandbox.notifications("ORDER0001")) == 1
+
+
+async def test_force_on_a_live_order_is_an_ordinary_payment(sandbox: Sandbox) -> None:
+    answer = await sandbox.order()
+    paid = await sandbox.pay(answer["prepay_id"], force=True)
+    assert paid["errMsg"] == "requestPayment:ok"
+    assert "paid_after_close" not in paid
+    (order,) = (await sandbox.http.get("/sandbox/state")).json()["orders"]
+    assert order["paid_after_close"] is False
+
+
+async def test_force_lifts_only_the_close_every_other_check_still_applies(sandbox: Sandbox) -> None:
+    answer = await sandbox.order()
+    await sandbox.advance(300)
+    await close(sandbox)
+    prepay = answer["prepay_id"]
+    bad = build_pay_params(app_id=HKD_APP, prepay_id=prepay, key="Z" * 32)
+    refused = (await sandbox.http.post("/sandbox/pay", json={**bad, "force": True})).json()
+    assert refused["errMsg"] == "requestPayment:fail 支付验证签名失败"
+    assert (await sandbox.pay(prepay, force=True, outcome="cancel"))["errMsg"] == "requestPayment:fail cancel"
+    assert (await query(sandbox))["trade_state"] == "CLOSED"
+    assert await sandbox.notifications() == []
+    not_bool = await sandbox.http.post("/sandbox/pay", json={"package": f"prepay_id={prepay}", "force": "yes"})
+    assert not_bool.status_code == 400
+    assert (await sandbox.pay(prepay, force=True))["errMsg"] == "requestPayment:ok"
+    assert (await sandbox.pay(prepay, force=True))["errMsg"] == "requestPayment:fail 该订单已支付"
+    await sandbox.advance(7200)  # the prepay's 2-hour life is not lifted either
+    other = await sandbox.order("ORDER0002")
+    await sandbox.advance(7200)
+    await close(sandbox, "ORDER0002")
+    assert (await sandbox.pay(other["prepay_id"], force=True))["errMsg"] == "requestPayment:fail prepay_id已过期"
 
 
 async def test_attach_and_device_info_are_echoed(sandbox: Sandbox) -> None:

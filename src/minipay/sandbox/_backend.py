@@ -425,10 +425,18 @@ class Backend:
 
     # ------------------------------------------------------------------ the cashier (spec 6)
     async def pay(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``wx.requestPayment`` as the WeChat client runs it; then the notification is delivered."""
+        """``wx.requestPayment`` as the WeChat client runs it; then the notification is delivered.
+
+        ``force``: the payer's password screen was open when the order closed or expired
+        (pay-after-expiry): the money is taken anyway, the order becomes SUCCESS and is notified,
+        as WeChat does for money that arrived. Everything else is still checked.
+        """
         outcome = body.get("outcome", "success")
         if outcome not in ("success", "cancel", "fail"):
             raise ControlError("outcome must be 'success', 'cancel' or 'fail'")
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise ControlError("force must be true or false")
         mode = body.get("notify")
         if mode is not None and mode not in NOTIFY_MODES:
             raise ControlError(f"notify must be one of {', '.join(NOTIFY_MODES)}")
@@ -455,7 +463,8 @@ class Backend:
             return {"errMsg": "requestPayment:fail prepay_id已过期"}
         if order.state in ("SUCCESS", "REFUND"):
             return {"errMsg": "requestPayment:fail 该订单已支付"}
-        if order.state == "CLOSED" or self.expired(order):
+        after_close = order.state == "CLOSED" or self.expired(order)
+        if after_close and not force:
             return {"errMsg": "requestPayment:fail 订单已关闭"}
         if outcome == "cancel":
             return {"errMsg": "requestPayment:fail cancel"}
@@ -470,13 +479,17 @@ class Backend:
             return {"errMsg": "requestPayment:fail 余额不足"}
         if mode is not None:
             order.notify_mode = mode
+        order.paid_after_close = after_close
         self._record_payment(inst, order, rate, cash_fee)
         await self.run_due()
-        return {
+        answer: dict[str, Any] = {
             "errMsg": "requestPayment:ok",
             "out_trade_no": order.out_trade_no,
             "transaction_id": order.transaction_id,
         }
+        if after_close:
+            answer["paid_after_close"] = True
+        return answer
 
     def _record_payment(self, inst: Institution, order: Order, rate: int, cash_fee: int) -> None:
         now = self.now()

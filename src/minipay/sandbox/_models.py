@@ -44,6 +44,8 @@ class Order:
     closed_at: datetime | None = None
     refunds: list[str] = field(default_factory=list)
     notify_mode: str | None = None
+    #: Paid with ``POST /sandbox/pay {"force": true}`` while CLOSED or past ``time_expire``.
+    paid_after_close: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class Order:
             "cash_fee_type": "CNY" if self.cash_fee is not None else None,
             "rate": self.rate,
             "closed_at": _iso(self.closed_at),
+            "paid_after_close": self.paid_after_close,
             "refunds": list(self.refunds),
         }
 
