@@ -10,12 +10,14 @@ import pytest
 from minipay.client import (
     AsyncClient,
     Backoff,
+    BusinessError,
     Client,
     ClientEvent,
     CommunicationError,
     ConnectError,
     OrderPaidError,
     ReadTimeoutError,
+    ResponseSignatureError,
     SignatureError,
     UnexpectedResponseError,
     WeChatSystemError,
@@ -32,7 +34,9 @@ from tests.client.conftest import (
     Sleeps,
     business_error,
     forged,
+    ok_fields,
     raw,
+    signed,
     system_error,
 )
 
@@ -200,6 +204,59 @@ def test_a_response_with_a_wrong_signature_is_rejected_before_result_code(fake: 
     with make_client(fake, sleeps) as client, pytest.raises(SignatureError):
         client.orders.create(**ORDER)
     assert len(fake.requests) == 1  # never retried: a forged answer is not a transient failure
+
+
+@pytest.mark.parametrize(
+    ("operation", "wire", "unknown"),
+    [
+        ("orders.create", "unifiedorder", True),
+        ("refunds.create", "refund", True),
+        ("orders.close", "closeorder", True),
+        ("orders.query", "orderquery", False),
+    ],
+)
+def test_a_bad_answer_signature_carries_the_call_and_leaves_a_write_unknown(
+    fake: FakeWeChat, sleeps: Sleeps, operation: str, wire: str, unknown: bool
+) -> None:
+    # A damaged or tampered copy of a real success looks like this: a refund recorded as failed
+    # while WeChat paid it out would invite a second refund, so the caller must query first.
+    calls = {
+        "orders.create": lambda client: client.orders.create(**ORDER),
+        "refunds.create": lambda client: client.refunds.create(**REFUND),
+        "orders.close": lambda client: client.orders.close(out_trade_no=ORDER["out_trade_no"]),
+        "orders.query": lambda client: client.orders.query(out_trade_no=ORDER["out_trade_no"]),
+    }
+    fake.script = [forged]
+    with make_client(fake, sleeps) as client, pytest.raises(ResponseSignatureError) as caught:
+        calls[operation](client)
+    error = caught.value
+    assert isinstance(error, SignatureError)
+    assert not isinstance(error, BusinessError)
+    assert error.operation == wire
+    assert error.outcome_unknown is unknown
+    assert error.retryable is False
+    assert error.err_code == ""
+    assert error.mch_id == MCH_ID
+    assert error.sub_mch_id == SUB_MCH_ID
+    assert error.out_trade_no == ORDER["out_trade_no"]
+    if operation == "refunds.create":
+        assert error.out_refund_no == REFUND["out_refund_no"]
+    assert len(fake.requests) == 1
+
+
+def test_a_malformed_signed_success_names_the_call(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    def no_prepay_id(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+        answer = ok_fields(request.url.path, fields)
+        del answer["prepay_id"]
+        return httpx2.Response(200, content=signed(answer))
+
+    fake.script = [no_prepay_id]
+    with make_client(fake, sleeps) as client, pytest.raises(UnexpectedResponseError) as caught:
+        client.orders.create(**ORDER)
+    assert caught.value.operation == "unifiedorder"
+    assert caught.value.out_trade_no == ORDER["out_trade_no"]
+    assert caught.value.outcome_unknown is True
+    assert len(fake.requests) == 1
 
 
 def test_a_forged_business_failure_is_a_signature_error_not_a_business_error(fake: FakeWeChat, sleeps: Sleeps) -> None:

@@ -51,6 +51,7 @@ EXPECTED_ALL = {
     "RefundRecord",
     "RefundResponse",
     "Region",
+    "ResponseSignatureError",
     "RetryDecision",
     "SignatureError",
     "TransportError",

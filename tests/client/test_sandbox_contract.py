@@ -20,6 +20,7 @@ from minipay.client import (
     OrderQueryResponse,
     ReadTimeoutError,
     RefundNotFoundError,
+    ResponseSignatureError,
     SignatureError,
     UnexpectedResponseError,
     UnifiedOrderResponse,
@@ -377,7 +378,7 @@ def test_a_badly_signed_answer_is_a_signature_error(d: Driver) -> None:
     with pytest.raises(SignatureError):
         d.call("orders.query", out_trade_no="ORDER0001")
     d.fault("refund", "bad_signature")
-    with pytest.raises(SignatureError):
+    with pytest.raises(SignatureError) as caught:
         d.call(
             "refunds.create",
             out_refund_no="R1",
@@ -386,6 +387,11 @@ def test_a_badly_signed_answer_is_a_signature_error(d: Driver) -> None:
             refund_fee=100,
             refund_fee_type="HKD",
         )
+    # The sandbox did accept the refund: the SDK must not let the caller believe it failed.
+    assert isinstance(caught.value, ResponseSignatureError)
+    assert caught.value.outcome_unknown is True
+    assert caught.value.out_refund_no == "R1"
+    assert d.call("refunds.query", out_refund_no="R1").find("R1") is not None
 
 
 def test_exchange_rate_of_every_configured_currency(d: Driver) -> None:

@@ -8,6 +8,7 @@ Exceptions (all from :mod:`minipay.protocol`, re-exported here)::
     MinipayError
     ├── ConfigurationError, FieldError          wrong settings / a field breaks a WeChat rule
     ├── SignatureError                          an answer or notification whose signature fails
+    │   └── ResponseSignatureError              ...an answer: with operation, ids, outcome_unknown (writes)
     ├── XMLError, DecryptionError               a body or req_info refused
     ├── LoginError                              jscode2session errcode (retryable: -1, 45011)
     ├── TransportError
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from minipay.client._async import AsyncClient
 from minipay.client._certs import ClientCertificate
+from minipay.client._errors import ResponseSignatureError
 from minipay.client._events import ClientEvent
 from minipay.client._handler import NotificationHandler, NotificationReply
 from minipay.client._models import (
@@ -106,6 +108,7 @@ __all__ = [
     "RefundRecord",
     "RefundResponse",
     "Region",
+    "ResponseSignatureError",
     "RetryDecision",
     "SignatureError",
     "TransportError",

@@ -17,20 +17,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 from minipay.client._certs import ClientCertificate, VerifyTypes
+from minipay.client._errors import ResponseSignatureError
 from minipay.client._events import LOGGER_NAME, EventHook
-from minipay.client._models import (
-    CloseOrderResponse,
-    Code2SessionResult,
-    ExchangeRate,
-    OrderQueryResponse,
-    RefundQueryResponse,
-    RefundResponse,
-    UnifiedOrderResponse,
-    parse_model,
-)
+from minipay.client._models import Code2SessionResult, parse_model
 from minipay.client._operations import (
     BILL_DOWNLOAD,
     CLOSE_ORDER,
@@ -63,11 +55,13 @@ from minipay.protocol import (
     RefundQueryRequest,
     RefundRequest,
     Secret,
+    SignatureError,
     SignPolicy,
     SignType,
     UnexpectedResponseError,
     UnifiedOrderRequest,
     WeChatRequest,
+    WeChatResponse,
     XMLError,
     build_pay_params,
     build_request,
@@ -88,6 +82,7 @@ __all__ = ["BaseClient", "Prepared"]
 
 _MAX_RESPONSE_BYTES: Final = 256 * 1024
 BillType: TypeAlias = Literal["ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND"]
+_M = TypeVar("_M", bound=WeChatResponse)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -226,9 +221,19 @@ class BaseClient:
                 ids=prepared.ids,
                 outcome_unknown=not operation.idempotent,
             ) from None
-        return check_response(
-            operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
-        )
+        return self._check_fields(prepared, fields)
+
+    def _check_fields(self, prepared: Prepared, fields: Mapping[str, str]) -> dict[str, str]:
+        """``check_response``, with a signature failure re-raised carrying the call it answered."""
+        operation = prepared.operation
+        try:
+            return check_response(
+                operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
+            )
+        except SignatureError as exc:
+            raise ResponseSignatureError(
+                str(exc), operation=operation.wire, ids=prepared.ids, outcome_unknown=not operation.idempotent
+            ) from None
 
     # --- request builders (the keyword arguments are the public signatures) ---------------------
     # Field rules live in the protocol's request models; the SDK adds the institution defaults and
@@ -415,37 +420,18 @@ class BaseClient:
                 ) from None
             if fields.get("return_code") == "FAIL" and "no bill exist" in fields.get("return_msg", "").lower():
                 return b""
-            check_response(
-                operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
+            self._check_fields(prepared, fields)
+            raise UnexpectedResponseError(
+                "a bill download answered XML without a bill", operation=operation.wire, ids=prepared.ids
             )
-            raise UnexpectedResponseError("a bill download answered XML without a bill", operation=operation.wire)
         return content
 
     # --- answers --------------------------------------------------------------------------------
 
     @staticmethod
-    def parse_unified_order(fields: Mapping[str, str]) -> UnifiedOrderResponse:
-        return parse_model(UnifiedOrderResponse, UNIFIED_ORDER.wire, fields)
-
-    @staticmethod
-    def parse_order_query(fields: Mapping[str, str]) -> OrderQueryResponse:
-        return parse_model(OrderQueryResponse, ORDER_QUERY.wire, fields)
-
-    @staticmethod
-    def parse_close_order(fields: Mapping[str, str]) -> CloseOrderResponse:
-        return parse_model(CloseOrderResponse, CLOSE_ORDER.wire, fields)
-
-    @staticmethod
-    def parse_refund(fields: Mapping[str, str]) -> RefundResponse:
-        return parse_model(RefundResponse, REFUND.wire, fields)
-
-    @staticmethod
-    def parse_refund_query(fields: Mapping[str, str]) -> RefundQueryResponse:
-        return parse_model(RefundQueryResponse, REFUND_QUERY.wire, fields)
-
-    @staticmethod
-    def parse_rate(fields: Mapping[str, str]) -> ExchangeRate:
-        return parse_model(ExchangeRate, RATE_QUERY.wire, fields)
+    def parse(prepared: Prepared, model: type[_M], fields: Mapping[str, str]) -> _M:
+        """The typed answer; a malformed or missing field is an :class:`UnexpectedResponseError` with the ids."""
+        return parse_model(model, prepared.operation.wire, fields, prepared.ids)
 
     # --- Mini Program login (spec 4) --------------------------------------------------------------
 

@@ -92,23 +92,25 @@ class Bill(_Bill):
     raw: bytes = b""
 
 
-def parse_downloaded_bill(raw: bytes) -> Bill:
+def parse_downloaded_bill(raw: bytes, ids: Mapping[str, str] | None = None) -> Bill:
     """Parse the bill with the protocol's tolerant parser; a malformed file is an :class:`UnexpectedResponseError`."""
     if not raw:
         return Bill()
     try:
         parsed = parse_bill(raw)
     except FieldError as exc:
-        raise UnexpectedResponseError(f"the bill is malformed: {exc}", operation="downloadbill") from None
+        raise UnexpectedResponseError(f"the bill is malformed: {exc}", operation="downloadbill", ids=ids) from None
     return Bill(rows=parsed.rows, summary=parsed.summary, headers=parsed.headers, raw=raw)
 
 
 _M = TypeVar("_M", bound=WeChatResponse)
 
 
-def parse_model(model: type[_M], operation: str, fields: Mapping[str, str]) -> _M:
+def parse_model(model: type[_M], operation: str, fields: Mapping[str, str], ids: Mapping[str, str] | None = None) -> _M:
     """``model.from_fields(fields)``; a malformed or missing field is an :class:`UnexpectedResponseError`."""
     try:
         return model.from_fields(fields)
     except FieldError as exc:
-        raise UnexpectedResponseError(f"the answer is malformed: {exc}", operation=operation, fields=fields) from None
+        raise UnexpectedResponseError(
+            f"the answer is malformed: {exc}", operation=operation, ids=ids, fields=fields
+        ) from None

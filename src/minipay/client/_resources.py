@@ -80,7 +80,7 @@ class Orders:
             device_info=device_info,
             limit_pay=limit_pay,
         )
-        return core.parse_unified_order(self._client._request(prepared, core.check))
+        return core.parse(prepared, UnifiedOrderResponse, self._client._request(prepared, core.check))
 
     def query(
         self,
@@ -95,7 +95,7 @@ class Orders:
         prepared = core.build_order_query(
             out_trade_no=out_trade_no, transaction_id=transaction_id, sub_mch_id=sub_mch_id, sub_appid=sub_appid
         )
-        return core.parse_order_query(self._client._request(prepared, core.check))
+        return core.parse(prepared, OrderQueryResponse, self._client._request(prepared, core.check))
 
     def close(
         self, *, out_trade_no: str, sub_mch_id: str | None = None, sub_appid: str | None = None
@@ -103,7 +103,7 @@ class Orders:
         """Close an unpaid order (``/pay/closeorder``); ``OrderPaidError`` means the payer won the race."""
         core = self._client._core
         prepared = core.build_close_order(out_trade_no=out_trade_no, sub_mch_id=sub_mch_id, sub_appid=sub_appid)
-        return core.parse_close_order(self._client._request(prepared, core.check))
+        return core.parse(prepared, CloseOrderResponse, self._client._request(prepared, core.check))
 
 
 class Refunds:
@@ -143,7 +143,7 @@ class Refunds:
             sub_mch_id=sub_mch_id,
             sub_appid=sub_appid,
         )
-        return core.parse_refund(self._client._request(prepared, core.check))
+        return core.parse(prepared, RefundResponse, self._client._request(prepared, core.check))
 
     def query(
         self,
@@ -167,7 +167,7 @@ class Refunds:
             sub_mch_id=sub_mch_id,
             sub_appid=sub_appid,
         )
-        return core.parse_refund_query(self._client._request(prepared, core.check))
+        return core.parse(prepared, RefundQueryResponse, self._client._request(prepared, core.check))
 
 
 class Bills:
@@ -185,7 +185,7 @@ class Bills:
         """
         core = self._client._core
         prepared = core.build_bill(bill_date=bill_date, sub_mch_id=sub_mch_id, bill_type=bill_type, gzip=gzip)
-        return parse_downloaded_bill(self._client._request(prepared, core.check_bill))
+        return parse_downloaded_bill(self._client._request(prepared, core.check_bill), prepared.ids)
 
 
 class Rates:
@@ -198,7 +198,7 @@ class Rates:
         """CNY per one major unit of ``fee_type`` on ``date``, as an int scaled by 10^8."""
         core = self._client._core
         prepared = core.build_rate_query(fee_type=fee_type, date=date, sub_mch_id=sub_mch_id)
-        return core.parse_rate(self._client._request(prepared, core.check))
+        return core.parse(prepared, ExchangeRate, self._client._request(prepared, core.check))
 
 
 class AsyncOrders:
@@ -253,7 +253,7 @@ class AsyncOrders:
             device_info=device_info,
             limit_pay=limit_pay,
         )
-        return core.parse_unified_order(await self._client._request(prepared, core.check))
+        return core.parse(prepared, UnifiedOrderResponse, await self._client._request(prepared, core.check))
 
     async def query(
         self,
@@ -268,7 +268,7 @@ class AsyncOrders:
         prepared = core.build_order_query(
             out_trade_no=out_trade_no, transaction_id=transaction_id, sub_mch_id=sub_mch_id, sub_appid=sub_appid
         )
-        return core.parse_order_query(await self._client._request(prepared, core.check))
+        return core.parse(prepared, OrderQueryResponse, await self._client._request(prepared, core.check))
 
     async def close(
         self, *, out_trade_no: str, sub_mch_id: str | None = None, sub_appid: str | None = None
@@ -276,7 +276,7 @@ class AsyncOrders:
         """Close an unpaid order (``/pay/closeorder``); ``OrderPaidError`` means the payer won the race."""
         core = self._client._core
         prepared = core.build_close_order(out_trade_no=out_trade_no, sub_mch_id=sub_mch_id, sub_appid=sub_appid)
-        return core.parse_close_order(await self._client._request(prepared, core.check))
+        return core.parse(prepared, CloseOrderResponse, await self._client._request(prepared, core.check))
 
 
 class AsyncRefunds:
@@ -316,7 +316,7 @@ class AsyncRefunds:
             sub_mch_id=sub_mch_id,
             sub_appid=sub_appid,
         )
-        return core.parse_refund(await self._client._request(prepared, core.check))
+        return core.parse(prepared, RefundResponse, await self._client._request(prepared, core.check))
 
     async def query(
         self,
@@ -340,7 +340,7 @@ class AsyncRefunds:
             sub_mch_id=sub_mch_id,
             sub_appid=sub_appid,
         )
-        return core.parse_refund_query(await self._client._request(prepared, core.check))
+        return core.parse(prepared, RefundQueryResponse, await self._client._request(prepared, core.check))
 
 
 class AsyncBills:
@@ -358,7 +358,7 @@ class AsyncBills:
         """
         core = self._client._core
         prepared = core.build_bill(bill_date=bill_date, sub_mch_id=sub_mch_id, bill_type=bill_type, gzip=gzip)
-        return parse_downloaded_bill(await self._client._request(prepared, core.check_bill))
+        return parse_downloaded_bill(await self._client._request(prepared, core.check_bill), prepared.ids)
 
 
 class AsyncRates:
@@ -371,4 +371,4 @@ class AsyncRates:
         """CNY per one major unit of ``fee_type`` on ``date``, as an int scaled by 10^8."""
         core = self._client._core
         prepared = core.build_rate_query(fee_type=fee_type, date=date, sub_mch_id=sub_mch_id)
-        return core.parse_rate(await self._client._request(prepared, core.check))
+        return core.parse(prepared, ExchangeRate, await self._client._request(prepared, core.check))
