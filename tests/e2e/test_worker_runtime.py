@@ -42,7 +42,7 @@ async def test_a_failing_job_backs_off_and_is_left_dead_after_its_attempts(stack
     await worker.run_until_idle()
     job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
     assert (job["status"], job["attempts"]) == (JobStatus.PENDING, 1)
-    assert job["last_error"].startswith("SignatureError")
+    assert job["last_error"].startswith("ResponseSignatureError: [orderquery] response wrong signature")
     assert job["run_at"] == stack.container.clock.now() + timedelta(seconds=5)
     await stack.advance(5)
     await worker.run_until_idle()
