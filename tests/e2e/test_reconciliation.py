@@ -45,13 +45,50 @@ async def test_a_clean_day_reconciles_with_zero_discrepancies(stack: Stack) -> N
 
 async def test_a_bill_with_an_extra_and_a_missing_trade_yields_exactly_those_two(stack: Stack) -> None:
     worker = stack.new_worker(NO_QUERIES, name="bills-only")
+    first = await stack.create_payment(1000)
+    await stack.pay(first)
+    await stack.advance(60)
+    last = await stack.create_payment(2500)
+    await stack.pay(last)  # the day's last trade: the injected fault drops it from the bill
+    assert [(await stack.payment(p["id"]))["status"] for p in (first, last)] == ["succeeded", "succeeded"]
+    # Both of the sandbox's own bill injections, for this sub-merchant's bill only: they apply together.
+    await stack.fault(endpoint="downloadbill", fault="bill_extra_trade", sub_mch_id=SUB1)
+    await stack.fault(endpoint="downloadbill", fault="bill_missing_trade", sub_mch_id=SUB1)
+    await stack.set_clock(NEXT_MORNING)
+    await worker.run_until_idle()
+
+    bills = await stack.journal("downloadbill")
+    assert [(b["fields"].get("sub_mch_id"), b["fault"]) for b in bills if b["fault"]] == [
+        (SUB1, "bill_extra_trade+bill_missing_trade")
+    ]
+    report = await _report(stack, stack.keys["admin"])
+    found = sorted((d["kind"], d["out_trade_no"]) for d in report["discrepancies"])  # type: ignore[attr-defined]
+    assert len(found) == 2
+    assert found[0] == ("missing_in_bill", last["out_trade_no"])
+    assert found[1][0] == "missing_in_ledger"
+    assert found[1][1].startswith("PHANTOM")
+    phantom = next(d for d in report["discrepancies"] if d["kind"] == "missing_in_ledger")  # type: ignore[attr-defined]
+    assert (phantom["sub_mch_id"], phantom["bill"]["total_fee"], phantom["ledger"]) == (SUB1, 100, None)
+    runs = {r["sub_mch_id"]: r for r in report["runs"]}  # type: ignore[attr-defined]
+    assert (runs[SUB1]["status"], runs[SUB1]["discrepancies"]) == ("discrepancies", 2)
+    assert (runs[SUB1]["bill_rows"], runs[SUB1]["ledger_rows"]) == (2, 2)  # one real row dropped, one phantom
+    assert runs[SUB2]["status"] == "ok"
+    # Nothing was edited: both payments stay as they were.
+    assert [(await stack.payment(p["id"]))["status"] for p in (first, last)] == ["succeeded", "succeeded"]
+    # A sub-merchant key sees only its own reconciliation.
+    assert (await _report(stack, stack.keys[SUB2]))["discrepancies"] == []
+
+
+async def test_a_payment_never_notified_and_a_trade_dropped_from_the_bill_are_both_reported(stack: Stack) -> None:
+    # The same two discrepancies with a real extra trade: paid at WeChat, never heard of here.
+    worker = stack.new_worker(NO_QUERIES, name="bills-only")
     unknown_here = await stack.create_payment(700)
     await stack.pay(unknown_here, notify="never")  # paid at WeChat, never told: the bill's extra trade
     known = await stack.create_payment(1000)
     await stack.advance(60)
     await stack.pay(known)  # the day's last trade: the fault drops it from the bill
     assert (await stack.payment(known["id"]))["status"] == "succeeded"
-    await stack.fault(endpoint="downloadbill", fault="bill_missing_trade")
+    await stack.fault(endpoint="downloadbill", fault="bill_missing_trade", sub_mch_id=SUB1)
     await stack.set_clock(NEXT_MORNING)
     await worker.run_until_idle()
 
@@ -73,7 +110,7 @@ async def test_a_phantom_trade_in_the_bill_is_reported(stack: Stack) -> None:
     worker = stack.new_worker(NO_QUERIES, name="bills-only")
     payment = await stack.create_payment(1000)
     await stack.pay(payment)
-    await stack.fault(endpoint="downloadbill", fault="bill_extra_trade")
+    await stack.fault(endpoint="downloadbill", fault="bill_extra_trade", sub_mch_id=SUB1)
     await stack.set_clock(NEXT_MORNING)
     await worker.run_until_idle()
     report = await _report(stack, stack.keys[SUB1])

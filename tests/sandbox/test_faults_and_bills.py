@@ -253,6 +253,76 @@ async def test_bill_faults_add_or_drop_a_trade(sandbox: Sandbox, kind: str, delt
     assert len(rows((await bill(sandbox)).text)) == normal + delta
 
 
+async def test_an_extra_and_a_missing_trade_scripted_together_both_apply_to_the_next_bill(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    normal = parse_bill((await bill(sandbox)).content).rows
+    assert [r.out_trade_no for r in normal] == ["A1", "A2", "A1"]  # the refund of A1 is the day's last row
+    await fault(sandbox, endpoint="downloadbill", fault="SYSTEMERROR")  # scripted first: applies first, alone
+    await fault(sandbox, endpoint="downloadbill", fault="bill_extra_trade")
+    await fault(sandbox, endpoint="downloadbill", fault="bill_missing_trade", times=2)
+    assert decode_xml((await bill(sandbox)).content)["return_msg"].startswith("SYSTEMERROR")
+
+    both = parse_bill((await bill(sandbox)).content).rows
+    assert [(r.out_trade_no, r.trade_state) for r in both[:2]] == [("A1", "SUCCESS"), ("A2", "SUCCESS")]
+    assert len(both) == 3
+    assert (both[2].out_trade_no or "").startswith("PHANTOM")
+    assert (both[2].trade_state, both[2].total_fee) == ("SUCCESS", 100)
+    journal = (await sandbox.http.get("/sandbox/requests", params={"endpoint": "downloadbill"})).json()["requests"]
+    assert [e["fault"] for e in journal] == [None, "SYSTEMERROR", "bill_extra_trade+bill_missing_trade"]
+
+    # The extra trade is used up; the missing trade had times=2: the next bill only misses a trade.
+    (left,) = (await sandbox.http.get("/sandbox/faults")).json()["faults"]
+    assert (left["fault"], left["times"]) == ("bill_missing_trade", 1)
+    assert [r.out_trade_no for r in parse_bill((await bill(sandbox)).content).rows] == ["A1", "A2"]
+    assert parse_bill((await bill(sandbox)).content).rows == normal
+
+
+async def test_two_faults_of_one_bill_kind_do_not_stack_in_one_bill(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    await fault(sandbox, endpoint="downloadbill", fault="bill_missing_trade")
+    await fault(sandbox, endpoint="downloadbill", fault="bill_missing_trade")
+    assert len(parse_bill((await bill(sandbox)).content).rows) == 2
+    assert len(parse_bill((await bill(sandbox)).content).rows) == 2
+    assert len(parse_bill((await bill(sandbox)).content).rows) == 3
+
+
+async def test_a_bill_fault_for_one_sub_merchant_waits_for_that_sub_merchants_bill(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    scripted = await fault(sandbox, endpoint="downloadbill", fault="bill_extra_trade", sub_mch_id=HKD_SUB)
+    assert scripted["sub_mch_id"] == HKD_SUB
+    no_trades = decode_xml((await bill(sandbox, sub_mch_id=JPY_SUB)).content)
+    assert no_trades["return_msg"] == "No Bill Exist"  # the JPY bill is not touched
+    assert len(parse_bill((await bill(sandbox)).content).rows) == 3  # nor the institution-wide bill
+    hkd = parse_bill((await bill(sandbox, sub_mch_id=HKD_SUB)).content).rows
+    assert len(hkd) == 4
+    assert (hkd[-1].out_trade_no or "").startswith("PHANTOM")
+    assert hkd[-1].sub_mch_id == HKD_SUB
+    bad = await sandbox.http.post(
+        "/sandbox/faults", json={"endpoint": "downloadbill", "fault": "drop", "sub_mch_id": 1}
+    )
+    assert bad.status_code == 400
+
+
+async def test_bill_faults_combine_in_one_fault_header(sandbox: Sandbox) -> None:
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    combined = {"X-Sandbox-Fault": "bill_extra_trade, bill_missing_trade"}
+    response = await sandbox.post_signed("/pay/downloadbill", {"bill_date": "20240101"}, headers=combined)
+    found = [r.out_trade_no or "" for r in parse_bill(response.content).rows]
+    assert found[:2] == ["A1", "A2"]
+    assert len(found) == 3
+    assert found[2].startswith("PHANTOM")
+    mixed = {"X-Sandbox-Fault": "bill_extra_trade,drop"}
+    refused = decode_xml(
+        (await sandbox.post_signed("/pay/downloadbill", {"bill_date": "20240101"}, headers=mixed)).content
+    )
+    assert refused["return_code"] == "FAIL"
+    assert "combine only bill faults" in refused["return_msg"]
+
+
 async def test_bill_errors_are_return_code_fail(sandbox: Sandbox) -> None:
     unknown_sub = decode_xml((await bill(sandbox, sub_mch_id="42")).content)
     assert unknown_sub["return_code"] == "FAIL"

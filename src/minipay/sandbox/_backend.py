@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -50,7 +50,7 @@ from minipay.sandbox._ids import IdFactory, openid_for
 from minipay.sandbox._models import Fault, LoginCode, Notification, Order, Refund
 from minipay.sandbox._notifier import Dispatcher
 
-__all__ = ["Backend", "World"]
+__all__ = ["BILL_FAULTS", "Backend", "World"]
 
 #: True inside a dispatch run (and in receivers called in-process from it): avoids a self-deadlock.
 _IN_DISPATCH: ContextVar[bool] = ContextVar("minipay_sandbox_in_dispatch", default=False)
@@ -62,6 +62,8 @@ XML_FAULTS = frozenset(
     {"SYSTEMERROR", "http_500", "delay", "drop", "lost_response", "bad_signature", "bill_extra_trade",
      "bill_missing_trade"}
 )  # fmt: skip
+#: Faults that change the bill's rows: one of each kind may apply to the same downloadbill request.
+BILL_FAULTS = frozenset({"bill_extra_trade", "bill_missing_trade"})
 LOGIN_FAULTS = frozenset({"http_500", "delay", "drop", "lost_response", "-1", "45011", "40226"})
 PAYMENT_TAMPERS = ("bad_signature", "amount", "unsigned", "other_key", "md5_downgrade")
 REFUND_TAMPERS = ("other_key", "garbage")
@@ -809,7 +811,9 @@ class Backend:
         return out
 
     # ------------------------------------------------------------------ bills (spec 13)
-    def download_bill(self, inst: Institution, f: Mapping[str, str], fault: str | None) -> bytes:
+    def download_bill(self, inst: Institution, f: Mapping[str, str], faults: Collection[str] = ()) -> bytes:
+        """The bill; ``faults`` may hold both bill faults (the missing trade is dropped from the real
+        trades first, then the phantom is added)."""
         sub_mch_id = f.get("sub_mch_id") or None
         if sub_mch_id and self.world.sub_merchant(inst, sub_mch_id) is None:
             raise ReturnFail("sub_mch_id参数错误")
@@ -841,9 +845,9 @@ class Backend:
                     if china_date(refund.created_at) == day:
                         lines.append(refund_row(order, refund, fee_bp))
         lines.sort(key=lambda line: line.transaction_time or self.start)
-        if fault == "bill_missing_trade" and lines:
+        if "bill_missing_trade" in faults and lines:
             lines.pop()
-        if fault == "bill_extra_trade":
+        if "bill_extra_trade" in faults:
             fallback = inst.sub_merchants[0].sub_mch_id
             lines.append(phantom_row(inst, sub_mch_id or fallback, day, self.ids, fee_bp))
         if not lines:
@@ -868,6 +872,9 @@ class Backend:
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 60:
             raise ControlError("delay must be 0 to 60 seconds")
         out_trade_no = body.get("out_trade_no")
+        sub_mch_id = body.get("sub_mch_id")
+        if sub_mch_id is not None and not isinstance(sub_mch_id, str):
+            raise ControlError("sub_mch_id must be a string")
         fault = Fault(
             id=self._next_id(),
             endpoint=endpoint,
@@ -875,18 +882,41 @@ class Backend:
             times=times,
             out_trade_no=str(out_trade_no) if out_trade_no else None,
             delay=float(delay),
+            sub_mch_id=sub_mch_id or None,
         )
         self.faults.append(fault)
         return fault
 
-    def take_fault(self, endpoint: str, out_trade_no: str | None) -> Fault | None:
+    def take_fault(
+        self, endpoint: str, out_trade_no: str | None, sub_mch_id: str | None = None, *, kind: str | None = None
+    ) -> Fault | None:
+        """The first scripted fault matching the call (one of its ``times`` is used up), or None."""
         for fault in self.faults:
-            if fault.endpoint == endpoint and (fault.out_trade_no is None or fault.out_trade_no == out_trade_no):
+            if (
+                fault.endpoint == endpoint
+                and (kind is None or fault.fault == kind)
+                and (fault.out_trade_no is None or fault.out_trade_no == out_trade_no)
+                and (fault.sub_mch_id is None or fault.sub_mch_id == sub_mch_id)
+            ):
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)
                 return fault
         return None
+
+    def take_faults(self, endpoint: str, out_trade_no: str | None, sub_mch_id: str | None = None) -> list[Fault]:
+        """The faults for one call: the first scripted match; when that is a bill fault, also the
+        first matching scripted fault of each other bill kind (they combine in one bill)."""
+        first = self.take_fault(endpoint, out_trade_no, sub_mch_id)
+        if first is None:
+            return []
+        taken = [first]
+        if first.fault in BILL_FAULTS:
+            for kind in sorted(BILL_FAULTS - {first.fault}):
+                more = self.take_fault(endpoint, out_trade_no, sub_mch_id, kind=kind)
+                if more is not None:
+                    taken.append(more)
+        return taken
 
     # ------------------------------------------------------------------ time and the dispatcher
     def _next_event(self) -> datetime | None:

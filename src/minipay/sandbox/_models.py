@@ -194,6 +194,8 @@ class Fault:
     times: int
     out_trade_no: str | None = None
     delay: float = 0.0
+    #: Only calls carrying this ``sub_mch_id`` (e.g. one sub-merchant's bill).
+    sub_mch_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -202,5 +204,6 @@ class Fault:
             "fault": self.fault,
             "times": self.times,
             "out_trade_no": self.out_trade_no,
+            "sub_mch_id": self.sub_mch_id,
             "delay": self.delay,
         }

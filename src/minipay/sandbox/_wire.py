@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from minipay.protocol import SignatureError, XMLError, decode_xml, encode_xml, sign, verify
-from minipay.sandbox._backend import LOGIN_FAULTS, XML_FAULTS, Backend
+from minipay.sandbox._backend import BILL_FAULTS, LOGIN_FAULTS, XML_FAULTS, Backend
 from minipay.sandbox._config import Institution, SubMerchant
 from minipay.sandbox._errors import BizFail, ReturnFail
 from minipay.sandbox._models import Fault
@@ -166,11 +166,23 @@ class Pipeline:
         entry["fields"] = dict(fields)
         entry["out_trade_no"] = fields.get("out_trade_no")
         header = request.headers.get(FAULT_HEADER)
-        fault = parse_fault_header(header) if header else backend.take_fault(self.endpoint, fields.get("out_trade_no"))
-        if fault is not None and fault.fault not in XML_FAULTS:
-            raise ReturnFail(f"unknown {FAULT_HEADER} value {fault.fault!r} (one of {', '.join(sorted(XML_FAULTS))})")
+        if header:
+            faults = [parse_fault_header(value) for value in header.split(",") if value.strip()]
+        else:
+            faults = backend.take_faults(self.endpoint, fields.get("out_trade_no"), fields.get("sub_mch_id"))
+        for each in faults:
+            if each.fault not in XML_FAULTS:
+                raise ReturnFail(
+                    f"unknown {FAULT_HEADER} value {each.fault!r} (one of {', '.join(sorted(XML_FAULTS))})"
+                )
+        if len(faults) > 1 and not all(each.fault in BILL_FAULTS for each in faults):
+            raise ReturnFail(
+                f"several {FAULT_HEADER} values combine only bill faults ({', '.join(sorted(BILL_FAULTS))})"
+            )
+        fault = faults[0] if faults else None
         kind = fault.fault if fault else None
-        entry["fault"] = kind
+        kinds = sorted({each.fault for each in faults})
+        entry["fault"] = "+".join(kinds) if kinds else None
         if fault is not None and fault.fault == "delay":
             await asyncio.sleep(fault.delay)
         if kind == "http_500":
@@ -196,7 +208,7 @@ class Pipeline:
         if kind == "SYSTEMERROR":
             return self._answer(backend, inst, fields, sign_type, BizFail("SYSTEMERROR"), kind)
         if self.endpoint == "downloadbill":
-            bill = backend.download_bill(inst, fields, kind)
+            bill = backend.download_bill(inst, fields, kinds)
             if kind == "lost_response":
                 return DropConnection()
             return Response(bill, media_type="text/plain")
