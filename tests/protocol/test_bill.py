@@ -153,6 +153,23 @@ def test_bad_amount_in_a_bill_names_the_column() -> None:
     assert info.value.field == "total_fee"
 
 
+@pytest.mark.parametrize(
+    ("header", "cell", "field"),
+    [
+        ("Total amount", "1e999999999", "total_fee"),
+        ("Total amount", "1_000.00", "total_fee"),
+        ("Exchange rate", "1e999999999", "rate"),
+        ("Exchange rate", "-0.92", "rate"),
+        ("Exchange rate", "0.92e1", "rate"),
+    ],
+)
+def test_bill_numbers_must_be_plain_decimals(header: str, cell: str, field: str) -> None:
+    text = f"Currency type,{header}\r\n`HKD,`{cell}\r\n"
+    with pytest.raises(FieldError) as info:
+        parse_bill(text)
+    assert info.value.field == field
+
+
 def test_mixed_currency_summary_keeps_raw_text() -> None:
     rows = [_row(1), _row(2, fee_type="USD")]
     summary = BillSummary(transaction_count=2, currency=None)

@@ -19,6 +19,7 @@ from minipay.protocol import (
     build_payment_notification,
     build_refund_notification,
     decode_xml,
+    decrypt_req_info,
     encode_xml,
     encrypt_req_info,
     parse_payment_notification,
@@ -245,3 +246,34 @@ def test_payment_builder_replaces_a_stale_sign() -> None:
     fields = {**NOTIFICATION_FIELDS, "sign": "0" * 32}
     body = build_payment_notification(fields, v.KEY)
     assert decode_xml(body)["sign"] == sign({k: val for k, val in fields.items() if k != "sign"}, v.KEY)
+
+
+def test_req_info_with_altered_unused_base64_bits_is_refused() -> None:
+    # "mg==" and "mh==" decode to the same bytes: only the canonical spelling is WeChat's.
+    assert v.REQ_INFO_CIPHERTEXT.endswith("mg==")
+    altered = v.REQ_INFO_CIPHERTEXT[:-3] + "h=="
+    assert base64.b64decode(altered) == base64.b64decode(v.REQ_INFO_CIPHERTEXT)
+    with pytest.raises(DecryptionError, match="canonical"):
+        decrypt_req_info(altered, v.KEY)
+
+
+@pytest.mark.parametrize(
+    "req_info",
+    [
+        v.REQ_INFO_CIPHERTEXT[:20] + "\n" + v.REQ_INFO_CIPHERTEXT[20:],  # a line break inside
+        v.REQ_INFO_CIPHERTEXT.rstrip("="),  # padding left off
+        v.REQ_INFO_CIPHERTEXT + "=",  # too much padding
+        v.REQ_INFO_CIPHERTEXT.replace("+", "-").replace("/", "_"),  # the URL-safe alphabet
+        v.REQ_INFO_CIPHERTEXT[:-4] + "\uff2d\uff47==",  # full-width letters
+        "",
+    ],
+    ids=["line-break", "no-padding", "extra-padding", "url-safe", "non-ascii", "empty"],
+)
+def test_req_info_must_be_strict_base64(req_info: str) -> None:
+    with pytest.raises(DecryptionError):
+        decrypt_req_info(req_info, v.KEY)
+
+
+def test_req_info_of_another_type_is_a_decryption_error() -> None:
+    with pytest.raises(DecryptionError):
+        decrypt_req_info(base64.b64decode(v.REQ_INFO_CIPHERTEXT), v.KEY)  # type: ignore[arg-type]

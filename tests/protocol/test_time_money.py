@@ -156,3 +156,29 @@ def test_cash_fee_rounds_half_up() -> None:
 def test_cash_refund_fee_is_proportional() -> None:
     assert cash_refund_fee(920, 500, 1000) == 460
     assert cash_refund_fee(921, 500, 1000) == 461  # 460.5 rounds half up
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-01-1  01:00:00", "2024-1-01  1:00:00", "\u0662\u0660\u0662\u0664-01-01 10:00:00", "2024-01-01\t10:00:00"],
+)
+def test_wx_datetimes_must_have_the_exact_shape(text: str) -> None:
+    with pytest.raises(FieldError):
+        parse_wx_datetime(text)
+
+
+def test_wx_dates_must_be_ascii_digits() -> None:
+    with pytest.raises(FieldError):
+        parse_wx_date("\u0662\u0660\u0662\u0664\u0660\u0661\u0660\u0661")
+    with pytest.raises(FieldError):
+        parse_wx_date("20240230")
+
+
+@pytest.mark.parametrize(
+    "text", ["1e2", "1_000", "+5", ".5", "5.", "\u0661\u0660", "1e999999999", "1E+400000", "Infinity", "-", ""]
+)
+def test_parse_major_takes_only_a_plain_decimal(text: str) -> None:
+    # Each of these is a valid Decimal (or close): money from a bill must be plain digits, and a
+    # huge exponent must be refused, not overflow or build a million-digit int.
+    with pytest.raises(FieldError):
+        parse_major(text, "HKD")

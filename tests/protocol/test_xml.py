@@ -299,3 +299,117 @@ def test_both_paths_decode_every_encoded_document_alike(fields: dict[str, str]) 
     assert _xml._expat_decode(body, "xml") == fields
     fast = _xml._fast_decode(body, body.decode(), "xml")
     assert fast is None or fast == fields
+
+
+# Tokens that sit on the edges of the fast path's grammar: tags that almost match, CDATA pieces,
+# references, comments, PIs, a DOCTYPE, a BOM, CR, forbidden and exotic characters.
+_TOKENS = st.sampled_from(
+    [
+        "<xml>", "</xml>", "<root>", "</root>", "<a>", "</a>", "<b>", "</b>", "<A>", "</A>", "<a/>", "<a >",
+        "</a >", "<a\n>", "<a x=\"1\">", "<xmlx>", "</xmlx>", "<a:b>", "</a:b>", "<![CDATA[", "]]>", "]]", "]",
+        "]]]>", "<", ">", "&", "&amp;", "&#13;", "&#x0;", "&#65;", "&lt;", "\r", "\n", "\r\n", " ", "\t", "x",
+        "é", "中", "\U0001f600", "\x01", "\x7f", "\x85", "\u2028", "\ufffe", "\ufeff", "<!-- c -->", "--",
+        "<?pi x?>", "<!DOCTYPE xml>", '<?xml version="1.0"?>', "=", '"', "'", "<!",
+    ]
+)  # fmt: skip
+
+
+_SAFE_PIECES = st.text(alphabet="ab1 .-_>'\"\n\r\t\u00e9\u4e2d", min_size=1, max_size=4)
+
+
+@st.composite
+def _near_documents(draw: st.DrawFn) -> bytes:
+    """Mostly flat documents with an edge token here and there; sometimes token soup."""
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        return "".join(draw(st.lists(_TOKENS, max_size=14))).encode("utf-8")
+    root = draw(st.sampled_from(["xml", "root"]))
+    out = [draw(st.sampled_from(["", "", "", " ", "\r\n", "\ufeff", "<!-- c -->"])), f"<{root}>"]
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        name = draw(st.sampled_from(["a", "b", "A", "_x", "a", "b", "xml", "root"]))
+        value = "".join(draw(st.lists(_SAFE_PIECES | _SAFE_PIECES | _SAFE_PIECES | _TOKENS, max_size=3)))
+        out.append(draw(st.sampled_from(["", "", "", "", " ", "\n", "\r\n", "\t", "x", "&#32;"])))
+        if draw(st.booleans()):
+            out.append(f"<{name}><![CDATA[{value}]]></{name}>")
+        else:
+            out.append(f"<{name}>{value}</{name}>")
+    out.append(draw(st.sampled_from(["", "", "", " ", "\r", "\f"])))
+    out.append(f"</{root}>")
+    out.append(draw(st.sampled_from(["", "", "", "\n", " x", "<!-- c -->", f"</{root}>", f"<{root}/>"])))
+    return "".join(out).encode("utf-8")
+
+
+@settings(deadline=None, max_examples=500)
+@given(document=_near_documents(), root=st.sampled_from(["xml", "root"]))
+def test_fast_path_never_accepts_what_expat_refuses_on_near_miss_documents(document: bytes, root: str) -> None:
+    from minipay.protocol import _xml
+
+    text = document.decode("utf-8")
+    fast = _xml._fast_decode(document, text, root)
+    try:
+        slow = _xml._expat_decode(document, root)
+    except XMLError:
+        assert fast is None, f"fast path accepted what expat refuses: {document!r}"
+        with pytest.raises(XMLError):
+            decode_xml(document, root=root)
+        return
+    assert fast is None or fast == slow, document
+    assert decode_xml(document, root=root) == slow
+
+
+# Each of these once looked like an easy place for a fast path to differ from expat.
+_EDGE_DOCUMENTS = [
+    b"<xml><a>x\ry</a></xml>",  # expat turns a lone CR into LF
+    b"<xml><a>x\r\ny</a></xml>",  # and CRLF into LF
+    b"<xml><a><![CDATA[x\ry]]></a></xml>",  # inside CDATA too
+    b"<xml><a>x&#13;y</a></xml>",  # only a reference keeps a CR
+    b"<xml><a>x]]>y</a></xml>",  # "]]>" is not allowed in text
+    b"<xml><a>x]y</a></xml>",
+    b"<xml><a>x>y</a></xml>",
+    b"<xml><a>\xef\xbf\xbe</a></xml>",  # U+FFFE is not an XML character
+    b"<xml><a>\x7f\xc2\x85</a></xml>",  # DEL and NEL are
+    b"\xef\xbb\xbf<xml><a>1</a></xml>",  # a BOM
+    b"<xml><a>1</a><a>2</a></xml>",
+    b"<xml><a>1</a ></xml>",
+    b"<xml><a>1</A></xml>",
+    b"<xml><xml>1</xml></xml>",
+    b"<xml><a>1</a></xml><xml></xml>",
+    b"<xml><a>1</a>\f</xml>",
+    b"\f<xml><a>1</a></xml>",
+]
+
+
+@pytest.mark.parametrize("document", _EDGE_DOCUMENTS)
+def test_fast_path_agrees_with_expat_on_edge_documents(document: bytes) -> None:
+    from minipay.protocol import _xml
+
+    fast = _xml._fast_decode(document, document.decode("utf-8"), "xml")
+    try:
+        slow = _xml._expat_decode(document, "xml")
+    except XMLError:
+        assert fast is None
+        return
+    assert fast is None or fast == slow
+
+
+_PLAIN_VALUES = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="]<&\ufffe\uffff"),
+    max_size=30,
+)
+
+
+@settings(deadline=None)
+@given(
+    fields=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True), _PLAIN_VALUES, max_size=12),
+    root=st.sampled_from(["xml", "root"]),
+)
+def test_plain_documents_take_the_fast_path(fields: dict[str, str], root: str) -> None:
+    # The differential tests above would pass if the fast path never answered; this one pins that
+    # what WeChat sends (CDATA or plain text, simple names) is decoded by it.
+    from minipay.protocol import _xml
+
+    fields = {name: value for name, value in fields.items() if not name.startswith("xml")}
+    body = encode_xml(fields, root=root)
+    assert _xml._fast_decode(body, body.decode(), root) == fields
+    plain = "".join(f"<{k}>{val}</{k}>" for k, val in fields.items())
+    document = f"\n<{root}>\n  {plain}\n</{root}>\n".encode()
+    assert _xml._fast_decode(document, document.decode(), root) is not None

@@ -24,13 +24,20 @@ import io
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from minipay.protocol._errors import CommunicationError, FieldError
-from minipay.protocol._money import DEFAULT_CURRENCIES, RATE_SCALE, CurrencyTable, format_major, parse_major
+from minipay.protocol._money import (
+    DEFAULT_CURRENCIES,
+    PLAIN_DECIMAL_RE,
+    RATE_SCALE,
+    CurrencyTable,
+    format_major,
+    parse_major,
+)
 from minipay.protocol._time import format_wx_datetime, parse_wx_datetime
 from minipay.protocol._xml import decode_xml
 
@@ -179,11 +186,10 @@ def _is_data(cells: Sequence[str]) -> bool:
 
 
 def _rate(text: str) -> int:
-    try:
-        value = Decimal(text) * RATE_SCALE
-    except InvalidOperation:
-        raise FieldError("rate", f"not a decimal exchange rate: {text!r}") from None
-    if not value.is_finite() or value != value.to_integral_value():
+    if not PLAIN_DECIMAL_RE.fullmatch(text) or text.startswith("-"):
+        raise FieldError("rate", f"not a decimal exchange rate: {text!r}")
+    value = Decimal(text) * RATE_SCALE
+    if value != value.to_integral_value():
         raise FieldError("rate", f"exchange rate {text!r} has more than 8 decimal places")
     return int(value)
 

@@ -35,10 +35,17 @@ def encrypt_req_info(plaintext: bytes, key: str | ApiKey) -> str:
 
 def decrypt_req_info(req_info: str, key: str | ApiKey) -> bytes:
     """Decrypt ``req_info``; raises :class:`DecryptionError` on bad Base64, length or padding."""
+    if not isinstance(req_info, str) or not req_info.isascii():
+        raise DecryptionError("req_info is not valid Base64")
+    text = req_info.strip()
     try:
-        data = base64.b64decode(req_info.strip(), validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise DecryptionError("req_info is not valid Base64") from None
+    # validate=True still lets unused trailing bits vary ("...M=" and "...N=" decode alike):
+    # only the one canonical spelling of the ciphertext is accepted.
+    if base64.b64encode(data).decode("ascii") != text:
+        raise DecryptionError("req_info is not canonical Base64")
     if not data or len(data) % _BLOCK:
         raise DecryptionError(f"req_info is {len(data)} bytes, not a whole number of AES blocks")
     decryptor = _cipher(as_api_key(key)).decryptor()

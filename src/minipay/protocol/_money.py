@@ -6,8 +6,9 @@ currencies (IDR, HUF, TWD, KRW, ISK...) is unconfirmed, so a deployment can over
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
@@ -26,6 +27,10 @@ __all__ = [
 
 #: Exchange rates are integers scaled by 10^8 (spec 14, 16.2).
 RATE_SCALE: Final = 10**8
+#: A plain decimal in ASCII digits, bounded: what ``format_major`` writes and WeChat's bills carry.
+#: ``Decimal`` alone would also take ``1e2``, ``1_000``, ``+5``, non-ASCII digits, and an exponent
+#: so large that converting it to ``int`` overflows or runs for ever.
+PLAIN_DECIMAL_RE: Final = re.compile(r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?")
 
 # ISO 4217 exponents of the currencies WeChat Pay Global lists (spec 16.1).
 _ISO_EXPONENTS: Final[dict[str, int]] = {
@@ -109,13 +114,10 @@ def parse_major(text: str, currency: str, table: CurrencyTable = DEFAULT_CURRENC
     (1050, 100)
     """
     digits = table.exponent(currency)
-    try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        raise FieldError("amount", f"not a decimal amount: {text!r}") from None
-    if not value.is_finite():
-        raise FieldError("amount", f"not a finite amount: {text!r}")
-    scaled = value.scaleb(digits)
+    stripped = text.strip() if isinstance(text, str) else None
+    if stripped is None or not PLAIN_DECIMAL_RE.fullmatch(stripped):
+        raise FieldError("amount", f"not a plain decimal amount: {text!r}")
+    scaled = Decimal(stripped).scaleb(digits)
     if scaled != scaled.to_integral_value():
         raise FieldError("amount", f"{text!r} has more than {digits} decimal places for {currency}")
     return int(scaled)

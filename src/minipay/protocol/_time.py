@@ -5,6 +5,7 @@ Formatting takes timezone-aware datetimes only; parsing returns aware datetimes 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Final
 
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 CHINA_TZ: Final = timezone(timedelta(hours=8), "CST")
+_WX_DATETIME_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 def require_aware(value: datetime, field: str = "time") -> datetime:
@@ -74,10 +76,10 @@ def format_wx_date(value: date | datetime, field: str = "date") -> str:
 
 def parse_wx_date(text: str, field: str = "date") -> date:
     """Parse ``yyyyMMdd``."""
-    if len(text) != 8 or not text.isdigit():
+    if not isinstance(text, str) or len(text) != 8 or not text.isascii() or not text.isdigit():
         raise FieldError(field, f"expected yyyyMMdd, got {text!r}")
     try:
-        return datetime.strptime(text, "%Y%m%d").date()
+        return date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
     except ValueError:
         raise FieldError(field, f"not a valid date: {text!r}") from None
 
@@ -88,11 +90,23 @@ def format_wx_datetime(value: datetime, field: str = "time") -> str:
 
 
 def parse_wx_datetime(text: str, field: str = "time") -> datetime:
-    """Parse ``yyyy-MM-dd HH:mm:ss`` (China time) into an aware datetime."""
+    """Parse ``yyyy-MM-dd HH:mm:ss`` (China time) into an aware datetime.
+
+    Exactly that shape in ASCII digits: ``strptime`` alone would also take one-digit fields padded
+    with extra spaces (``2024-01-1  01:00:00``).
+    """
+    if not isinstance(text, str) or not _WX_DATETIME_RE.fullmatch(text):
+        raise FieldError(field, f"expected yyyy-MM-dd HH:mm:ss, got {text!r}")
     try:
-        if len(text) != 19:
-            raise ValueError
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA_TZ)
+        return datetime(
+            int(text[0:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            tzinfo=CHINA_TZ,
+        )
     except ValueError:
         raise FieldError(field, f"expected yyyy-MM-dd HH:mm:ss, got {text!r}") from None
 
