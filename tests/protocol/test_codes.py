@@ -265,3 +265,44 @@ def test_every_code_of_the_table_raises_its_class_with_its_flags() -> None:
         assert type(error) is info.error, (operation, code)
         assert error.retryable is info.retryable, (operation, code)
         assert error.outcome_unknown is info.outcome_unknown, (operation, code)
+
+
+# The spec's error tables (5.3, 8.4, 9, 10.4, 11), copied in independently of the code's table:
+# (operation, err_code) -> (retryable with the same parameters, outcome unknown, resent at once).
+# "retryable" follows each row's caller action: "Retry" / "retry later with the same number" /
+# "wait >= 1 minute" / "slow down" are retryable; "Fix ..." / "Treat as paid" / "Refund offline" are not.
+_COMMON = ("SIGNERROR", "XML_FORMAT_ERROR", "REQUIRE_POST_METHOD", "APPID_NOT_EXIST", "MCHID_NOT_EXIST")
+_FIX = (False, False, False)
+_SPEC_TABLE: dict[tuple[str, str], tuple[bool, bool, bool]] = {
+    **{("unifiedorder", code): _FIX for code in (*_COMMON, "APPID_MCHID_NOT_MATCH", "LACK_PARAMS", "POST_DATA_EMPTY",
+                                                 "NOT_UTF8", "NOAUTH", "NOTENOUGH", "ORDERPAID", "ORDERCLOSED",
+                                                 "OUT_TRADE_NO_USED", "INVALID_REQUEST")},
+    ("unifiedorder", "SYSTEMERROR"): (True, True, True),
+    **{("orderquery", code): _FIX for code in (*_COMMON, "APPID_MCHID_NOT_MATCH", "LACK_PARAMS", "POST_DATA_EMPTY",
+                                               "NOT_UTF8", "ORDERNOTEXIST")},
+    ("orderquery", "SYSTEMERROR"): (True, False, True),
+    **{("closeorder", code): _FIX for code in ("SIGNERROR", "REQUIRE_POST_METHOD", "XML_FORMAT_ERROR", "ORDERPAID",
+                                               "ORDERCLOSED", "ORDERNOTEXIST")},
+    ("closeorder", "SYSTEMERROR"): (True, True, True),
+    ("closeorder", "TRADE_STATE_ERROR"): (True, False, False),
+    **{("refund", code): _FIX for code in (*_COMMON, "TRADE_OVERDUE", "USER_ACCOUNT_ABNORMAL",
+                                           "INVALID_TRANSACTIONID", "PARAM_ERROR", "ORDERNOTEXIST")},
+    ("refund", "SYSTEMERROR"): (True, True, True),
+    ("refund", "BIZERR_NEED_RETRY"): (True, False, True),
+    ("refund", "ERROR"): (False, True, False),  # "act on the description": query before a new refund
+    ("refund", "INVALID_REQ_TOO_MUCH"): (True, False, False),
+    ("refund", "NOTENOUGH"): (True, False, False),
+    ("refund", "NOT_ENOUGH"): (True, False, False),
+    ("refund", "FREQUENCY_LIMITED"): (True, False, False),
+    **{("refundquery", code): _FIX for code in (*_COMMON, "REFUNDNOTEXIST", "INVALID_TRANSACTIONID", "PARAM_ERROR")},
+    ("refundquery", "SYSTEMERROR"): (True, False, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("operation", "code"), sorted(_SPEC_TABLE))
+def test_the_table_holds_every_code_of_the_spec_with_its_caller_action(operation: str, code: str) -> None:
+    retryable, outcome_unknown, auto_retry = _SPEC_TABLE[(operation, code)]
+    info = describe_code(operation, code)
+    assert info.known, f"{operation}/{code} is in the spec but not in the table"
+    assert (info.retryable, info.outcome_unknown, info.auto_retry) == (retryable, outcome_unknown, auto_retry)
+    assert info.error is not BusinessError or code == "ERROR"

@@ -170,3 +170,56 @@ def test_new_nonce_is_random_letters_and_digits() -> None:
     nonces = {new_nonce() for _ in range(50)}
     assert len(nonces) == 50
     assert all(len(n) == 32 and n.isalnum() for n in nonces)
+
+
+def test_the_received_sign_type_chooses_the_algorithm_over_the_signature_length() -> None:
+    # A 32-hex MD5 signature over fields that claim HMAC-SHA256: by length alone it would pass.
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "HMAC-SHA256"}
+    fields["sign"] = sign(fields, v.OFFICIAL_KEY, "MD5")
+    with pytest.raises(SignatureError, match="malformed"):
+        verify(fields, v.OFFICIAL_KEY)
+
+
+def test_the_given_sign_type_wins_over_the_received_one() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "MD5"}
+    fields["sign"] = sign(fields, v.OFFICIAL_KEY, "MD5")
+    verify(fields, v.OFFICIAL_KEY)
+    with pytest.raises(SignatureError):
+        verify(fields, v.OFFICIAL_KEY, "HMAC-SHA256")
+
+
+def test_a_hmac_signature_is_found_by_its_length() -> None:
+    verify({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_HMAC}, v.OFFICIAL_KEY)
+    with pytest.raises(SignatureError, match="malformed"):
+        verify({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_HMAC}, v.OFFICIAL_KEY, "MD5")
+
+
+def test_a_pinned_policy_also_refuses_an_explicit_md5() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5}
+    with pytest.raises(SignatureError, match="refused"):
+        verify(fields, v.OFFICIAL_KEY, "MD5", policy=SignPolicy(pinned="HMAC-SHA256"))
+
+
+def test_a_policy_cannot_pin_an_unknown_algorithm() -> None:
+    with pytest.raises(SignatureError):
+        SignPolicy(pinned="SHA1")  # type: ignore[arg-type]
+
+
+def test_the_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timing cannot be measured reliably in a unit test; pin the primitive instead (never "==").
+    import hmac
+
+    from minipay.protocol import _signing
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(_signing.hmac, "compare_digest", spy)
+    verify({**v.OFFICIAL_FIELDS, "sign": v.OFFICIAL_MD5.lower()}, v.OFFICIAL_KEY)
+    with pytest.raises(SignatureError):
+        verify({**v.OFFICIAL_FIELDS, "sign": "0" * 32}, v.OFFICIAL_KEY)
+    assert calls == [(v.OFFICIAL_MD5.encode(), v.OFFICIAL_MD5.encode()), (v.OFFICIAL_MD5.encode(), b"0" * 32)]

@@ -10,6 +10,7 @@ import pytest
 from minipay.protocol import (
     CloseOrderRequest,
     ExchangeRateRequest,
+    FieldError,
     OrderQueryRequest,
     PaymentNotification,
     RefundRequest,
@@ -201,3 +202,15 @@ def test_req_info_vector_encrypts_exactly() -> None:
 def test_req_info_vector_decrypts_exactly() -> None:
     assert decrypt_req_info(v.REQ_INFO_CIPHERTEXT, v.KEY) == v.REQ_INFO_PLAINTEXT
     assert decode_xml(decrypt_req_info(v.REQ_INFO_CIPHERTEXT, v.KEY), root="root") == {"refund_status": "SUCCESS"}
+
+
+@pytest.mark.parametrize("timestamp", [1490840662000, 0, -1, True, "1490840662"])
+def test_pay_params_refuse_a_timestamp_that_is_not_unix_seconds(timestamp: object) -> None:
+    with pytest.raises(FieldError, match="timeStamp"):
+        build_pay_params(app_id=v.PAYSIGN_FIELDS["appId"], prepay_id="wx1", key=v.PAYSIGN_KEY, timestamp=timestamp)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("nonce", ["", "a" * 33, "nonce with spaces"])
+def test_pay_params_refuse_a_bad_nonce(nonce: str) -> None:
+    with pytest.raises(FieldError, match="nonceStr"):
+        build_pay_params(app_id=v.PAYSIGN_FIELDS["appId"], prepay_id="wx1", key=v.PAYSIGN_KEY, nonce=nonce)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from typing import TypedDict
 
-from minipay.protocol._errors import SignatureError
+from minipay.protocol._errors import FieldError, SignatureError
+from minipay.protocol._rules import check_nonce
 from minipay.protocol._secrets import ApiKey
 from minipay.protocol._signing import MD5, SignType, new_nonce, sign, verify
 
 __all__ = ["PayParams", "build_pay_params", "verify_pay_params"]
+
+_SECONDS_LIMIT = 10**10  # Unix seconds stay below this until the year 2286
 
 
 class PayParams(TypedDict):
@@ -39,8 +42,9 @@ def build_pay_params(
 ) -> PayParams:
     """Sign the five fields for ``wx.requestPayment``.
 
-    ``sign_type`` must be the one used at unified order. ``timestamp`` (Unix seconds) and
-    ``nonce`` default to now and a fresh random nonce.
+    ``sign_type`` must be the one used at unified order. ``timestamp`` (Unix seconds, not
+    milliseconds) and ``nonce`` (1-32 letters or digits) default to now and a fresh random nonce;
+    a bad one is a :class:`FieldError`.
 
     >>> p = build_pay_params(app_id="wxd678efh567hg6787", prepay_id="wx2017033010242291fcfe0db70013231072",
     ...     key="qazwsxedcrfvtgbyhnujmikolp111111", timestamp=1490840662,
@@ -52,6 +56,13 @@ def build_pay_params(
         raise ValueError("prepay_id is required")
     if not app_id:
         raise ValueError("app_id (the Mini Program's AppID, sub_appid) is required")
+    if timestamp is not None and (
+        isinstance(timestamp, bool) or not isinstance(timestamp, int) or not 0 < timestamp < _SECONDS_LIMIT
+    ):
+        # WeChat wants Unix *seconds* (10 digits); milliseconds are the classic mistake (spec 16.3).
+        raise FieldError("timeStamp", f"must be Unix seconds (an int below 10^10), got {timestamp!r}")
+    if nonce is not None:
+        check_nonce(nonce, "nonceStr")
     signed = {
         "appId": app_id,
         "timeStamp": str(int(time.time()) if timestamp is None else timestamp),
