@@ -244,6 +244,29 @@ def test_a_bad_answer_signature_carries_the_call_and_leaves_a_write_unknown(
     assert len(fake.requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("out_trade_no", "SOMEONE-ELSES-ORDER"), ("mch_id", "1900000999"), ("appid", "wx9999999999999999")],
+)
+def test_a_verified_answer_to_another_call_is_refused(fake: FakeWeChat, sleeps: Sleeps, field: str, value: str) -> None:
+    # v2 echoes no request nonce: a correctly signed answer replayed from another call must not be
+    # taken as this call's answer (e.g. another order's "SUCCESS" for this order's query).
+    def replayed(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+        answer = ok_fields(request.url.path, fields) | {field: value}
+        return httpx2.Response(200, content=signed(answer))
+
+    fake.script = [replayed]
+    with make_client(fake, sleeps) as client, pytest.raises(UnexpectedResponseError, match=field) as caught:
+        client.orders.create(**ORDER)
+    assert caught.value.outcome_unknown is True
+    assert caught.value.out_trade_no == ORDER["out_trade_no"]
+    assert len(fake.requests) == 1
+    fake.script = [replayed]
+    with make_client(fake, sleeps) as client:  # a read is asked again; the honest answer is accepted
+        assert client.orders.query(out_trade_no=ORDER["out_trade_no"]).out_trade_no == ORDER["out_trade_no"]
+    assert len(fake.requests) == 3
+
+
 def test_a_malformed_signed_success_names_the_call(fake: FakeWeChat, sleeps: Sleeps) -> None:
     def no_prepay_id(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
         answer = ok_fields(request.url.path, fields)

@@ -227,13 +227,26 @@ class BaseClient:
         """``check_response``, with a signature failure re-raised carrying the call it answered."""
         operation = prepared.operation
         try:
-            return check_response(
+            checked = check_response(
                 operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
             )
         except SignatureError as exc:
             raise ResponseSignatureError(
                 str(exc), operation=operation.wire, ids=prepared.ids, outcome_unknown=not operation.idempotent
             ) from None
+        # A verified answer proves it came from a holder of the key, not that it answers *this* call
+        # (v2 echoes no request nonce): the identifiers it echoes must be ours.
+        expected = {"appid": self.appid, **prepared.ids}
+        for name, value in expected.items():
+            echoed = checked.get(name)
+            if echoed and echoed != value:
+                raise UnexpectedResponseError(
+                    f"the answer is for another {name}",
+                    operation=operation.wire,
+                    ids=prepared.ids,
+                    outcome_unknown=not operation.idempotent,
+                )
+        return checked
 
     # --- request builders (the keyword arguments are the public signatures) ---------------------
     # Field rules live in the protocol's request models; the SDK adds the institution defaults and
