@@ -69,3 +69,66 @@ def test_the_examples_call_real_methods_with_real_keywords() -> None:
                     assert keyword.arg in params, f"{name}(... {keyword.arg}=...) in docs/client.md"
             checked += 1
     assert checked >= 15
+
+
+# --- the FastAPI notification example runs as written --------------------------------------------
+
+
+def _fastapi_block() -> str:
+    [block] = [b for b in _guide_blocks() if b.startswith("from fastapi import")]
+    # The example elides the settings (``appid=...``); the rest runs verbatim.
+    settings = (
+        'AsyncClient(appid="wx8888888888888888", mch_id="1900000109", '
+        'api_key="a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6", sub_mch_id="1900000110", sub_appid="wx1234567890abcdef")'
+    )
+    code, replaced = re.subn(r"AsyncClient\(appid=\.\.\.[^\n]*\)", settings, block)
+    assert replaced == 1
+    return code
+
+
+def test_the_fastapi_notification_example_acknowledges_real_notifications_and_refuses_forgeries() -> None:
+    from starlette.testclient import TestClient
+
+    from minipay.protocol import build_payment_notification, build_refund_notification, reply_success
+    from tests.client.test_pure import PAYMENT
+
+    applied: list[tuple[object, ...]] = []
+
+    class Store:
+        async def apply_once(self, *args: object) -> None:
+            applied.append(args)
+
+    namespace: dict[str, object] = {"payments": Store(), "refunds": Store()}
+    exec(compile(_fastapi_block(), str(DOC), "exec"), namespace)
+    key = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
+    refund_body = build_refund_notification(
+        {"return_code": "SUCCESS", "appid": "wx8888888888888888", "mch_id": "1900000109", "nonce_str": "n1"},
+        {
+            "transaction_id": PAYMENT["transaction_id"],
+            "out_trade_no": PAYMENT["out_trade_no"],
+            "refund_id": "50000000012024010200000000001",
+            "out_refund_no": "REFUND20240102000001",
+            "total_fee": 1000,
+            "refund_fee": 500,
+            "settlement_refund_fee": 500,
+            "refund_status": "SUCCESS",
+            "success_time": "2024-01-02 10:00:00",
+            "refund_recv_accout": "支付用户零钱",
+            "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
+            "refund_request_source": "API",
+        },
+        key,
+    )
+    with TestClient(namespace["app"]) as http:  # type: ignore[arg-type]
+        paid = http.post("/wxpay/notify", content=build_payment_notification(PAYMENT, key))
+        forged = http.post("/wxpay/notify", content=build_payment_notification(PAYMENT, "Z" * 32))
+        refunded = http.post("/wxpay/refund-notify", content=refund_body)
+    assert (paid.status_code, paid.content) == (200, reply_success())
+    assert paid.headers["content-type"].startswith("text/xml")
+    assert forged.status_code == 400
+    assert b"FAIL" in forged.content
+    assert refunded.status_code == 200
+    assert applied == [
+        (PAYMENT["out_trade_no"], PAYMENT["transaction_id"], 1000, "HKD"),
+        ("REFUND20240102000001", "SUCCESS"),
+    ]
