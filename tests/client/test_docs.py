@@ -132,3 +132,27 @@ def test_the_fastapi_notification_example_acknowledges_real_notifications_and_re
         (PAYMENT["out_trade_no"], PAYMENT["transaction_id"], 1000, "HKD"),
         ("REFUND20240102000001", "SUCCESS"),
     ]
+
+
+# --- the README's "SDK in a few lines" ------------------------------------------------------------
+
+
+def test_the_readme_sdk_snippet_binds_to_the_real_signatures() -> None:
+    readme = (DOC.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### SDK in a few lines") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    methods = _methods()
+    bound = set()
+    for node in ast.walk(ast.parse(block.group(1))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        key = next((k for k in methods if name == k or name.endswith("." + k)), None)
+        if key is None:
+            continue
+        # Every argument, positional or keyword, required ones included, must bind.
+        methods[key].bind(*node.args, **{kw.arg: kw.value for kw in node.keywords if kw.arg is not None})
+        bound.add(key)
+    assert {"Client", "from_p12", "code_to_session", "orders.create", "pay_params", "orders.query"} <= bound
+    assert "parse_payment_notification" in bound
