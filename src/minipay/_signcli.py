@@ -142,12 +142,24 @@ def sign_main(
     """
     fields = load_fields(pairs, file, stdin=stdin)
     claimed = fields.get("sign_type") or fields.get("signType") or None  # signType: the paySign fields
-    algorithm = _sign_type(sign_type) or _sign_type(claimed) or MD5
+    if sign_type is not None:
+        algorithm = _sign_type(sign_type)
+    elif claimed in (MD5, HMAC_SHA256):
+        algorithm = claimed
+    elif claimed is not None:
+        raise UsageError(
+            f"the fields say sign_type={claimed!r}: WeChat knows MD5 and HMAC-SHA256 (or give --sign-type)"
+        )
+    else:
+        algorithm = MD5
     given = fields.pop("sign", None)
     explanation = explain_signature(fields, key, algorithm)
     echo(f"algorithm:      {explanation.algorithm}")
     echo(f"string-to-sign: {explanation.string_to_sign}")
     echo(f"sign:           {explanation.expected}")
+    if claimed is not None and claimed != explanation.algorithm:
+        # A classic cause of "签名错误": the body names one algorithm, the signer used the other.
+        echo(f"warning:        the fields say sign_type={claimed}, but this signature is {explanation.algorithm}")
     if given is not None:
         same = given.upper() == explanation.expected
         echo(f"given sign:     {given} ({'matches' if same else 'DIFFERS'})")

@@ -178,3 +178,26 @@ def test_verify_refuses_a_hostile_body_with_status_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", _write(tmp_path, body), "--key", v.KEY])
     assert result.exit_code == 2
     assert "DOCTYPE" in result.output
+
+
+def test_sign_warns_when_the_fields_name_another_algorithm() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "MD5"}
+    result = runner.invoke(app, ["sign", *_pairs(fields), "--key", v.OFFICIAL_KEY, "--sign-type", "HMAC-SHA256"])
+    assert result.exit_code == 0, result.output
+    assert "algorithm:      HMAC-SHA256" in result.output
+    assert "warning:        the fields say sign_type=MD5, but this signature is HMAC-SHA256" in result.output
+
+
+def test_sign_follows_the_fields_sign_type_without_a_warning() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "HMAC-SHA256"}
+    result = runner.invoke(app, ["sign", *_pairs(fields), "--key", v.OFFICIAL_KEY])
+    assert result.exit_code == 0, result.output
+    assert "algorithm:      HMAC-SHA256" in result.output
+    assert "warning" not in result.output
+
+
+def test_sign_refuses_an_unknown_sign_type_field_naming_the_field() -> None:
+    fields = {**v.OFFICIAL_FIELDS, "sign_type": "HMAC_SHA256"}
+    result = runner.invoke(app, ["sign", *_pairs(fields), "--key", v.OFFICIAL_KEY])
+    assert result.exit_code == 2
+    assert "the fields say sign_type='HMAC_SHA256'" in result.output
