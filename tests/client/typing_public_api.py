@@ -19,6 +19,7 @@ from minipay.client import (
     ExchangeRate,
     NotificationHandler,
     NotificationReply,
+    OrderPaidError,
     OrderQueryResponse,
     PaymentNotification,
     PayParams,
@@ -26,7 +27,9 @@ from minipay.client import (
     RefundQueryResponse,
     RefundRecord,
     RefundResponse,
+    ResponseSignatureError,
     UnifiedOrderResponse,
+    WeChatError,
 )
 from minipay.protocol import Secret
 
@@ -83,6 +86,27 @@ def sync_api(cert: ClientCertificate, transport: httpx2.BaseTransport) -> None:
         handler = NotificationHandler(c)
         assert_type(handler.payment(b"", lambda event: None), NotificationReply)
         assert_type(handler.refund(b"", lambda event: None), NotificationReply)
+        assert_type(c.hosts, tuple[str, ...])
+        try:
+            c.orders.close(out_trade_no="O1")
+        except OrderPaidError as paid:
+            assert_type(paid.operation, str)
+            assert_type(paid.ids, dict[str, str])
+            assert_type(paid.err_code, str)
+            assert_type(paid.err_code_des, str)
+            assert_type(paid.retryable, bool)
+            assert_type(paid.outcome_unknown, bool)
+            assert_type(paid.out_trade_no, str | None)
+        except ResponseSignatureError as forged:
+            assert_type(forged.operation, str)
+            assert_type(forged.ids, dict[str, str])
+            assert_type(forged.err_code, str)
+            assert_type(forged.outcome_unknown, bool)
+            assert_type(forged.out_refund_no, str | None)
+        except WeChatError as other:
+            assert_type(other.fields, dict[str, str])
+    assert_type(ClientCertificate.from_pem(b"cert", b"key"), ClientCertificate)
+    assert_type(ClientCertificate.from_p12("apiclient_cert.p12"), ClientCertificate)
 
 
 async def async_api(transport: httpx2.AsyncBaseTransport) -> None:
@@ -117,3 +141,8 @@ async def async_api(transport: httpx2.AsyncBaseTransport) -> None:
             assert_type(event.out_trade_no, str | None)
 
         assert_type(await handler.apayment(b"", on_payment), NotificationReply)
+
+        async def on_refund(event: RefundNotification) -> None:
+            assert_type(event.refund_fee, int | None)
+
+        assert_type(await handler.arefund(b"", on_refund), NotificationReply)
