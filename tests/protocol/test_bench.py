@@ -1,0 +1,45 @@
+"""``bench/protocol.py`` keeps running: a tiny run, no timing asserted (speed is the bench's job)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+_BENCH = Path(__file__).resolve().parents[2] / "bench" / "protocol.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("minipay_bench_protocol", _BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_the_benchmark_runs_both_cases_and_prints_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load()
+    status = bench.main(["--rounds", "1", "--number", "3"])
+    out = capsys.readouterr().out
+    assert status in (0, 1)  # 1 = a target missed, which a 3-operation run says nothing about
+    for case in ("(a) unified order: build + sign + encode", "(b) notification: decode + verify + typed model"):
+        row = next(line for line in out.splitlines() if line.startswith(case))
+        assert re.search(r"[0-9.]+ us +[0-9.]+ us +[0-9.]+x +[0-9.]+x  (yes|NO)$", row), row
+
+
+def test_both_sides_of_the_benchmark_do_the_same_work() -> None:
+    bench = _load()
+    client = bench._wechatpy_client()
+    key = bench.mp.ApiKey(bench.KEY)
+    bench._check_equivalence(client, key)
+    with pytest.raises(bench.mp.SignatureError):
+        bench.mp.parse_payment_notification(bench.NOTIFICATION.replace(b"1000", b"1001"), key)
