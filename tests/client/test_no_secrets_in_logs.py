@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
 
-from minipay.client import ClientEvent
+from minipay.client import AsyncClient, Client, ClientEvent, TransportError
 from minipay.protocol import string_to_sign
 from tests.client.sandbox_drivers import NOTIFY_URL, REFUND_NOTIFY_URL, sandbox_driver
 
@@ -93,3 +96,43 @@ def test_the_secret_filter_masks_a_login_url_logged_by_httpx2(caplog: pytest.Log
     assert "TOPSECRET" not in text
     assert "C0DE" not in text
     assert "appid=wx1" in text
+
+
+@pytest.mark.parametrize("failure", [httpx2.ConnectError, httpx2.ReadTimeout])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failed_login_exception_holds_no_link_to_the_secret_url(mode: str, failure: type[Exception]) -> None:
+    # The jscode2session URL carries the app secret; httpx2's exception keeps its request. Neither
+    # __cause__ nor __context__ of what the SDK raises may lead there (error reporters walk both).
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise failure("down", request=request)  # type: ignore[call-arg]
+
+    settings: dict[str, Any] = {"appid": "wx8888888888888888", "mch_id": "1900000109", "api_key": "a" * 32}
+    secret, js_code = "s" * 32, "c" * 12  # built at run time: the traceback shows source lines
+    if mode == "sync":
+        client = Client(**settings, transport=httpx2.MockTransport(refuse), sleep=lambda _: None)
+        with pytest.raises(TransportError) as caught:
+            client.code_to_session("wx1234567890abcdef", secret, js_code)
+    else:
+
+        async def main() -> BaseException:
+            async def nap(_: float) -> None:
+                return None
+
+            async with AsyncClient(**settings, transport=httpx2.MockTransport(refuse), sleep=nap) as aclient:
+                try:
+                    await aclient.code_to_session("wx1234567890abcdef", secret, js_code)
+                except TransportError as exc:
+                    return exc
+            raise AssertionError("no error")
+
+        error = anyio.run(main)
+    raised = caught.value if mode == "sync" else error
+    chain: list[BaseException] = []
+    link: BaseException | None = raised
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    assert chain == [raised]
+    text = "".join(traceback.format_exception(raised)) + repr(raised) + repr(vars(raised))
+    assert secret not in text
+    assert js_code not in text

@@ -148,11 +148,17 @@ class Client(PureMethods):
         while True:
             host = attempts.begin()
             try:
-                try:
-                    response = send(host)
-                except httpx2.TransportError as exc:
-                    error = transport_error(exc, operation, ids)
-                    raise error from (exc if chain else None)
+                response = send(host)
+            except httpx2.TransportError as exc:
+                failure: MinipayError | None = transport_error(exc, operation, ids)
+                cause = exc if chain else None
+            else:
+                failure = cause = None
+            try:
+                if failure is not None:
+                    # Raised here, not in the handler above: with chain=False (the login URL holds the
+                    # app secret) not even __context__ keeps the httpx2 exception and its request.
+                    raise failure from cause
                 result = check(response.status_code, response.content)
             except MinipayError as error:
                 decision = attempts.failed(error)
