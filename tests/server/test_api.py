@@ -479,3 +479,33 @@ async def test_the_admin_key_names_the_sub_merchant_of_a_payment(world: World) -
     assert (await world.api.get(f"/v1/payments/{created.json()['id']}", headers=world.auth(SUB2))).status_code == 200
     wrong_currency = await world.api.post("/v1/payments", json={**body, "currency": "HKD"}, headers=world.auth(SUB2))
     assert error(wrong_currency) == (400, "invalid_field")
+
+
+# -- review additions ------------------------------------------------------------------------------------
+
+
+async def test_double_tap_with_one_key_and_the_merchants_out_trade_no_returns_one_payment(world: World) -> None:
+    openid = await world.login()
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid, "out_trade_no": "SHOP-42"}
+    headers = {**world.auth(), "Idempotency-Key": "double-tap-own-no"}
+
+    async def tap(n: int) -> Any:
+        await asyncio.sleep(n * 0.003)  # staggered: some taps arrive while the first one is committing
+        return await world.api.post("/v1/payments", json=body, headers=headers)
+
+    responses = await asyncio.gather(*(tap(n) for n in range(20)))
+    failures = [r.text for r in responses if r.status_code not in (200, 201)]
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [201], failures
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert len((await world.wx.get("/sandbox/state")).json()["orders"]) == 1
+
+
+async def test_double_tapped_full_refund_with_one_key_returns_the_same_refund(world: World) -> None:
+    paid = await paid_payment(world, amount=1000)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    headers = {**world.auth(), "Idempotency-Key": "refund-all"}
+    responses = await asyncio.gather(*(world.api.post(url, json={"amount": 1000}, headers=headers) for _ in range(10)))
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201], [r.text for r in responses]
+    assert len({r.json()["out_refund_no"] for r in responses}) == 1
+    sent = (await world.wx.get("/sandbox/requests", params={"endpoint": "refund"})).json()["requests"]
+    assert {r["fields"]["out_refund_no"] for r in sent} == {responses[0].json()["out_refund_no"]}

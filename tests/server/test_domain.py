@@ -95,6 +95,17 @@ def test_mismatching_results_are_named(changes: dict[str, str], reason: str) -> 
     assert payment().mismatch(success(**changes)) == reason
 
 
+def test_a_result_without_fee_type_means_cny() -> None:
+    assert payment().mismatch(success(fee_type="")) == "fee_type"
+    assert payment(currency="CNY").mismatch(success(fee_type="")) is None
+
+
+@pytest.mark.parametrize("value", ["１０００", "1000 ", "+1000", "1_000", "²"])
+def test_amounts_must_be_plain_ascii_digits(value: str) -> None:
+    with pytest.raises(ValueError, match="total_fee"):
+        success(total_fee=value)
+
+
 def test_refunds_respect_the_remainder() -> None:
     p = payment(status=PaymentStatus.SUCCEEDED)
     p.check_refundable(600, reserved=400)

@@ -303,3 +303,51 @@ async def test_an_oversized_chunked_body_is_refused_while_streaming(world: World
     assert response.status_code == 413
     assert decode_xml(response.content)["return_code"] == "FAIL"
     assert await world.snapshot() == before
+
+
+async def test_a_notification_without_fee_type_is_cny_and_refused_for_a_hkd_payment(world: World) -> None:
+    payment = await world.create_payment()
+    before = await world.snapshot(("payments", "refunds"))
+    _status, reply = await post_notify(world, notification(payment, fee_type=None))
+    assert reply["return_code"] == "FAIL"
+    assert await world.snapshot(("payments", "refunds")) == before
+    assert await count(world, "payment_events", payment_id=payment["id"], type="amount_mismatch") == 1
+    assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.amount_mismatch") == 1
+
+
+async def test_a_refund_notification_with_a_wrong_refund_fee_changes_nothing_and_raises_one_alert(
+    world: World,
+) -> None:
+    payment = await world.create_payment()
+    await world.pay(payment)
+    refund = await world.api.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 100}, headers={**world.auth(), "Idempotency-Key": "r"}
+    )
+    assert refund.status_code == 201
+    inner = encode_xml(
+        {
+            "out_refund_no": refund.json()["out_refund_no"],
+            "out_trade_no": payment["out_trade_no"],
+            "refund_status": "SUCCESS",
+            "refund_fee": 1000,  # we asked for 100
+            "total_fee": 1000,
+        },
+        root="root",
+    )
+    body = encode_xml(
+        {
+            "return_code": "SUCCESS",
+            "appid": "wx8888888888888888",
+            "mch_id": "1900000109",
+            "sub_mch_id": SUB1,
+            "nonce_str": "abc",
+            "req_info": encrypt_req_info(inner, API_KEY),
+        }
+    )
+    before = await world.snapshot(("payments", "refunds"))
+    for _ in range(2):  # WeChat retries: one alert for the same message
+        _status, reply = await post_notify(world, body, "refund")
+        assert reply["return_code"] == "FAIL"
+    assert await world.snapshot(("payments", "refunds")) == before
+    assert await count(world, "payment_events", refund_id=refund.json()["id"], type="refund_amount_mismatch") == 2
+    assert await count(world, "outbox_events", refund_id=refund.json()["id"], type="payment.amount_mismatch") == 1

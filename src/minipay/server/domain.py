@@ -121,7 +121,7 @@ class PaymentResult:
             value = fields.get(name)
             if value is None or value == "":
                 return None
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise ValueError(f"{name} must be a non-negative integer")
             return int(value)
 
@@ -168,7 +168,7 @@ class RefundResult:
             value = fields.get(name)
             if value is None or value == "":
                 return None
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise ValueError(f"{name} must be a non-negative integer")
             return int(value)
 
@@ -307,7 +307,8 @@ class Payment:
         if result.trade_state in ("SUCCESS", "REFUND"):
             if result.total_fee != self.amount:
                 return "total_fee"
-            if result.fee_type is not None and result.fee_type != self.currency:
+            # No fee_type means CNY (spec 5.1: the v2 default); Global always sends it.
+            if (result.fee_type or "CNY") != self.currency:
                 return "fee_type"
             if not result.transaction_id:
                 return "transaction_id"

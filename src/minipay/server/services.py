@@ -347,7 +347,14 @@ async def apply_refund_result(
         ):
             return ApplyOutcome.MISMATCH
         if result.refund_fee is not None and result.refund_fee != refund.amount:
-            data = {"expected": refund.amount, "received": result.refund_fee, "source": source}
+            data = {
+                "field": "refund_fee",
+                "refund_id": refund.id,
+                "out_refund_no": refund.out_refund_no,
+                "expected": {"refund_fee": refund.amount},
+                "received": {"refund_fee": result.refund_fee, "refund_status": result.refund_status},
+                "source": source,
+            }
             await uow.events.append(
                 type="refund_amount_mismatch",
                 source=source,
@@ -357,7 +364,17 @@ async def apply_refund_result(
                 refund_id=refund.id,
                 sub_mch_id=refund.sub_mch_id,
             )
+            await uow.outbox.publish(  # the alert, once per distinct message
+                key=f"payment.amount_mismatch:{refund.id}:{result.refund_status}:{result.refund_fee}",
+                type="payment.amount_mismatch",
+                sub_mch_id=refund.sub_mch_id,
+                data={**payment_view(payment), "mismatch": data},
+                now=now,
+                payment_id=payment.id,
+                refund_id=refund.id,
+            )
             await uow.commit()
+            log.error("refund amount mismatch", extra={"refund_id": refund.id, "source": source})
             return ApplyOutcome.MISMATCH
         status = result.refund_status
         if status == "SUCCESS":
@@ -439,6 +456,16 @@ def _new_out_trade_no() -> str:
 
 def _new_out_refund_no() -> str:
     return "mr" + secrets.token_hex(15)
+
+
+async def _replayed(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> str | None:
+    """The resource id stored for ``key`` (same request), None for a new key; 409 for another request."""
+    row = await uow.idempotency.get(scope, key)
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise Conflict("this Idempotency-Key was used with a different request", code="idempotency_key_reused")
+    return str(row["resource_id"])
 
 
 def _is_unknown(exc: MinipayError) -> bool:
@@ -565,19 +592,18 @@ class Services:
 
         async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
             now = self.clock.now()
+            out_trade_no = cmd.out_trade_no or _new_out_trade_no()
+            taken = await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no) is not None
+            # The key is read *after* the out_trade_no: a concurrent twin commits its payment and its key
+            # together, so under READ COMMITTED we never see its payment without its key (no false 409).
             if idempotency_key is not None:
-                row = await uow.idempotency.get(scope, idempotency_key)
-                if row is not None:
-                    if row["request_hash"] != fingerprint:
-                        raise Conflict(
-                            "this Idempotency-Key was used with a different request", code="idempotency_key_reused"
-                        )
-                    existing = await uow.payments.get(row["resource_id"])
+                replayed = await _replayed(uow, scope, idempotency_key, fingerprint)
+                if replayed is not None:
+                    existing = await uow.payments.get(replayed)
                     if existing is None:  # pragma: no cover - rows are never deleted
                         raise NotFound("no such payment")
                     return existing, False
-            out_trade_no = cmd.out_trade_no or _new_out_trade_no()
-            if await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no) is not None:
+            if taken:
                 raise Conflict("out_trade_no is already used", code="out_trade_no_used")
             payment = Payment(
                 id=new_id("pay"),
@@ -811,18 +837,17 @@ class Services:
 
         async def phase1(uow: UnitOfWork) -> tuple[Refund, bool]:
             now = self.clock.now()
-            row = await uow.idempotency.get(scope, idempotency_key)
-            if row is not None:
-                if row["request_hash"] != fingerprint:
-                    raise Conflict(
-                        "this Idempotency-Key was used with a different request", code="idempotency_key_reused"
-                    )
-                existing = await uow.refunds.get(row["resource_id"])
-                assert existing is not None
-                return existing, False
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id, for_update=True)
             if payment is None:
                 raise NotFound("no such payment")
+            # The key is read under the payment's lock: a concurrent twin holding it has committed its
+            # refund and its key by now, so a double tap replays instead of failing the remainder check.
+            replayed = await _replayed(uow, scope, idempotency_key, fingerprint)
+            if replayed is not None:
+                existing = await uow.refunds.get(replayed)
+                if existing is None:  # pragma: no cover - rows are never deleted
+                    raise NotFound("no such refund")
+                return existing, False
             reserved = await uow.refunds.reserved_amount(payment.id)
             try:
                 payment.check_refundable(amount, reserved)
