@@ -199,6 +199,23 @@ def test_a_dropped_connection_after_sending_a_create_is_an_unknown_outcome(fake:
     assert len(fake.requests) == 1
 
 
+def test_an_answer_httpx2_cannot_decode_is_an_unexpected_response_not_a_raw_httpx2_error(
+    fake: FakeWeChat, sleeps: Sleeps
+) -> None:
+    def broken_gzip(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+        return httpx2.Response(200, content=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+
+    fake.script = [broken_gzip]
+    with make_client(fake, sleeps) as client, pytest.raises(UnexpectedResponseError) as caught:
+        client.refunds.create(**REFUND)
+    assert caught.value.outcome_unknown is True  # the refund may have been processed
+    assert caught.value.out_refund_no == REFUND["out_refund_no"]
+    assert len(fake.requests) == 1
+    fake.script = [broken_gzip]
+    with make_client(fake, sleeps) as client:  # a read is asked again
+        assert client.orders.query(out_trade_no=ORDER["out_trade_no"]).trade_state == "NOTPAY"
+
+
 def test_a_response_with_a_wrong_signature_is_rejected_before_result_code(fake: FakeWeChat, sleeps: Sleeps) -> None:
     fake.script = [forged]
     with make_client(fake, sleeps) as client, pytest.raises(SignatureError):

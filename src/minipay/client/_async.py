@@ -148,7 +148,7 @@ class AsyncClient(PureMethods):
             host = attempts.begin()
             try:
                 response = await send(host)
-            except httpx2.TransportError as exc:
+            except httpx2.RequestError as exc:
                 failure: MinipayError | None = transport_error(exc, operation, ids)
                 cause = exc if chain else None
             else:

@@ -38,11 +38,22 @@ __all__ = ["XML_HEADERS", "Attempts", "PureMethods", "install_log_redaction", "t
 XML_HEADERS: Final = {"Content-Type": "text/xml; charset=utf-8", "User-Agent": f"minipay/{__version__}"}
 
 
-def transport_error(exc: httpx2.TransportError, operation: Operation, ids: dict[str, str]) -> TransportError:
-    """Map an ``httpx2`` failure: never sent -> :class:`ConnectError`; sent -> :class:`ReadTimeoutError`.
+def transport_error(
+    exc: httpx2.RequestError, operation: Operation, ids: dict[str, str]
+) -> TransportError | UnexpectedResponseError:
+    """Map an ``httpx2`` failure: never sent -> :class:`ConnectError`; sent -> :class:`ReadTimeoutError`;
+    an answer httpx2 could not read (bad content encoding...) -> :class:`UnexpectedResponseError`
+    (``outcome_unknown`` for writes).
 
     The message names the kind of failure only (no URL: the login URL carries the app secret).
     """
+    if not isinstance(exc, httpx2.TransportError):
+        return UnexpectedResponseError(
+            f"the answer could not be read ({type(exc).__name__})",
+            operation=operation.wire,
+            ids=ids,
+            outcome_unknown=not operation.idempotent,
+        )
     if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout | httpx2.ProxyError):
         return ConnectError(f"could not connect ({type(exc).__name__})", operation=operation.wire, ids=ids)
     if isinstance(exc, httpx2.TimeoutException):

@@ -149,7 +149,7 @@ class Client(PureMethods):
             host = attempts.begin()
             try:
                 response = send(host)
-            except httpx2.TransportError as exc:
+            except httpx2.RequestError as exc:
                 failure: MinipayError | None = transport_error(exc, operation, ids)
                 cause = exc if chain else None
             else:
