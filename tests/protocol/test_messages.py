@@ -163,6 +163,13 @@ def test_build_request_adds_nonce_and_sign_type_for_hmac() -> None:
     verify(fields, v.KEY)
 
 
+@pytest.mark.parametrize("nonce", ["", "n" * 33, "with space", "\u4e2d"])
+def test_build_request_refuses_a_bad_given_nonce(nonce: str) -> None:
+    with pytest.raises(FieldError) as info:
+        build_request(_order(), appid=v.APPID, mch_id=v.MCH_ID, key=v.KEY, nonce=nonce)
+    assert info.value.field == "nonce_str"
+
+
 def test_sandbox_parses_a_received_request_with_the_same_rules() -> None:
     fields = build_request(_order(attach="x"), appid=v.APPID, mch_id=v.MCH_ID, key=v.KEY)
     fields["version"] = "1.0"

@@ -41,6 +41,7 @@ from minipay.protocol._rules import (
     check_fee_type,
     check_id,
     check_ip,
+    check_nonce,
     check_notify_url,
     check_out_refund_no,
     check_out_trade_no,
@@ -559,12 +560,13 @@ def build_request(
 ) -> dict[str, str]:
     """The complete signed wire fields of ``request``: ``appid``, ``mch_id``, ``nonce_str``,
     the business fields, ``sign_type`` (only when not MD5, as in the spec 3.4 vectors) and ``sign``.
+    A given ``nonce`` (fixed vectors, tests) must be 1-32 letters or digits.
 
     Pass the result to :func:`~minipay.protocol.encode_xml`.
     """
     fields: dict[str, str] = {"appid": check_id(appid, "appid"), "mch_id": check_id(mch_id, "mch_id")}
     if request.has_nonce:
-        fields["nonce_str"] = new_nonce() if nonce is None else nonce
+        fields["nonce_str"] = new_nonce() if nonce is None else check_nonce(nonce)
     fields.update(request.to_fields())
     if sign_type != MD5:
         fields["sign_type"] = sign_type
