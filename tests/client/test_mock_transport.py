@@ -438,3 +438,41 @@ def test_the_default_sub_appid_is_not_sent_with_another_sub_merchant(fake: FakeW
     assert fake.bodies[0]["sub_appid"] == SUB_APPID
     assert "sub_appid" not in fake.bodies[1]
     assert fake.bodies[2]["sub_appid"] == "wx2234567890abcdef"
+
+
+def _timeout(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+    raise httpx2.ReadTimeout("no answer")
+
+
+def _refused(request: httpx2.Request, fields: dict[str, str]) -> httpx2.Response:
+    raise httpx2.ConnectError("refused")
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (_refused, ConnectError),
+        (_timeout, ReadTimeoutError),
+        (system_error, WeChatSystemError),
+        (business_error("ORDERPAID"), OrderPaidError),
+        (raw(200, b"<xml><return_code>FAIL</return_code><return_msg>bad</return_msg></xml>"), CommunicationError),
+        (forged, ResponseSignatureError),
+        (raw(502, b"bad gateway"), UnexpectedResponseError),
+    ],
+)
+def test_every_error_of_a_call_carries_the_operation_ids_codes_and_flags(
+    fake: FakeWeChat, sleeps: Sleeps, reply: Any, kind: type[Exception]
+) -> None:
+    fake.script = [reply] * 3
+    with make_client(fake, sleeps) as client, pytest.raises(kind) as caught:
+        client.orders.create(**ORDER)
+    error: Any = caught.value
+    assert error.operation == "unifiedorder"
+    assert error.ids["mch_id"] == MCH_ID
+    assert error.ids["sub_mch_id"] == SUB_MCH_ID
+    assert error.ids["out_trade_no"] == ORDER["out_trade_no"]
+    assert isinstance(error.err_code, str)
+    assert isinstance(error.err_code_des, str)
+    assert isinstance(error.retryable, bool)
+    assert isinstance(error.outcome_unknown, bool)
+    assert ORDER["out_trade_no"] in str(error)

@@ -304,6 +304,12 @@ def test_login_codes_are_single_use_and_checked(d: Driver) -> None:
         d.call("code_to_session", sub["sub_appid"], sub["app_secret"], code)
     assert reused.value.errcode == 40163
     assert reused.value.retryable is False
+    assert (reused.value.operation, reused.value.err_code, reused.value.outcome_unknown) == (
+        "jscode2session",
+        "40163",
+        False,
+    )
+    assert reused.value.err_code_des == reused.value.errmsg
     with pytest.raises(LoginError) as invalid:
         d.call("code_to_session", sub["sub_appid"], sub["app_secret"], "not-a-code")
     assert invalid.value.errcode == 40029

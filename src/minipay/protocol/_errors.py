@@ -90,10 +90,19 @@ class LoginError(MinipayError):
         self.errcode = errcode
         self.errmsg = errmsg
         self.retryable = retryable
+        # The same attributes as every operation error, so one handler reads them all.
+        self.operation = "jscode2session"
+        self.ids: dict[str, str] = {}
+        self.err_code = str(errcode)
+        self.err_code_des = errmsg
 
 
 class _OperationError(MinipayError):
     """An error about one operation, carrying the operation and the merchant's ids."""
+
+    #: WeChat's code and description; empty when WeChat did not answer (transport errors).
+    err_code: str = ""
+    err_code_des: str = ""
 
     def __init__(
         self,
