@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from sqlalchemy import select
 
-from tests.server.conftest import KEYS, SUB1, SUB2, World
+from minipay.server import db
+from minipay.server.api import create_app
+from minipay.server.uow import ConcurrentUpdate
+from tests.server.conftest import KEYS, SUB1, SUB2, World, build_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -509,3 +515,75 @@ async def test_double_tapped_full_refund_with_one_key_returns_the_same_refund(wo
     assert len({r.json()["out_refund_no"] for r in responses}) == 1
     sent = (await world.wx.get("/sandbox/requests", params={"endpoint": "refund"})).json()["requests"]
     assert {r["fields"]["out_refund_no"] for r in sent} == {responses[0].json()["out_refund_no"]}
+
+
+async def test_an_empty_idempotency_key_is_refused(world: World) -> None:
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX"}
+    response = await world.api.post("/v1/payments", json=body, headers={**world.auth(), "Idempotency-Key": ""})
+    assert error(response) == (400, "invalid_request")
+    assert await world.snapshot(("payments", "idempotency_keys")) == {"payments": [], "idempotency_keys": []}
+
+
+async def test_the_payment_row_is_committed_before_wechat_is_called(world: World) -> None:
+    gateway = world.container.services.gateway
+    seen: list[tuple[str, int]] = []
+
+    class CommittedRowCheck:
+        """The real gateway, which first looks at the database from another connection."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gateway, name)
+
+        async def create_order(self, sub: Any, order: Any) -> str:
+            async with world.container.engine.connect() as conn:  # sees committed rows only
+                row = (
+                    await conn.execute(
+                        select(db.payments.c.status, db.payments.c.amount).where(
+                            db.payments.c.out_trade_no == order.out_trade_no
+                        )
+                    )
+                ).one()
+            seen.append((row.status, row.amount))
+            prepay_id: str = await gateway.create_order(sub, order)
+            return prepay_id
+
+    world.container.services.gateway = CommittedRowCheck()
+    payment = await world.create_payment(amount=1234)
+    assert seen == [("created", 1234)]
+    assert payment["status"] == "pending"
+
+
+async def test_an_api_call_that_keeps_losing_races_answers_503_busy(world: World, monkeypatch: Any) -> None:
+    async def always_raced(*_: Any, **__: Any) -> Any:
+        raise ConcurrentUpdate("gave up after 8 attempts")
+
+    monkeypatch.setattr(world.container.services, "get_payment", always_raced)
+    response = await world.api.get("/v1/payments/pay_x", headers=world.auth())
+    assert error(response) == (503, "busy")
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    ["sqlite+aiosqlite:///{tmp}/no/such/folder/minipay.db", "postgresql+asyncpg://postgres@127.0.0.1:1/minipay"],
+)
+async def test_an_unreachable_database_gives_json_503s_and_readyz_says_so(tmp_path: Path, unreachable: str) -> None:
+    settings = build_settings(unreachable.format(tmp=tmp_path), run_migrations=False)
+    app = create_app(settings)
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 must not hide behind a raise
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://minipay.test") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert error(await http.get("/readyz")) == (503, "database_unavailable")
+            auth = {"Authorization": f"Bearer {KEYS[SUB1]}"}
+            for response in (
+                await http.get("/v1/payments", headers=auth),
+                await http.get("/v1/payments/pay_x", headers=auth),
+                await http.post(
+                    "/v1/payments/pay_x/refunds", json={"amount": 1}, headers={**auth, "Idempotency-Key": "k"}
+                ),
+            ):
+                assert error(response) == (503, "database_unavailable")
+                assert response.headers["retry-after"] == "5"
+    finally:
+        await app.state.container.aclose()

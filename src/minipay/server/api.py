@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minipay.server.bootstrap import Container, build_container
@@ -37,6 +38,7 @@ from minipay.server.services import (
     refund_view,
 )
 from minipay.server.settings import Settings
+from minipay.server.uow import ConcurrentUpdate
 from minipay.server.webhooks import (
     create_endpoint,
     delete_endpoint,
@@ -109,7 +111,7 @@ def _principal(request: Request, authorization: Annotated[str | None, Header()] 
 
 
 Caller = Annotated[Principal, Depends(_principal)]
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
 
 # -- response shapes (OpenAPI documentation; the views in services.py produce them) ------------------
@@ -325,6 +327,21 @@ def create_app(
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(ConnectionError)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc).__name__)
+        response = _error(503, "database_unavailable", "the database is unavailable; retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(ConcurrentUpdate)
+    async def _busy(_: Request, exc: ConcurrentUpdate) -> JSONResponse:
+        response = _error(503, "busy", "the object is being changed by other requests; retry")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
