@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,15 @@ async def test_deliveries_give_up_after_three_days(world: World) -> None:
     assert 5 < attempts < 30
     async with world.container.engine.connect() as conn:
         status = (await conn.execute(select(db.webhook_deliveries.c.status))).scalar_one()
+        event_id, created = (await conn.execute(select(db.outbox_events.c.id, db.outbox_events.c.created_at))).one()
     assert status == "failed"
+    tries = [
+        datetime.fromisoformat(a["at"])
+        for a in (await delivery_log(world.container.uow_factory, event_id))[0]["attempts"]
+    ]
+    assert len(tries) == attempts
+    assert DELIVERY_WINDOW <= tries[-1] - created < DELIVERY_WINDOW + timedelta(hours=1)  # retried for the full 3 days
+    assert all(b - a >= timedelta(minutes=1) for a, b in itertools.pairwise(tries))
 
 
 async def test_endpoints_receive_only_their_sub_merchants_events_and_admin_endpoints_all(world: World) -> None:

@@ -308,14 +308,16 @@ async def _record_attempt(
         "updated_at": now,
         "last_status_code": status_code,
     }
+    deadline = item.event_created + DELIVERY_WINDOW
     if ok:
         values["status"] = "succeeded"
         values["next_attempt_at"] = None
-    elif item.endpoint_deleted or now + backoff(attempts) > item.event_created + DELIVERY_WINDOW:
+    elif item.endpoint_deleted or now >= deadline:
         values["status"] = "failed"
         values["next_attempt_at"] = None
     else:
-        values["next_attempt_at"] = now + backoff(attempts)
+        # The last try is made when the 3 days are up, not one backoff step before.
+        values["next_attempt_at"] = min(now + backoff(attempts), deadline)
     async with uow_factory() as uow:
         if not item.endpoint_deleted:
             await uow.conn.execute(
