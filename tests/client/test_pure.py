@@ -156,6 +156,10 @@ def test_institution_mode_needs_a_sub_merchant() -> None:
         client.orders.query(out_trade_no="O1")
 
 
+def test_certificate_verification_may_be_turned_off_only_away_from_wechat() -> None:
+    _client(verify=False, login_base_url="http://sandbox").close()
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -165,6 +169,8 @@ def test_institution_mode_needs_a_sub_merchant() -> None:
         ({"sign_type": "SHA1"}, "sign_type"),
         ({"max_retries": -1}, "max_retries"),
         ({"read_timeout": 0}, "timeouts"),
+        ({"verify": False}, "verify=False"),  # the login host is WeChat's
+        ({"verify": False, "base_url": None, "login_base_url": "http://sandbox"}, "verify=False"),
     ],
 )
 def test_bad_settings_are_configuration_errors(options: dict[str, object], match: str) -> None:

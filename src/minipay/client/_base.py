@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final, Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 from minipay.client._certs import ClientCertificate, VerifyTypes
 from minipay.client._errors import ResponseSignatureError
@@ -90,6 +91,11 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _is_wechat(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "weixin.qq.com" or host.endswith(".weixin.qq.com")
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """One operation ready to send: the business fields (identical on every attempt) and the ids."""
@@ -142,6 +148,10 @@ class BaseClient:
         if cert is not None:
             cert.material(mch_id=self.mch_id)  # a wrong .p12 password fails here, not at the first refund
         self.cert = cert
+        if verify is False and any(_is_wechat(url) for url in (*self.hosts, self.login_base_url)):
+            # The API key never travels, but the payer's data, the app secret (login) and the
+            # refund's client-certificate handshake do: WeChat's hosts are always verified.
+            raise ConfigurationError("verify=False is refused for WeChat's hosts (*.weixin.qq.com)")
         self.verify = verify
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ConfigurationError("timeouts must be positive seconds")
@@ -195,7 +205,7 @@ class BaseClient:
 
     def require_cert(self, mtls_ready: bool) -> None:
         """Refuse to send a ``/secapi`` call to WeChat without the API certificate (it would fail in TLS)."""
-        if not mtls_ready and any(host.endswith(".weixin.qq.com") for host in self.hosts):
+        if not mtls_ready and any(_is_wechat(host) for host in self.hosts):
             raise ConfigurationError(
                 "refunds.create needs the institution's API certificate: pass cert=ClientCertificate.from_p12(...)"
             )
