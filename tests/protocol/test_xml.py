@@ -193,6 +193,42 @@ def test_entity_attacks_are_refused_even_under_a_large_size_cap(case: str, liste
     assert _no_connection(listener)
 
 
+def _padded(before: bytes, after: bytes, pad: bytes = b" ") -> bytes:
+    """A document filled up to the size cap with white space between ``before`` and ``after``."""
+    return before + pad * (DEFAULT_MAX_BYTES - len(before) - len(after)) + after
+
+
+_CRLF_PAD = (DEFAULT_MAX_BYTES - len(b"<xml><a></a></xml>")) // 2
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_padded(b"<xml><a>1</a>", b"</xml>"), {"a": "1"}),
+        (_padded(b"<xml>", b"<a>1</a></xml>", b"\n"), {"a": "1"}),
+        (b"<xml><a>" + b"\r\n" * _CRLF_PAD + b"</a></xml>", {"a": "\n" * _CRLF_PAD}),
+        (_padded(b"<xml>", b"x</xml>"), None),
+        (_padded(b"<xml>", b"<a>1</b></xml>"), None),
+        (_padded(b"<xml><a>1</a>", b"<a>2</a></xml>", b"\t"), None),
+    ],
+    ids=["padding-accepted", "newlines-accepted", "crlf-value", "junk", "mismatched", "duplicate"],
+)
+def test_white_space_padding_up_to_the_cap_is_decoded_in_bounded_time(
+    body: bytes, expected: dict[str, str] | None
+) -> None:
+    # The fast path once rescanned every run of white space from each of its positions: a 64 KiB
+    # body of padding took seconds (quadratic), a cheap denial of service on the notify endpoint.
+    assert len(body) <= DEFAULT_MAX_BYTES
+    started = time.perf_counter()
+    if expected is None:
+        with pytest.raises(XMLError):
+            decode_xml(body)
+    else:
+        assert decode_xml(body) == expected
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+
+
 def test_the_size_cap_is_checked_before_parsing() -> None:
     body = b"<xml><a>" + b"A" * DEFAULT_MAX_BYTES + b"</a></xml>"
     with pytest.raises(XMLError, match="too large"):
@@ -375,6 +411,9 @@ _EDGE_DOCUMENTS = [
     b"<xml><a>1</a></xml><xml></xml>",
     b"<xml><a>1</a>\f</xml>",
     b"\f<xml><a>1</a></xml>",
+    b"<xml><a>1</a>\xc2\xa0<b>2</b></xml>",  # NBSP is not XML white space
+    b"<xml> <a>1</a> x <b>2</b> </xml>",
+    b"<xml>\r\n<a>1</a>\r\n<b>2</b>\r\n</xml>",
 ]
 
 
