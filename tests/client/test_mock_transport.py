@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+from datetime import date, datetime
 from typing import Any
 
 import httpx2
@@ -22,6 +24,7 @@ from minipay.client import (
     UnexpectedResponseError,
     WeChatSystemError,
 )
+from minipay.protocol import CHINA_TZ
 from tests.client.conftest import (
     APPID,
     KEY,
@@ -476,3 +479,46 @@ def test_every_error_of_a_call_carries_the_operation_ids_codes_and_flags(
     assert isinstance(error.retryable, bool)
     assert isinstance(error.outcome_unknown, bool)
     assert ORDER["out_trade_no"] in str(error)
+
+
+def _bill_body() -> bytes:
+    from minipay.protocol import BillRow, render_bill
+
+    row = BillRow(
+        transaction_time=datetime(2024, 1, 1, 12, 0, tzinfo=CHINA_TZ),
+        appid=APPID,
+        mch_id=MCH_ID,
+        sub_mch_id=SUB_MCH_ID,
+        transaction_id="4200000001202401010000000001",
+        out_trade_no=ORDER["out_trade_no"],
+        trade_type="JSAPI",
+        trade_state="SUCCESS",
+        fee_type="HKD",
+        total_fee=1000,
+    )
+    return render_bill([row])
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda body: gzip.compress(body)[:-12], id="truncated gzip"),
+        pytest.param(lambda body: gzip.compress(body)[:12], id="gzip header only"),
+        pytest.param(lambda body: body[: body.index(b"\r\n", body.index(b"\r\n") + 2) + 2], id="no summary"),
+    ],
+)
+def test_a_cut_short_bill_is_refused_not_parsed_as_an_empty_or_shorter_day(
+    fake: FakeWeChat, sleeps: Sleeps, cut: Any
+) -> None:
+    body = _bill_body()
+    whole = raw(200, gzip.compress(body))
+    fake.script = [whole]
+    with make_client(fake, sleeps) as client:
+        bill = client.bills.download(bill_date=date(2024, 1, 1), gzip=True)
+        assert [row.out_trade_no for row in bill.rows] == [ORDER["out_trade_no"]]
+        assert bill.summary is not None
+        fake.script = [raw(200, cut(body))] * 3
+        with pytest.raises(UnexpectedResponseError, match="bill") as caught:
+            client.bills.download(bill_date=date(2024, 1, 1), gzip=True)
+    assert caught.value.operation == "downloadbill"
+    assert caught.value.ids["sub_mch_id"] == SUB_MCH_ID

@@ -100,6 +100,13 @@ def parse_downloaded_bill(raw: bytes, ids: Mapping[str, str] | None = None) -> B
         parsed = parse_bill(raw)
     except FieldError as exc:
         raise UnexpectedResponseError(f"the bill is malformed: {exc}", operation="downloadbill", ids=ids) from None
+    if parsed.summary is None:
+        # WeChat's bill always ends with its summary (spec 13.2); "no trades" is "No Bill Exist".
+        # Without it the file is cut short (a truncated gzip stream even decodes to nothing):
+        # never hand a reconciliation a silently shortened or empty bill.
+        raise UnexpectedResponseError(
+            "the bill has no summary line: truncated or not a bill", operation="downloadbill", ids=ids
+        )
     return Bill(rows=parsed.rows, summary=parsed.summary, headers=parsed.headers, raw=raw)
 
 

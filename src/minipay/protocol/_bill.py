@@ -202,6 +202,8 @@ def _decompress(body: bytes, max_bytes: int) -> bytes:
         raise FieldError("bill", f"not a valid gzip stream: {exc}") from None
     if len(data) > max_bytes or decompressor.unconsumed_tail:
         raise FieldError("bill", f"decompressed bill exceeds {max_bytes} bytes")
+    if not decompressor.eof:  # a cut stream decodes to a plausible prefix: never a shorter bill
+        raise FieldError("bill", "truncated gzip stream")
     return data
 
 
