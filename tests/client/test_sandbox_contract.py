@@ -204,6 +204,9 @@ def test_no_bill_exist_is_an_empty_bill(d: Driver) -> None:
     bill = d.call("bills.download", bill_date=china_today(d).date() - timedelta(days=3))
     assert bill.empty
     assert bill.raw == b""
+    gz = d.call("bills.download", bill_date=china_today(d).date() - timedelta(days=3), gzip=True)
+    assert gz.empty
+    assert d.journal("downloadbill")[-1]["fields"]["tar_type"] == "GZIP"
 
 
 # --- business errors the sandbox answers -----------------------------------------------------------
