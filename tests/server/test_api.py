@@ -587,3 +587,61 @@ async def test_an_unreachable_database_gives_json_503s_and_readyz_says_so(tmp_pa
                 assert response.headers["retry-after"] == "5"
     finally:
         await app.state.container.aclose()
+
+
+async def test_renewing_pay_params_of_an_order_paid_meanwhile_answers_it_succeeded(world: World) -> None:
+    payment = await world.create_payment(expires_in=6 * 3600)
+    await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
+    await world.pay(payment)  # paid, but the notification is lost
+    await world.advance(2 * 3600 + 60)
+    response = await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())
+    assert response.status_code == 200, response.text  # unified order said ORDERPAID: asked, and applied
+    assert (response.json()["status"], response.json()["pay_params"]) == ("succeeded", None)
+    queries = (await world.wx.get("/sandbox/requests", params={"endpoint": "orderquery"})).json()["requests"]
+    assert len(queries) == 1
+
+
+async def test_renewing_pay_params_of_an_order_closed_at_wechat_closes_it_here(world: World) -> None:
+    payment = await world.create_payment(expires_in=6 * 3600)
+    await world.advance(301)
+    sub = world.settings.sub_merchant(SUB1)
+    assert sub is not None
+    await world.container.gateway.close_order(sub, payment["out_trade_no"])  # closed by another system
+    await world.advance(2 * 3600)
+    response = await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())
+    assert error(response) == (409, "payment_closed")
+    assert (await world.get(payment["id"]))["status"] == "closed"
+
+
+async def test_closing_an_order_the_payer_just_paid_answers_the_succeeded_payment(world: World) -> None:
+    payment = await world.create_payment()
+    await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
+    await world.pay(payment)
+    await world.advance(301)
+    closed = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert closed.status_code == 200, closed.text
+    assert (closed.json()["status"], closed.json()["paid_after_close"]) == ("succeeded", False)
+
+
+async def test_a_close_whose_outcome_is_unknown_is_503_and_changes_nothing(world: World) -> None:
+    payment = await world.create_payment()
+    await world.advance(301)
+    await world.wx.post("/sandbox/faults", json={"endpoint": "closeorder", "fault": "lost_response", "times": 1})
+    before = await world.snapshot(("payments", "outbox_events"))
+    response = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert error(response) == (503, "upstream_unavailable")
+    assert await world.snapshot(("payments", "outbox_events")) == before
+    again = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
+    assert again.json()["status"] == "closed"  # WeChat had closed it: closing again is idempotent
+
+
+async def test_an_unexpected_error_is_a_json_500_without_details(world: World, monkeypatch: Any) -> None:
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a detail that must not leak")
+
+    monkeypatch.setattr(world.container.services, "get_payment", broken)
+    transport = httpx2.ASGITransport(app=world.service, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://minipay.test") as http:
+        response = await http.get("/v1/payments/pay_x", headers=world.auth())
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}

@@ -70,6 +70,17 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
             assert paid["errMsg"] == "requestPayment:ok"
             current = http.get(f"{world['service_url']}/v1/payments/{payment.json()['id']}", headers=auth).json()
             assert current["status"] == "succeeded"
+            # The sandbox runs on its own server: a "drop" fault really closes the connection.
+            fault = {"endpoint": "unifiedorder", "fault": "drop", "times": 1}
+            assert http.post(f"{world['sandbox_url']}/sandbox/faults", json=fault).status_code == 200
+            order = {"amount": 500, "currency": sub["currency"], "description": "Cake", "openid": session["openid"]}
+            tap = {**auth, "Idempotency-Key": "cake-1"}
+            dropped = http.post(f"{world['service_url']}/v1/payments", json=order, headers=tap)
+            assert dropped.status_code == 503, dropped.text
+            listed = http.get(f"{world['service_url']}/v1/payments", params={"status": "created"}, headers=auth).json()
+            assert [p["last_error"] for p in listed["data"]] == ["ReadTimeoutError"], listed
+            retried = http.post(f"{world['service_url']}/v1/payments", json=order, headers=tap)
+            assert (retried.status_code, retried.json()["status"]) == (200, "pending")
         assert (tmp_path / ".minipay" / "minipay.db").is_file()
     finally:
         proc.terminate()
@@ -81,3 +92,24 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
     assert "SANDBOX MODE" in output
     assert sub["api_key"] in output  # the dev keys are printed
     assert "5f2c0b7a9d3e4f6a8b1c2d3e4f5a6b7c" not in output  # the app secret in the login URL is not logged
+
+
+def test_the_access_log_filter_masks_the_app_secret_and_the_login_code() -> None:
+    import logging
+
+    from minipay.serve import _redact_query_secrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/sns/jscode2session?appid=wx1&secret=S3CR3T&js_code=C0DE&grant_type=x", "1.1", 200),
+        None,
+    )
+    assert _redact_query_secrets(record) is True
+    line = record.getMessage()
+    assert "S3CR3T" not in line
+    assert "C0DE" not in line
+    assert "appid=wx1" in line
