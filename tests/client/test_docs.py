@@ -122,12 +122,15 @@ def test_the_fastapi_notification_example_acknowledges_real_notifications_and_re
     with TestClient(namespace["app"]) as http:  # type: ignore[arg-type]
         paid = http.post("/wxpay/notify", content=build_payment_notification(PAYMENT, key))
         forged = http.post("/wxpay/notify", content=build_payment_notification(PAYMENT, "Z" * 32))
+        failed = PAYMENT | {"result_code": "FAIL", "err_code": "SYSTEMERROR", "err_code_des": "x"}
+        not_paid = http.post("/wxpay/notify", content=build_payment_notification(failed, key))
         refunded = http.post("/wxpay/refund-notify", content=refund_body)
     assert (paid.status_code, paid.content) == (200, reply_success())
     assert paid.headers["content-type"].startswith("text/xml")
     assert forged.status_code == 400
     assert b"FAIL" in forged.content
     assert refunded.status_code == 200
+    assert not_paid.status_code == 200  # acknowledged, and not applied as a payment
     assert applied == [
         (PAYMENT["out_trade_no"], PAYMENT["transaction_id"], 1000, "HKD"),
         ("REFUND20240102000001", "SUCCESS"),
