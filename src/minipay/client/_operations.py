@@ -46,8 +46,6 @@ class Operation:
     idempotent: bool
     #: ``/secapi/...``: mutual TLS with the institution's client certificate.
     secure: bool = False
-    #: The API takes a ``nonce_str`` (the exchange-rate query does not, spec 14).
-    nonce: bool = True
 
 
 UNIFIED_ORDER: Final = Operation("orders.create", "/pay/unifiedorder", "unifiedorder", idempotent=False)
@@ -56,8 +54,8 @@ CLOSE_ORDER: Final = Operation("orders.close", "/pay/closeorder", "closeorder", 
 REFUND: Final = Operation("refunds.create", "/secapi/pay/refund", "refund", idempotent=False, secure=True)
 REFUND_QUERY: Final = Operation("refunds.query", "/pay/refundquery", "refundquery", idempotent=True)
 BILL_DOWNLOAD: Final = Operation("bills.download", "/pay/downloadbill", "downloadbill", idempotent=True)
-RATE_QUERY: Final = Operation("rates.query", "/pay/queryexchagerate", "queryexchagerate", idempotent=True, nonce=False)
-LOGIN: Final = Operation("code_to_session", "/sns/jscode2session", "jscode2session", idempotent=True, nonce=False)
+RATE_QUERY: Final = Operation("rates.query", "/pay/queryexchagerate", "queryexchagerate", idempotent=True)
+LOGIN: Final = Operation("code_to_session", "/sns/jscode2session", "jscode2session", idempotent=True)
 
 #: Operations whose *success* answer carries no signature, listed explicitly (spec 13.2, 15): a bill
 #: download answers a CSV file, not signed XML; their failures are XML and checked as usual.
