@@ -522,3 +522,29 @@ def test_a_cut_short_bill_is_refused_not_parsed_as_an_empty_or_shorter_day(
             client.bills.download(bill_date=date(2024, 1, 1), gzip=True)
     assert caught.value.operation == "downloadbill"
     assert caught.value.ids["sub_mch_id"] == SUB_MCH_ID
+
+
+@pytest.mark.anyio
+async def test_async_client_backs_off_on_connection_errors_and_never_resends_a_timed_out_create(
+    fake: FakeWeChat, sleeps: Sleeps
+) -> None:
+    fake.script = [_refused, _refused]
+    async with make_async_client(fake, sleeps) as client:
+        await client.orders.create(**ORDER)
+        assert len(fake.requests) == 3
+        assert all(business_fields(body) == business_fields(fake.bodies[0]) for body in fake.bodies)
+        assert len({body["nonce_str"] for body in fake.bodies}) == 3
+        assert sleeps.delays == [0.375, 0.75]
+        fake.script = [_timeout]
+        with pytest.raises(ReadTimeoutError) as caught:
+            await client.orders.create(**ORDER)
+        assert caught.value.outcome_unknown is True
+        assert len(fake.requests) == 4
+        fake.script = [raw(500, b"oops")]
+        with pytest.raises(UnexpectedResponseError) as failed:
+            await client.orders.close(out_trade_no=ORDER["out_trade_no"])
+        assert failed.value.outcome_unknown is True
+        assert len(fake.requests) == 5
+        fake.script = [_timeout, raw(500, b"oops")]
+        assert (await client.orders.query(out_trade_no=ORDER["out_trade_no"])).trade_state == "NOTPAY"
+        assert len(fake.requests) == 8
