@@ -27,8 +27,9 @@ class ClientEvent:
 
     ``kind``: ``"request"`` before sending, ``"response"`` after an answer or a failure,
     ``"retry"`` when the retry rule decided to send again (``delay`` seconds later).
-    ``outcome``: ``"ok"``, an ``err_code`` / ``errcode``, ``"connect_error"``, ``"read_timeout"``,
-    ``"signature_error"``, ``"communication_error"``, ``"unexpected_response"``...
+    ``outcome``: ``"ok"``, an ``err_code``, ``"errcode_<n>"`` (login), ``"connect_error"``,
+    ``"outcome_unknown"`` (read timeout, connection lost), ``"signature_error"``,
+    ``"communication_error"``, ``"unexpected_response"``...
     """
 
     kind: EventKind
