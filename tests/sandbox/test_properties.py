@@ -106,6 +106,7 @@ class SandboxLedger(RuleBasedStateMachine):
             refunds = [self.backend.refunds[(order.sub_mch_id, r)] for r in order.refunds]
             live = [r for r in refunds if r.status != "REFUNDCLOSE"]
             assert sum(r.refund_fee for r in live) <= order.total_fee
+            assert all(r.cash_refund_fee >= 0 for r in refunds)
             if order.cash_fee is not None:
                 assert sum(r.cash_refund_fee for r in live) <= order.cash_fee
             assert (order.state == "REFUND") == bool(refunds)

@@ -105,6 +105,21 @@ async def test_partial_cash_refunds_add_up_to_the_cash_fee(sandbox: Sandbox) -> 
     assert sum(cash) == int(parts[0]["cash_fee"])
 
 
+async def test_rounded_partial_cash_refunds_never_add_up_to_more_than_was_paid(sandbox: Sandbox) -> None:
+    # Found by the ledger property test: each partial refund rounds half up on its own
+    # (6 x 0.92 = 5.52 -> 6; 981 x 0.92 = 902.52 -> 903), which once summed to 921 of a 920 cash_fee
+    # and left the closing refund with cash_refund_fee=-1.
+    first = await sandbox.paid_order("ORDER0001")
+    assert first["result_code"] == "SUCCESS"
+    parts = [await refund(sandbox, f"R{i}", fee) for i, fee in enumerate([6, 6, 6, 981])]
+    last = await refund(sandbox, "R9", 1)
+    cash = [int(p["cash_refund_fee"]) for p in [*parts, last]]
+    assert int(last["cash_fee"]) == 920
+    assert cash == [6, 6, 6, 902, 0]
+    assert sum(cash) == 920
+    assert all(c >= 0 for c in cash)
+
+
 async def test_refund_checks_currency_and_total(sandbox: Sandbox) -> None:
     await sandbox.paid_order()
     assert (await refund(sandbox, refund_fee_type="CNY"))["err_code"] == "PARAM_ERROR"

@@ -616,10 +616,15 @@ class Backend:
             and now - max(r.created_at for r in live) < timedelta(seconds=rules.refund_spacing)
         ):
             raise BizFail("FREQUENCY_LIMITED", f"同一笔订单两次退款需间隔{rules.refund_spacing}秒")
+        cash_left = order.cash_fee - sum(r.cash_refund_fee for r in counted)
         if refunded + refund_fee == order.total_fee:
-            cash = order.cash_fee - sum(r.cash_refund_fee for r in counted)
+            cash = cash_left
         else:
-            cash = cash_refund_fee(order.cash_fee, refund_fee, order.total_fee)
+            # Each partial refund rounds half up on its own, so several of them can add up to more
+            # than was paid (cash_fee 920 of 1000: refunds of 6, 6, 6 and 981 round to 6+6+6+903 =
+            # 921): never give back more CNY than is left, so no refund ever carries a negative
+            # cash_refund_fee and the sum never exceeds cash_fee.
+            cash = min(cash_refund_fee(order.cash_fee, refund_fee, order.total_fee), cash_left)
         pool_key = (sub.sub_mch_id, self.today())
         if rules.cny_pool and self.pools.get(pool_key, 0) + sub.cny_pool < cash:
             raise BizFail(rules.insufficient_funds_code)
