@@ -170,6 +170,22 @@ def test_bill_numbers_must_be_plain_decimals(header: str, cell: str, field: str)
     assert info.value.field == field
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # An unterminated quote: without strict CSV the second row and the summary vanish into one cell.
+        'Currency type,Total amount,Product name\r\n`HKD,`10.00,"Coffee\r\n`HKD,`20.00,`Tea\r\n',
+        'Currency type,Total amount,Product name\r\n`HKD,`10.00,"Coffee"x\r\n',
+        "Currency type,Product name\r\n`HKD,`" + "x" * 200_000 + "\r\n",  # over csv's field size limit
+    ],
+    ids=["unterminated-quote", "text-after-quote", "huge-cell"],
+)
+def test_malformed_csv_is_a_field_error_never_a_shorter_bill(text: str) -> None:
+    with pytest.raises(FieldError) as info:
+        parse_bill(text)
+    assert info.value.field == "bill"
+
+
 def test_mixed_currency_summary_keeps_raw_text() -> None:
     rows = [_row(1), _row(2, fee_type="USD")]
     summary = BillSummary(transaction_count=2, currency=None)

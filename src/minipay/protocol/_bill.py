@@ -219,7 +219,8 @@ def parse_bill(
     An XML body is WeChat's failure answer: ``No Bill Exist`` gives an empty :class:`Bill`, any
     other raises :class:`~minipay.protocol.CommunicationError` (``operation="downloadbill"``).
     Amounts use the row's ``Currency type`` (``default_currency`` when the column is absent).
-    Raises :class:`~minipay.protocol.FieldError` for a malformed amount, time or gzip stream.
+    Raises :class:`~minipay.protocol.FieldError` for a malformed amount, time, CSV or gzip stream
+    (:class:`~minipay.protocol.XMLError` for a failure answer the hardened codec refuses).
     """
     raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     if raw[:2] == _GZIP_MAGIC:
@@ -243,7 +244,12 @@ def parse_bill(
         text = stripped.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FieldError("bill", f"not UTF-8 (byte {exc.start})") from None
-    lines = [cells for cells in csv.reader(io.StringIO(text)) if any(c.strip() for c in cells)]
+    try:
+        # strict: an unterminated quote would otherwise swallow every later line into one cell,
+        # and the bill would silently lose rows.
+        lines = [cells for cells in csv.reader(io.StringIO(text), strict=True) if any(c.strip() for c in cells)]
+    except csv.Error as exc:  # also a cell over the csv module's field size limit (128 KiB)
+        raise FieldError("bill", f"malformed CSV: {exc}") from None
     if not lines:
         return Bill()
     headers = [c.strip() for c in lines[0]]
