@@ -548,3 +548,20 @@ async def test_async_client_backs_off_on_connection_errors_and_never_resends_a_t
         fake.script = [_timeout, raw(500, b"oops")]
         assert (await client.orders.query(out_trade_no=ORDER["out_trade_no"])).trade_state == "NOTPAY"
         assert len(fake.requests) == 8
+
+
+def test_an_exchange_rate_is_believed_only_with_a_valid_signature(fake: FakeWeChat, sleeps: Sleeps) -> None:
+    # queryexchagerate has no result_code layer, but its answer is signed like every other one.
+    unsigned = (
+        b"<xml><return_code>SUCCESS</return_code><appid>wx8888888888888888</appid><mch_id>1900000109</mch_id>"
+        b"<fee_type>HKD</fee_type><rate_time>20240101</rate_time><rate>1</rate></xml>"
+    )
+    fake.script = [forged, raw(200, unsigned)]
+    with make_client(fake, sleeps) as client:
+        for _ in range(2):
+            with pytest.raises(ResponseSignatureError) as caught:
+                client.rates.query(fee_type="HKD", date=date(2024, 1, 1))
+            assert caught.value.operation == "queryexchagerate"
+            assert caught.value.outcome_unknown is False
+        assert client.rates.query(fee_type="HKD", date=date(2024, 1, 1)).rate == 92000000
+    assert "nonce_str" not in fake.bodies[0]  # spec 14: this API takes none
