@@ -205,12 +205,47 @@ async def test_answers_work_on_any_host_header(sandbox: Sandbox) -> None:
 
 
 async def test_every_err_code_the_sandbox_emits_is_in_the_protocol_code_table(sandbox: Sandbox) -> None:
+    import re
+    from pathlib import Path
+
+    import minipay.sandbox
     from minipay.protocol._codes import describe_code
-    from minipay.sandbox._errors import ERR_DES
+    from minipay.sandbox._config import RulesConfig
+    from minipay.sandbox._errors import EMITTED_CODES
 
     operations = ("unifiedorder", "orderquery", "closeorder", "refund", "refundquery")
-    for code in ERR_DES:
+    for code in EMITTED_CODES:
         assert any(describe_code(op, code).known for op in operations), code
+    # EMITTED_CODES is complete: every literal BizFail code in the sandbox and every [rules] default.
+    source = "".join(p.read_text("utf-8") for p in Path(minipay.sandbox.__file__).parent.glob("*.py"))
+    literals = set(re.findall(r'BizFail\(\s*"([A-Z_]+)"', source)) | set(re.findall(r'missing="([A-Z_]+)"', source))
+    rules = RulesConfig()
+    defaults = {rules.reentry_error, rules.close_too_early_code, rules.insufficient_funds_code}
+    assert len(literals) > 10
+    assert literals | defaults <= EMITTED_CODES, sorted((literals | defaults) - EMITTED_CODES)
+
+
+async def test_err_code_des_comes_from_the_protocol_code_table(sandbox: Sandbox) -> None:
+    from minipay.protocol import describe_code
+    from minipay.sandbox._errors import BizFail, describe_err_code
+
+    unknown = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1"})
+    assert unknown["err_code"] == "ORDERNOTEXIST"
+    assert unknown["err_code_des"] == describe_code("orderquery", "ORDERNOTEXIST").err_code_des == "此交易订单号不存在"
+    closing = await sandbox.call("/pay/closeorder", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1"})
+    assert closing["err_code_des"] == describe_code("closeorder", "ORDERNOTEXIST").err_code_des == "订单不存在"
+    # The same err_code is worded per operation, as the table words it.
+    for path, operation in (("/pay/orderquery", "orderquery"), ("/pay/closeorder", "closeorder")):
+        fields: dict[str, str | int] = {"sub_mch_id": HKD_SUB, "out_trade_no": "X1"}
+        answer = await sandbox.call(path, fields, headers={"X-Sandbox-Fault": "SYSTEMERROR"})
+        assert answer["err_code"] == "SYSTEMERROR"
+        assert answer["err_code_des"] == describe_code(operation, "SYSTEMERROR").err_code_des
+    assert describe_err_code("orderquery", "SYSTEMERROR") == "系统错误"
+    assert describe_err_code("unifiedorder", "SYSTEMERROR") == "系统超时"
+    # An explicit text wins; a code listed only under other operations takes their text; an unknown one is itself.
+    assert BizFail("PARAM_ERROR", "total_fee参数错误").describe("refund") == "total_fee参数错误"
+    assert BizFail("NOTENOUGH").describe("closeorder") == describe_code("refund", "NOTENOUGH").err_code_des
+    assert BizFail("SOMETHING_NEW").describe("refund") == "SOMETHING_NEW"
 
 
 async def test_a_nonce_longer_than_32_characters_is_param_error(sandbox: Sandbox) -> None:

@@ -362,7 +362,7 @@ class Backend:
     def _close(self, order: Order, *, force: bool = False) -> dict[str, str | int]:
         rules = self.config.rules
         if order.state in ("SUCCESS", "REFUND"):
-            raise BizFail("ORDERPAID", "订单已支付，不能发起关单")
+            raise BizFail("ORDERPAID")
         if order.state == "CLOSED":
             raise BizFail("ORDERCLOSED")
         age = self.now() - order.created_at

@@ -8,28 +8,36 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ERR_DES", "BizFail", "ControlError", "ReturnFail", "WireError"]
+from minipay.protocol import ERROR_CODES, describe_code
 
-#: err_code -> err_code_des, as WeChat words them (domestic/legacy text, spec 5.3, 8.4, 9, 10.4, 11.2).
-ERR_DES: Final[dict[str, str]] = {
-    "SYSTEMERROR": "系统错误",
-    "ORDERPAID": "该订单已支付",
-    "ORDERCLOSED": "订单已关闭",
-    "ORDERNOTEXIST": "订单不存在",
-    "OUT_TRADE_NO_USED": "商户订单号重复",
-    "INVALID_REQUEST": "201 商户订单号重复",
-    "LACK_PARAMS": "缺少参数",
-    "PARAM_ERROR": "参数错误",
-    "NOAUTH": "商户无此接口权限",
-    "APPID_MCHID_NOT_MATCH": "appid和mch_id不匹配",
-    "TRADE_STATE_ERROR": "订单状态错误",
-    "REFUNDNOTEXIST": "退款订单查询失败",
-    "NOTENOUGH": "基本账户余额不足，请充值后重新发起",
-    "TRADE_OVERDUE": "订单已经超过退款期限",
-    "FREQUENCY_LIMITED": "频率限制",
-    "ERROR": "业务错误",
-    "INVALID_TRANSACTIONID": "无效transaction_id",
-}
+__all__ = ["EMITTED_CODES", "BizFail", "ControlError", "ReturnFail", "WireError", "describe_err_code"]
+
+#: Every err_code the sandbox's business rules emit with their default config (the configurable
+#: codes under ``[rules]`` default to members of this set). Their ``err_code_des`` texts are not
+#: kept here: :func:`describe_err_code` reads them from the protocol's error-code table.
+EMITTED_CODES: Final[frozenset[str]] = frozenset(
+    {
+        "SYSTEMERROR", "ORDERPAID", "ORDERCLOSED", "ORDERNOTEXIST", "OUT_TRADE_NO_USED", "INVALID_REQUEST",
+        "LACK_PARAMS", "PARAM_ERROR", "NOAUTH", "APPID_MCHID_NOT_MATCH", "TRADE_STATE_ERROR", "REFUNDNOTEXIST",
+        "NOTENOUGH", "TRADE_OVERDUE", "FREQUENCY_LIMITED", "ERROR", "INVALID_TRANSACTIONID",
+    }
+)  # fmt: skip
+
+
+def describe_err_code(operation: str, err_code: str) -> str:
+    """``err_code_des`` as WeChat words it, from the protocol's table (the single source of truth).
+
+    The table's text for ``(operation, err_code)``; for a code the table lists only under other
+    operations (a configured ``[rules]`` code), its first listed text; for a code it does not list
+    at all, the code itself.
+    """
+    info = describe_code(operation, err_code)
+    if info.known:
+        return info.err_code_des
+    for (_, code), other in sorted(ERROR_CODES.items()):
+        if code == err_code:
+            return other.err_code_des
+    return err_code
 
 
 class WireError(Exception):
@@ -52,13 +60,22 @@ class ReturnFail(WireError):
 
 
 class BizFail(WireError):
-    """``result_code=FAIL`` with an ``err_code`` (signed like any answer)."""
+    """``result_code=FAIL`` with an ``err_code`` (signed like any answer).
+
+    ``err_code_des``: an explicit text (naming the field or the rule); without it the answer
+    carries the protocol table's text for the endpoint (:meth:`describe`).
+    """
 
     def __init__(self, err_code: str, err_code_des: str | None = None) -> None:
-        des = err_code_des if err_code_des is not None else ERR_DES.get(err_code, err_code)
-        super().__init__(f"{err_code}: {des}")
+        super().__init__(err_code if err_code_des is None else f"{err_code}: {err_code_des}")
         self.err_code = err_code
-        self.err_code_des = des
+        self.err_code_des = err_code_des
+
+    def describe(self, operation: str) -> str:
+        """The ``err_code_des`` to send for ``operation`` (e.g. ``orderquery``)."""
+        if self.err_code_des is not None:
+            return self.err_code_des
+        return describe_err_code(operation, self.err_code)
 
 
 class ControlError(Exception):

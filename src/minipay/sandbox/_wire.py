@@ -281,7 +281,7 @@ class Pipeline:
     ) -> Response:
         if self.endpoint in _NO_RESULT_LAYER and isinstance(result, BizFail):
             # downloadbill / queryexchagerate fail at the return_code layer (spec 13.2, 14).
-            raise ReturnFail(f"{result.err_code}: {result.err_code_des}")
+            raise ReturnFail(f"{result.err_code}: {result.describe(self.endpoint)}")
         if self.endpoint == "report" and not isinstance(result, BizFail):
             # The report API answers without a signature (spec 15).
             return _xml({"return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS"})
@@ -293,7 +293,7 @@ class Pipeline:
         if self.endpoint not in _NO_RESULT_CODE:
             fields["nonce_str"] = backend.ids.nonce()
         if isinstance(result, BizFail):
-            fields.update(result_code="FAIL", err_code=result.err_code, err_code_des=result.err_code_des)
+            fields.update(result_code="FAIL", err_code=result.err_code, err_code_des=result.describe(self.endpoint))
         else:
             if self.endpoint not in _NO_RESULT_CODE:
                 fields["result_code"] = "SUCCESS"
