@@ -645,3 +645,18 @@ async def test_an_unexpected_error_is_a_json_500_without_details(world: World, m
         response = await http.get("/v1/payments/pay_x", headers=world.auth())
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+
+
+async def test_a_refund_stuck_in_change_keeps_its_amount_reserved(world: World) -> None:
+    # CHANGE: the money left the merchant but did not reach the payer (card cancelled...); it is handled
+    # by hand in the merchant platform. Refunding it again through the API would pay twice.
+    paid = await paid_payment(world, amount=1000)
+    await world.wx.post("/sandbox/refunds/outcome", json={"out_trade_no": paid["out_trade_no"], "status": "CHANGE"})
+    url = f"/v1/payments/{paid['id']}/refunds"
+    first = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "abnormal"})
+    assert first.status_code == 201
+    await world.advance(120)
+    stuck = (await world.api.get(f"/v1/refunds/{first.json()['id']}", headers=world.auth())).json()
+    assert (stuck["status"], stuck["failure_code"]) == ("failed", "CHANGE")
+    again = await world.api.post(url, json={"amount": 1}, headers={**world.auth(), "Idempotency-Key": "again"})
+    assert error(again) == (409, "refund_not_allowed")

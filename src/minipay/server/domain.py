@@ -23,6 +23,7 @@ from typing import Any
 from minipay.protocol import parse_wx_datetime, parse_wx_time
 
 __all__ = [
+    "MONEY_OUT_FAILURES",
     "ApplyOutcome",
     "DomainError",
     "Payment",
@@ -76,6 +77,11 @@ class RefundStatus(enum.StrEnum):
 
 
 FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+
+#: Failure codes of a refund whose money left the merchant without reaching the payer (``CHANGE``:
+#: card cancelled..., handled by hand in the merchant platform, spec 11.2). Its amount stays reserved:
+#: refunding it again through the API could pay the payer twice.
+MONEY_OUT_FAILURES = frozenset({"CHANGE"})
 
 
 class ApplyOutcome(enum.StrEnum):
@@ -317,7 +323,8 @@ class Payment:
     # -- refunds -------------------------------------------------------------------------------------
 
     def check_refundable(self, amount: int, reserved: int) -> None:
-        """Raise unless ``amount`` fits in what is left after ``reserved`` (pending + processing + succeeded)."""
+        """Raise unless ``amount`` fits in what is left after ``reserved`` (pending + processing + succeeded
+        + failed with the money out, see :data:`MONEY_OUT_FAILURES`)."""
         if self.status not in PAID_STATUSES:
             raise RefundNotAllowed(f"payment is {self.status}: only a paid payment can be refunded")
         if amount <= 0:

@@ -328,7 +328,8 @@ async def apply_refund_result(
     """Apply a refund outcome (decrypted notification or refund query): exactly once.
 
     ``SUCCESS`` -> refund ``succeeded`` and the payment becomes ``partially_refunded``/``refunded``;
-    ``REFUNDCLOSE``/``CHANGE`` -> ``failed`` (the amount becomes refundable again);
+    ``REFUNDCLOSE`` -> ``failed`` (the amount becomes refundable again); ``CHANGE`` -> ``failed`` with the
+    amount still reserved (the money is out, handled by hand: ``domain.MONEY_OUT_FAILURES``);
     ``PROCESSING`` -> ``processing``. An unknown ``out_refund_no`` changes nothing.
     """
 

@@ -26,7 +26,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minipay.server import db
-from minipay.server.domain import DomainEvent, Payment, PaymentStatus, Refund, RefundStatus, new_id
+from minipay.server.domain import (
+    MONEY_OUT_FAILURES,
+    DomainEvent,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    new_id,
+)
 
 __all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "retrying"]
 
@@ -172,9 +180,12 @@ class RefundRepository(_Repo):
         return [_refund_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
 
     async def reserved_amount(self, payment_id: str) -> int:
-        """Sum of refunds that are not failed: what is no longer refundable."""
-        query = select(func.coalesce(func.sum(db.refunds.c.amount), 0)).where(
-            db.refunds.c.payment_id == payment_id, db.refunds.c.status != str(RefundStatus.FAILED)
+        """Sum of refunds that are not failed, or failed with the money still out (``CHANGE``): what is
+        no longer refundable."""
+        r = db.refunds
+        query = select(func.coalesce(func.sum(r.c.amount), 0)).where(
+            r.c.payment_id == payment_id,
+            or_(r.c.status != str(RefundStatus.FAILED), r.c.failure_code.in_(sorted(MONEY_OUT_FAILURES))),
         )
         return int((await self.conn.execute(query)).scalar_one())
 
