@@ -263,6 +263,23 @@ def test_decode_refuses_text_instead_of_bytes() -> None:
 
 # --- the fast path agrees with expat -----------------------------------------------------------------
 
+
+def _assert_both_paths_agree(document: bytes, root: str) -> None:
+    """The fast path answers only where expat accepts, with expat's result; decode_xml follows expat."""
+    from minipay.protocol import _xml
+
+    fast = _xml._fast_decode(document, document.decode("utf-8"), root)
+    try:
+        slow = _xml._expat_decode(document, root)
+    except XMLError:
+        assert fast is None, f"fast path accepted what expat refuses: {document!r}"
+        with pytest.raises(XMLError):
+            decode_xml(document, root=root)
+        return
+    assert fast is None or fast == slow, document
+    assert decode_xml(document, root=root) == slow
+
+
 _PIECES = st.sampled_from(
     [
         "a",
@@ -311,19 +328,7 @@ def _documents(draw: st.DrawFn) -> bytes:
 @settings(deadline=None)
 @given(document=_documents())
 def test_fast_path_only_accepts_what_expat_accepts_with_the_same_result(document: bytes) -> None:
-    from minipay.protocol import _xml
-
-    root = "root" if b"<root>" in document else "xml"
-    text = document.decode("utf-8")
-    fast = _xml._fast_decode(document, text, root)
-    try:
-        slow = _xml._expat_decode(document, root)
-    except XMLError:
-        assert fast is None, f"fast path accepted what expat refuses: {document!r}"
-        return
-    if fast is not None:
-        assert fast == slow
-    assert decode_xml(document, root=root) == slow
+    _assert_both_paths_agree(document, "root" if b"<root>" in document else "xml")
 
 
 @settings(deadline=None)
@@ -377,19 +382,7 @@ def _near_documents(draw: st.DrawFn) -> bytes:
 @settings(deadline=None, max_examples=500)
 @given(document=_near_documents(), root=st.sampled_from(["xml", "root"]))
 def test_fast_path_never_accepts_what_expat_refuses_on_near_miss_documents(document: bytes, root: str) -> None:
-    from minipay.protocol import _xml
-
-    text = document.decode("utf-8")
-    fast = _xml._fast_decode(document, text, root)
-    try:
-        slow = _xml._expat_decode(document, root)
-    except XMLError:
-        assert fast is None, f"fast path accepted what expat refuses: {document!r}"
-        with pytest.raises(XMLError):
-            decode_xml(document, root=root)
-        return
-    assert fast is None or fast == slow, document
-    assert decode_xml(document, root=root) == slow
+    _assert_both_paths_agree(document, root)
 
 
 # Each of these once looked like an easy place for a fast path to differ from expat.
@@ -419,15 +412,7 @@ _EDGE_DOCUMENTS = [
 
 @pytest.mark.parametrize("document", _EDGE_DOCUMENTS)
 def test_fast_path_agrees_with_expat_on_edge_documents(document: bytes) -> None:
-    from minipay.protocol import _xml
-
-    fast = _xml._fast_decode(document, document.decode("utf-8"), "xml")
-    try:
-        slow = _xml._expat_decode(document, "xml")
-    except XMLError:
-        assert fast is None
-        return
-    assert fast is None or fast == slow
+    _assert_both_paths_agree(document, "xml")
 
 
 _PLAIN_VALUES = st.text(
