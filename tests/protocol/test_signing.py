@@ -223,3 +223,24 @@ def test_the_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(SignatureError):
         verify({**v.OFFICIAL_FIELDS, "sign": "0" * 32}, v.OFFICIAL_KEY)
     assert calls == [(v.OFFICIAL_MD5.encode(), v.OFFICIAL_MD5.encode()), (v.OFFICIAL_MD5.encode(), b"0" * 32)]
+
+
+@settings(deadline=None)
+@given(
+    fields=st.dictionaries(_NAMES, st.text(max_size=40), max_size=12),  # any Unicode text, controls included
+    key=_KEYS,
+    algorithm=_ALGORITHMS,
+)
+def test_sign_then_verify_round_trips_over_arbitrary_unicode(fields: dict[str, str], key: str, algorithm: str) -> None:
+    signed = {**fields, "sign": sign(fields, key, algorithm)}
+    verify(signed, key)
+
+
+def test_a_lone_surrogate_is_a_signature_error_that_carries_nothing_of_the_key() -> None:
+    with pytest.raises(SignatureError) as info:
+        sign({"body": "caf\ud800"}, v.KEY)
+    assert info.value.__context__ is None  # the encoder's error would hold the string-to-sign and key
+    assert info.value.__cause__ is None
+    assert v.KEY not in str(info.value)
+    with pytest.raises(SignatureError):
+        verify({"body": "caf\ud800", "sign": "0" * 32}, v.KEY)

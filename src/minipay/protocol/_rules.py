@@ -31,6 +31,9 @@ _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_RE: Final = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _NONCE_RE: Final = re.compile(r"[0-9A-Za-z]{1,32}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", "localhost.localdomain"})
+# Characters no XML 1.0 document can carry (C0 controls but TAB/LF/CR, lone surrogates, U+FFFE/F):
+# refused here, naming the field, rather than later by encode_xml or the UTF-8 encoder of sign().
+_NOT_XML_RE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def check_out_trade_no(value: str, field: str = "out_trade_no") -> str:
@@ -62,7 +65,8 @@ def check_fee_type(value: str, field: str = "fee_type", table: CurrencyTable = D
 
 
 def check_text(value: str, field: str, max_chars: int = 127) -> str:
-    """At most ``max_chars`` characters and no 4-byte UTF-8 (emoji) characters (spec 2.2, 16.5)."""
+    """At most ``max_chars`` characters, no 4-byte UTF-8 (emoji) characters (spec 2.2, 16.5), and
+    nothing XML cannot carry (control characters, lone surrogates)."""
     if not isinstance(value, str):
         raise FieldError(field, f"must be a string, not {type(value).__name__}")
     if len(value) > max_chars:
@@ -70,13 +74,22 @@ def check_text(value: str, field: str, max_chars: int = 127) -> str:
     for ch in value:
         if ord(ch) > 0xFFFF:
             raise FieldError(field, f"4-byte UTF-8 characters (such as emoji) are not accepted: {ch!r}")
+    _check_xml_text(value, field)
     return value
 
 
+def _check_xml_text(value: str, field: str) -> None:
+    bad = _NOT_XML_RE.search(value)
+    if bad is not None:
+        raise FieldError(field, f"contains U+{ord(bad.group()):04X}, which XML cannot carry")
+
+
 def check_id(value: str, field: str, max_chars: int = 32) -> str:
-    """A non-empty identifier of at most ``max_chars`` characters, without white space."""
+    """A non-empty identifier of at most ``max_chars`` characters, without surrounding white space
+    or characters XML cannot carry."""
     if not isinstance(value, str) or not value or len(value) > max_chars or value != value.strip():
         raise FieldError(field, f"must be 1 to {max_chars} characters without surrounding spaces")
+    _check_xml_text(value, field)
     return value
 
 

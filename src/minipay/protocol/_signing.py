@@ -79,7 +79,13 @@ def _int_text(name: str, value: object) -> str:
 
 
 def _digest(message: str, key: ApiKey, sign_type: SignType) -> str:
-    data = f"{message}&key={key.reveal()}".encode()
+    try:
+        data: bytes | None = f"{message}&key={key.reveal()}".encode()
+    except UnicodeEncodeError:
+        data = None  # raised below, outside this block: the encoder's error holds the key in .object
+    if data is None:
+        # A lone surrogate has no UTF-8 form: nothing can be signed or checked over it.
+        raise SignatureError("a field value is not valid Unicode text (a lone surrogate)")
     if sign_type == MD5:
         return hashlib.md5(data, usedforsecurity=False).hexdigest().upper()
     return hmac.new(key.reveal().encode(), data, hashlib.sha256).hexdigest().upper()
