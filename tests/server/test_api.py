@@ -660,3 +660,30 @@ async def test_a_refund_stuck_in_change_keeps_its_amount_reserved(world: World) 
     assert (stuck["status"], stuck["failure_code"]) == ("failed", "CHANGE")
     again = await world.api.post(url, json={"amount": 1}, headers={**world.auth(), "Idempotency-Key": "again"})
     assert error(again) == (409, "refund_not_allowed")
+
+
+async def test_a_refusal_of_a_resent_refund_never_fails_a_refund_wechat_accepted(world: World) -> None:
+    from minipay.protocol import BusinessError
+
+    paid = await paid_payment(world, amount=1000)
+    url = f"/v1/payments/{paid['id']}/refunds"
+    created = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "all"})
+    assert created.json()["status"] == "processing"
+    gateway = world.container.services.gateway
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gateway, name)
+
+        async def create_refund(self, *_: Any) -> str:
+            raise BusinessError("refused", operation="refund", err_code="PARAM_ERROR", retryable=False)
+
+    # A twin request (or the worker) resent it while it was still pending, and WeChat refused the resend.
+    world.container.services.gateway = Refusing()
+    async with world.container.uow_factory() as uow:
+        refund = await uow.refunds.get(created.json()["id"])
+    assert refund is not None
+    after = await world.container.services.submit_refund(refund)
+    assert after.status == "processing"  # WeChat is paying it back: the amount must stay reserved
+    again = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "twice"})
+    assert error(again) == (409, "refund_not_allowed")

@@ -926,7 +926,15 @@ class Services:
             assert current is not None
             assert current_payment is not None
             if failure is not None:
-                current.failed(failure, now)
+                if current.status is RefundStatus.PENDING:
+                    current.failed(failure, now)
+                else:
+                    log.warning(
+                        "a resend of an accepted refund was refused; the refund is kept",
+                        extra={"refund_id": current.id, "err_code": failure, "status": str(current.status)},
+                    )
+                # else: WeChat had accepted it (a twin request or the worker got there first); a refused
+                # resend says nothing about that refund, which WeChat is paying back: keep it reserved.
             elif refund_id is not None:
                 current.accepted(refund_id, now)
             # else: the outcome is unknown; the refund stays pending and is re-submitted later with the
