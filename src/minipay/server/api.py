@@ -53,6 +53,7 @@ __all__ = ["app_from_env", "create_app"]
 log = logging.getLogger("minipay.server")
 
 BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
+NotifyHandler = Callable[..., Awaitable[NotifyReply]]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -536,33 +537,24 @@ def create_app(
             wake.set()
         return Response(result.content, status_code=result.status_code, media_type="application/xml")
 
-    @app.post("/wechatpay/notify/payment", include_in_schema=False)
-    async def notify_payment(request: Request) -> Response:
+    async def _notify(request: Request, kind: str, handler: NotifyHandler) -> Response:
         body = await _capped_body(request)
         if body is None:
-            return _xml(reply(False, "body too large", 413), "payment")
+            return _xml(reply(False, "body too large", 413), kind)
         try:
-            result = await handle_payment_notification(
-                body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
-            )
+            result = await handler(body, settings=settings, uow_factory=container.uow_factory, clock=container.clock)
         except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
-            log.exception("payment notification could not be processed")
+            log.exception("%s notification could not be processed", kind)
             result = reply(False, "temporarily unavailable", 503)
-        return _xml(result, "payment")
+        return _xml(result, kind)
+
+    @app.post("/wechatpay/notify/payment", include_in_schema=False)
+    async def notify_payment(request: Request) -> Response:
+        return await _notify(request, "payment", handle_payment_notification)
 
     @app.post("/wechatpay/notify/refund", include_in_schema=False)
     async def notify_refund(request: Request) -> Response:
-        body = await _capped_body(request)
-        if body is None:
-            return _xml(reply(False, "body too large", 413), "refund")
-        try:
-            result = await handle_refund_notification(
-                body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
-            )
-        except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
-            log.exception("refund notification could not be processed")
-            result = reply(False, "temporarily unavailable", 503)
-        return _xml(result, "refund")
+        return await _notify(request, "refund", handle_refund_notification)
 
     for router in routers:
         app.include_router(router)

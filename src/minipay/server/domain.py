@@ -99,6 +99,16 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+def _amount(fields: Mapping[str, str], name: str) -> int | None:
+    """A wire amount: absent or empty -> None; otherwise plain ASCII digits (``"１０００".isdigit()`` is True)."""
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentResult:
     """A payment outcome from WeChat: a verified notification or an ``orderquery`` answer (wire names).
@@ -122,15 +132,6 @@ class PaymentResult:
     @classmethod
     def from_fields(cls, fields: Mapping[str, str], *, trade_state: str | None = None) -> PaymentResult:
         """Build from wire fields (notification: ``trade_state`` defaults to ``SUCCESS`` when ``result_code`` is)."""
-
-        def _int(name: str) -> int | None:
-            value = fields.get(name)
-            if value is None or value == "":
-                return None
-            if not (value.isascii() and value.isdigit()):
-                raise ValueError(f"{name} must be a non-negative integer")
-            return int(value)
-
         state = trade_state or fields.get("trade_state")
         if state is None:
             state = "SUCCESS" if fields.get("result_code") == "SUCCESS" else "PAYERROR"
@@ -142,9 +143,9 @@ class PaymentResult:
             mch_id=fields.get("mch_id"),
             sub_mch_id=fields.get("sub_mch_id"),
             transaction_id=fields.get("transaction_id") or None,
-            total_fee=_int("total_fee"),
+            total_fee=_amount(fields, "total_fee"),
             fee_type=fields.get("fee_type") or None,
-            cash_fee=_int("cash_fee"),
+            cash_fee=_amount(fields, "cash_fee"),
             cash_fee_type=fields.get("cash_fee_type") or None,
             time_end=parse_wx_time(time_end, "time_end") if time_end else None,
             fields=dict(fields),
@@ -170,14 +171,6 @@ class RefundResult:
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> RefundResult:
-        def _int(name: str) -> int | None:
-            value = fields.get(name)
-            if value is None or value == "":
-                return None
-            if not (value.isascii() and value.isdigit()):
-                raise ValueError(f"{name} must be a non-negative integer")
-            return int(value)
-
         success = fields.get("success_time") or fields.get("refund_success_time")
         return cls(
             out_refund_no=fields.get("out_refund_no", ""),
@@ -185,8 +178,8 @@ class RefundResult:
             out_trade_no=fields.get("out_trade_no") or None,
             sub_mch_id=fields.get("sub_mch_id") or None,
             refund_id=fields.get("refund_id") or None,
-            refund_fee=_int("refund_fee"),
-            total_fee=_int("total_fee"),
+            refund_fee=_amount(fields, "refund_fee"),
+            total_fee=_amount(fields, "total_fee"),
             success_time=parse_wx_datetime(success, "success_time") if success else None,
             fields=dict(fields),
         )
