@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -201,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
             3.0,
         ),
     ]
-    print(f"Python {platform.python_version()} on {platform.machine()}; {args.rounds} rounds x {args.number} ops")
-    print(f"{'case':50} {'wechatpy 1.8.18':>16} {'minipay':>10} {'ratio':>7} {'target':>7}  met")
+    baseline = f"wechatpy {importlib.metadata.version('wechatpy')}"  # the installed one, not a label
+    load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
+    print(
+        f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} CPUs{load}); "
+        f"{args.rounds} rounds x {args.number} ops"
+    )
+    print(f"{'case':50} {baseline:>16} {'minipay':>10} {'ratio':>7} {'target':>7}  met")
     all_met = True
     for name, theirs, ours, target in cases:
         t_theirs, t_ours, ratio = _compare(theirs, ours, args.rounds, args.number)
