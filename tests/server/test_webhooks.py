@@ -171,3 +171,16 @@ async def test_events_and_their_delivery_log_are_readable_by_their_owner(world: 
     other = await world.api.get(f"/v1/events/{events[0]['id']}", headers=world.auth(SUB2))
     assert other.status_code == 404
     assert (await world.api.get("/v1/events", headers=world.auth(SUB2))).json()["data"] == []
+
+
+async def test_sql_logging_never_shows_an_endpoint_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    async with make_world(f"sqlite+aiosqlite:///{tmp_path / 'echo.db'}", sql_echo=True) as world:
+        secret = await endpoint(world)
+    logged = caplog.text + capsys.readouterr().out
+    assert "INSERT INTO webhook_endpoints" in logged  # the SQL is logged...
+    assert secret not in logged  # ...its parameters are not

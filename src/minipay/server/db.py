@@ -226,17 +226,25 @@ def is_postgres(engine: AsyncEngine) -> bool:
 
 
 def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
-    """An :class:`AsyncEngine` for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
+    """An :class:`AsyncEngine` for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
+
+    SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
+    secrets, and a database error is logged with its statement.
+    """
     if database_url.startswith("sqlite"):
         if not database_url.startswith("sqlite+aiosqlite"):
             raise ValueError("SQLite URLs must use the aiosqlite driver: sqlite+aiosqlite:///path.db")
-        engine = create_async_engine(database_url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            database_url, echo=echo, hide_parameters=True, poolclass=NullPool, connect_args={"timeout": 30}
+        )
         _sqlite_single_writer(engine)
         return engine
     if database_url.startswith("postgresql"):
         if not database_url.startswith("postgresql+asyncpg"):
             raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")
-        return create_async_engine(database_url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+        return create_async_engine(
+            database_url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+        )
     raise ValueError("database_url must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
 
 
