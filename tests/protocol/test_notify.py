@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 
 import pytest
@@ -277,3 +278,17 @@ def test_req_info_must_be_strict_base64(req_info: str) -> None:
 def test_req_info_of_another_type_is_a_decryption_error() -> None:
     with pytest.raises(DecryptionError):
         decrypt_req_info(base64.b64decode(v.REQ_INFO_CIPHERTEXT), v.KEY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tail", [b"\x01\x02", b"\x03\x03\x04\x04", b"\x00" * 15 + b"\x10"], ids=["1-2", "3-4", "0-16"])
+def test_req_info_whose_padding_bytes_disagree_is_refused(tail: bytes) -> None:
+    # The last byte alone is in range; PKCS#7 also wants the bytes before it to repeat it.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    plain = b"<root><a>1</a></root>"
+    plain += b" " * (-(len(plain) + len(tail)) % 16) + tail
+    aes_key = hashlib.md5(v.KEY.encode()).hexdigest().encode()
+    encryptor = Cipher(algorithms.AES(aes_key), modes.ECB()).encryptor()  # ECB: WeChat's mode (spec 12.2)
+    forged = base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
+    with pytest.raises(DecryptionError, match="padding"):
+        decrypt_req_info(forged, v.KEY)
