@@ -27,6 +27,7 @@ from minipay.protocol import (
     UnifiedOrderRequest,
     UnifiedOrderResponse,
     build_request,
+    check_notify_url,
     verify,
 )
 from tests.protocol import vectors as v
@@ -433,3 +434,28 @@ def test_a_built_request_parses_back_on_the_sandbox_side(
     wire = build_request(request, appid=v.APPID, mch_id=v.MCH_ID, key=v.KEY)
     verify(wire, v.KEY)
     assert UnifiedOrderRequest.from_fields(wire) == request
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/notify",
+        "https://127.0.0.1/notify",
+        "https://192.168.1.20/notify",
+        "https://10.0.0.1/notify",
+        "https://172.16.0.5/notify",
+        "http://[::1]/notify",
+        "http://169.254.1.1/notify",
+        "http://0.0.0.0/notify",
+    ],
+)
+def test_notify_url_for_real_wechat_refuses_local_and_private_hosts(url: str) -> None:
+    with pytest.raises(FieldError) as info:
+        check_notify_url(url)
+    assert info.value.field == "notify_url"
+    assert check_notify_url(url, allow_local=True) == url  # the sandbox and tests call back locally
+
+
+def test_notify_url_for_real_wechat_takes_a_public_host() -> None:
+    for url in ("https://merchant.example.com/wxpay/notify", "http://8.8.8.8/notify"):
+        assert check_notify_url(url) == url

@@ -244,3 +244,21 @@ def test_a_lone_surrogate_is_a_signature_error_that_carries_nothing_of_the_key()
     assert v.KEY not in str(info.value)
     with pytest.raises(SignatureError):
         verify({"body": "caf\ud800", "sign": "0" * 32}, v.KEY)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["a" * 31, "a" * 33, "\u00e9" + "a" * 31, "\uff21" * 32, "a" * 31 + " ", ""],
+    ids=["31", "33", "accented", "full-width", "space", "empty"],
+)
+def test_an_api_key_is_exactly_32_ascii_letters_or_digits(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="32 letters or digits") as info:
+        ApiKey(bad)
+    assert bad.strip() not in str(info.value) or not bad.strip()
+
+
+def test_api_keys_compare_by_value_and_never_equal_a_plain_string() -> None:
+    assert ApiKey(v.KEY) == ApiKey(v.KEY)
+    assert ApiKey(v.KEY) != ApiKey(v.OFFICIAL_KEY)
+    assert ApiKey(v.KEY) != v.KEY
+    assert ApiKey(ApiKey(v.KEY)) == ApiKey(v.KEY)

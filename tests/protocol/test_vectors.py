@@ -14,6 +14,7 @@ from minipay.protocol import (
     OrderQueryRequest,
     PaymentNotification,
     RefundRequest,
+    SignatureError,
     UnifiedOrderRequest,
     UnifiedOrderResponse,
     build_pay_params,
@@ -214,3 +215,17 @@ def test_pay_params_refuse_a_timestamp_that_is_not_unix_seconds(timestamp: objec
 def test_pay_params_refuse_a_bad_nonce(nonce: str) -> None:
     with pytest.raises(FieldError, match="nonceStr"):
         build_pay_params(app_id=v.PAYSIGN_FIELDS["appId"], prepay_id="wx1", key=v.PAYSIGN_KEY, nonce=nonce)
+
+
+@pytest.mark.parametrize("package", ["prepay_id=", "prepayid=wx1", "wx2017033010242291fcfe0db70013231072"])
+def test_pay_params_with_a_validly_signed_but_malformed_package_are_refused(package: str) -> None:
+    fields = {**v.PAYSIGN_FIELDS, "package": package}
+    params = {
+        "timeStamp": fields["timeStamp"],
+        "nonceStr": fields["nonceStr"],
+        "package": package,
+        "signType": "MD5",
+        "paySign": sign(fields, v.PAYSIGN_KEY),
+    }
+    with pytest.raises(SignatureError, match="package"):
+        verify_pay_params(params, app_id=fields["appId"], key=v.PAYSIGN_KEY)  # type: ignore[arg-type]

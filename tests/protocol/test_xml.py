@@ -404,6 +404,9 @@ _EDGE_DOCUMENTS = [
     b"<xml><a>1</a></xml><xml></xml>",
     b"<xml><a>1</a>\f</xml>",
     b"\f<xml><a>1</a></xml>",
+    b"<xml><a>x\x01y</a></xml>",  # an ASCII document with a C0 control
+    b"<xml><a>x</a><b>\x00</b></xml>",
+    b"<xml><a><![CDATA[\x1f]]></a></xml>",
     b"<xml><a>1</a>\xc2\xa0<b>2</b></xml>",  # NBSP is not XML white space
     b"<xml> <a>1</a> x <b>2</b> </xml>",
     b"<xml>\r\n<a>1</a>\r\n<b>2</b>\r\n</xml>",
