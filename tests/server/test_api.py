@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -587,6 +588,15 @@ async def test_an_unreachable_database_gives_json_503s_and_readyz_says_so(tmp_pa
                 assert response.headers["retry-after"] == "5"
     finally:
         await app.state.container.aclose()
+        # aiosqlite stops the thread of a failed connect without waiting for it; let it finish while
+        # this loop still runs (else it reports "Event loop is closed" into the next test).
+        await asyncio.to_thread(_join_aiosqlite_threads)
+
+
+def _join_aiosqlite_threads() -> None:
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(timeout=5)
 
 
 async def test_renewing_pay_params_of_an_order_paid_meanwhile_answers_it_succeeded(world: World) -> None:
