@@ -295,6 +295,22 @@ def test_non_integer_amount_in_a_response_is_a_field_error() -> None:
     assert info.value.field == "total_fee"
 
 
+@pytest.mark.parametrize("text", ["9" * 19, "9" * 5000, "-" + "9" * 5000, "+5", "--5", "-", "\u0661"])
+def test_an_out_of_range_or_odd_integer_is_a_field_error_on_both_sides(text: str) -> None:
+    # int() alone raises a plain ValueError past 4300 digits: the sandbox parses requests with this too.
+    with pytest.raises(FieldError) as info:
+        OrderQueryResponse.from_fields({"return_code": "SUCCESS", "total_fee": text})
+    assert info.value.field == "total_fee"
+    received = build_request(_order(), appid=v.APPID, mch_id=v.MCH_ID, key=v.KEY) | {"total_fee": text}
+    with pytest.raises(FieldError) as info:
+        UnifiedOrderRequest.from_fields(received)
+    assert info.value.field == "total_fee"
+
+
+def test_the_largest_wire_integer_is_taken() -> None:
+    assert OrderQueryResponse.from_fields({"return_code": "SUCCESS", "total_fee": "9" * 18}).total_fee == 10**18 - 1
+
+
 def test_malformed_time_in_a_response_is_a_field_error() -> None:
     with pytest.raises(FieldError):
         OrderQueryResponse.from_fields({"return_code": "SUCCESS", "time_end": "2024-01-01"})

@@ -105,14 +105,18 @@ def _field_error(exc: ValidationError) -> FieldError:
     return FieldError(field, message)
 
 
+_MAX_WIRE_DIGITS: Final = 18  # WeChat's Int fields are 64-bit; this also keeps int() far from its 4300-digit limit
+
+
 def _wire_int(name: str, value: str) -> int | None:
     """An amount/count field of a received message; empty means absent."""
     if value == "":
         return None
-    if not (value.isascii() and value.isdigit()):
-        if value.startswith("-") and value[1:].isascii() and value[1:].isdigit():
-            return -int(value[1:])
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit()):
         raise FieldError(name, f"expected an integer, got {value!r}")
+    if len(digits) > _MAX_WIRE_DIGITS:
+        raise FieldError(name, f"expected an integer of at most {_MAX_WIRE_DIGITS} digits, got {len(digits)}")
     return int(value)
 
 
