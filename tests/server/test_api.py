@@ -65,6 +65,16 @@ async def test_a_sub_merchant_key_sees_only_its_own_objects_and_the_admin_key_se
     # A sub-merchant key cannot act for another sub-merchant by naming it.
     body = {"amount": 1, "currency": "JPY", "description": "x", "openid": "o", "sub_mch_id": SUB2}
     assert error(await world.api.post("/v1/payments", json=body, headers=world.auth(SUB1))) == (404, "not_found")
+    hook = {"url": "https://a.example/h", "sub_mch_id": SUB2}
+    assert error(await world.api.post("/v1/webhook-endpoints", json=hook, headers=world.auth(SUB1))) == (
+        404,
+        "not_found",
+    )
+    # Events: another sub-merchant's payment is not visible, even by naming it.
+    theirs_events = await world.api.get("/v1/events", params={"payment_id": mine["id"]}, headers=world.auth(SUB2))
+    assert theirs_events.json()["data"] == []
+    own_events = await world.api.get("/v1/events", params={"payment_id": mine["id"]}, headers=world.auth(SUB1))
+    assert [e["type"] for e in own_events.json()["data"]] == ["payment.succeeded"]
 
 
 async def test_webhook_endpoints_are_scoped_and_deletable(world: World) -> None:
