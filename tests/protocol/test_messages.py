@@ -311,6 +311,15 @@ def test_the_largest_wire_integer_is_taken() -> None:
     assert OrderQueryResponse.from_fields({"return_code": "SUCCESS", "total_fee": "9" * 18}).total_fee == 10**18 - 1
 
 
+def test_an_absurd_record_index_stays_an_unknown_field() -> None:
+    huge = "9" * 5000  # int() would raise a plain ValueError on it
+    response = RefundQueryResponse.from_fields(
+        {"return_code": "SUCCESS", f"refund_fee_{huge}": "1", "refund_fee_0": "5", f"coupon_refund_fee_0_{huge}": "3"}
+    )
+    assert [r.refund_fee for r in response.refunds] == [5]
+    assert set(response.extra) == {f"refund_fee_{huge}", f"coupon_refund_fee_0_{huge}"}
+
+
 def test_malformed_time_in_a_response_is_a_field_error() -> None:
     with pytest.raises(FieldError):
         OrderQueryResponse.from_fields({"return_code": "SUCCESS", "time_end": "2024-01-01"})

@@ -774,6 +774,8 @@ def _collect_indexed(kind: str, data: dict[str, Any]) -> None:
         base, n_text, m_text = match.groups()
         if not (n_text.isascii() and (m_text is None or m_text.isascii())):
             continue
+        if len(n_text) > 4 or (m_text is not None and len(m_text) > 4):
+            continue  # not a record index WeChat sends (at most 50 refunds); kept as an unknown field
         n = int(n_text)
         if m_text is None and base in flat_names:
             value = data.pop(key)
