@@ -186,6 +186,13 @@ def test_malformed_csv_is_a_field_error_never_a_shorter_bill(text: str) -> None:
     assert info.value.field == "bill"
 
 
+def test_an_absurd_transaction_count_is_a_field_error() -> None:
+    text = render_bill([_row()]).decode().replace("`1,`10.00", "`" + "9" * 5000 + ",`10.00")
+    with pytest.raises(FieldError) as info:
+        parse_bill(text)
+    assert info.value.field == "transaction_count"
+
+
 def test_mixed_currency_summary_keeps_raw_text() -> None:
     rows = [_row(1), _row(2, fee_type="USD")]
     summary = BillSummary(transaction_count=2, currency=None)

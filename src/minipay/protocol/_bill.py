@@ -319,8 +319,8 @@ def _summary(
         if attr is None or value == "":
             continue
         if attr == "transaction_count":
-            if not (value.isascii() and value.isdigit()):
-                raise FieldError("transaction_count", f"not a count: {value!r}")
+            if not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise FieldError("transaction_count", f"not a count: {value[:40]!r}")
             data[attr] = int(value)
         elif currency is not None:
             data[attr] = _amount(value, currency, attr, table)
