@@ -72,3 +72,13 @@ async def test_login_pay_notify_webhook_refund_reaches_partially_refunded(world:
             select(func.count()).select_from(db.payment_events).where(db.payment_events.c.type == "succeeded")
         )
         assert transitions.scalar_one() == 1
+
+
+async def test_the_suite_really_runs_on_the_database_it_names(world: World, database_url: str) -> None:
+    engine = world.container.engine
+    expected = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    assert engine.dialect.name == expected
+    probe = "SELECT version()" if expected == "postgresql" else "SELECT sqlite_version()"
+    async with engine.connect() as conn:
+        version = (await conn.exec_driver_sql(probe)).scalar_one()
+    assert ("PostgreSQL" in version) if expected == "postgresql" else version[0].isdigit()
