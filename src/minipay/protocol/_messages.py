@@ -110,11 +110,13 @@ _MAX_WIRE_DIGITS: Final = 18  # WeChat's Int fields are 64-bit; this also keeps 
 
 def _wire_int(name: str, value: str) -> int | None:
     """An amount/count field of a received message; empty means absent."""
+    if value.isdigit() and value.isascii() and len(value) <= _MAX_WIRE_DIGITS:
+        return int(value)  # the common case, first
     if value == "":
         return None
     digits = value[1:] if value.startswith("-") else value
     if not (digits.isascii() and digits.isdigit()):
-        raise FieldError(name, f"expected an integer, got {value!r}")
+        raise FieldError(name, f"expected an integer, got {value[:40]!r}")
     if len(digits) > _MAX_WIRE_DIGITS:
         raise FieldError(name, f"expected an integer of at most {_MAX_WIRE_DIGITS} digits, got {len(digits)}")
     return int(value)
