@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from minipay.protocol import decode_xml
 from minipay.server import db
 from minipay.server.webhooks import (
     DELIVERY_WINDOW,
@@ -184,3 +185,20 @@ async def test_sql_logging_never_shows_an_endpoint_secret(
     logged = caplog.text + capsys.readouterr().out
     assert "INSERT INTO webhook_endpoints" in logged  # the SQL is logged...
     assert secret not in logged  # ...its parameters are not
+
+
+async def test_the_outbox_row_is_written_in_the_transaction_of_the_state_change(world: World) -> None:
+    payment = await world.create_payment()
+    async with world.container.engine.begin() as conn:  # the outbox cannot be written for a moment
+        await conn.exec_driver_sql("ALTER TABLE outbox_events RENAME TO outbox_events_away")
+    response = await world.api.post("/wechatpay/notify/payment", content=notification(payment))
+    assert (response.status_code, decode_xml(response.content)["return_code"]) == (503, "FAIL")
+    async with world.container.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE outbox_events_away RENAME TO outbox_events")
+    assert (await world.get(payment["id"]))["status"] == "pending"  # no transition without its event
+    status, reply = await post_notify(world, notification(payment))  # WeChat retries
+    assert (status, reply["return_code"]) == (200, "SUCCESS")
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+    async with world.container.engine.connect() as conn:
+        types = (await conn.execute(select(db.outbox_events.c.type))).scalars().all()
+    assert types == ["payment.succeeded"]
