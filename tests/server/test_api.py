@@ -142,6 +142,7 @@ async def test_session_errors(world: World) -> None:
         ({"amount": "1000"}, "invalid_request"),
         ({"amount": 0}, "invalid_field"),
         ({"amount": -5}, "invalid_field"),
+        ({"amount": 2**63}, "invalid_field"),  # more than the database can hold: 400, never a 500
         ({"currency": "EUR"}, "invalid_field"),
         ({"currency": "hkd"}, "invalid_field"),
         ({"description": ""}, "invalid_field"),

@@ -72,6 +72,7 @@ log = logging.getLogger("minipay.server")
 PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeChat drops it
 _PREPAY_MARGIN = timedelta(minutes=5)
 FIRST_QUERY_DELAY = timedelta(seconds=60)  # "business time 1": query when no notification came
+MAX_AMOUNT = 2**63 - 1  # the amount columns are 64-bit integers (WeChat states no maximum)
 
 
 # -- errors the API maps to HTTP --------------------------------------------------------------------
@@ -568,6 +569,8 @@ class Services:
         inst = self.gateway.institution(sub)
         try:
             check_amount(cmd.amount, "amount")
+            if cmd.amount > MAX_AMOUNT:
+                raise FieldError("amount", f"must be at most {MAX_AMOUNT} minor units")
             currency = DEFAULT_CURRENCIES.check(cmd.currency, "currency")
             if currency not in (sub.currency, "CNY"):
                 raise FieldError("currency", f"must be {sub.currency} or CNY for this sub-merchant")
