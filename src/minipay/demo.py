@@ -78,8 +78,10 @@ class Narrator:
         self.console = console
         self.checks = 0
         self.started = time.perf_counter()
+        self.current = "starting"  # the step running now, named in a failure message
 
     def step(self, number: int, title: str, why: str) -> None:
+        self.current = f"step {number} ({title})"
         self.console.rule(f"[bold cyan]{number}. {title}")
         self.console.print(f"[dim]{why}[/dim]")
 
@@ -243,7 +245,15 @@ async def run_demo(
         with tempfile.TemporaryDirectory(prefix="minipay-demo-") as tmp:
             await _play(narrator, seed=seed, faults=faults, workdir=workdir or Path(tmp))
     except DemoFailed as exc:
-        console.print(f"\n[bold red]DEMO FAILED:[/bold red] {exc}")
+        from rich.markup import escape
+
+        console.print(f"\n[bold red]DEMO FAILED:[/bold red] {escape(str(exc))}", highlight=False)
+        return False
+    except Exception as exc:  # an error nobody checked for (WeChat kept failing, a bug): still a clear verdict
+        from rich.markup import escape
+
+        problem = escape(f"{narrator.current} raised {type(exc).__name__}: {exc}")
+        console.print(f"\n[bold red]DEMO FAILED:[/bold red] {problem}", highlight=False)
         return False
     elapsed = time.perf_counter() - narrator.started
     console.rule("[bold green]done")

@@ -15,22 +15,33 @@ from minipay.cli import app
 from minipay.demo import run_demo
 
 
-@pytest.mark.slow
-@pytest.mark.anyio
-async def test_minipay_demo_exits_0_after_the_whole_flow() -> None:
+async def _minipay_demo(*args: str) -> tuple[int | None, str]:
+    """``minipay demo`` as a user runs it: a real process; its exit status and its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "from minipay.cli import main; main()",
         "demo",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    text = output.decode()
-    assert proc.returncode == 0, text
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, output.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_minipay_demo_exits_0_after_the_whole_flow() -> None:
+    status, text = await _minipay_demo()
+    assert status == 0, text
     for milestone in (
         "the service resolved alice's openid",
         "the notification was delivered and acknowledged",
@@ -54,6 +65,26 @@ async def test_the_demo_fails_with_a_clear_message_when_wechat_keeps_failing() -
     text = out.getvalue()
     assert ok is False
     assert "DEMO FAILED:" in text
+    assert "checks held" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_failed_check_makes_the_demo_process_exit_1() -> None:
+    status, text = await _minipay_demo("--fault", "unifiedorder:http_500:50")
+    assert status == 1, text
+    assert "DEMO FAILED: payment created" in text
+    assert "checks held" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_an_error_in_the_middle_of_the_flow_exits_1_with_the_step_not_a_traceback() -> None:
+    # Every order query answers SYSTEMERROR: step 6 asks WeChat through the SDK, which raises.
+    status, text = await _minipay_demo("--fault", "orderquery:SYSTEMERROR:50")
+    assert status == 1, text
+    assert "DEMO FAILED: step 6 (Query) raised WeChatSystemError" in text
+    assert "Traceback" not in text
     assert "checks held" not in text
 
 
