@@ -93,8 +93,9 @@ async def test_webhook_endpoints_are_scoped_and_deletable(world: World) -> None:
         await world.api.delete(f"/v1/webhook-endpoints/{created.json()['id']}", headers=world.auth(SUB1))
     ).status_code == 200
     assert (await world.api.get("/v1/webhook-endpoints", headers=world.auth(SUB1))).json()["data"] == []
-    bad = await world.api.post("/v1/webhook-endpoints", json={"url": "ftp://x"}, headers=world.auth(SUB1))
-    assert error(bad) == (400, "invalid_field")
+    for url in ("ftp://x", "https://a.example/\u0000", "https://a.example/a b", "https://\u00e9.example/"):
+        bad = await world.api.post("/v1/webhook-endpoints", json={"url": url}, headers=world.auth(SUB1))
+        assert error(bad) == (400, "invalid_field"), url
 
 
 # -- sessions ----------------------------------------------------------------------------------------------
@@ -152,6 +153,10 @@ async def test_session_errors(world: World) -> None:
         ({"expires_in": 5}, "invalid_field"),
         ({"unexpected": 1}, "invalid_request"),
         ({"openid": None}, "invalid_request"),
+        ({"openid": "o\u0000x"}, "invalid_field"),
+        ({"metadata": {"k\u0000": "v"}}, "invalid_field"),
+        ({"metadata": {"k": "v\u0000"}}, "invalid_field"),
+        ({"openid": "x" * 129}, "invalid_field"),
     ],
 )
 async def test_invalid_payment_requests_get_400_and_create_nothing(
@@ -161,6 +166,15 @@ async def test_invalid_payment_requests_get_400_and_create_nothing(
     body.update(change)
     body = {k: v for k, v in body.items() if v is not None}
     assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (400, code)
+    assert await world.snapshot(("payments",)) == {"payments": []}
+
+
+async def test_a_lone_surrogate_in_metadata_gets_400_and_creates_nothing(world: World) -> None:
+    body = b'{"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX", "metadata": {"k": "\\ud800"}}'
+    response = await world.api.post(
+        "/v1/payments", content=body, headers={**world.auth(), "Content-Type": "application/json"}
+    )
+    assert error(response) == (400, "invalid_field")
     assert await world.snapshot(("payments",)) == {"payments": []}
 
 

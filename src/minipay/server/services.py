@@ -29,6 +29,7 @@ from minipay.protocol import (
     PayParams,
     TransportError,
     check_amount,
+    check_id,
     check_ip,
     check_out_trade_no,
     check_text,
@@ -460,6 +461,16 @@ def _new_out_refund_no() -> str:
     return "mr" + secrets.token_hex(15)
 
 
+def _check_storable(value: str, field: str) -> None:
+    """Refuse what no database column can hold: NUL (PostgreSQL text) and lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        raise FieldError(field, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise FieldError(field, "must be valid Unicode (no lone surrogates)") from None
+
+
 async def _replayed(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> str | None:
     """The resource id stored for ``key`` (same request), None for a new key; 409 for another request."""
     row = await uow.idempotency.get(scope, key)
@@ -577,8 +588,9 @@ class Services:
             check_text(cmd.description, "description", 127)
             if not cmd.description.strip():
                 raise FieldError("description", "must not be empty")
-            if not cmd.openid or len(cmd.openid) > 128:
+            if not cmd.openid:
                 raise FieldError("openid", "is required (from POST /v1/sessions)")
+            check_id(cmd.openid, "openid", 128)
             if cmd.out_trade_no is not None:
                 check_out_trade_no(cmd.out_trade_no)
             if cmd.attach is not None:
@@ -589,6 +601,8 @@ class Services:
                 raise FieldError("expires_in", "must be between 60 seconds and 7 days")
             if len(cmd.metadata) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in cmd.metadata.items()):
                 raise FieldError("metadata", "at most 20 keys of 40 characters, values of 500 characters")
+            for text in (*cmd.metadata, *map(str, cmd.metadata.values())):
+                _check_storable(text, "metadata")
         except (FieldError, ValueError) as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
         fingerprint = cmd.fingerprint()

@@ -106,8 +106,11 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _check_url(url: str) -> str:
+    # Printable ASCII only (IDNs as punycode): no spaces, controls or NUL, which no column can hold.
+    if len(url) > 2048 or not url.isascii() or not url.isprintable() or " " in url:
+        raise ValueError("url must be an absolute http:// or https:// URL of printable ASCII characters")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an absolute http:// or https:// URL")
     return url
 
