@@ -24,6 +24,7 @@ from minipay.server.bootstrap import build_container
 from minipay.server.settings import Settings
 from minipay.server.worker import WorkerConfig
 from minipay.server.worker._cli import UsageError, reconcile_main, worker_main
+from minipay.server.worker.api import build_router
 from tests.e2e.stack import START, Forward, SandboxTime, serving
 
 SUB1 = "1900000110"
@@ -61,7 +62,7 @@ async def loopback(tmp_path: Path) -> AsyncIterator[Loopback]:
             keys=keys,
         ).model_copy(update={"webhook_dispatch": False})
         container = build_container(settings, clock=SandboxTime(sandbox_app.state.sandbox))
-        service_app = create_app(settings, container=container)
+        service_app = create_app(settings, container=container, routers=[build_router()])
         to_service.app = service_app
         async with (
             service_app.router.lifespan_context(service_app),
@@ -112,7 +113,20 @@ async def test_reconcile_replaces_the_days_run_and_exits_1_on_discrepancies(loop
 
     lines.clear()
     assert await reconcile_main(loopback.settings, day=day, download=False, as_json=True, echo=lines.append) == 1
-    assert len(json.loads(lines[-1])["discrepancies"]) == 1
+    shown = json.loads(lines[-1])
+    assert len(shown["discrepancies"]) == 1
+
+    # The command and GET /v1/reconciliation/{date} tell the same story, field for field.
+    admin = {"Authorization": f"Bearer {loopback.settings.admin_api_keys[0].get_secret_value()}"}
+    api = await loopback.service.get(f"/v1/reconciliation/{day.isoformat()}", headers=admin)
+    assert api.status_code == 200, api.text
+    assert api.json() == shown
+    mine = (await loopback.service.get(f"/v1/reconciliation/{day.isoformat()}", headers=loopback.auth)).json()
+    lines.clear()
+    await reconcile_main(
+        loopback.settings, day=day, sub_mch_ids=[SUB1], download=False, as_json=True, echo=lines.append
+    )
+    assert mine == json.loads(lines[-1])
 
 
 @pytest.mark.anyio
