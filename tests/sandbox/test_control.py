@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from minipay.protocol import ConfigurationError, encode_xml, sign
 from minipay.sandbox import SandboxConfig, create_app
-from tests.sandbox.conftest import APPID, HKD_APP, HKD_SECRET, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, START, Sandbox
+from tests.sandbox.conftest import (
+    APPID,
+    HKD_APP,
+    HKD_SECRET,
+    HKD_SUB,
+    JPY_APP,
+    JPY_SUB,
+    KEY,
+    MCH_ID,
+    START,
+    MakeSandbox,
+    Receiver,
+    Sandbox,
+)
 
 pytestmark = pytest.mark.anyio
 SANDBOX_SRC = Path(__file__).resolve().parents[2] / "src" / "minipay" / "sandbox"
@@ -218,12 +233,45 @@ def test_the_sandbox_never_imports_the_client_or_the_server() -> None:
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, (path.name, "relative import")  # would hide where it goes
+                names = [node.module or ""]
+                if node.module == "minipay":  # from minipay import Client: the SDK by another name
+                    names = [f"minipay.{alias.name}" for alias in node.names]
             for name in names:
                 assert not name.startswith(("minipay.client", "minipay.server", "minipay.cli")), (path.name, name)
-                if name.startswith("minipay."):
+                if name == "minipay" or name.startswith("minipay."):
                     assert name.startswith(("minipay.protocol", "minipay.sandbox")), (path.name, name)
+
+
+def test_a_whole_payment_in_the_sandbox_never_loads_the_client_or_the_server() -> None:
+    # At run time too: judging requests, paying and notifying use no SDK or service code.
+    script = """
+import sys
+from starlette.testclient import TestClient
+from minipay.protocol import build_pay_params, decode_xml, encode_xml, sign
+from minipay.sandbox import create_app
+
+KEY = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
+app = create_app(seed=1)
+with TestClient(app) as http:
+    openid = http.post("/sandbox/login", json={"appid": "wx1234567890abcdef", "user": "u"}).json()["openid"]
+    fields = {"appid": "wx8888888888888888", "mch_id": "1900000109", "sub_mch_id": "1900000110",
+              "sub_appid": "wx1234567890abcdef", "nonce_str": "n1", "body": "b", "out_trade_no": "IMP1",
+              "fee_type": "HKD", "total_fee": 100, "spbill_create_ip": "127.0.0.1",
+              "notify_url": "http://127.0.0.1:9/n", "trade_type": "JSAPI", "sub_openid": openid}
+    fields["sign"] = sign(fields, KEY)
+    answer = decode_xml(http.post("/pay/unifiedorder", content=encode_xml(fields)).content)
+    params = build_pay_params(app_id="wx1234567890abcdef", prepay_id=answer["prepay_id"], key=KEY)
+    assert http.post("/sandbox/pay", json=dict(params)).json()["errMsg"] == "requestPayment:ok"
+    http.get("/sandbox/")
+loaded = sorted(m for m in sys.modules if m.startswith(("minipay.client", "minipay.server", "minipay.cli")))
+assert not loaded, loaded
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_unknown_control_paths_are_404() -> None:
@@ -269,3 +317,68 @@ def test_a_corrupt_state_file_is_a_configuration_error(tmp_path: Path) -> None:
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigurationError):
         create_app(seed=1, state_file=path)
+
+
+CROSS_SITE_HEADERS = [
+    {"Origin": "https://attacker.invalid"},
+    {"Origin": "null"},
+    {"Origin": "http://apihk.mch.weixin.qq.com:8080"},  # same host, another port: another origin
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE_HEADERS)
+async def test_a_cross_site_page_cannot_drive_the_control_api(sandbox: Sandbox, headers: dict[str, str]) -> None:
+    # A page in the developer's browser can send "simple" POSTs (text/plain, no preflight): refused.
+    await sandbox.order("CSRF1")
+    before = (await sandbox.http.get("/sandbox/clock")).json()
+    for path, body in [
+        ("/sandbox/clock", '{"advance": 90000}'),
+        ("/sandbox/reset", ""),
+        ("/sandbox/faults", '{"endpoint": "unifiedorder", "fault": "SYSTEMERROR"}'),
+    ]:
+        refused = await sandbox.http.post(path, content=body, headers={**headers, "Content-Type": "text/plain"})
+        assert refused.status_code == 403, path
+        assert "cross-site" in refused.json()["error"]
+    form = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    refused = await sandbox.http.post(
+        "/sandbox/ui/pay", content=f"out_trade_no=CSRF1&sub_mch_id={HKD_SUB}", headers=form
+    )
+    assert refused.status_code == 403
+    assert (await sandbox.http.get("/sandbox/clock")).json() == before
+    assert sandbox.backend.orders[(HKD_SUB, "CSRF1")].state == "NOTPAY"
+    assert sandbox.backend.faults == []
+    assert sandbox.receiver.received == []
+    # Reading is not refused (the browser keeps a cross-site page from seeing the answer anyway).
+    assert (await sandbox.http.get("/sandbox/state", headers=headers)).status_code == 200
+
+
+async def test_same_origin_dashboard_forms_and_non_browser_clients_pass_the_cross_site_guard(sandbox: Sandbox) -> None:
+    await sandbox.order("SAME1")
+    own = {"Origin": "http://apihk.mch.weixin.qq.com", "Sec-Fetch-Site": "same-origin"}
+    paid = await sandbox.http.post(
+        "/sandbox/ui/pay", data={"out_trade_no": "SAME1", "sub_mch_id": HKD_SUB}, headers=own
+    )
+    assert paid.status_code == 303
+    assert sandbox.backend.orders[(HKD_SUB, "SAME1")].state == "SUCCESS"
+    assert (await sandbox.http.post("/sandbox/clock", json={"advance": 1})).status_code == 200  # no Origin
+    # The WeChat paths authenticate by signature, as WeChat does: an Origin does not matter there.
+    answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "SAME1"}, headers=own)
+    assert answer["trade_state"] == "SUCCESS"
+
+
+async def test_the_dashboard_escapes_every_value_that_came_from_a_request(make_sandbox: MakeSandbox) -> None:
+    # A receiver's reply is shown on the dashboard too: it is markup from outside.
+    sandbox = make_sandbox(receiver=Receiver(default=(200, b"<script>alert(3)</script>")))
+    evil = "<img src=x onerror=alert(1)>\"'&"
+    await sandbox.paid_order("XSS1", body=evil, attach=evil, notify_url="http://127.0.0.1:9/<svg/onload=alert(4)>'&")
+    # out_trade_no cannot carry markup (field rules): the request that tries is refused.
+    assert (await sandbox.order("<b>x</b>"))["err_code"] == "PARAM_ERROR"
+    page = (await sandbox.http.get("/sandbox/", params={"msg": '"><script>alert(2)</script>'})).text
+    assert "<img" not in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(3)" in page  # the reply, escaped
+    assert "<svg" not in page
+    assert "9/&lt;svg/onload=alert(4)&gt;&#x27;&amp;" in page  # the notify_url, escaped
+    assert "&quot;&gt;&lt;script&gt;alert(2)" in page  # the message, escaped

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipay.protocol import require_aware
 from minipay.sandbox._backend import Backend
@@ -30,6 +32,58 @@ __all__ = ["create_app"]
 TICK = 0.2
 #: Ticks between two saves of the state file.
 SAVE_EVERY = 25
+
+
+#: Methods that only read: never refused by the cross-site guard.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CrossSiteGuard:
+    """Refuse state-changing browser requests to ``/sandbox/*`` that come from another origin.
+
+    The control API and the dashboard forms move the clock, pay orders (which notifies the
+    developer's local service), script faults and reset the world. Without this guard any web
+    page open in the developer's browser could do that with a "simple" cross-site POST (a form
+    or ``fetch(..., {mode: "no-cors"})`` with a text/plain JSON body). Browsers mark such
+    requests: ``Sec-Fetch-Site: cross-site|same-site`` and an ``Origin`` whose host[:port] is not
+    the ``Host`` asked for (or ``null``). Those are answered 403 before anything runs. Requests
+    without these headers (curl, SDKs, scripts, tests) and same-origin dashboard forms pass. The
+    WeChat paths are not guarded: like WeChat they authenticate by signature, not by origin.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in _SAFE_METHODS
+            and (scope["path"] == "/sandbox" or scope["path"].startswith("/sandbox/"))
+        ):
+            reason = _cross_site(scope)
+            if reason is not None:
+                response = JSONResponse({"error": f"cross-site request refused: {reason}"}, status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cross_site(scope: Scope) -> str | None:
+    """Why this request is cross-site, or ``None`` when it is same-origin or not from a browser."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    origin = origin.strip().lower()
+    if origin == "null":
+        return "Origin: null"
+    _, _, origin_host = origin.partition("://")
+    if origin_host != headers.get("host", "").strip().lower():
+        return "Origin is not this sandbox's own address"
+    return None
 
 
 async def _control_error(request: Request, exc: Exception) -> Response:
@@ -82,6 +136,7 @@ def create_app(
     app = Starlette(
         routes=[*wechat_routes(), *control_routes(), *dashboard_routes()],
         exception_handlers={ControlError: _control_error},
+        middleware=[Middleware(CrossSiteGuard)],
         lifespan=lifespan,
     )
     app.state.sandbox = backend
