@@ -216,7 +216,7 @@ async def test_without_a_transport_only_loopback_targets_are_contacted() -> None
     app = create_app(seed=1, start=START)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
-        await sandbox.paid_order(notify_url="http://merchant.example.com/notify")
+        await sandbox.paid_order(notify_url="http://merchant.invalid/notify")
         [note] = await sandbox.notifications()
     assert note["state"] == "blocked"
     assert note["attempts"][0]["verdict"] == "blocked"
@@ -226,6 +226,67 @@ async def test_without_a_transport_only_loopback_targets_are_contacted() -> None
     assert dispatcher.allowed("http://localhost/notify")
     assert not dispatcher.allowed("http://10.0.0.1/notify")
     assert not dispatcher.allowed("http://127.0.0.1.example.com/notify")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://merchant.invalid/notify",
+        "http://10.0.0.1/notify",
+        "http://0.0.0.0:8000/notify",
+        "http://127.0.0.1.merchant.invalid/notify",
+        "http://localhost.merchant.invalid/notify",
+    ],
+)
+async def test_a_non_loopback_notify_url_is_never_contacted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    # Every way a notification can go out (first attempt, retries over 25 h, each mode, resend,
+    # forged copies): none may open a connection to a host that is not loopback.
+    sent: list[str] = []
+
+    async def no_network(self: httpx2.AsyncHTTPTransport, request: httpx2.Request) -> httpx2.Response:
+        sent.append(str(request.url))
+        raise httpx2.ConnectError("the test forbids the network")
+
+    monkeypatch.setattr(httpx2.AsyncHTTPTransport, "handle_async_request", no_network)
+    app = create_app(seed=1, start=START)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        for n, mode in enumerate(["normal", "twice", "twice-concurrently", "late", "never"]):
+            answer = await sandbox.order(f"BLK{n}", notify_url=url)
+            assert answer["result_code"] == "SUCCESS", answer
+            paid = await sandbox.pay(answer["prepay_id"], notify=mode)
+            assert paid["errMsg"] == "requestPayment:ok"
+        refund = {"sub_mch_id": HKD_SUB, "out_trade_no": "BLK0", "out_refund_no": "BLKR0", "total_fee": 1000,
+                  "refund_fee": 1000, "notify_url": url}  # fmt: skip
+        assert (await sandbox.call("/secapi/pay/refund", refund))["result_code"] == "SUCCESS"
+        await sandbox.advance(25 * 3600)
+        notes = await sandbox.notifications()
+        for note in notes:
+            assert (await http.post(f"/sandbox/notifications/{note['id']}/resend")).status_code == 200
+        tamper = await http.post(f"/sandbox/notifications/{notes[0]['id']}/resend", json={"tamper": "amount"})
+        assert tamper.status_code == 200
+    assert sent == []
+    notes = [n for n in app.state.sandbox.notifications]
+    assert len(notes) == 6  # five payments, one refund
+    assert {a.verdict for n in notes for a in n.attempts} == {"blocked"}
+
+
+async def test_a_loopback_notify_url_does_go_over_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The counterpart: the guard above really watches the path notifications take.
+    sent: list[str] = []
+
+    async def no_network(self: httpx2.AsyncHTTPTransport, request: httpx2.Request) -> httpx2.Response:
+        sent.append(str(request.url))
+        raise httpx2.ConnectError("the test forbids the network")
+
+    monkeypatch.setattr(httpx2.AsyncHTTPTransport, "handle_async_request", no_network)
+    app = create_app(seed=1, start=START)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        await sandbox.paid_order(notify_url="http://127.0.0.1:9/notify")
+    assert sent == ["http://127.0.0.1:9/notify"]
+    [note] = app.state.sandbox.notifications
+    assert note.attempts[0].verdict == "error"
 
 
 async def test_allow_listed_hosts_are_contacted() -> None:
