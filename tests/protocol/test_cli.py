@@ -201,3 +201,11 @@ def test_sign_refuses_an_unknown_sign_type_field_naming_the_field() -> None:
     result = runner.invoke(app, ["sign", *_pairs(fields), "--key", v.OFFICIAL_KEY])
     assert result.exit_code == 2
     assert "the fields say sign_type='HMAC_SHA256'" in result.output
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"minipay {version('minipay')}"
