@@ -722,3 +722,21 @@ async def test_a_refusal_of_a_resent_refund_never_fails_a_refund_wechat_accepted
     assert after.status == "processing"  # WeChat is paying it back: the amount must stay reserved
     again = await world.api.post(url, json={"amount": 1000}, headers={**world.auth(), "Idempotency-Key": "twice"})
     assert error(again) == (409, "refund_not_allowed")
+
+
+async def test_a_nul_in_a_path_or_query_is_never_a_database_error(world: World) -> None:
+    for path, params in (
+        ("/v1/payments/pay_%00x", {}),
+        ("/v1/refunds/re_%00x", {}),
+        ("/v1/payments", {"out_trade_no": "a\x00b"}),
+        ("/v1/payments", {"status": "\x00"}),
+        ("/v1/payments", {"cursor": "pay_\x00"}),
+        ("/v1/events", {"payment_id": "pay_\x00"}),
+        ("/v1/events/evt_%00", {}),
+    ):
+        response = await world.api.get(path, params=params, headers=world.auth())
+        assert response.status_code < 500, (path, params, response.text)
+        if response.status_code >= 400:
+            error(response)
+    gone = await world.api.delete("/v1/webhook-endpoints/we_%00", headers=world.auth())
+    assert error(gone)[0] in (400, 404)

@@ -352,7 +352,11 @@ def create_app(
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        if "\x00" in request.scope["path"] or b"%00" in request.scope["query_string"]:
+            # No id or filter contains NUL, and PostgreSQL refuses it in any text parameter.
+            response: Response = _error(400, "invalid_request", "NUL characters are not accepted in URLs")
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(request.method, path, str(response.status_code)).inc()
