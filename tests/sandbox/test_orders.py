@@ -56,6 +56,9 @@ async def test_same_seed_gives_the_same_ids(make_sandbox: MakeSandbox) -> None:
         ({"trade_type": "NATIVE"}, "trade_type"),
         ({"version": "2.0"}, "version"),
         ({"time_expire": "2024-01-01"}, "time_expire"),
+        ({"total_fee": "²"}, "total_fee"),  # str.isdigit() says yes, int() raises
+        ({"total_fee": "١٠٠٠"}, "total_fee"),  # Arabic-Indic 1000: int() reads it, WeChat would not
+        ({"total_fee": "+1000"}, "total_fee"),
     ],
 )
 async def test_field_rules_fail_with_param_error(

@@ -252,3 +252,64 @@ async def test_a_nonce_longer_than_32_characters_is_param_error(sandbox: Sandbox
     answer = await sandbox.call("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "X1", "nonce_str": "n" * 33})
     assert answer["err_code"] == "PARAM_ERROR"
     assert "nonce_str" in answer["err_code_des"]
+
+
+def _signed(fields: dict[str, str | int], *, key: str = KEY, sign_type: str = "MD5") -> bytes:
+    body: dict[str, str | int] = {"appid": APPID, "mch_id": MCH_ID, "nonce_str": "n1", **fields}
+    if sign_type != "MD5":
+        body["sign_type"] = sign_type
+    body["sign"] = sign(body, key, sign_type)
+    return encode_xml(body)
+
+
+async def test_the_first_failing_step_of_the_pipeline_decides_the_answer(sandbox: Sandbox) -> None:
+    # Each request breaks two neighbouring steps of spec 18.4; the earlier step must answer.
+    order: dict[str, str | int] = {
+        "sub_mch_id": HKD_SUB, "sub_appid": HKD_APP, "body": "x", "out_trade_no": "P1", "total_fee": 1,
+        "spbill_create_ip": "127.0.0.1", "notify_url": "http://127.0.0.1/n", "trade_type": "JSAPI",
+        "fee_type": "HKD", "sub_openid": "o" * 28,
+    }  # fmt: skip
+
+    async def post(body: bytes, method: str = "POST") -> dict[str, str]:
+        response = await sandbox.http.request(method, "/pay/unifiedorder", content=body)
+        assert response.status_code == 200  # always, whatever failed
+        return decode_xml(response.content)
+
+    # method before XML
+    assert "REQUIRE_POST_METHOD" in (await post(b"<xml><a>", method="PUT"))["return_msg"]
+    # known merchant before signature
+    unknown = await post(_signed({**order, "mch_id": "1999999999"}, key="Z" * 32))
+    assert "MCHID_NOT_EXIST" in unknown["return_msg"]
+    # signature before required fields: a missing field under a bad signature is a signature error
+    no_body = {k: v for k, v in order.items() if k != "body"}
+    assert (await post(_signed(no_body, key="Z" * 32)))["return_msg"] == "签名错误"
+    # required fields before sub-merchant binding
+    lack = await post(_signed({**no_body, "sub_mch_id": "1234567"}))
+    assert lack["err_code"] == "LACK_PARAMS"
+    # sub_mch_id binding before sub_appid binding
+    assert (await post(_signed({**order, "sub_mch_id": "1234567", "sub_appid": "wx0"})))["err_code"] == "NOAUTH"
+    # bindings before field rules
+    wrong_app = await post(_signed({**order, "sub_appid": "wx2234567890abcdef", "out_trade_no": "bad no!"}))
+    assert wrong_app["err_code"] == "APPID_MCHID_NOT_MATCH"
+    # field rules (spec 16.5) before business rules (fee_type, sub_openid)
+    rules = await post(_signed({**order, "fee_type": "JPY", "time_expire": "2024-01-01"}))
+    assert (rules["err_code"], rules["err_code_des"].split("参数错误")[0]) == ("PARAM_ERROR", "time_expire")
+    # every signed answer (result_code=FAIL included) is signed with the request's algorithm
+    hmac = await post(_signed({**order, "sub_appid": "wx2234567890abcdef"}, sign_type=HMAC_SHA256))
+    assert hmac["err_code"] == "APPID_MCHID_NOT_MATCH"
+    verify(hmac, KEY, HMAC_SHA256)
+    assert "sign" not in unknown  # return_code=FAIL: never signed
+    verify(lack, KEY, "MD5")  # result_code=FAIL: signed
+
+
+async def test_sub_appid_of_another_sub_merchant_is_refused_on_every_endpoint_that_names_one(sandbox: Sandbox) -> None:
+    foreign = "wx2234567890abcdef"
+    for path, fields in [
+        ("/pay/orderquery", {"out_trade_no": "Q1"}),
+        ("/pay/closeorder", {"out_trade_no": "Q1"}),
+        ("/pay/refundquery", {"out_trade_no": "Q1"}),
+        ("/secapi/pay/refund", {"out_trade_no": "Q1", "out_refund_no": "R1", "total_fee": 1, "refund_fee": 1}),
+    ]:
+        answer = await sandbox.call(path, {"sub_mch_id": HKD_SUB, "sub_appid": foreign, **fields})
+        assert answer["err_code"] == "APPID_MCHID_NOT_MATCH", path
+        verify(answer, KEY, "MD5")

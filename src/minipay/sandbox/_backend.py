@@ -79,7 +79,7 @@ def _param(field: str, exc: FieldError) -> BizFail:
 
 def _int_field(fields: Mapping[str, str], name: str) -> int:
     text = fields[name]
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not "²" (int() fails), not "١٠٠" (100)
         raise BizFail("PARAM_ERROR", f"{name}参数错误: must be a positive integer of minor units, got {text!r}")
     try:
         return check_amount(int(text), name)
@@ -197,7 +197,9 @@ class Backend:
             return "CLOSED"
         return order.state
 
-    def _check_sub_appid(self, sub: SubMerchant, fields: Mapping[str, str]) -> None:
+    def check_sub_appid(self, sub: SubMerchant, fields: Mapping[str, str]) -> None:
+        """``sub_appid`` (when sent) must be the sub-merchant's mini program (a binding: checked
+        by the pipeline right after ``sub_mch_id``, before field rules, on every endpoint)."""
         sub_appid = fields.get("sub_appid")
         if sub_appid and sub_appid != sub.sub_appid:
             raise BizFail("APPID_MCHID_NOT_MATCH", "sub_appid和sub_mch_id不匹配")
@@ -224,6 +226,11 @@ class Backend:
                     check_id(f[name], name)
             check_ip(f["spbill_create_ip"])
             check_notify_url(f["notify_url"], allow_local=True)
+            time_expire: datetime | None = None
+            if f.get("time_start"):
+                parse_wx_time(f["time_start"], "time_start")
+            if f.get("time_expire"):
+                time_expire = parse_wx_time(f["time_expire"], "time_expire")
         except FieldError as exc:
             raise _param(exc.field, exc) from None
         total_fee = _int_field(f, "total_fee")
@@ -234,16 +241,7 @@ class Backend:
                 f"fee_type参数错误: {fee_type!r} is not allowed for this sub-merchant "
                 f"(allowed: {', '.join(sorted(sub.fee_types))})",
             )
-        self._check_sub_appid(sub, f)
         user = self._payer(inst, sub, f)
-        time_expire: datetime | None = None
-        try:
-            if f.get("time_start"):
-                parse_wx_time(f["time_start"], "time_start")
-            if f.get("time_expire"):
-                time_expire = parse_wx_time(f["time_expire"], "time_expire")
-        except FieldError as exc:
-            raise _param(exc.field, exc) from None
         params = {k: v for k, v in f.items() if k not in _UNCOMPARED}
         key = (sub.sub_mch_id, f["out_trade_no"])
         order = self.orders.get(key)
@@ -580,7 +578,6 @@ class Backend:
             raise _param(exc.field, exc) from None
         total_fee = _int_field(f, "total_fee")
         refund_fee = _int_field(f, "refund_fee")
-        self._check_sub_appid(sub, f)
         order = self._order(sub, f, refunds=True)
         existing = self.refunds.get((sub.sub_mch_id, f["out_refund_no"]))
         if existing is not None:

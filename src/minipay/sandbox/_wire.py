@@ -2,9 +2,10 @@
 
 Pipeline, every XML endpoint: POST only, non-empty body, UTF-8, a flat ``<xml>`` -> known
 ``mch_id`` and bound ``appid`` -> signature over **all** received fields (``sign_type`` absent
-means MD5) -> required fields (``LACK_PARAMS``) -> sub-merchant binding -> the backend's business
-rules. Answers are HTTP 200 + XML, signed with the request's algorithm; ``return_code=FAIL``
-answers carry no ``sign``.
+means MD5) -> required fields (``LACK_PARAMS``) -> sub-merchant bindings (``sub_mch_id`` under
+``mch_id``: ``NOAUTH``; ``sub_appid`` of that ``sub_mch_id``: ``APPID_MCHID_NOT_MATCH``) -> the
+backend's field rules (spec 16.5), then its business rules. Answers are HTTP 200 + XML, signed
+with the request's algorithm; ``return_code=FAIL`` answers carry no ``sign``.
 """
 
 from __future__ import annotations
@@ -205,6 +206,10 @@ class Pipeline:
             if sub is None:
                 failure = BizFail("NOAUTH", "sub_mch_id与mch_id不存在受理关系")
                 return self._answer(backend, inst, fields, sign_type, failure, kind)
+            try:
+                backend.check_sub_appid(sub, fields)
+            except BizFail as exc:
+                return self._answer(backend, inst, fields, sign_type, exc, kind)
         if kind == "SYSTEMERROR":
             return self._answer(backend, inst, fields, sign_type, BizFail("SYSTEMERROR"), kind)
         if self.endpoint == "downloadbill":
