@@ -84,6 +84,28 @@ def test_gzip_bill_is_accepted() -> None:
     assert parse_bill(gzip.compress(render_bill([_row()]))).rows == [_row()]
 
 
+def test_every_member_of_a_gzip_stream_is_read() -> None:
+    text = render_bill([_row(1), _row(2)])
+    cut = text.index(b"\r\n", text.index(b"\r\n") + 2) + 2  # after the header and the first row
+    bill = parse_bill(gzip.compress(text[:cut]) + gzip.compress(text[cut:]) + b"\x00" * 8)
+    assert bill.rows == [_row(1), _row(2)]
+
+
+@pytest.mark.parametrize(
+    "tail", [b"junk", gzip.compress(b"more")[:-4], b"\x1f\x8b"], ids=["junk", "cut-member", "magic-only"]
+)
+def test_anything_after_the_first_gzip_member_must_be_a_whole_member(tail: bytes) -> None:
+    with pytest.raises(FieldError) as info:
+        parse_bill(gzip.compress(render_bill([_row()])) + tail)
+    assert info.value.field == "bill"
+
+
+def test_the_size_cap_holds_across_gzip_members() -> None:
+    part = gzip.compress(b"`" * (3 * 1024 * 1024))
+    with pytest.raises(FieldError, match="exceeds"):
+        parse_bill(part + part, max_bytes=5 * 1024 * 1024)
+
+
 def test_gzip_bomb_is_capped() -> None:
     bomb = gzip.compress(b"`" * (5 * 1024 * 1024))
     with pytest.raises(FieldError, match="exceeds"):

@@ -195,16 +195,26 @@ def _rate(text: str) -> int:
 
 
 def _decompress(body: bytes, max_bytes: int) -> bytes:
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        data = decompressor.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise FieldError("bill", f"not a valid gzip stream: {exc}") from None
-    if len(data) > max_bytes or decompressor.unconsumed_tail:
-        raise FieldError("bill", f"decompressed bill exceeds {max_bytes} bytes")
-    if not decompressor.eof:  # a cut stream decodes to a plausible prefix: never a shorter bill
-        raise FieldError("bill", "truncated gzip stream")
-    return data
+    """Every member of a gzip stream (as ``gzip -d`` reads them), at most ``max_bytes`` in all.
+
+    One ``decompressobj`` stops at the end of the first member and leaves the rest in
+    ``unused_data``: a second member (or trailing junk) would otherwise be dropped in silence.
+    """
+    out = bytearray()
+    rest = body
+    while True:
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += decompressor.decompress(rest, max_bytes + 1 - len(out))  # >= 1: 0 would mean no limit
+        except zlib.error as exc:
+            raise FieldError("bill", f"not a valid gzip stream: {exc}") from None
+        if len(out) > max_bytes or decompressor.unconsumed_tail:
+            raise FieldError("bill", f"decompressed bill exceeds {max_bytes} bytes")
+        if not decompressor.eof:  # a cut stream decodes to a plausible prefix: never a shorter bill
+            raise FieldError("bill", "truncated gzip stream")
+        rest = decompressor.unused_data
+        if not rest.strip(b"\x00"):  # gzip tolerates zero padding after the last member
+            return bytes(out)
 
 
 def parse_bill(
