@@ -63,6 +63,21 @@ async def test_clock_refuses_bad_input(sandbox: Sandbox, body: dict[str, object]
     assert "error" in response.json()
 
 
+@pytest.mark.parametrize(
+    "raw", ['{"advance": NaN}', '{"advance": Infinity}', '{"advance": 1e300}', '{"advance": true}']
+)
+async def test_an_advance_the_clock_cannot_hold_is_refused_not_a_crash(sandbox: Sandbox, raw: str) -> None:
+    # Python's json reads NaN/Infinity; timedelta(seconds=nan) raised a bare ValueError (HTTP 500).
+    response = await sandbox.http.post("/sandbox/clock", content=raw)
+    assert response.status_code == 400
+    assert "ten years" in response.json()["error"]
+    for seconds in ("nan", "inf", "1e300", "-1"):
+        form = await sandbox.http.post("/sandbox/ui/advance", data={"seconds": seconds})
+        assert form.status_code == 303
+        assert "ten+years" in form.headers["location"] or "ten%20years" in form.headers["location"]
+    assert (await sandbox.http.get("/sandbox/clock")).json()["china_time"] == "2024-01-01T12:00:00+08:00"
+
+
 async def test_the_clock_starts_at_the_real_time_unless_configured() -> None:
     from datetime import UTC, datetime, timedelta
 

@@ -249,3 +249,5 @@ async def test_refund_query_pages_by_ten_with_offset(sandbox: Sandbox) -> None:
     assert second["refund_count"] == "2"
     assert second["out_refund_no_0"] == "R10"
     assert (await refund_query(sandbox, out_trade_no="ORDER0001", offset="12"))["err_code"] == "PARAM_ERROR"
+    for offset in ("²", "١", "-1"):  # isdigit() alone let "²" through to int() (a bare ValueError)
+        assert (await refund_query(sandbox, out_trade_no="ORDER0001", offset=offset))["err_code"] == "PARAM_ERROR"

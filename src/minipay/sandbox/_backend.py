@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import re
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
@@ -67,6 +68,8 @@ BILL_FAULTS = frozenset({"bill_extra_trade", "bill_missing_trade"})
 LOGIN_FAULTS = frozenset({"http_500", "delay", "drop", "lost_response", "-1", "45011", "40226"})
 PAYMENT_TAMPERS = ("bad_signature", "amount", "unsigned", "other_key", "md5_downgrade")
 REFUND_TAMPERS = ("other_key", "garbage")
+#: The longest single clock advance (ten years): NaN, infinity or 1e300 would overflow the clock.
+MAX_ADVANCE = 10 * 366 * 86400
 ENDPOINTS = (
     "unifiedorder", "orderquery", "closeorder", "refund", "refundquery", "downloadbill", "queryexchagerate",
     "report", "jscode2session",
@@ -764,7 +767,7 @@ class Backend:
         total = len(selected)
         offset = 0
         if f.get("offset"):
-            if not f["offset"].isdigit() or int(f["offset"]) >= total:
+            if not (f["offset"].isascii() and f["offset"].isdigit()) or int(f["offset"]) >= total:
                 raise BizFail("PARAM_ERROR", "offset参数错误: offset必须小于total_refund_count")
             offset = int(f["offset"])
         page = selected[offset : offset + 10]
@@ -1027,6 +1030,17 @@ class Backend:
             if n.id == notification_id:
                 return n
         raise ControlError(f"no notification {notification_id}", 404)
+
+    async def advance_by(self, seconds: object) -> None:
+        """Move the clock ``seconds`` ahead (a finite number, 0 to :data:`MAX_ADVANCE`)."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or not 0 <= seconds <= MAX_ADVANCE
+        ):
+            raise ControlError(f"advance takes a number of seconds from 0 to {MAX_ADVANCE} (ten years)")
+        await self.advance_to(self.now() + timedelta(seconds=seconds))
 
     async def advance_to(self, target: datetime) -> None:
         """Move the clock to ``target``, stopping at every due event on the way (in time order)."""
