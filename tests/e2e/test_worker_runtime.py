@@ -6,8 +6,10 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
+from minipay.server.api import create_app
 from minipay.server.worker import PAYMENT_FOLLOWUP, JobStatus, WorkerConfig
 from minipay.server.worker.api import worker_task
 from tests.e2e.stack import Stack, running_stack
@@ -73,3 +75,43 @@ async def test_the_queue_overview_is_for_the_admin_key_only(stack: Stack) -> Non
     r = await stack.service.get("/v1/worker/jobs", headers=stack.headers())
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "forbidden"
+
+
+async def test_stopping_the_service_lets_the_worker_finish_the_job_it_is_running(stack: Stack) -> None:
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment, notify="never")
+    # WeChat answers the order query slowly (real time): the service is told to stop meanwhile.
+    await stack.fault(endpoint="orderquery", fault="delay", delay=0.5, out_trade_no=payment["out_trade_no"])
+    await stack.advance(60)
+    task = worker_task(WorkerConfig(poll_interval=0.02, bills=False, webhooks=False), name="in-process")
+    app = create_app(stack.settings, container=stack.container, background=[task])
+    async with app.router.lifespan_context(app):
+        for _ in range(250):  # at most 5 s
+            row = await stack.worker.queue.get(PAYMENT_FOLLOWUP, payment["id"])
+            if row is not None and row["status"] == JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        assert row["status"] == JobStatus.RUNNING
+    # The app has stopped: the worker finished its job first (not cancelled mid-way, left to a lease).
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert job["status"] == JobStatus.DONE, job
+    assert (job["lease_owner"], job["result"]["via"]) == ("in-process", "query")
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"
+
+
+async def test_a_stopping_worker_hands_back_the_jobs_it_claimed_but_did_not_start(stack: Stack) -> None:
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment, notify="never")
+    await stack.advance(60)
+    worker = stack.new_worker(WorkerConfig(bills=False, webhooks=False), name="stopping")
+    stop = anyio.Event()
+    stop.set()
+    worker._stop = stop  # what run_forever(stop) sets: the app is stopping while this tick claims
+    summary = await worker.tick()
+    assert summary.ran == 0
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["attempts"], job["lease_token"]) == (JobStatus.PENDING, 0, None)
+    assert (await stack.payment(payment["id"]))["status"] == "pending"
+    await stack.worker.tick()  # any worker runs it now, no lease to wait for
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"

@@ -175,6 +175,7 @@ class Worker:
         self.bill_source = bill_source
         self.reconciler = Reconciler(engine, clock, self.bill_source)
         self._bills_enqueued: set[str] = set()
+        self._stop: anyio.Event | None = None
         self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]] = {
             PAYMENT_FOLLOWUP: self._payment_followup,
             REFUND_FOLLOWUP: self._refund_followup,
@@ -267,7 +268,13 @@ class Worker:
                 break
             for job in fresh:
                 seen.add(job.id)
+                if self._stop is not None and self._stop.is_set():
+                    # Stopping: hand the claimed but unstarted jobs back at once (not after a lease).
+                    await self.queue.retry(job, job.run_at, count_attempt=False)
+                    continue
                 await self._run(job, summary)
+            if self._stop is not None and self._stop.is_set():
+                break
         if self.config.webhooks and self.webhook_sender is not None:
             summary.webhooks = await deliver_webhooks(
                 self.uow_factory,
@@ -290,6 +297,7 @@ class Worker:
     async def run_forever(self, stop: anyio.Event | None = None) -> None:
         """Tick every ``poll_interval`` real seconds until ``stop`` is set (or the task is cancelled)."""
         stop = stop or anyio.Event()
+        self._stop = stop  # a tick in progress stops claiming new jobs once it is set
         log.info("worker %s started", self.name)
         while not stop.is_set():
             try:

@@ -30,6 +30,9 @@ __all__ = ["build_router", "worker_task"]
 
 log = logging.getLogger("minipay.worker")
 
+#: Real seconds a stopping app gives the in-process worker to finish the job it is running.
+STOP_GRACE = 10.0
+
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
@@ -112,8 +115,18 @@ def worker_task(config: WorkerConfig | None = None, **kwargs: Any) -> Background
             done.set()
 
         relay_task = asyncio.create_task(relay())
+        runner = asyncio.ensure_future(worker.run_forever(done))
         try:
-            await worker.run_forever(done)
+            await asyncio.shield(runner)
+        except asyncio.CancelledError:
+            # The app is stopping and its lifespan cancels its tasks: the job in progress finishes
+            # first (within STOP_GRACE seconds) instead of being cut off and left to its lease.
+            done.set()
+            await asyncio.wait({runner}, timeout=STOP_GRACE)
+            if not runner.done():
+                runner.cancel()
+                await asyncio.wait({runner})
+            raise
         finally:
             relay_task.cancel()
             await worker.aclose()
