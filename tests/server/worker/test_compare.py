@@ -63,6 +63,11 @@ def test_a_trade_listed_twice_in_the_bill_is_reported() -> None:
     assert found.kind == "duplicate_in_bill"
 
 
+def test_a_refund_listed_twice_in_the_bill_is_reported() -> None:
+    (found,) = compare([], [], [R1, R1], [R1])
+    assert (found.kind, found.out_refund_no) == ("refund_duplicate_in_bill", R1.out_refund_no)
+
+
 def test_an_unknown_discrepancy_kind_is_refused() -> None:
     assert "missing_in_bill" in DISCREPANCY_KINDS
     with pytest.raises(ValueError, match="unknown discrepancy kind"):

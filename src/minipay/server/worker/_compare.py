@@ -31,6 +31,7 @@ DISCREPANCY_KINDS: Final = (
     "refund_amount_mismatch",
     "refund_currency_mismatch",
     "duplicate_in_bill",
+    "refund_duplicate_in_bill",
     "refund_status_mismatch",  # a refund notification and WeChat's refund query disagree
 )
 
@@ -107,10 +108,24 @@ def _index_trades(records: Iterable[TradeRecord], side: str, out: list[Discrepan
     return index
 
 
-def _index_refunds(records: Iterable[RefundRecord]) -> dict[str, RefundRecord]:
+def _index_refunds(records: Iterable[RefundRecord], side: str, out: list[Discrepancy]) -> dict[str, RefundRecord]:
     index: dict[str, RefundRecord] = {}
     for record in records:
-        index.setdefault(record.out_refund_no, record)
+        if record.out_refund_no in index:
+            if side == "bill":
+                out.append(
+                    Discrepancy(
+                        kind="refund_duplicate_in_bill",
+                        sub_mch_id=record.sub_mch_id,
+                        out_trade_no=record.out_trade_no,
+                        out_refund_no=record.out_refund_no,
+                        refund_id=record.refund_id,
+                        bill=record.as_json(),
+                        detail=f"the bill lists refund {record.out_refund_no} more than once",
+                    )
+                )
+            continue
+        index[record.out_refund_no] = record
     return index
 
 
@@ -195,8 +210,8 @@ def compare(
                 )
             )
 
-    bill_r = _index_refunds(bill_refunds)
-    ledger_r = _index_refunds(ledger_refunds)
+    bill_r = _index_refunds(bill_refunds, "bill", found)
+    ledger_r = _index_refunds(ledger_refunds, "ledger", found)
     for no, br in bill_r.items():
         lr = ledger_r.get(no)
         if lr is None:
