@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import httpx2
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from minipay.sandbox._cli import banner, prepare
+from minipay.protocol import ConfigurationError
+from minipay.sandbox._cli import banner, prepare, sandbox_main
 from tests.sandbox.conftest import KEY, MCH_ID
 
 
@@ -55,6 +57,19 @@ def test_prepare_frozen_without_tls() -> None:
     assert material is None
     assert config.clock.realtime is False
     assert config.tls.require_client_cert is False
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_speed_the_clock_cannot_run_at_is_a_clear_error(speed: float) -> None:
+    # model_copy() skipped validation: --speed 0 crashed later and --speed nan broke every request.
+    with pytest.raises(ConfigurationError, match=r"clock\.speed"):
+        prepare(config_path=None, seed=None, tls=False, tls_dir=".", speed=speed, frozen=False)
+    lines: list[str] = []
+    with pytest.raises(SystemExit) as exit_info:
+        sandbox_main(host="127.0.0.1", port=0, config_path=None, seed=None, state=None, tls=False, tls_dir=".",
+                     speed=speed, frozen=False, echo=lines.append)  # fmt: skip
+    assert exit_info.value.code == 2
+    assert lines[0].startswith("error: invalid sandbox config: clock.speed")
 
 
 def _free_port() -> int:

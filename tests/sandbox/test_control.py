@@ -212,6 +212,15 @@ refund_delay = 5
         {"institutions": [{"appid": "a", "mch_id": "1", "api_key": "short", "sub_merchants": []}]},
         {"rates": {"usd": 1}},
         {"rules": {"no_such_rule": 1}},
+        {"clock": {"speed": 0}},
+        {"clock": {"speed": float("nan")}},
+        {"notify": {"reply_timeout": float("inf")}},
+        {"notify": {"reply_timeout": 0}},
+        {"notify": {"schedule": [15, -15]}},
+        {"rules": {"refund_delay": -1}},
+        {"rules": {"prepay_life": 0}},
+        {"rules": {"bill_ready_hour": 24}},
+        {"rules": {"refund_cap": 0}},
         {
             "institutions": [
                 {

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
+from minipay.protocol import ConfigurationError
 from minipay.sandbox._app import create_app
 from minipay.sandbox._config import SandboxConfig
 from minipay.sandbox._server import build_server
@@ -34,14 +35,15 @@ def prepare(
 ) -> tuple[SandboxConfig, TLSMaterial | None]:
     """The config for a CLI run: real-time clock (unless ``frozen``), TLS material when asked."""
     config = SandboxConfig.from_toml(config_path) if config_path else SandboxConfig.default()
-    updates: dict[str, object] = {"clock": config.clock.model_copy(update={"realtime": not frozen, "speed": speed})}
+    # replace() validates again (model_copy would not: --speed 0 or nan slipped through).
+    updates: dict[str, object] = {"clock": {**config.clock.model_dump(), "realtime": not frozen, "speed": speed}}
     if seed is not None:
         updates["seed"] = seed
-    material = None
     if tls:
-        material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id)
-        updates["tls"] = config.tls.model_copy(update={"require_client_cert": True})
-    return config.model_copy(update=updates), material
+        updates["tls"] = {**config.tls.model_dump(), "require_client_cert": True}
+    config = config.replace(**updates)
+    material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id) if tls else None
+    return config, material
 
 
 def banner(config: SandboxConfig, base_url: str, material: TLSMaterial | None, state: str | None) -> str:
@@ -90,7 +92,13 @@ def sandbox_main(
 ) -> None:
     if not _is_loopback(host):
         echo(f"warning: listening on {host}, not loopback: anyone who reaches it can use the test credentials")
-    config, material = prepare(config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen)
+    try:
+        config, material = prepare(
+            config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen
+        )
+    except (ConfigurationError, OSError) as exc:
+        echo(f"error: {exc}")
+        raise SystemExit(2) from None
     app = create_app(config, state_file=Path(state) if state else None)
     if material is not None:
         app.state.sandbox.tls_files = material.to_json()

@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,6 +27,12 @@ __all__ = [
     "SubMerchant",
     "TLSConfig",
 ]
+
+#: Bounded numbers for the switches below: a NaN speed, a negative delay or a 25 o'clock bill would
+#: otherwise be accepted and break the clock or the schedule at run time, far from the config.
+_Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+_Count = Annotated[int, Field(ge=0)]
+_Positive = Annotated[int, Field(ge=1)]
 
 NotifyMode = Literal["normal", "twice", "twice-concurrently", "late", "never"]
 NOTIFY_MODES: tuple[str, ...] = ("normal", "twice", "twice-concurrently", "late", "never")
@@ -84,43 +90,59 @@ class ClockConfig(_Model):
     """``realtime``: the clock follows real time times ``speed`` (else it moves only when told)."""
 
     realtime: bool = False
-    speed: float = 1.0
+    speed: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = 1.0
 
 
 class NotifyConfig(_Model):
     mode: NotifyMode = "normal"
-    reply_timeout: float = 5.0
-    late_seconds: int = 300
+    reply_timeout: _Seconds = 5.0
+    late_seconds: _Count = 300
     #: Host names (or ``host:port``) that notifications may reach besides loopback.
     allow_hosts: tuple[str, ...] = ()
     #: Name of the exchange-rate field in payment notifications (spec 19 #1).
     rate_field: Literal["rate_value", "rate"] = "rate_value"
     include_sign_type: bool = True
     #: Gaps between attempts, in seconds (spec 7.4).
-    schedule: tuple[int, ...] = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
+    schedule: tuple[_Positive, ...] = (
+        15,
+        15,
+        30,
+        180,
+        600,
+        1200,
+        1800,
+        1800,
+        1800,
+        3600,
+        10800,
+        10800,
+        10800,
+        21600,
+        21600,
+    )
 
 
 class RulesConfig(_Model):
     reentry_error: Literal["INVALID_REQUEST", "OUT_TRADE_NO_USED"] = "INVALID_REQUEST"
-    prepay_life: int = 7200
-    close_min_age: int = 300
+    prepay_life: _Positive = 7200
+    close_min_age: _Count = 300
     close_too_early_code: str = "TRADE_STATE_ERROR"
     #: An order past ``time_expire`` reads as CLOSED (else NOTPAY, not payable).
     auto_close_expired: bool = False
-    time_expire_min_gap: int = 60
-    refund_delay: int = 60
-    refund_cap: int = 50
+    time_expire_min_gap: _Count = 60
+    refund_delay: _Count = 60
+    refund_cap: _Positive = 50
     #: Minimum seconds between two refunds of one order (0 = off; WeChat domestic: 60).
-    refund_spacing: int = 0
+    refund_spacing: _Count = 0
     #: Refunds draw on today's CNY takings of the sub-merchant; short -> NOTENOUGH.
     cny_pool: bool = False
     insufficient_funds_code: str = "NOTENOUGH"
-    refund_window_days: int = 365
-    bill_ready_hour: int = 9
+    refund_window_days: _Positive = 365
+    bill_ready_hour: Annotated[int, Field(ge=0, le=23)] = 9
     #: Service fee in the bill, in basis points of the amount.
-    fee_rate_bp: int = 60
-    payer_balance: int = 100_000_000
-    code_life: int = 300
+    fee_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 60
+    payer_balance: _Count = 100_000_000
+    code_life: _Positive = 300
 
 
 class TLSConfig(_Model):
@@ -207,7 +229,10 @@ class SandboxConfig(_Model):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SandboxConfig:
         """A config from a dict; missing top-level keys come from the default world."""
-        merged = {**_DEFAULT_WORLD, **dict(data)}
+        return cls._validated({**_DEFAULT_WORLD, **dict(data)})
+
+    @classmethod
+    def _validated(cls, merged: Mapping[str, Any]) -> SandboxConfig:
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
@@ -226,5 +251,6 @@ class SandboxConfig(_Model):
             return cls.from_dict(tomllib.load(fh))
 
     def replace(self, **changes: Any) -> SandboxConfig:
-        """A copy with some top-level fields replaced (validated again)."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+        """A copy with some top-level fields replaced (validated again; ConfigurationError names
+        the bad field without echoing values)."""
+        return self._validated({**self.model_dump(), **changes})
