@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import datetime, timedelta
 
 import httpx2
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from minipay.protocol import decode_xml, verify
 from minipay.sandbox import SandboxConfig, create_app, is_ack
@@ -166,6 +171,31 @@ async def test_twice_concurrently_mode_delivers_two_copies_at_once(make_sandbox:
     assert len(note["attempts"]) == 2
     assert note["attempts"][0]["at"] == note["attempts"][1]["at"]
     assert len(receiver.received) == 2
+
+
+@pytest.mark.parametrize(("mode", "overlap"), [("twice", 1), ("twice-concurrently", 2)])
+async def test_twice_concurrently_really_overlaps_and_twice_does_not(mode: str, overlap: int) -> None:
+    # Two copies at the same virtual time prove nothing about concurrency: count copies in flight.
+    in_flight = 0
+    most = 0
+
+    async def notify(request: Request) -> Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return Response(b"<xml><return_code>SUCCESS</return_code></xml>", media_type="text/xml")
+
+    receiver_app = Starlette(routes=[Route("/{path:path}", notify, methods=["POST"])])
+    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(receiver_app))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        sandbox = Sandbox(app=app, http=http, receiver=Receiver())
+        answer = await sandbox.order()
+        assert (await sandbox.pay(answer["prepay_id"], notify=mode))["errMsg"] == "requestPayment:ok"
+        [note] = await sandbox.notifications()
+    assert [a["verdict"] for a in note["attempts"]] == ["ack", "ack"]
+    assert most == overlap
 
 
 async def test_late_mode_delivers_after_the_configured_delay(sandbox: Sandbox) -> None:
@@ -353,7 +383,6 @@ async def test_concurrent_payments_each_answer_after_their_own_notification(make
 
 async def test_a_receiver_that_calls_back_into_the_sandbox_does_not_deadlock() -> None:
     from starlette.applications import Starlette
-    from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
