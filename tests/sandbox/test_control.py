@@ -172,6 +172,19 @@ async def test_dashboard_shows_orders_and_its_buttons_work(sandbox: Sandbox) -> 
     assert "requestPayment:ok" not in page or "UI1" in page
 
 
+async def test_the_dashboard_cancel_button_closes_the_order_of_its_own_sub_merchant(sandbox: Sandbox) -> None:
+    # out_trade_no is unique per sub-merchant only: the HKD and the JPY shop may both have "SAME".
+    await sandbox.order("SAME")
+    jpy_openid = (await sandbox.login(JPY_APP))["openid"]
+    jpy = await sandbox.order("SAME", sub_mch_id=JPY_SUB, sub_appid=JPY_APP, fee_type="JPY", sub_openid=jpy_openid)
+    assert jpy["result_code"] == "SUCCESS", jpy
+    page = (await sandbox.http.get("/sandbox/")).text
+    assert f'name="sub_mch_id" value="{JPY_SUB}"' in page
+    await sandbox.http.post("/sandbox/ui/close", data={"out_trade_no": "SAME", "sub_mch_id": JPY_SUB})
+    assert sandbox.backend.orders[(JPY_SUB, "SAME")].state == "CLOSED"
+    assert sandbox.backend.orders[(HKD_SUB, "SAME")].state == "NOTPAY"
+
+
 async def test_config_from_toml_overrides_the_default_world(tmp_path: Path) -> None:
     path = tmp_path / "sandbox.toml"
     path.write_text(

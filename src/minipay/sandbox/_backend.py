@@ -373,9 +373,12 @@ class Backend:
         order.closed_at = self.now()
         return {"result_msg": "OK"}
 
-    def force_close(self, out_trade_no: str) -> None:
-        """Dashboard "cancel": close an unpaid order now, ignoring the 5-minute rule."""
-        order = self._find_order(out_trade_no)
+    def force_close(self, out_trade_no: str, sub_mch_id: str | None = None) -> None:
+        """Dashboard "cancel": close an unpaid order now, ignoring the 5-minute rule.
+
+        ``sub_mch_id``: two sub-merchants may use the same ``out_trade_no``; the dashboard's
+        button names the one it shows."""
+        order = self._find_order(out_trade_no, sub_mch_id)
         try:
             self._close(order, force=True)
         except BizFail as exc:

@@ -155,7 +155,7 @@ async def _run(backend: Backend, action: str, form: dict[str, str]) -> str:
         answer = await backend.pay(dict(params))
         return f"{order.out_trade_no}: {answer['errMsg']}"
     if action == "close":
-        backend.force_close(form.get("out_trade_no", ""))
+        backend.force_close(form.get("out_trade_no", ""), form.get("sub_mch_id") or None)
         return f"{form.get('out_trade_no')} closed"
     if action == "resend":
         try:
