@@ -571,5 +571,8 @@ def app_from_env() -> FastAPI:
     MINIPAY_CONFIG=/etc/minipay.toml uvicorn --factory minipay.server.api:app_from_env --workers 4
     """
     from minipay.server.settings import load_settings
+    from minipay.server.worker.api import build_router
 
-    return create_app(load_settings())
+    # The same read API as ``minipay serve`` (reconciliation, queue health); the worker itself runs
+    # as ``minipay worker`` processes beside the replicas.
+    return create_app(load_settings(), routers=[build_router()])

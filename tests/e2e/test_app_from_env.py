@@ -1,0 +1,27 @@
+"""Replicas started with ``uvicorn --factory minipay.server.api:app_from_env`` serve the worker's read API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from minipay.server.api import app_from_env
+
+
+@pytest.mark.anyio
+async def test_app_from_env_serves_the_reconciliation_and_queue_routes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "minipay.toml"
+    config.write_text(f'database_url = "sqlite+aiosqlite:///{(tmp_path / "m.db").as_posix()}"\n')
+    monkeypatch.setenv("MINIPAY_CONFIG", str(config))
+    app = app_from_env()
+    try:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://service") as http:
+            for path in ("/v1/reconciliation/2026-03-02", "/v1/worker/jobs"):
+                r = await http.get(path)  # no key: the route is there and asks for one (404 when not mounted)
+                assert r.status_code == 401, (path, r.text)
+    finally:
+        await app.state.container.aclose()
