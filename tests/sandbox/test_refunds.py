@@ -172,6 +172,18 @@ async def test_refund_beyond_todays_cny_pool_is_notenough(make_sandbox: MakeSand
     assert (await refund(sandbox, "R2", 100))["result_code"] == "SUCCESS"
 
 
+async def test_a_closed_refund_gives_its_cny_back_to_the_pool(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(SandboxConfig.from_dict({"rules": {"cny_pool": True}}))
+    await sandbox.paid_order()  # 10.00 HKD -> 9.20 CNY in today's pool
+    await sandbox.http.post("/sandbox/refunds/outcome", json={"out_trade_no": "ORDER0001", "status": "REFUNDCLOSE"})
+    assert (await refund(sandbox, "R1", 1000))["result_code"] == "SUCCESS"  # draws all 920
+    assert (await refund_query(sandbox, out_refund_no="R1"))["refund_status_0"] == "PROCESSING"
+    await sandbox.advance(60)
+    assert (await refund_query(sandbox, out_refund_no="R1"))["refund_status_0"] == "REFUNDCLOSE"
+    # Nothing was refunded: the amount and its CNY are free again.
+    assert (await refund(sandbox, "R2", 1000))["result_code"] == "SUCCESS"
+
+
 async def test_refund_older_than_a_year_is_trade_overdue(sandbox: Sandbox) -> None:
     await sandbox.paid_order()
     await sandbox.advance(366 * 24 * 3600)

@@ -699,6 +699,10 @@ class Backend:
     def _complete_refund(self, refund: Refund) -> None:
         refund.status = refund.final_status
         order = self.orders[(refund.sub_mch_id, refund.out_trade_no)]
+        if refund.status == "REFUNDCLOSE":
+            # The refund did not happen: its CNY stays with the merchant (back in today's pool).
+            pool_key = (refund.sub_mch_id, self.today())
+            self.pools[pool_key] = self.pools.get(pool_key, 0) + refund.cash_refund_fee
         if refund.status == "SUCCESS":
             refund.success_time = refund.due_at
             self.wallets[order.sub_openid] = (
