@@ -115,6 +115,23 @@ async def test_a_client_certificate_of_another_mch_id_is_refused(tls_dir: Path) 
     assert "does not belong" in answer["return_msg"]
 
 
+@pytest.mark.anyio
+async def test_without_a_client_certificate_secapi_fails_before_the_signature_is_read() -> None:
+    # WeChat checks the certificate at its gateway: a missing one is the answer, whatever the body.
+    app = create_app(SandboxConfig.from_dict({"tls": {"require_client_cert": True}}), seed=3, start=START)
+    forged = signed({"sub_mch_id": HKD_SUB, "out_trade_no": "X", "out_refund_no": "R", "total_fee": 1,
+                     "refund_fee": 1}).replace(b"<total_fee>1</total_fee>", b"<total_fee>2</total_fee>")  # fmt: skip
+    assert b"<total_fee>2</total_fee>" in forged
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
+        for body in (forged, b"<xml><mch_id>1999999999</mch_id></xml>"):
+            response = await http.post("/secapi/pay/refund", content=body)
+            assert response.status_code == 200
+            answer = decode_xml(response.content)
+            assert answer["return_code"] == "FAIL"
+            assert answer["return_msg"].startswith("证书错误"), answer
+            assert "sign" not in answer
+
+
 def test_the_p12_opens_with_the_mch_id_as_password(tls_dir: Path) -> None:
     from cryptography.hazmat.primitives.serialization import pkcs12
 

@@ -224,6 +224,12 @@ class Pipeline:
         return self._answer(backend, inst, fields, sign_type, result, kind)
 
     def _authenticate(self, request: Request, backend: Backend, fields: Mapping[str, str]) -> Institution:
+        # /secapi: the certificate comes first (WeChat checks it at its gateway, before it reads
+        # the request): no certificate, or another merchant's, fails whatever the body says.
+        secapi = self.endpoint == "refund" and backend.config.tls.require_client_cert
+        present, cn = _peer_cn(request.scope) if secapi else (False, None)
+        if secapi and not present:
+            raise ReturnFail("证书错误: /secapi requires the institution's client certificate (mutual TLS)")
         if not fields.get("mch_id"):
             raise ReturnFail("mch_id参数格式错误 (mch_id missing)")
         inst = backend.world.institution(fields["mch_id"])
@@ -233,6 +239,8 @@ class Pipeline:
             raise ReturnFail("appid参数格式错误 (appid missing)")
         if fields["appid"] != inst.appid:
             raise ReturnFail("appid和mch_id不匹配 (APPID_MCHID_NOT_MATCH)")
+        if secapi and cn != inst.mch_id:
+            raise ReturnFail("证书错误: the client certificate does not belong to this mch_id")
         sign_type = fields.get("sign_type") or "MD5"
         if sign_type not in ("MD5", "HMAC-SHA256"):
             raise ReturnFail("sign_type参数错误 (MD5 or HMAC-SHA256)")
@@ -240,12 +248,6 @@ class Pipeline:
             verify(fields, inst.key, sign_type)
         except SignatureError:
             raise ReturnFail("签名错误") from None
-        if self.endpoint == "refund" and backend.config.tls.require_client_cert:
-            present, cn = _peer_cn(request.scope)
-            if not present:
-                raise ReturnFail("证书错误: /secapi requires the institution's client certificate (mutual TLS)")
-            if cn != inst.mch_id:
-                raise ReturnFail("证书错误: the client certificate does not belong to this mch_id")
         return inst
 
     def _dispatch(
