@@ -8,7 +8,7 @@ import pytest
 
 from minipay.protocol import decode_xml, decrypt_req_info, verify
 from minipay.sandbox import SandboxConfig
-from tests.sandbox.conftest import HKD_SUB, JPY_SUB, KEY, MakeSandbox, Sandbox
+from tests.sandbox.conftest import HKD_SUB, JPY_APP, JPY_SUB, KEY, MakeSandbox, Sandbox
 
 pytestmark = pytest.mark.anyio
 REFUND_URL = "http://merchant.test/wxpay/refund-notify"
@@ -211,6 +211,22 @@ async def test_a_processing_refund_can_be_scripted_and_completed_now(sandbox: Sa
     assert (await refund_query(sandbox, out_refund_no="R1"))["refund_status_0"] == "REFUNDCLOSE"
     # A closed refund frees its amount.
     assert (await refund(sandbox, "R2", 1000))["result_code"] == "SUCCESS"
+
+
+async def test_scripting_a_refund_number_two_sub_merchants_share_needs_the_sub_merchant(sandbox: Sandbox) -> None:
+    await sandbox.paid_order()
+    assert (await refund(sandbox, "RSAME", 100))["result_code"] == "SUCCESS"
+    jpy_openid = (await sandbox.login(JPY_APP))["openid"]
+    jpy = await sandbox.order("ORDER0001", sub_mch_id=JPY_SUB, sub_appid=JPY_APP, fee_type="JPY", sub_openid=jpy_openid)
+    assert (await sandbox.pay(jpy["prepay_id"], app_id=JPY_APP))["errMsg"] == "requestPayment:ok"
+    jpy_refund = await refund(sandbox, "RSAME", 100, sub_mch_id=JPY_SUB, refund_fee_type="JPY")
+    assert jpy_refund["result_code"] == "SUCCESS", jpy_refund
+    script = {"out_refund_no": "RSAME", "status": "REFUNDCLOSE", "after": 0}
+    assert (await sandbox.http.post("/sandbox/refunds/outcome", json=script)).status_code == 409
+    scoped = await sandbox.http.post("/sandbox/refunds/outcome", json={**script, "sub_mch_id": JPY_SUB})
+    assert scoped.status_code == 200
+    assert sandbox.backend.refunds[(JPY_SUB, "RSAME")].status == "REFUNDCLOSE"
+    assert sandbox.backend.refunds[(HKD_SUB, "RSAME")].status == "PROCESSING"
 
 
 async def test_refund_delay_is_configurable(make_sandbox: MakeSandbox) -> None:

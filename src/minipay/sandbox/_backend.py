@@ -682,9 +682,17 @@ class Backend:
         if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
             raise ControlError("after must be a non-negative integer of seconds")
         if body.get("out_refund_no"):
-            refund = next((r for r in self.refunds.values() if r.out_refund_no == body["out_refund_no"]), None)
-            if refund is None:
+            sub_mch_id = body.get("sub_mch_id")
+            found = [
+                r
+                for r in self.refunds.values()
+                if r.out_refund_no == body["out_refund_no"] and (not sub_mch_id or r.sub_mch_id == sub_mch_id)
+            ]
+            if not found:
                 raise ControlError(f"no refund {body['out_refund_no']!r}", 404)
+            if len(found) > 1:  # out_refund_no is unique per sub-merchant only
+                raise ControlError(f"several sub-merchants have refund {body['out_refund_no']!r}: give sub_mch_id", 409)
+            refund = found[0]
             if refund.status != "PROCESSING":
                 raise ControlError(f"refund is already {refund.status}", 409)
             refund.final_status = status
