@@ -256,6 +256,10 @@ async def test_without_a_transport_only_loopback_targets_are_contacted() -> None
     assert dispatcher.allowed("http://localhost/notify")
     assert not dispatcher.allowed("http://10.0.0.1/notify")
     assert not dispatcher.allowed("http://127.0.0.1.example.com/notify")
+    assert not dispatcher.allowed("http://127.0.0.1:80@merchant.invalid/notify")  # userinfo, then the host
+    assert not dispatcher.allowed("http://127.0.0.1\\@merchant.invalid/notify")
+    assert not dispatcher.allowed("http://[::ffff:7f00:1/notify")  # unparsable
+    assert dispatcher.allowed("http://merchant.invalid@127.0.0.1:9/notify")  # the host is loopback
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ import asyncio
 import ipaddress
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
 import httpx2
 
@@ -48,9 +47,12 @@ class Dispatcher:
     def allowed(self, url: str) -> bool:
         if self.transport is not None:
             return True
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if host in self.config.allow_hosts or (parts.port and f"{host}:{parts.port}" in self.config.allow_hosts):
+        try:  # the parser that will connect decides which host this is (no urlsplit disagreement)
+            parsed = httpx2.URL(url)
+        except Exception:  # an unparsable URL reaches nobody
+            return False
+        host, port = parsed.host.lower(), parsed.port
+        if host in self.config.allow_hosts or (port and f"{host}:{port}" in self.config.allow_hosts):
             return True
         if host in ("localhost", "localhost.localdomain"):
             return True
