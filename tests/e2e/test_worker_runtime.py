@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -114,4 +115,27 @@ async def test_a_stopping_worker_hands_back_the_jobs_it_claimed_but_did_not_star
     assert (job["status"], job["attempts"], job["lease_token"]) == (JobStatus.PENDING, 0, None)
     assert (await stack.payment(payment["id"]))["status"] == "pending"
     await stack.worker.tick()  # any worker runs it now, no lease to wait for
+    assert (await stack.payment(payment["id"]))["status"] == "succeeded"
+
+
+async def test_a_failed_lease_renewal_does_not_cut_the_running_job_off(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment, notify="never")
+    # The order query takes 0.8 s (real time), longer than the heartbeat's 0.5 s.
+    await stack.fault(endpoint="orderquery", fault="delay", delay=0.8, out_trade_no=payment["out_trade_no"])
+    await stack.advance(60)
+    worker = stack.new_worker(WorkerConfig(lease=timedelta(seconds=1.5), bills=False, webhooks=False), name="hb")
+    renewals = 0
+
+    async def database_blip(job: Any) -> bool:
+        nonlocal renewals
+        renewals += 1
+        raise ConnectionError("database unreachable for a moment")
+
+    monkeypatch.setattr(worker.queue, "extend", database_blip)
+    summary = await worker.tick()
+    assert renewals >= 1
+    assert (summary.ran, summary.completed) == (1, 1)
     assert (await stack.payment(payment["id"]))["status"] == "succeeded"

@@ -353,7 +353,10 @@ class Worker:
         interval = max(self.config.lease.total_seconds() / 3, 0.5)
         while True:
             await anyio.sleep(interval)
-            await self.queue.extend(job)
+            try:
+                await self.queue.extend(job)
+            except Exception:  # a database blip: a missed renewal, not a reason to cut the job off
+                log.warning("job %s %s: lease renewal failed", job.kind, job.key, exc_info=True)
 
     async def _failed(self, job: Job, exc: Exception, summary: TickSummary) -> None:
         error = _describe(exc)
