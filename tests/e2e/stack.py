@@ -97,10 +97,14 @@ class Receiver:
     secret: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    fail_next: int = 0  # answer 500 to this many deliveries (the merchant's systems are down)
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
             body = await request.body()
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return JSONResponse({"error": "down for maintenance"}, status_code=500)
             header = request.headers.get("minipay-signature", "")
             problem = verify_signature(body, header, self.secret, now=int(self.clock.now().timestamp()))
             if problem:

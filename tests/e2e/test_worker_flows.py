@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from minipay.protocol import (
     CHINA_TZ,
     build_refund_notification,
     format_wx_datetime,
 )
+from minipay.server import db
 from minipay.server.worker import PAYMENT_FOLLOWUP, REFUND_FOLLOWUP, Worker
 from tests.e2e.stack import Stack
 
@@ -275,3 +278,35 @@ async def test_a_refund_notification_that_wechat_contradicts_becomes_a_discrepan
     assert [(d["kind"], d["out_refund_no"]) for d in report["discrepancies"]] == [
         ("refund_status_mismatch", refund["out_refund_no"])
     ]
+
+
+async def test_the_worker_retries_a_failed_webhook_with_backoff_and_logs_every_attempt(stack: Stack) -> None:
+    stack.receiver.fail_next = 1
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment)  # notified: payment.succeeded is in the outbox
+    await stack.worker.run_until_idle()
+    assert stack.receiver.types() == []  # the receiver answered 500
+    await stack.worker.run_until_idle()
+    assert stack.receiver.types() == []  # not retried at once: backoff
+    await stack.advance(60)
+    await stack.worker.run_until_idle()
+    assert stack.receiver.types() == ["payment.succeeded"]
+    await stack.advance(3600)
+    await stack.worker.run_until_idle()
+    assert stack.receiver.types() == ["payment.succeeded"]  # delivered once, never again
+
+    (event,) = await stack.outbox("payment.succeeded", payment["id"])
+    d, a = db.webhook_deliveries, db.webhook_attempts
+    async with stack.engine.connect() as conn:
+        (status,) = (await conn.execute(select(d.c.status).where(d.c.event_id == event["id"]))).one()
+        attempts = (
+            await conn.execute(
+                select(a.c.status_code, a.c.attempted_at)
+                .select_from(a.join(d, d.c.id == a.c.delivery_id))
+                .where(d.c.event_id == event["id"])
+                .order_by(a.c.id)
+            )
+        ).all()
+    assert status == "succeeded"
+    assert [code for code, _ in attempts] == [500, 200]
+    assert attempts[1][1] - attempts[0][1] >= timedelta(seconds=60)
