@@ -47,6 +47,20 @@ async def test_fault_scoped_to_an_out_trade_no_spares_other_orders(sandbox: Sand
     assert (await query(sandbox, "B"))["err_code"] == "SYSTEMERROR"
 
 
+async def test_a_fault_scoped_to_an_out_trade_no_also_hits_calls_naming_its_transaction_id(sandbox: Sandbox) -> None:
+    await sandbox.paid_order("T1")
+    await sandbox.paid_order("T2")
+    t1 = sandbox.backend.orders[(HKD_SUB, "T1")].transaction_id
+    t2 = sandbox.backend.orders[(HKD_SUB, "T2")].transaction_id
+    await fault(sandbox, endpoint="refund", fault="SYSTEMERROR", out_trade_no="T1")
+    refund = {"sub_mch_id": HKD_SUB, "out_refund_no": "RT", "total_fee": 1000, "refund_fee": 100}
+    assert (await sandbox.call("/secapi/pay/refund", {**refund, "transaction_id": t2}))["result_code"] == "SUCCESS"
+    answer = await sandbox.call("/secapi/pay/refund", {**refund, "out_refund_no": "RT1", "transaction_id": t1})
+    assert answer["err_code"] == "SYSTEMERROR"
+    journal = (await sandbox.http.get("/sandbox/requests", params={"endpoint": "refund", "out_trade_no": "T1"})).json()
+    assert [r["fault"] for r in journal["requests"]] == ["SYSTEMERROR"]
+
+
 async def test_http_500_fault(sandbox: Sandbox) -> None:
     await fault(sandbox, endpoint="orderquery", fault="http_500")
     response = await sandbox.post_signed("/pay/orderquery", {"sub_mch_id": HKD_SUB, "out_trade_no": "A"})

@@ -192,6 +192,11 @@ class Backend:
             raise BizFail(missing)
         return order
 
+    def out_trade_no_of(self, transaction_id: str | None) -> str | None:
+        """The ``out_trade_no`` of the order with this ``transaction_id`` (None when unknown)."""
+        order = self.by_transaction.get(transaction_id) if transaction_id else None
+        return order.out_trade_no if order is not None else None
+
     def expired(self, order: Order) -> bool:
         return order.time_expire is not None and self.now() >= order.time_expire
 

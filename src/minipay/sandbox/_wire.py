@@ -165,12 +165,15 @@ class Pipeline:
                 except XMLError as exc:
                     parse_error = f"XML_FORMAT_ERROR: XML格式错误 ({exc})"
         entry["fields"] = dict(fields)
-        entry["out_trade_no"] = fields.get("out_trade_no")
+        # A call naming the order by transaction_id (query, refund) is still "for" its out_trade_no:
+        # faults scoped to an out_trade_no and the journal filter must see it.
+        out_trade_no = fields.get("out_trade_no") or backend.out_trade_no_of(fields.get("transaction_id"))
+        entry["out_trade_no"] = out_trade_no
         header = request.headers.get(FAULT_HEADER)
         if header:
             faults = [parse_fault_header(value) for value in header.split(",") if value.strip()]
         else:
-            faults = backend.take_faults(self.endpoint, fields.get("out_trade_no"), fields.get("sub_mch_id"))
+            faults = backend.take_faults(self.endpoint, out_trade_no, fields.get("sub_mch_id"))
         for each in faults:
             if each.fault not in XML_FAULTS:
                 raise ReturnFail(
