@@ -110,12 +110,8 @@ async def handle_payment_notification(
 
 
 def _decode_req_info(plain: bytes, max_bytes: int) -> dict[str, str]:
-    # The decrypted payload is a flat document rooted at <root> (spec 12.2); the hardened codec
-    # takes <xml>, so rename the root and nothing else.
-    text = plain.strip()
-    if not (text.startswith(b"<root>") and text.endswith(b"</root>")):
-        raise XMLError("req_info must be a <root> document")
-    return decode_xml(b"<xml>" + text[len(b"<root>") : -len(b"</root>")] + b"</xml>", max_bytes=max_bytes)
+    # The decrypted payload is a flat document rooted at <root> (spec 12.2): the same hardened codec.
+    return decode_xml(plain, max_bytes=max_bytes, root="root")
 
 
 async def handle_refund_notification(
