@@ -88,3 +88,19 @@ def test_public_base_url_must_be_an_http_url(tmp_path: Path, clean_env: pytest.M
     path.write_text(TOML.replace("https://pay.example.com/", "ftp://pay.example.com"))
     with pytest.raises(ValidationError, match="public_base_url"):
         load_settings(path)
+
+
+def test_the_gateway_fails_over_to_the_configured_hosts(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    from minipay.server.adapters import ClientGateway
+
+    plain = tmp_path / "plain.toml"
+    plain.write_text(TOML)
+    with_failover = tmp_path / "failover.toml"
+    with_failover.write_text(TOML.replace('sign_type = "HMAC-SHA256"', 'sign_type = "HMAC-SHA256"\nfailover = ["US"]'))
+    settings = load_settings(with_failover)
+    assert settings.institution("main").failover == ["US"]
+    hosts = ClientGateway(settings).client_for("1900000110").hosts
+    assert list(hosts) == ["https://apihk.mch.weixin.qq.com", "https://apius.mch.weixin.qq.com"]
+    assert list(ClientGateway(load_settings(plain)).client_for("1900000110").hosts) == [
+        "https://apihk.mch.weixin.qq.com"
+    ]

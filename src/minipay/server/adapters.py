@@ -84,6 +84,7 @@ class ClientGateway:
                 sign_type=inst.sign_type,
                 region=inst.region,
                 base_url=inst.base_url,
+                failover=tuple(inst.failover),
                 login_base_url=inst.login_base_url,
                 cert=cert,
                 transport=transport,

@@ -62,6 +62,9 @@ class InstitutionSettings(BaseModel):
     sign_type: Literal["MD5", "HMAC-SHA256"] = "MD5"
     region: Literal["HK", "US"] = "HK"
     base_url: str | None = None  # an explicit WeChat host (the sandbox in sandbox mode)
+    # Ordered hosts tried when the first cannot be reached ("US", "HK" or base URLs); all Global hosts
+    # reach the same back end (spec 2.1), so e.g. region "HK" + failover ["US"].
+    failover: list[str] = Field(default_factory=list)
     login_base_url: str = "https://api.weixin.qq.com"
     cert_pem: Path | None = None
     key_pem: Path | None = None
