@@ -118,6 +118,7 @@ def sandbox_settings(
         institutions=institutions,
         sub_merchants=subs,
         allow_local_notify_url=True,
+        allow_private_webhook_urls=True,
     )
 
 

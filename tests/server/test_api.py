@@ -98,6 +98,58 @@ async def test_webhook_endpoints_are_scoped_and_deletable(world: World) -> None:
         assert error(bad) == (400, "invalid_field"), url
 
 
+INTERNAL_WEBHOOK_URLS = (
+    "http://localhost/h",
+    "http://api.localhost./h",
+    "http://127.0.0.1:8080/h",
+    "http://10.0.0.5/h",
+    "http://192.168.1.1/h",
+    "http://172.16.0.1/h",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/h",
+    "http://[::ffff:127.0.0.1]/h",
+    "http://[fd00::1]/h",
+    "http://0.0.0.0/h",
+)
+
+
+async def test_a_sub_merchant_key_cannot_aim_webhooks_at_internal_hosts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test world is sandbox mode (loopback allowed); production settings refuse internal hosts.
+    monkeypatch.setattr(world.settings, "allow_private_webhook_urls", False)
+    assert world.service.state.container.settings.allow_private_webhook_urls is False
+    for url in INTERNAL_WEBHOOK_URLS:
+        bad = await world.api.post("/v1/webhook-endpoints", json={"url": url}, headers=world.auth(SUB1))
+        assert error(bad) == (400, "invalid_field"), url
+    assert (await world.api.get("/v1/webhook-endpoints", headers=world.auth(SUB1))).json()["data"] == []
+    public = await world.api.post("/v1/webhook-endpoints", json={"url": "https://8.8.8.8/h"}, headers=world.auth(SUB1))
+    assert public.status_code == 201
+
+
+def test_sandbox_mode_allows_loopback_webhooks() -> None:
+    from minipay.sandbox import SandboxConfig
+    from minipay.serve import sandbox_settings
+    from minipay.server.webhooks import _check_url
+
+    config = SandboxConfig.default()
+    keys = {"admin": "adm_" + "0" * 40} | {
+        sub.sub_mch_id: f"sk_{n:040d}"
+        for n, sub in enumerate(sub for inst in config.institutions for sub in inst.sub_merchants)
+    }
+    settings = sandbox_settings(
+        config,
+        sandbox_url="http://127.0.0.1:8001",
+        service_url="http://127.0.0.1:8000",
+        database_url="sqlite+aiosqlite:///unused.db",
+        keys=keys,
+    )
+    assert settings.allow_private_webhook_urls
+    assert _check_url("http://127.0.0.1:9000/hooks", allow_private=True) == "http://127.0.0.1:9000/hooks"
+    with pytest.raises(ValueError, match="private"):
+        _check_url("http://127.0.0.1:9000/hooks")
+
+
 # -- sessions ----------------------------------------------------------------------------------------------
 
 

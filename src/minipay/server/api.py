@@ -485,7 +485,13 @@ def create_app(
         if body.sub_mch_id is not None:
             scope = services.sub_merchant(caller, body.sub_mch_id).sub_mch_id
         try:
-            return await create_endpoint(container.uow_factory, url=body.url, sub_mch_id=scope, clock=container.clock)
+            return await create_endpoint(
+                container.uow_factory,
+                url=body.url,
+                sub_mch_id=scope,
+                clock=container.clock,
+                allow_private=container.settings.allow_private_webhook_urls,
+            )
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
 

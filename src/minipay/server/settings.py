@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     payment_expires_in: int = Field(default=1800, ge=60, le=7 * 24 * 3600)  # seconds, when the caller gives none
     notify_max_bytes: int = 65536
     allow_local_notify_url: bool = False  # sandbox mode: the sandbox calls back on loopback
+    # Webhook endpoints on localhost or a private/loopback/link-local IP are refused unless this is on
+    # (sandbox mode, local development): a sub-merchant key must not aim the service at internal hosts.
+    allow_private_webhook_urls: bool = False
     run_migrations: bool = True  # run Alembic at start-up
     webhook_dispatch: bool = True  # deliver due webhooks from the app (besides the worker)
     webhook_dispatch_interval: float = 2.0

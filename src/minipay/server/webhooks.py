@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -105,14 +106,30 @@ def backoff(attempts: int) -> timedelta:
 # -- endpoints -------------------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, *, allow_private: bool = False) -> str:
     # Printable ASCII only (IDNs as punycode): no spaces, controls or NUL, which no column can hold.
     if len(url) > 2048 or not url.isascii() or not url.isprintable() or " " in url:
         raise ValueError("url must be an absolute http:// or https:// URL of printable ASCII characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an absolute http:// or https:// URL")
+    if not allow_private and _is_internal_host(parts.hostname):
+        raise ValueError("url must not point at localhost or a private, loopback or link-local address")
     return url
+
+
+def _is_internal_host(host: str) -> bool:
+    """localhost names and literal internal IPs (a host name is not resolved here)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
 
 
 def _endpoint_view(row: Any, *, with_secret: bool) -> dict[str, Any]:
@@ -128,13 +145,13 @@ def _endpoint_view(row: Any, *, with_secret: bool) -> dict[str, Any]:
 
 
 async def create_endpoint(
-    uow_factory: UnitOfWorkFactory, *, url: str, sub_mch_id: str | None, clock: Clock
+    uow_factory: UnitOfWorkFactory, *, url: str, sub_mch_id: str | None, clock: Clock, allow_private: bool = False
 ) -> dict[str, Any]:
     """Register an endpoint; the answer is the only time the secret is shown."""
     values = {
         "id": new_id("we"),
         "sub_mch_id": sub_mch_id,
-        "url": _check_url(url),
+        "url": _check_url(url, allow_private=allow_private),
         "secret": "whsec_" + secrets.token_hex(24),
         "created_at": clock.now(),
     }
