@@ -280,6 +280,101 @@ async def test_a_refund_notification_that_wechat_contradicts_becomes_a_discrepan
     ]
 
 
+class ForgetfulRefundGateway:
+    """The real gateway, except that while ``forgetting`` is set WeChat's refund query for one
+    ``out_refund_no`` answers REFUNDNOTEXIST (the sandbox cannot forget a refund it accepted). The real
+    query is still made; the gateway's answer for REFUNDNOTEXIST is ``None``."""
+
+    def __init__(self, inner: Any, out_refund_no: str) -> None:
+        self._inner = inner
+        self._target = out_refund_no
+        self.forgetting = True
+        self.not_exist_answers = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def query_refund(self, sub: Any, out_refund_no: str) -> Any:
+        result = await self._inner.query_refund(sub, out_refund_no)
+        if out_refund_no == self._target and self.forgetting:
+            self.not_exist_answers += 1
+            return None
+        return result
+
+
+async def test_an_accepted_refund_that_wechat_no_longer_knows_is_reported_once_and_still_followed(
+    stack: Stack,
+) -> None:
+    payment = await stack.create_payment(3000)
+    await stack.pay(payment)
+    no = payment["out_trade_no"]
+    (await stack.sandbox.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": no})).raise_for_status()
+    scripted = {"out_trade_no": no, "status": "SUCCESS", "after": 7200}
+    (await stack.sandbox.post("/sandbox/refunds/outcome", json=scripted)).raise_for_status()
+    refund = await stack.refund(payment["id"], 700)
+    assert refund["status"] == "processing"
+    assert refund["refund_id"]
+    gateway = ForgetfulRefundGateway(stack.container.gateway, refund["out_refund_no"])
+    worker = Worker(
+        settings=stack.settings,
+        engine=stack.engine,
+        gateway=gateway,
+        clock=stack.container.clock,
+        webhook_sender=stack.container.webhook_sender,
+        uow_factory=stack.container.uow_factory,
+        name="forgetful-wechat-worker",
+    )
+    day = stack.container.clock.now().astimezone(CHINA_TZ).date().isoformat()
+    payment_status = (await stack.payment(payment["id"]))["status"]
+
+    async def missing() -> list[dict[str, Any]]:
+        report = (await stack.service.get(f"/v1/reconciliation/{day}", headers=stack.headers())).json()
+        return [d for d in report["discrepancies"] if d["kind"] == "refund_missing_at_wechat"]
+
+    try:
+        await stack.advance(60)
+        await worker.run_until_idle()
+        assert gateway.not_exist_answers == 1
+        (found,) = await missing()
+        assert (found["sub_mch_id"], found["out_refund_no"], found["refund_id"]) == (
+            "1900000110",
+            refund["out_refund_no"],
+            refund["refund_id"],
+        )
+        assert found["ledger"]["status"] == "processing"
+        assert found["bill"] == {"refund_status": "REFUNDNOTEXIST"}
+        job = await stack.job(REFUND_FOLLOWUP, refund["id"])
+        assert (job["status"], job["attempts"]) == ("pending", 0)  # followed on, not counted as a failure
+        assert job["run_at"] > stack.container.clock.now()  # with backoff, not at once
+
+        for gap in (30, 60, 120):  # WeChat keeps answering REFUNDNOTEXIST: asked again, reported once
+            await stack.advance(gap)
+            await worker.run_until_idle()
+        assert gateway.not_exist_answers == 4
+        assert len(await missing()) == 1
+        unchanged = await stack.get_refund(refund["id"])
+        assert (unchanged["status"], unchanged["amount"], unchanged["refund_id"]) == (
+            "processing",
+            700,
+            refund["refund_id"],
+        )
+        assert (await stack.payment(payment["id"]))["status"] == payment_status
+
+        gateway.forgetting = False  # WeChat answers again later: the refund completes normally
+        await stack.advance(7200)
+        for _ in range(4):
+            await worker.run_until_idle()
+            if (await stack.get_refund(refund["id"]))["status"] == "succeeded":
+                break
+            await stack.advance(3 * 3600)
+        done = await stack.get_refund(refund["id"])
+        assert (done["status"], done["amount"]) == ("succeeded", 700)
+        assert gateway.not_exist_answers == 4
+        assert len(await missing()) == 1  # the record stays for a human
+    finally:
+        await worker.aclose()
+
+
 async def test_the_worker_retries_a_failed_webhook_with_backoff_and_logs_every_attempt(stack: Stack) -> None:
     stack.receiver.fail_next = 1
     payment = await stack.create_payment(1000)

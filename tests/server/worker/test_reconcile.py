@@ -13,7 +13,13 @@ from minipay.protocol import CHINA_TZ, BillRow, parse_bill, render_bill
 from minipay.server.domain import Payment, PaymentStatus, Refund, RefundStatus
 from minipay.server.settings import SubMerchantSettings
 from minipay.server.uow import UnitOfWork
-from minipay.server.worker import BillData, Reconciler, bill_data_from_rows, reconciliation_discrepancies
+from minipay.server.worker import (
+    REFUND_JOB_KINDS,
+    BillData,
+    Reconciler,
+    bill_data_from_rows,
+    reconciliation_discrepancies,
+)
 from tests.server.worker.conftest import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -165,6 +171,26 @@ async def test_reconciling_again_never_duplicates_rows(engine: AsyncEngine, cloc
     async with engine.connect() as conn:
         count = (await conn.execute(select(func.count()).select_from(reconciliation_discrepancies))).scalar_one()
     assert count == 2
+
+
+async def test_refund_job_discrepancies_are_recorded_once_and_survive_a_replaced_run(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    await _ledger(engine)
+    reconciler = Reconciler(engine, clock, FakeBills([MATCHING[0]]))
+    await reconciler.reconcile(SUB, DAY)
+    first = await reconciler.record_refund_missing(SUB.sub_mch_id, "ref_1", "REFUND1", "50300000001", "processing")
+    again = await reconciler.record_refund_missing(SUB.sub_mch_id, "ref_1", "REFUND1", "50300000001", "processing")
+    assert (first, again) == (True, False)
+    await reconciler.record_refund_conflict(SUB.sub_mch_id, "ref_1", "REFUND1", "succeeded", "REFUNDCLOSE")
+    replaced = await reconciler.reconcile(SUB, DAY, replace=True)  # `minipay reconcile --date` keeps them
+    found = (await reconciler.report(DAY))["discrepancies"]
+    assert len(found) == replaced.discrepancy_count + 2
+    from_refund_job = [(d["kind"], d["out_refund_no"], d["refund_id"]) for d in found]
+    assert [k for k in from_refund_job if k[0] in REFUND_JOB_KINDS] == [
+        ("refund_missing_at_wechat", "REFUND1", "50300000001"),
+        ("refund_status_mismatch", "REFUND1", None),
+    ]
 
 
 async def test_no_bill_with_payments_in_the_ledger_reports_them_missing(

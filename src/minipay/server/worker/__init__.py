@@ -8,7 +8,14 @@ workers may run against one PostgreSQL database; every job is idempotent.
 from __future__ import annotations
 
 from minipay.server.worker._backoff import ACTIVE_QUERY, JOB_ERROR, REFUND_QUERY, Backoff, Schedule
-from minipay.server.worker._compare import DISCREPANCY_KINDS, Discrepancy, RefundRecord, TradeRecord, compare
+from minipay.server.worker._compare import (
+    DISCREPANCY_KINDS,
+    REFUND_JOB_KINDS,
+    Discrepancy,
+    RefundRecord,
+    TradeRecord,
+    compare,
+)
 from minipay.server.worker._queue import Clock, Job, JobQueue, JobStatus
 from minipay.server.worker._reconcile import (
     BillData,
@@ -42,6 +49,7 @@ __all__ = [
     "JOB_ERROR",
     "PAYMENT_FOLLOWUP",
     "REFUND_FOLLOWUP",
+    "REFUND_JOB_KINDS",
     "REFUND_QUERY",
     "Backoff",
     "BillData",

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 __all__ = [
     "DISCREPANCY_KINDS",
+    "REFUND_JOB_KINDS",
     "Discrepancy",
     "RefundRecord",
     "TradeRecord",
@@ -33,7 +34,11 @@ DISCREPANCY_KINDS: Final = (
     "duplicate_in_bill",
     "refund_duplicate_in_bill",
     "refund_status_mismatch",  # a refund notification and WeChat's refund query disagree
+    "refund_missing_at_wechat",  # a refund WeChat accepted (refund_id held) that its refund query no longer knows
 )
+
+#: Kinds recorded by the refund follow-up job, not by a bill run (a bill run's replace keeps them).
+REFUND_JOB_KINDS: Final = ("refund_status_mismatch", "refund_missing_at_wechat")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ The ledger of day D (China time, 00:00-24:00) for a sub-merchant is:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from minipay.protocol import CHINA_TZ, BillRow, CommunicationError
 from minipay.server import db
 from minipay.server.settings import Settings, SubMerchantSettings
-from minipay.server.worker._compare import Discrepancy, RefundRecord, TradeRecord, compare
+from minipay.server.worker._compare import REFUND_JOB_KINDS, Discrepancy, RefundRecord, TradeRecord, compare
 from minipay.server.worker._queue import Clock
 from minipay.server.worker._tables import reconciliation_discrepancies, reconciliation_runs
 
@@ -166,7 +166,7 @@ class Reconciler:
                     delete(disc).where(
                         disc.c.bill_date == record.bill_date,
                         disc.c.sub_mch_id == record.sub_mch_id,
-                        disc.c.kind != "refund_status_mismatch",  # those come from the refund job, not a bill
+                        disc.c.kind.not_in(REFUND_JOB_KINDS),  # those come from the refund job, not a bill
                     )
                 )
                 await conn.execute(
@@ -210,32 +210,74 @@ class Reconciler:
         self, sub_mch_id: str, refund_id: str, out_refund_no: str, local: str, wechat: str
     ) -> None:
         """A refund that is final here disagrees with WeChat's refund query: record it once, change nothing."""
+        await self._record_refund_discrepancy(
+            "refund_status_mismatch",
+            sub_mch_id,
+            out_refund_no,
+            ledger={"refund": refund_id, "status": local},
+            bill={"refund_status": wechat},
+            detail=f"refund {out_refund_no} is {local} here but WeChat's refund query says {wechat}",
+        )
+
+    async def record_refund_missing(
+        self, sub_mch_id: str, refund_id: str, out_refund_no: str, wechat_refund_id: str | None, local: str
+    ) -> bool:
+        """A refund WeChat accepted (it gave us ``wechat_refund_id``) that its refund query answers
+        ``REFUNDNOTEXIST``: record it once, change nothing. True when this call recorded it."""
+        return await self._record_refund_discrepancy(
+            "refund_missing_at_wechat",
+            sub_mch_id,
+            out_refund_no,
+            refund_id=wechat_refund_id,
+            ledger={"refund": refund_id, "status": local, "refund_id": wechat_refund_id},
+            bill={"refund_status": "REFUNDNOTEXIST"},
+            detail=(
+                f"refund {out_refund_no} was accepted by WeChat (refund_id {wechat_refund_id}) and is {local} "
+                "here, but WeChat's refund query answers REFUNDNOTEXIST"
+            ),
+        )
+
+    async def _record_refund_discrepancy(
+        self,
+        kind: str,
+        sub_mch_id: str,
+        out_refund_no: str,
+        *,
+        ledger: Mapping[str, Any],
+        bill: Mapping[str, Any],
+        detail: str,
+        refund_id: str | None = None,
+    ) -> bool:
+        if kind not in REFUND_JOB_KINDS:
+            raise ValueError(f"not a refund-job discrepancy kind: {kind!r}")
         now = self._clock.now()
         disc = reconciliation_discrepancies
         async with self._engine.begin() as conn:
             already = (
                 await conn.execute(
                     select(disc.c.id).where(
-                        disc.c.kind == "refund_status_mismatch",
+                        disc.c.kind == kind,
                         disc.c.sub_mch_id == sub_mch_id,
                         disc.c.out_refund_no == out_refund_no,
                     )
                 )
             ).first()
-            if already is not None:  # the job ran twice (taken over from a dead worker)
-                return
+            if already is not None:  # followed again, or the job ran twice (taken over from a dead worker)
+                return False
             await conn.execute(
                 insert(disc).values(
                     bill_date=now.astimezone(CHINA_TZ).date(),
                     sub_mch_id=sub_mch_id,
-                    kind="refund_status_mismatch",
+                    kind=kind,
                     out_refund_no=out_refund_no,
-                    ledger={"refund": refund_id, "status": local},
-                    bill={"refund_status": wechat},
-                    detail=f"refund {out_refund_no} is {local} here but WeChat's refund query says {wechat}",
+                    refund_id=refund_id,
+                    ledger=dict(ledger),
+                    bill=dict(bill),
+                    detail=detail,
                     created_at=now,
                 )
             )
+        return True
 
     # -- reading -----------------------------------------------------------------------------------
 

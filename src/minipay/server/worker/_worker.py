@@ -13,7 +13,9 @@ Jobs (``worker_jobs``, one row per ``(kind, key)``):
   apply.
 * ``refund.followup`` (key: refund id) — a refund that is not final is queried with
   :data:`REFUND_QUERY` backoff until it is; one already final (a notification came) is queried once
-  to cross-check it, and a disagreement is recorded as a ``refund_status_mismatch`` discrepancy.
+  to cross-check it, and a disagreement is recorded as a ``refund_status_mismatch`` discrepancy. A
+  ``processing`` refund (WeChat gave it a ``refund_id``) that the query answers ``REFUNDNOTEXIST`` is
+  recorded once as ``refund_missing_at_wechat`` and still followed with the same backoff.
 * ``bill.reconcile`` (key: ``<sub_mch_id>:<YYYY-MM-DD>``) — from 10:00 China time on T+1 the bill of
   day T is downloaded and compared with the ledger (``minipay.server.worker._reconcile``).
 
@@ -459,12 +461,12 @@ class Worker:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(r.c.status, r.c.out_refund_no, r.c.sub_mch_id, r.c.created_at).where(r.c.id == job.key)
+                    select(r.c.status, r.c.out_refund_no, r.c.sub_mch_id, r.c.refund_id).where(r.c.id == job.key)
                 )
             ).first()
         if row is None:
             return {"outcome": "unknown_refund"}
-        status, out_refund_no, sub_mch_id, _created_at = row
+        status, out_refund_no, sub_mch_id, wechat_refund_id = row
         sub = self._sub(sub_mch_id)
         result = await self.gateway.query_refund(sub, out_refund_no)
         wechat = result.refund_status if result is not None else "REFUNDNOTEXIST"
@@ -487,6 +489,21 @@ class Worker:
                 refund = await uow.refunds.get(job.key)
             if refund is not None:
                 await self.services.submit_refund(refund)
+        payload = dict(job.payload)
+        if status == "processing" and result is None:
+            # WeChat accepted it (we hold its refund_id) but no longer knows it: a human must look.
+            # Recorded once; money and status stay as they are, and the refund is still followed
+            # (with the same backoff) in case WeChat answers later.
+            if await self.reconciler.record_refund_missing(
+                sub_mch_id, job.key, out_refund_no, wechat_refund_id, status
+            ):
+                log.warning(
+                    "refund %s (out_refund_no %s, refund_id %s) is processing here but WeChat answers REFUNDNOTEXIST",
+                    job.key,
+                    out_refund_no,
+                    wechat_refund_id,
+                )
+            payload["missing_at_wechat"] = True
         if result is not None and wechat in FINAL_REFUND_STATES:
             mch_id = self.settings.institution(sub.institution).mch_id
             outcome = await apply_refund_result(
@@ -495,7 +512,7 @@ class Worker:
             return {"outcome": str(outcome), "refund_status": wechat, "via": "query"}
         queries = int(job.payload.get("queries", 0))
         run_at = self.clock.now() + REFUND_QUERY.gap(queries)
-        raise _Retry(run_at, {**job.payload, "queries": queries + 1, "last_state": wechat}, f"still {wechat}")
+        raise _Retry(run_at, {**payload, "queries": queries + 1, "last_state": wechat}, f"still {wechat}")
 
     async def _bill_reconcile(self, job: Job) -> Mapping[str, Any]:
         sub = self._sub(str(job.payload["sub_mch_id"]))
