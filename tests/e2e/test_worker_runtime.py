@@ -101,6 +101,29 @@ async def test_stopping_the_service_lets_the_worker_finish_the_job_it_is_running
     assert (await stack.payment(payment["id"]))["status"] == "succeeded"
 
 
+async def test_the_apps_shutdown_grace_bounds_the_worker_too(stack: Stack) -> None:
+    payment = await stack.create_payment(1000)
+    await stack.pay(payment, notify="never")
+    # The order query takes 1 s (real time); the app gives its tasks 0.2 s once it stops.
+    await stack.fault(endpoint="orderquery", fault="delay", delay=1.0, out_trade_no=payment["out_trade_no"])
+    await stack.advance(60)
+    task = worker_task(WorkerConfig(poll_interval=0.02, bills=False, webhooks=False), name="cut-off")
+    app = create_app(stack.settings, container=stack.container, background=[task], shutdown_grace=0.2)
+    async with app.router.lifespan_context(app):
+        for _ in range(250):  # at most 5 s
+            row = await stack.worker.queue.get(PAYMENT_FOLLOWUP, payment["id"])
+            if row is not None and row["status"] == JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        assert row["status"] == JobStatus.RUNNING
+    # Past the app's grace the worker did not wait its own STOP_GRACE on top: the job was cut off
+    # and is left to its lease (another worker takes it over), the payment untouched.
+    job = await stack.job(PAYMENT_FOLLOWUP, payment["id"])
+    assert (job["status"], job["lease_owner"]) == (JobStatus.RUNNING, "cut-off"), job
+    assert (await stack.payment(payment["id"]))["status"] == "pending"
+
+
 async def test_a_stopping_worker_hands_back_the_jobs_it_claimed_but_did_not_start(stack: Stack) -> None:
     payment = await stack.create_payment(1000)
     await stack.pay(payment, notify="never")

@@ -142,10 +142,18 @@ class Receiver:
 
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     status: int = 200
+    #: Real seconds the receiver takes before it answers (a slow merchant); ``arrivals`` counts the
+    #: requests that reached it, ``received`` only those it finished handling.
+    delay: float = 0.0
+    arrivals: int = 0
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
-            self.received.append(({k.lower(): v for k, v in request.headers.items()}, await request.body()))
+            self.arrivals += 1
+            body = await request.body()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            self.received.append(({k.lower(): v for k, v in request.headers.items()}, body))
             return JSONResponse({"ok": True}, status_code=self.status)
 
         return Starlette(routes=[Route("/hooks", hook, methods=["POST"])])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from minipay.protocol import decode_xml
 from minipay.server import db
@@ -153,6 +154,29 @@ async def test_the_in_app_dispatcher_delivers_without_the_worker(tmp_path: Path)
                 break
             await asyncio.sleep(0.01)
         assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
+
+
+async def test_a_webhook_delivery_in_flight_when_the_app_stops_still_completes(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stop.db'}"
+    async with make_world(url, webhook_dispatch=True) as world:
+        await endpoint(world)
+        world.receiver.delay = 1.0  # the merchant answers after a second (real time)
+        payment = await world.create_payment()
+        await world.pay(payment)  # the notification wakes the dispatcher
+        for _ in range(200):
+            if world.receiver.arrivals:
+                break
+            await asyncio.sleep(0.01)
+        assert (world.receiver.arrivals, world.receiver.received) == (1, [])  # in flight as the app stops
+    # The app has stopped: the delivery was answered and recorded, not cancelled half-way.
+    assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(db.webhook_deliveries.c.status, db.webhook_deliveries.c.attempts))).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in rows] == [("succeeded", 1)]
 
 
 async def test_events_and_their_delivery_log_are_readable_by_their_owner(world: World) -> None:

@@ -231,6 +231,11 @@ class _Metrics:
         self.webhook_attempts = Counter("minipay_webhook_attempts", "webhook delivery attempts", registry=self.registry)
 
 
+#: Real seconds a stopping app waits for its background tasks (worker, webhook dispatcher) to return
+#: after setting their stop event, before it cancels them.
+SHUTDOWN_GRACE = 10.0
+
+
 def create_app(
     settings: Settings,
     *,
@@ -242,9 +247,12 @@ def create_app(
     webhook_transport: httpx2.AsyncBaseTransport | None = None,
     background: Sequence[BackgroundTask] = (),
     routers: Sequence[APIRouter] = (),
+    shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> FastAPI:
     """Build the service. ``background`` tasks (e.g. the worker) run for the app's lifetime and get
     the container and a stop event; ``routers`` are mounted as they are (e.g. reconciliation).
+    At shutdown the stop event is set and the tasks get ``shutdown_grace`` real seconds (in all) to
+    return, so a delivery or job in flight completes; the ones still running are then cancelled.
 
     Under ASGI servers the lifespan runs migrations (``settings.run_migrations``) and starts the
     webhook dispatcher (``settings.webhook_dispatch``); in-process tests enter
@@ -289,8 +297,18 @@ def create_app(
         finally:
             stop.set()
             wake.set()
-            for task in tasks:
-                task.cancel()
+            # A webhook delivery or a job in flight finishes first (up to `shutdown_grace` seconds in
+            # all, for every task together); whatever is still running then is cancelled.
+            if tasks:
+                _, unfinished = await asyncio.wait(tasks, timeout=shutdown_grace)
+                if unfinished:
+                    log.warning(
+                        "%d background task(s) still running %.1f s after stop: cancelled",
+                        len(unfinished),
+                        shutdown_grace,
+                    )
+                for task in unfinished:
+                    task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -22,6 +22,7 @@ import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from minipay.server.api import SHUTDOWN_GRACE
 from minipay.server.worker._queue import JobQueue
 from minipay.server.worker._reconcile import Reconciler
 from minipay.server.worker._worker import Worker, WorkerConfig
@@ -30,8 +31,10 @@ __all__ = ["build_router", "worker_task"]
 
 log = logging.getLogger("minipay.worker")
 
-#: Real seconds a stopping app gives the in-process worker to finish the job it is running.
-STOP_GRACE = 10.0
+#: Real seconds the in-process worker gets to finish the job it is running when it is cancelled
+#: without the app's stop event (the app's lifespan sets the event and itself waits up to its own
+#: ``shutdown_grace``, the same 10 s by default, before cancelling: then the worker stops at once).
+STOP_GRACE = SHUTDOWN_GRACE
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -119,10 +122,14 @@ def worker_task(config: WorkerConfig | None = None, **kwargs: Any) -> Background
         try:
             await asyncio.shield(runner)
         except asyncio.CancelledError:
-            # The app is stopping and its lifespan cancels its tasks: the job in progress finishes
-            # first (within STOP_GRACE seconds) instead of being cut off and left to its lease.
+            # Cancelled after the app's stop event: the lifespan already gave the job in progress its
+            # grace (it waited for this task before cancelling), so no second wait; it is cut off and
+            # left to its lease. Cancelled without it: the job in progress finishes first (within
+            # STOP_GRACE seconds) instead of being cut off.
+            grace = 0.0 if stop.is_set() else STOP_GRACE
             done.set()
-            await asyncio.wait({runner}, timeout=STOP_GRACE)
+            if grace:
+                await asyncio.wait({runner}, timeout=grace)
             if not runner.done():
                 runner.cancel()
                 await asyncio.wait({runner})
