@@ -12,7 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx2
@@ -29,6 +29,7 @@ from minipay.server.bootstrap import Container, build_container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
+    Conflict,
     CreatePayment,
     InvalidRequest,
     NotFound,
@@ -40,6 +41,7 @@ from minipay.server.services import (
 from minipay.server.settings import Settings
 from minipay.server.uow import ConcurrentUpdate
 from minipay.server.webhooks import (
+    EndpointLimitReached,
     create_endpoint,
     delete_endpoint,
     deliver_webhooks,
@@ -445,6 +447,11 @@ def create_app(
         for value in (created_gte, created_lt):
             if value is not None and value.tzinfo is None:
                 raise InvalidRequest("created_gte/created_lt need a timezone offset", code="invalid_field")
+            try:
+                if value is not None:
+                    value.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC equivalent
+            except OverflowError:
+                raise InvalidRequest("created_gte/created_lt is out of range", code="invalid_field") from None
         rows, next_cursor = await services.list_payments(
             caller,
             status=status,
@@ -509,9 +516,12 @@ def create_app(
                 sub_mch_id=scope,
                 clock=container.clock,
                 allow_private=container.settings.allow_private_webhook_urls,
+                max_endpoints=container.settings.max_webhook_endpoints,
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
+        except EndpointLimitReached as exc:
+            raise Conflict(str(exc), code="endpoint_limit_reached") from None
 
     @app.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=_ERRORS)
     async def get_endpoints(caller: Caller) -> dict[str, Any]:

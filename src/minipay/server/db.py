@@ -112,7 +112,9 @@ payments = Table(
     Column("version", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("mch_id", "out_trade_no", name="uq_payments_mch_id_out_trade_no"),
+    # WeChat scopes a caller's out_trade_no to the sub-merchant in institution mode: two sub-merchants
+    # may use the same number, and one must not learn (or squat) the other's numbers.
+    UniqueConstraint("mch_id", "sub_mch_id", "out_trade_no", name="uq_payments_mch_id_sub_mch_id_out_trade_no"),
     Index("ix_payments_sub_mch_id_created_at", "sub_mch_id", "created_at"),
     Index("ix_payments_status_next_query_at", "status", "next_query_at"),
 )
@@ -179,6 +181,10 @@ webhook_endpoints = Table(
     Column("secret", String(128), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("deleted_at", UTCDateTime),
+    # Circuit breaker: consecutive failed attempts, and while open no delivery to it is claimed.
+    Column("failure_streak", Integer, nullable=False, default=0, server_default="0"),
+    Column("open_until", UTCDateTime),
+    Index("ix_webhook_endpoints_sub_mch_id", "sub_mch_id"),
 )
 
 webhook_deliveries = Table(

@@ -303,6 +303,12 @@ class Payment:
             return "appid"
         if result.mch_id is not None and result.mch_id != self.mch_id:
             return "mch_id"
+        # The payer and mini program must be the ones the order was made for (a validly signed
+        # message about someone else's payment is not this payment's outcome).
+        if result.fields.get("sub_appid") and result.fields["sub_appid"] != self.sub_appid:
+            return "sub_appid"
+        if result.fields.get("sub_openid") and result.fields["sub_openid"] != self.openid:
+            return "sub_openid"
         if result.trade_state in ("SUCCESS", "REFUND"):
             if result.total_fee != self.amount:
                 return "total_fee"
@@ -311,6 +317,8 @@ class Payment:
                 return "fee_type"
             if not result.transaction_id:
                 return "transaction_id"
+            if self.transaction_id is not None and result.transaction_id != self.transaction_id:
+                return "transaction_id"  # a second, different WeChat transaction for one paid order
         return None
 
     # -- refunds -------------------------------------------------------------------------------------

@@ -228,10 +228,18 @@ async def apply_payment_result(
             )
             return ApplyOutcome.MISMATCH
         if reason is not None:
+            expected: dict[str, Any] = {"total_fee": payment.amount, "fee_type": payment.currency}
+            received: dict[str, Any] = {"total_fee": result.total_fee, "fee_type": result.fee_type}
+            if reason == "transaction_id":
+                expected["transaction_id"] = payment.transaction_id
+                received["transaction_id"] = result.transaction_id
+            elif reason in ("sub_appid", "sub_openid"):
+                expected[reason] = payment.sub_appid if reason == "sub_appid" else payment.openid
+                received[reason] = result.fields.get(reason)
             data = {
                 "field": reason,
-                "expected": {"total_fee": payment.amount, "fee_type": payment.currency},
-                "received": {"total_fee": result.total_fee, "fee_type": result.fee_type},
+                "expected": expected,
+                "received": received,
                 "transaction_id": result.transaction_id,
                 "source": source,
             }
@@ -244,7 +252,8 @@ async def apply_payment_result(
                 sub_mch_id=payment.sub_mch_id,
             )
             await uow.outbox.publish(
-                key=f"payment.amount_mismatch:{payment.id}:{result.transaction_id}:{result.total_fee}:{result.fee_type}",
+                key=f"payment.amount_mismatch:{payment.id}:{reason}:{result.transaction_id}:{result.total_fee}"
+                f":{result.fee_type}:{received.get(reason, '')}"[:200],
                 type="payment.amount_mismatch",
                 sub_mch_id=payment.sub_mch_id,
                 data={**payment_view(payment), "mismatch": data},
@@ -289,8 +298,10 @@ async def apply_payment_result(
 
 
 async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:
-    if result.mch_id:
-        return await uow.payments.get_by_out_trade_no(result.mch_id, result.out_trade_no, for_update=True)
+    if result.mch_id and result.sub_mch_id:
+        return await uow.payments.get_by_out_trade_no(
+            result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id, for_update=True
+        )
     found = await uow.payments.search(sub_mch_id=result.sub_mch_id, out_trade_no=result.out_trade_no, limit=2)
     if len(found) != 1:
         return None
@@ -611,7 +622,9 @@ class Services:
         async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
             now = self.clock.now()
             out_trade_no = cmd.out_trade_no or _new_out_trade_no()
-            taken = await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no) is not None
+            taken = (
+                await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no, sub_mch_id=sub.sub_mch_id) is not None
+            )
             # The key is read *after* the out_trade_no: a concurrent twin commits its payment and its key
             # together, so under READ COMMITTED we never see its payment without its key (no false 409).
             if idempotency_key is not None:

@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     # Webhook endpoints on localhost or a private/loopback/link-local IP are refused unless this is on
     # (sandbox mode, local development): a sub-merchant key must not aim the service at internal hosts.
     allow_private_webhook_urls: bool = False
+    max_webhook_endpoints: int = Field(default=16, ge=1, le=1000)  # per API key (each sub-merchant, the admin)
     run_migrations: bool = True  # run Alembic at start-up
     webhook_dispatch: bool = True  # deliver due webhooks from the app (besides the worker)
     webhook_dispatch_interval: float = 2.0

@@ -88,8 +88,12 @@ class PaymentRepository(_Repo):
             query = query.where(db.payments.c.sub_mch_id == sub_mch_id)
         return await self._one(query, for_update)
 
-    async def get_by_out_trade_no(self, mch_id: str, out_trade_no: str, *, for_update: bool = False) -> Payment | None:
-        query = select(db.payments).where(db.payments.c.mch_id == mch_id, db.payments.c.out_trade_no == out_trade_no)
+    async def get_by_out_trade_no(
+        self, mch_id: str, out_trade_no: str, *, sub_mch_id: str, for_update: bool = False
+    ) -> Payment | None:
+        """The payment of that sub-merchant with that ``out_trade_no`` (unique per sub-merchant)."""
+        t = db.payments
+        query = select(t).where(t.c.mch_id == mch_id, t.c.sub_mch_id == sub_mch_id, t.c.out_trade_no == out_trade_no)
         return await self._one(query, for_update)
 
     async def _one(self, query: Any, for_update: bool) -> Payment | None:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 
 from minipay.server import db
 from minipay.server.domain import new_id
@@ -39,6 +39,7 @@ from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
 __all__ = [
     "DELIVERY_WINDOW",
     "SIGNATURE_HEADER",
+    "EndpointLimitReached",
     "WebhookSignatureError",
     "backoff",
     "create_endpoint",
@@ -46,8 +47,10 @@ __all__ = [
     "deliver_webhooks",
     "delivery_log",
     "get_event",
+    "is_internal_address",
     "list_endpoints",
     "list_events",
+    "parse_ipv4",
     "sign_webhook",
     "verify_webhook",
 ]
@@ -106,30 +109,114 @@ def backoff(attempts: int) -> timedelta:
 # -- endpoints -------------------------------------------------------------------------------------
 
 
+class EndpointLimitReached(Exception):
+    """The key already has ``max_webhook_endpoints`` endpoints."""
+
+
+def _ipv4_number(part: str) -> int | None:
+    lowered = part.lower()
+    if lowered.startswith("0x"):
+        digits, base, allowed = lowered[2:], 16, "0123456789abcdef"
+    elif len(part) > 1 and part.startswith("0"):
+        digits, base, allowed = part[1:], 8, "01234567"
+    else:
+        digits, base, allowed = part, 10, "0123456789"
+    if not part or any(c not in allowed for c in digits):
+        return None
+    return int(digits, base) if digits else 0
+
+
+def parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``host`` spells in any notation resolvers accept (``inet_aton``: ``127.1``,
+    ``2130706433``, ``0x7f000001``, ``017700000001``, ``0``, a trailing dot), or None.
+
+    >>> parse_ipv4("0x7f.1")
+    IPv4Address('127.0.0.1')
+    """
+    parts = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = [_ipv4_number(p) for p in parts]
+    if any(n is None for n in numbers):
+        return None
+    values = [n for n in numbers if n is not None]
+    *head, last = values
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(values)):
+        return None
+    value = last
+    for index, n in enumerate(head):
+        value += n << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def is_internal_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for what a webhook must never reach: private, loopback, link-local, multicast, unspecified,
+    reserved or shared addresses, IPv6 ones that embed such an IPv4 address (mapped, compatible,
+    NAT64, 6to4, Teredo) included."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded: list[ipaddress.IPv4Address] = []
+        if ip.ipv4_mapped is not None:
+            embedded.append(ip.ipv4_mapped)
+        if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None:
+            embedded.append(ip.sixtofour)
+        if ip.teredo is not None:
+            embedded.extend(ip.teredo)
+        if any(is_internal_address(v4) for v4 in embedded):
+            return True
+    return not ip.is_global or ip.is_multicast or ip.is_unspecified or ip.is_reserved
+
+
+def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return parse_ipv4(host)
+
+
+def _is_internal_host(host: str) -> bool:
+    """localhost names and literal internal IPs in any spelling (a host name is not resolved here:
+    the sender resolves it on every attempt)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    ip = _literal_ip(name)
+    return ip is not None and is_internal_address(ip)
+
+
 def _check_url(url: str, *, allow_private: bool = False) -> str:
+    """The URL as it will be stored: validated, with a numeric IPv4 host in its canonical form."""
     # Printable ASCII only (IDNs as punycode): no spaces, controls or NUL, which no column can hold.
     if len(url) > 2048 or not url.isascii() or not url.isprintable() or " " in url:
         raise ValueError("url must be an absolute http:// or https:// URL of printable ASCII characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an absolute http:// or https:// URL")
-    if not allow_private and _is_internal_host(parts.hostname):
-        raise ValueError("url must not point at localhost or a private, loopback or link-local address")
-    return url
-
-
-def _is_internal_host(host: str) -> bool:
-    """localhost names and literal internal IPs (a host name is not resolved here)."""
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
     try:
-        ip = ipaddress.ip_address(name)
+        port = parts.port  # raises ValueError for a port out of range
     except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+        raise ValueError("url is not a valid URL") from None
+    if "\\" in url or "%" in parts.netloc:
+        # Backslashes and escapes in the authority read differently to different URL parsers.
+        raise ValueError("url is ambiguous: no backslash or %-escape in its host part")
+    host = parts.hostname.lower()
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url must not carry credentials (receivers check the Minipay-Signature instead)")
+    ip = _literal_ip(host)
+    last_label = host.rstrip(".").rsplit(".", 1)[-1]
+    if ip is None and (last_label.isdigit() or last_label.startswith("0x")):
+        raise ValueError("url host is neither a host name nor a valid IP address")
+    if not allow_private and _is_internal_host(host):
+        raise ValueError("url must not point at localhost or a private, loopback or link-local address")
+    if isinstance(ip, ipaddress.IPv4Address) and host != str(ip):
+        # One spelling of an address: the canonical one.
+        url = parts._replace(netloc=str(ip) if port is None else f"{ip}:{port}").geturl()
+    return url
 
 
 def _endpoint_view(row: Any, *, with_secret: bool) -> dict[str, Any]:
@@ -145,19 +232,43 @@ def _endpoint_view(row: Any, *, with_secret: bool) -> dict[str, Any]:
 
 
 async def create_endpoint(
-    uow_factory: UnitOfWorkFactory, *, url: str, sub_mch_id: str | None, clock: Clock, allow_private: bool = False
+    uow_factory: UnitOfWorkFactory,
+    *,
+    url: str,
+    sub_mch_id: str | None,
+    clock: Clock,
+    allow_private: bool = False,
+    max_endpoints: int | None = None,
 ) -> dict[str, Any]:
-    """Register an endpoint; the answer is the only time the secret is shown."""
+    """Register an endpoint; the answer is the only time the secret is shown.
+
+    Raises ``ValueError`` for a URL that is refused and :class:`EndpointLimitReached` when the key
+    (``sub_mch_id``, or the admin's None) already has ``max_endpoints`` endpoints; the count and the
+    insert are one transaction, serialised per key, so concurrent requests cannot pass the cap.
+    """
     values = {
         "id": new_id("we"),
         "sub_mch_id": sub_mch_id,
         "url": _check_url(url, allow_private=allow_private),
         "secret": "whsec_" + secrets.token_hex(24),
         "created_at": clock.now(),
+        "failure_streak": 0,
     }
+    t = db.webhook_endpoints
     async with uow_factory() as uow:
-        await uow.conn.execute(insert(db.webhook_endpoints).values(**values))
+        if max_endpoints is not None:
+            if uow.is_postgres:  # SQLite: BEGIN IMMEDIATE already makes this the only writer
+                lock_key = f"minipay.webhook_endpoints:{sub_mch_id or ''}"
+                await uow.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(lock_key))))
+            owner = t.c.sub_mch_id.is_(None) if sub_mch_id is None else t.c.sub_mch_id == sub_mch_id
+            count = (
+                await uow.conn.execute(select(func.count()).select_from(t).where(owner, t.c.deleted_at.is_(None)))
+            ).scalar_one()
+            if count >= max_endpoints:
+                raise EndpointLimitReached(f"this key already has {count} webhook endpoints (at most {max_endpoints})")
+        await uow.conn.execute(insert(t).values(**values))
         await uow.commit()
+    values.pop("failure_streak")
     return _endpoint_view(values, with_secret=True)
 
 
@@ -375,7 +486,8 @@ async def get_event(uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id
         "type": row["type"],
         "created": int(row["created_at"].timestamp()),
         "data": row["data"],
-        "deliveries": await delivery_log(uow_factory, event_id),
+        # A sub-merchant's key sees the deliveries to its own endpoints, never the admin's.
+        "deliveries": await delivery_log(uow_factory, event_id, sub_mch_id=sub_mch_id),
     }
 
 
@@ -396,13 +508,17 @@ async def list_events(
     ]
 
 
-async def delivery_log(uow_factory: UnitOfWorkFactory, event_id: str) -> list[dict[str, Any]]:
-    """Every delivery of an event with its attempts (for the API and for support)."""
-    d, a = db.webhook_deliveries, db.webhook_attempts
+async def delivery_log(
+    uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every delivery of an event with its attempts (for the API and for support); with ``sub_mch_id``
+    only the deliveries to that sub-merchant's own endpoints."""
+    d, a, w = db.webhook_deliveries, db.webhook_attempts, db.webhook_endpoints
+    query = select(d).where(d.c.event_id == event_id).order_by(d.c.id)
+    if sub_mch_id is not None:
+        query = query.join(w, w.c.id == d.c.endpoint_id).where(w.c.sub_mch_id == sub_mch_id)
     async with uow_factory() as uow:
-        deliveries = (
-            (await uow.conn.execute(select(d).where(d.c.event_id == event_id).order_by(d.c.id))).mappings().all()
-        )
+        deliveries = (await uow.conn.execute(query)).mappings().all()
         out = []
         for row in deliveries:
             tries = (

@@ -46,7 +46,7 @@ async def test_the_worker_revision_matches_the_worker_tables(tmp_path: Path) -> 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
     try:
         await upgrade(engine)
-        assert await current_revision(engine) == "0002_worker"
+        assert await current_revision(engine) == "0004_webhook_breaker"
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
     finally:
@@ -63,7 +63,7 @@ async def test_the_worker_revision_matches_the_worker_tables_on_postgres() -> No
     engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
     try:
         await upgrade(engine)
-        assert await current_revision(engine) == "0002_worker"
+        assert await current_revision(engine) == "0004_webhook_breaker"
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
     finally:
