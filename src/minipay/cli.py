@@ -56,13 +56,15 @@ def serve_command(
         str | None, typer.Option("--credentials-out", help="Write the sandbox-mode URLs and dev API keys as JSON here.")
     ] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the worker in-process.")] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log one line a request (stderr).")
+    ] = True,
     state_dir: Annotated[str, typer.Option(help="Sandbox mode: folder of the SQLite file and dev keys.")] = ".minipay",
 ) -> None:
     """Run the payment service; with no configuration, in sandbox mode (sandbox on a second port)."""
-    import asyncio
     from pathlib import Path
 
-    from minipay.serve import plan_serve, run_serve
+    from minipay.serve import plan_serve, run_in_loop, run_serve
     from minipay.server.settings import load_settings
 
     plan = plan_serve(
@@ -73,7 +75,7 @@ def serve_command(
         credentials_out=Path(credentials_out) if credentials_out else None,
         echo=typer.echo,
     )
-    asyncio.run(run_serve(plan, host=host, port=port, worker=not no_worker))
+    run_in_loop(run_serve(plan, host=host, port=port, worker=not no_worker, access_log=access_log))
 
 
 @db_app.command("upgrade")

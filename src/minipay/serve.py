@@ -14,14 +14,14 @@ import logging
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from minipay.server.settings import Settings
 
-__all__ = ["SandboxWorld", "ServePlan", "free_port", "plan_serve", "run_serve", "sandbox_settings"]
+__all__ = ["SandboxWorld", "ServePlan", "free_port", "plan_serve", "run_in_loop", "run_serve", "sandbox_settings"]
 
 
 _SECRET_QUERY = re.compile(r"(secret|js_code)=[^&\s]*")
@@ -193,8 +193,36 @@ def plan_serve(
     )
 
 
-async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 8000, worker: bool = True) -> None:
-    """Run the service (and in sandbox mode the sandbox, on loopback) until interrupted."""
+def run_in_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the event loop uvicorn itself would pick (uvloop when installed, as it is with
+    ``uvicorn[standard]``): ``uvicorn.Server.serve`` only ever uses the loop it is started in."""
+    from uvicorn.loops.auto import auto_loop_factory
+
+    with asyncio.Runner(loop_factory=auto_loop_factory(use_subprocess=False)) as runner:
+        runner.run(main)
+
+
+def _enable_access_log() -> None:
+    """The service's access log (``minipay.access``, one line a request) on stderr."""
+    from minipay.server._http import ACCESS_LOGGER
+
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+async def run_serve(
+    plan: ServePlan, *, host: str = "127.0.0.1", port: int = 8000, worker: bool = True, access_log: bool = True
+) -> None:
+    """Run the service (and in sandbox mode the sandbox, on loopback) until interrupted.
+
+    The service writes its own access log (``minipay.access``: route-aware, no query strings);
+    ``access_log=False`` leaves it off, and then no line is formatted at all.
+    """
     import uvicorn
 
     from minipay.server.api import create_app
@@ -216,7 +244,9 @@ async def run_serve(plan: ServePlan, *, host: str = "127.0.0.1", port: int = 800
         settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
     routers = [build_router()]
     app = create_app(settings, background=background, routers=routers)
-    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")))
+    if access_log:
+        _enable_access_log()
+    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)))
     # The access log is one logger for both servers; the sandbox's login URL carries the app secret.
     logging.getLogger("uvicorn.access").addFilter(_redact_query_secrets)
     await asyncio.gather(*(server.serve() for server in servers))

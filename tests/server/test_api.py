@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -520,6 +521,27 @@ async def test_health_readiness_and_metrics(world: World) -> None:
     assert "minipay_http_requests_total" in metrics.text
     assert (await world.api.get("/docs")).status_code == 200
     assert "/v1/payments" in (await world.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_metrics_count_requests_by_route_template_and_unmatched_ones_as_other(world: World) -> None:
+    await world.api.get("/v1/payments/pay_nope", headers=world.auth())
+    await world.api.get("/no/such/path")
+    text = (await world.api.get("/metrics")).text
+    assert 'minipay_http_requests_total{method="GET",route="/v1/payments/{payment_id}",status="404"} 1.0' in text
+    assert 'minipay_http_requests_total{method="GET",route="other",status="404"} 1.0' in text
+    assert 'minipay_http_request_seconds_count{route="/v1/payments/{payment_id}"} 1.0' in text
+    assert "pay_nope" not in text
+
+
+async def test_the_access_log_names_method_path_and_status_without_the_query(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="minipay.access"):
+        await world.api.get("/v1/payments?out_trade_no=secret-ish", headers=world.auth())
+    lines = [r.getMessage() for r in caplog.records if r.name == "minipay.access"]
+    assert len(lines) == 1
+    assert '"GET /v1/payments HTTP/1.1" 200' in lines[0]
+    assert "secret-ish" not in lines[0]
 
 
 async def test_a_refund_wechat_closes_fails_and_frees_the_amount(world: World) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -19,12 +18,13 @@ import httpx2
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
@@ -217,22 +217,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code i
 # -- the app ------------------------------------------------------------------------------------------
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "minipay_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
-        )
-        self.latency = Histogram("minipay_http_request_seconds", "HTTP latency", ["route"], registry=self.registry)
-        self.notifications = Counter(
-            "minipay_notifications",
-            "WeChat notifications by kind and outcome",
-            ["kind", "outcome"],
-            registry=self.registry,
-        )
-        self.webhook_attempts = Counter("minipay_webhook_attempts", "webhook delivery attempts", registry=self.registry)
-
-
 #: Real seconds a stopping app waits for its background tasks (worker, webhook dispatcher) to return
 #: after setting their stop event, before it cancels them.
 SHUTDOWN_GRACE = 10.0
@@ -269,7 +253,7 @@ def create_app(
             wechat_transport=wechat_transport,
             webhook_transport=webhook_transport,
         )
-    metrics = _Metrics()
+    metrics = Metrics()
     wake = asyncio.Event()
 
     async def dispatcher(c: Container, stop: asyncio.Event) -> None:
@@ -369,19 +353,7 @@ def create_app(
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return _error(500, "internal_error", "internal error")
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        if "\x00" in request.scope["path"] or b"%00" in request.scope["query_string"]:
-            # No id or filter contains NUL, and PostgreSQL refuses it in any text parameter.
-            response: Response = _error(400, "invalid_request", "NUL characters are not accepted in URLs")
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     # -- auth --------------------------------------------------------------------------------------------
 

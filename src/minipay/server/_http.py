@@ -1,0 +1,117 @@
+"""Per-request observation of the HTTP API: metrics, the access log, the NUL guard.
+
+:class:`ObserveMiddleware` is plain ASGI (no ``BaseHTTPMiddleware``: that one runs every request in
+a task of its own with a memory stream between the layers). It is the one place where every request
+is seen whole, so whatever is recorded per request belongs here.
+
+- ``minipay_http_requests_total{method, route, status}`` and ``minipay_http_request_seconds{route}``:
+  ``route`` is the route template (``/v1/payments/{payment_id}``), never the raw path, so ids do not
+  make new series; a request no route matched is counted under ``other``.
+- The access log (logger ``minipay.access``, INFO) is written only when that logger is enabled for
+  INFO: with it off, no line is formatted. The query string is left out (it may carry a secret).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ACCESS_LOGGER", "Metrics", "ObserveMiddleware", "route_label"]
+
+#: The access log's logger: one INFO line a request, when enabled.
+ACCESS_LOGGER = "minipay.access"
+
+#: The ``route`` label of a request no route matched (a 404 on an unknown path, say).
+UNMATCHED = "other"
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "minipay_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram("minipay_http_request_seconds", "HTTP latency", ["route"], registry=self.registry)
+        self.notifications = Counter(
+            "minipay_notifications",
+            "WeChat notifications by kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.webhook_attempts = Counter("minipay_webhook_attempts", "webhook delivery attempts", registry=self.registry)
+        # labels() takes a lock and stringifies its values; the set of label values is small and fixed
+        # by the route table, so each child is looked up once.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+def route_label(scope: Scope) -> str:
+    """The route template the router matched for this request, or ``other``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+_NUL_BODY = b'{"error":{"code":"invalid_request","message":"NUL characters are not accepted in URLs"}}'
+_NUL_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_NUL_BODY)).encode())]
+
+
+class ObserveMiddleware:
+    """Counts and times every HTTP request by route, writes the access log when it is enabled, and
+    refuses NUL characters in the URL (no id or filter contains one, and PostgreSQL refuses them in
+    any text parameter)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                await send({"type": "http.response.start", "status": 400, "headers": _NUL_HEADERS})
+                await send({"type": "http.response.body", "body": _NUL_BODY})
+                status = 400
+            else:
+                await self.app(scope, receive, send_observed)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(scope["method"], route_label(scope), status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(
+                    '%s - "%s %s HTTP/%s" %d %.1fms',
+                    f"{client[0]}:{client[1]}" if client else "-",
+                    scope["method"],
+                    scope["path"],
+                    scope.get("http_version", "1.1"),
+                    status,
+                    elapsed * 1000,
+                )
