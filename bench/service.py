@@ -1,0 +1,777 @@
+"""Load benchmark of the payment service, with the framework floor measured in the same run.
+
+    uv run python bench/service.py [--db sqlite|postgres] [--replicas N] [--duration S]
+                                   [--connections 16] [--json FILE] [--quick]
+
+Starts, on loopback ports of its own: a standalone sandbox (``minipay sandbox``), the service from a
+generated configuration (``minipay serve -c <config> --no-worker --no-access-log``; with
+``--replicas N``: ``uvicorn --factory minipay.server.api:app_from_env --workers N``, the documented
+way to run replicas, on one port), and a bare Starlette app (``bench/floor_app.py``) under the same
+uvicorn (uvloop + httptools, access log off, same number of processes). Then it measures:
+
+- ``floor GET`` / ``floor POST``: the bare app (the floor);
+- ``GET /healthz``;
+- ``POST /v1/payments``: creates payments, each one a ``unifiedorder`` round trip to the sandbox;
+- ``GET /v1/payments/{id}``: reads the payments just created (in turn);
+- ``notify (first-time)``: one validly signed payment notification per pending payment (signed
+  with the institution key, as WeChat would), each sent once; the run ends when all are answered;
+- ``notify (duplicate)``: the same notifications again (already applied).
+
+Load generator: ``wrk`` (Debian: ``apt-get install wrk``) when it is on PATH, with Lua scripts for
+the POST bodies and the distinct notifications; otherwise a small built-in asyncio HTTP/1.1
+generator (keep-alive connections, one request in flight each). The load generator runs on the same
+machine: what counts are the ratios to the floor measured in the same run. A response counts as an
+error when it is not 2xx (and, for notifications, not the SUCCESS reply), and so does every socket
+error or timeout.
+
+Prints a table, the ratios and the targets (issue 9); ``--json FILE`` writes the figures. The exit
+code is 1 when a target is missed, except with ``--quick`` (a smoke run of a few seconds: CI).
+PostgreSQL: a fresh database per run (``--pg-url`` names the server), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+from minipay.protocol import encode_xml, sign
+from minipay.sandbox import SandboxConfig
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+WRK_HOWTO = "wrk not found: using the built-in generator (Debian/Ubuntu: apt-get install wrk)"
+
+
+# -- the processes ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _exe(name: str) -> str:
+    local = BIN / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def _quiet_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stack:
+    sandbox_url: str
+    service_url: str
+    floor_url: str
+    admin_key: str
+    sub_key: str
+    sub: dict[str, str]
+    institution: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before answering {url}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer {url} within {timeout:.0f} s")
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_config(path: Path, *, database_url: str, service_url: str, sandbox_url: str, keys: dict[str, str]) -> None:
+    """A service configuration for the sandbox's built-in world (its institutions and sub-merchants)."""
+    world = SandboxConfig.default()
+    lines = [
+        f"database_url = {_toml_str(database_url)}",
+        f"public_base_url = {_toml_str(service_url)}",
+        f"admin_api_keys = [{_toml_str(keys['admin'])}]",
+        "allow_local_notify_url = true",  # the sandbox calls back on loopback
+        "run_migrations = false",  # `minipay db upgrade` ran once before the processes start
+    ]
+    for index, inst in enumerate(world.institutions):
+        name = f"inst{index}"
+        lines += [
+            "",
+            "[[institutions]]",
+            f"name = {_toml_str(name)}",
+            f"appid = {_toml_str(inst.appid)}",
+            f"mch_id = {_toml_str(inst.mch_id)}",
+            f"api_key = {_toml_str(inst.api_key)}",
+            f"base_url = {_toml_str(sandbox_url)}",
+            f"login_base_url = {_toml_str(sandbox_url)}",
+        ]
+        for sub in inst.sub_merchants:
+            lines += [
+                "",
+                "[[sub_merchants]]",
+                f"institution = {_toml_str(name)}",
+                f"sub_mch_id = {_toml_str(sub.sub_mch_id)}",
+                f"sub_appid = {_toml_str(sub.sub_appid)}",
+                f"app_secret = {_toml_str(sub.app_secret)}",
+                f"currency = {_toml_str(sub.settlement_currency)}",
+                f"api_keys = [{_toml_str(keys[sub.sub_mch_id])}]",
+            ]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
+    sandbox_port, service_port, floor_port = free_port(), free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    service_url = f"http://127.0.0.1:{service_port}"
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    world = SandboxConfig.default()
+    inst = world.institutions[0]
+    sub = inst.sub_merchants[0]
+    keys = {"admin": "adm_" + secrets.token_hex(20)}
+    for i in world.institutions:
+        for s in i.sub_merchants:
+            keys[s.sub_mch_id] = "sk_" + secrets.token_hex(20)
+    config = work / "service.toml"
+    write_config(config, database_url=database_url, service_url=service_url, sandbox_url=sandbox_url, keys=keys)
+    log = (work / "processes.log").open("ab")
+    env = _quiet_env()
+
+    subprocess.run([_exe("minipay"), "db", "upgrade", "-c", str(config)], check=True, env=env, stdout=log, stderr=log)
+    stack = Stack(
+        sandbox_url=sandbox_url,
+        service_url=service_url,
+        floor_url=floor_url,
+        admin_key=keys["admin"],
+        sub_key=keys[sub.sub_mch_id],
+        sub={"sub_mch_id": sub.sub_mch_id, "sub_appid": sub.sub_appid, "currency": sub.settlement_currency},
+        institution={"appid": inst.appid, "mch_id": inst.mch_id, "api_key": inst.api_key},
+    )
+    try:
+        sandbox = subprocess.Popen(
+            [_exe("minipay"), "sandbox", "--port", str(sandbox_port)], env=env, stdout=log, stderr=log
+        )
+        stack.procs.append(sandbox)
+        uvicorn_common = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+        if replicas == 1:
+            service_cmd = [
+                _exe("minipay"),
+                "serve",
+                "-c",
+                str(config),
+                "--port",
+                str(service_port),
+                "--no-worker",
+                "--no-access-log",
+            ]
+            floor_cmd = [_exe("uvicorn"), "floor_app:app", "--app-dir", str(HERE), "--port", str(floor_port)]
+        else:
+            service_cmd = [
+                _exe("uvicorn"),
+                "--factory",
+                "minipay.server.api:app_from_env",
+                "--port",
+                str(service_port),
+                "--workers",
+                str(replicas),
+                *uvicorn_common,
+            ]
+            floor_cmd = [
+                _exe("uvicorn"),
+                "floor_app:app",
+                "--app-dir",
+                str(HERE),
+                "--port",
+                str(floor_port),
+                "--workers",
+                str(replicas),
+            ]
+        service = subprocess.Popen(service_cmd, env=_quiet_env(MINIPAY_CONFIG=str(config)), stdout=log, stderr=log)
+        stack.procs.append(service)
+        floor = subprocess.Popen([*floor_cmd, *uvicorn_common], env=env, stdout=log, stderr=log)
+        stack.procs.append(floor)
+        _wait_http(f"{sandbox_url}/sandbox/", sandbox, "the sandbox")
+        _wait_http(f"{service_url}/healthz", service, "the service")
+        _wait_http(f"{floor_url}/get", floor, "the floor app")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+# -- load generators -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+class Case:
+    """What one measurement sends: a cycle of requests, or (``once``) each request exactly once."""
+
+    def __init__(
+        self, name: str, base_url: str, requests: Sequence[Request], *, once: bool = False, xml_ok: bool = False
+    ):
+        self.name, self.base_url, self.requests, self.once, self.xml_ok = name, base_url, list(requests), once, xml_ok
+
+
+def _lua_quote(value: str | bytes) -> str:
+    text = value.decode() if isinstance(value, bytes) else value
+    return json.dumps(text)  # JSON string escapes are valid Lua escapes for this ASCII content
+
+
+def _wrk_script(case: Case, threads: int, flag: Path) -> str:
+    # Requests are split between wrk's threads (thread i sends items i, i + threads, ...).
+    items = ",\n".join(
+        "{" + f"{_lua_quote(r.method)}, {_lua_quote(r.path)}, {_lua_quote(r.body)}" + "}" for r in case.requests
+    )
+    headers = case.requests[0].headers
+    header_lines = "\n".join(f"headers[{_lua_quote(k)}] = {_lua_quote(v)}" for k, v in headers.items())
+    return f"""
+local items = {{
+{items}
+}}
+local threads = {{}}
+local nthreads = {threads}
+local once = {"true" if case.once else "false"}
+local xml_ok = {"true" if case.xml_ok else "false"}
+headers = {{}}
+{header_lines}
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  mine = {{}}
+  for i = tid + 1, #items, nthreads do table.insert(mine, items[i]) end
+  if #mine == 0 then mine = {{items[1]}} end
+  nxt = 0
+  answered = 0
+  first = 0
+  failures = 0
+  flagged = false
+end
+
+function request()
+  nxt = nxt + 1
+  local item = mine[((nxt - 1) % #mine) + 1]
+  return wrk.format(item[1], item[2], headers, item[3] ~= "" and item[3] or nil)
+end
+
+function response(status, hdrs, body)
+  answered = answered + 1
+  if once and answered <= #mine then first = first + 1 end
+  if status < 200 or status > 299 or (xml_ok and not string.find(body, "SUCCESS", 1, true)) then
+    failures = failures + 1
+  end
+  if once and not flagged and answered >= #mine then
+    flagged = true
+    local f = io.open("{flag}", "a")
+    f:write("done\\n")
+    f:close()
+  end
+end
+
+function done(summary, latency, requests)
+  local failed, firsts = 0, 0
+  for _, t in ipairs(threads) do
+    failed = failed + t:get("failures")
+    firsts = firsts + t:get("first")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {{"requests": %d, "first": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"socket_errors": %d, "failed": %d}}\\n',
+    summary.requests, firsts, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, failed + e.status))
+end
+"""
+
+
+def run_wrk(case: Case, *, duration: float, connections: int, work: Path) -> Result:
+    threads = 2
+    flag = work / f"{re.sub(r'[^a-z0-9]+', '_', case.name.lower())}.done"
+    flag.unlink(missing_ok=True)
+    script = work / "case.lua"
+    script.write_text(_wrk_script(case, threads, flag))
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        case.base_url,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if case.once:  # stop wrk as soon as every thread has had each of its requests answered once
+        while proc.poll() is None:
+            if flag.exists() and flag.read_text().count("done") >= threads:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.01)
+    out, _ = proc.communicate()
+    text = out.decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("BENCHJSON ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed for {case.name}:\n{text[-2000:]}")
+    data = json.loads(line.removeprefix("BENCHJSON "))
+    seconds = data["duration_us"] / 1e6
+    return Result(
+        requests=data["first"] if case.once else data["requests"],
+        seconds=seconds,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["socket_errors"] + data["failed"],
+    )
+
+
+async def _builtin(case: Case, *, duration: float, connections: int) -> Result:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(case.base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    raw = []
+    for r in case.requests:
+        head = [f"{r.method} {r.path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(r.body)}"]
+        head += [f"{k}: {v}" for k, v in r.headers.items()]
+        raw.append(("\r\n".join(head) + "\r\n\r\n").encode() + r.body)
+    source: Iterator[bytes] = iter(raw) if case.once else _cycle(raw)
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + duration
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for payload in source:
+                if time.monotonic() >= deadline:
+                    return
+                start = time.perf_counter()
+                writer.write(payload)
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+                    status = int(head.split(b" ", 2)[1])
+                    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                    body = await reader.readexactly(length)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, AttributeError):
+                    errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                latencies.append(time.perf_counter() - start)
+                if not 200 <= status <= 299 or (case.xml_ok and b"SUCCESS" not in body):
+                    errors += 1
+        finally:
+            writer.close()
+
+    began = time.monotonic()
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    seconds = time.monotonic() - began
+    latencies.sort()
+    pct = (
+        (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000) if latencies else (lambda q: 0.0)
+    )
+    return Result(requests=len(latencies), seconds=seconds, p50_ms=pct(0.50), p99_ms=pct(0.99), errors=errors)
+
+
+def _cycle(items: list[bytes]) -> Iterator[bytes]:
+    while True:
+        yield from items
+
+
+def measure(case: Case, *, generator: str, duration: float, connections: int, work: Path) -> Result:
+    if generator == "wrk":
+        return run_wrk(case, duration=duration, connections=connections, work=work)
+    return asyncio.run(_builtin(case, duration=duration, connections=connections))
+
+
+# -- the scenario ------------------------------------------------------------------------------------------
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+def notification(stack: Stack, payment: dict[str, Any], n: int) -> bytes:
+    """The payment notification WeChat would send for ``payment`` (spec 7), signed with the institution key."""
+    fields = {
+        "return_code": "SUCCESS",
+        "return_msg": "OK",
+        "appid": stack.institution["appid"],
+        "mch_id": stack.institution["mch_id"],
+        "sub_appid": payment["sub_appid"],
+        "sub_mch_id": payment["sub_mch_id"],
+        "nonce_str": secrets.token_hex(16),
+        "result_code": "SUCCESS",
+        "openid": "oBench" + payment["openid"][-20:],
+        "sub_openid": payment["openid"],
+        "is_subscribe": "N",
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "total_fee": str(payment["amount"]),
+        "fee_type": payment["currency"],
+        "cash_fee": str(payment["amount"]),
+        "cash_fee_type": payment["currency"],
+        "transaction_id": f"42000{n:023d}",
+        "out_trade_no": payment["out_trade_no"],
+        "time_end": datetime.now(BEIJING).strftime("%Y%m%d%H%M%S"),
+    }
+    fields["sign"] = sign(fields, stack.institution["api_key"])
+    return encode_xml(fields)
+
+
+def payer_openid(stack: Stack) -> str:
+    """A payer of the sub-merchant's mini program: wx.login at the sandbox, then the service's session step."""
+    login = httpx.post(
+        f"{stack.sandbox_url}/sandbox/login", json={"appid": stack.sub["sub_appid"], "user": "bench"}, timeout=10
+    ).raise_for_status()
+    session = httpx.post(
+        f"{stack.service_url}/v1/sessions",
+        json={"code": login.json()["code"]},
+        headers={"Authorization": f"Bearer {stack.sub_key}"},
+        timeout=10,
+    ).raise_for_status()
+    openid: str = session.json()["openid"]
+    return openid
+
+
+def pending_payments(stack: Stack, created_ids: set[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    with httpx.Client(base_url=stack.service_url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
+        while True:
+            params: dict[str, Any] = {"status": "pending", "limit": 100}
+            if cursor:
+                params["cursor"] = cursor
+            page = http.get("/v1/payments", params=params, timeout=30).raise_for_status().json()
+            out.extend(p for p in page["data"] if not created_ids or p["id"] in created_ids)
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return out
+
+
+def top_up(stack: Stack, create: Request, at_least: int) -> None:
+    """Create more pending payments (unmeasured) until there are ``at_least``."""
+
+    async def go() -> None:
+        async with httpx.AsyncClient(base_url=stack.service_url, timeout=30) as http:
+            have = len(pending_payments(stack, set()))
+            sem = asyncio.Semaphore(16)
+
+            async def one() -> None:
+                async with sem:
+                    r = await http.post(create.path, content=create.body, headers=create.headers)
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one() for _ in range(max(0, at_least - have))))
+
+    asyncio.run(go())
+
+
+@dataclass
+class Row:
+    case: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    floor: str | None = None
+    floor_rps: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.rps / self.floor_rps if self.floor_rps else None
+
+
+def run(args: argparse.Namespace, work: Path, database_url: str, generator: str) -> list[Row]:
+    stack = start_stack(work, database_url=database_url, replicas=args.replicas)
+    try:
+        return scenario(stack, args, work, generator)
+    finally:
+        stack.stop()
+
+
+def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str) -> list[Row]:
+    d, c = args.duration, args.connections
+
+    def go(case: Case, duration: float = d) -> Result:
+        result = measure(case, generator=generator, duration=duration, connections=c, work=work)
+        print(
+            f"  {case.name:<28} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
+            f"  errors {result.errors}",
+            flush=True,
+        )
+        return result
+
+    auth = {"Authorization": f"Bearer {stack.sub_key}"}
+    json_headers = {**auth, "Content-Type": "application/json"}
+    xml_headers = {"Content-Type": "text/xml"}
+    openid = payer_openid(stack)
+    create = Request(
+        "POST",
+        "/v1/payments",
+        json_headers,
+        json.dumps(
+            {"amount": 1000, "currency": stack.sub["currency"], "description": "bench", "openid": openid}
+        ).encode(),
+    )
+    sample_body = b"<xml>" + b"<a>x</a>" * 60 + b"</xml>"
+
+    # Warm up every process and path (imports, connection pools, first SQL compilations).
+    warm = max(1.0, d / 5)
+    measure(
+        Case("warm-up", stack.floor_url, [Request("GET", "/get", {})]),
+        generator=generator,
+        duration=warm,
+        connections=c,
+        work=work,
+    )
+    measure(Case("warm-up", stack.service_url, [create]), generator=generator, duration=warm, connections=c, work=work)
+
+    floor_get = go(Case("floor GET", stack.floor_url, [Request("GET", "/get", {})]))
+    floor_post = go(Case("floor POST", stack.floor_url, [Request("POST", "/post", xml_headers, sample_body)]))
+    healthz = go(Case("GET /healthz", stack.service_url, [Request("GET", "/healthz", {})]))
+
+    before = {p["id"] for p in pending_payments(stack, set())}
+    post = go(Case("POST /v1/payments", stack.service_url, [create]))
+    created = [p for p in pending_payments(stack, set()) if p["id"] not in before]
+    ids = [p["id"] for p in created] or list(before)
+    get = go(Case("GET /v1/payments/{id}", stack.service_url, [Request("GET", f"/v1/payments/{i}", auth) for i in ids]))
+
+    # First-time notifications: one per pending payment, each sent once (enough for ~d seconds at 1,500/s,
+    # capped by the time it takes to create them).
+    wanted = args.notifications or max(200, int(1500 * d))
+    pending = pending_payments(stack, set())
+    if len(pending) < wanted:
+        top_up(stack, create, wanted)
+        pending = pending_payments(stack, set())
+    pending = pending[:wanted]
+    bodies = [notification(stack, p, n) for n, p in enumerate(pending)]
+    notify = [Request("POST", "/wechatpay/notify/payment", xml_headers, b) for b in bodies]
+    first = go(Case("notify (first-time)", stack.service_url, notify, once=True, xml_ok=True), duration=60)
+    still = len(pending_payments(stack, {p["id"] for p in pending}))
+    if still:
+        print(f"  !! {still} of {len(pending)} notified payments are still pending", flush=True)
+    dup = go(Case("notify (duplicate)", stack.service_url, notify, xml_ok=True))
+
+    def row(name: str, r: Result, floor_name: str | None = None, floor: Result | None = None) -> Row:
+        return Row(
+            name,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors + (still if name == "notify (first-time)" else 0),
+            r.requests,
+            floor_name,
+            floor.rps if floor else None,
+        )
+
+    return [
+        row("floor GET", floor_get),
+        row("floor POST", floor_post),
+        row("GET /healthz", healthz, "floor GET", floor_get),
+        row("GET /v1/payments/{id}", get, "floor GET", floor_get),
+        row("POST /v1/payments", post, "floor POST", floor_post),
+        row("notify (first-time)", first, "floor POST", floor_post),
+        row("notify (duplicate)", dup, "floor POST", floor_post),
+    ]
+
+
+def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
+    by = {r.case: r for r in rows}
+    get, health, post = by["GET /v1/payments/{id}"], by["GET /healthz"], by["POST /v1/payments"]
+    first, dup = by["notify (first-time)"], by["notify (duplicate)"]
+    first_target = 800 if db == "postgres" and replicas >= 2 else 500
+    checks = [
+        (f"GET /v1/payments/{{id}} >= 0.30x floor GET ({get.ratio or 0:.2f}x)", (get.ratio or 0) >= 0.30),
+        (f"GET /v1/payments/{{id}} p99 < 25 ms ({get.p99_ms:.1f} ms)", get.p99_ms < 25),
+        (f"GET /healthz >= 0.60x floor GET ({health.ratio or 0:.2f}x)", (health.ratio or 0) >= 0.60),
+        (f"first-time notifications >= {first_target}/s ({first.rps:.0f}/s)", first.rps >= first_target),
+        (f"duplicates >= 2x first-time ({dup.rps / first.rps if first.rps else 0:.2f}x)", dup.rps >= 2 * first.rps),
+        (f"POST /v1/payments >= 300/s ({post.rps:.0f}/s)", post.rps >= 300),
+        (f"POST /v1/payments p99 < 100 ms ({post.p99_ms:.1f} ms)", post.p99_ms < 100),
+        (f"no errors or timeouts ({sum(r.errors for r in rows)})", all(r.errors == 0 for r in rows)),
+    ]
+    return checks
+
+
+def table(rows: list[Row]) -> str:
+    head = ["case", "req/s", "p50 ms", "p99 ms", "errors", "floor", "floor req/s", "ratio"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        floor_rps = f"{r.floor_rps:,.0f}" if r.floor_rps else ""
+        ratio = f"{r.ratio:.2f}x" if r.ratio else ""
+        out.append(
+            f"| {r.case:<24} | {r.rps:8,.0f} | {r.p50_ms:7.2f} | {r.p99_ms:7.2f} | {r.errors:6d} | {r.floor or '':<10} "
+            f"| {floor_rps:>11} | {ratio:>6} |"
+        )
+    return "\n".join(out)
+
+
+# -- PostgreSQL: a fresh database per run ----------------------------------------------------------------
+
+
+def _pg(admin_url: str, sql: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> None:
+        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+@contextlib.contextmanager
+def database(db: str, pg_url: str, work: Path) -> Iterator[str]:
+    if db == "sqlite":
+        yield f"sqlite+aiosqlite:///{work / 'bench.db'}"
+        return
+    name = f"minipay_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    base, _, _ = pg_url.rpartition("/")
+    _pg(pg_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _pg(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1, help="service (and floor) processes on one port")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per case")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--notifications", type=int, default=0, help="first-time notifications (default: 1,500/s x duration)"
+    )
+    parser.add_argument("--generator", choices=["auto", "wrk", "builtin"], default="auto")
+    parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds; no thresholds")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (config, process log)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = min(args.duration, 1.0)
+        args.notifications = args.notifications or 200
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "builtin"
+        if generator == "builtin":
+            print(WRK_HOWTO)
+    work = Path(tempfile.mkdtemp(prefix="minipay-bench-"))
+    print(
+        f"bench/service.py: --db {args.db} --replicas {args.replicas}, {args.connections} connections, "
+        f"{args.duration:g} s per case, load generator {generator}; {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        flush=True,
+    )
+    try:
+        with database(args.db, args.pg_url, work) as url:
+            rows = run(args, work, url, generator)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(table(rows))
+    checks = targets(rows, args.db, args.replicas)
+    print()
+    for text, ok in checks:
+        print(f"  [{'met' if ok else 'MISSED'}] {text}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "db": args.db,
+                    "replicas": args.replicas,
+                    "connections": args.connections,
+                    "duration": args.duration,
+                    "generator": generator,
+                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "cpus": os.cpu_count(),
+                    "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+                    "targets": [{"target": t, "met": ok} for t, ok in checks],
+                },
+                indent=2,
+            )
+        )
+    missed = [t for t, ok in checks if not ok]
+    if args.quick:
+        print("\n--quick: a smoke run, targets not enforced")
+        return 0
+    if missed:
+        print(f"\n{len(missed)} target(s) missed")
+        return 1
+    print("\nevery target met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
