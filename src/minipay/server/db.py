@@ -8,6 +8,7 @@ one writer at a time, with a busy timeout so concurrent writers queue instead of
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
+
+from minipay.server._sqlite import InLoopDBAPI, WalSync
 
 __all__ = [
     "SQLiteEngine",
@@ -245,14 +248,22 @@ class SQLiteEngine(AsyncEngine):
     read the last committed state while the writer works.
     """
 
-    def __init__(self, sync_engine: Engine, reader: AsyncEngine) -> None:
+    def __init__(self, sync_engine: Engine, reader: AsyncEngine, wal: WalSync | None) -> None:
         super().__init__(sync_engine)
         self.reader = reader
+        self.wal = wal
+
+    async def sync(self) -> None:
+        """Return once everything committed so far is on disk (group commit: see ``_sqlite.WalSync``)."""
+        if self.wal is not None:
+            await self.wal.sync()
 
     async def dispose(self, close: bool = True) -> None:
         if self.reader is not self:
             await self.reader.dispose(close)
         await super().dispose(close)
+        if self.wal is not None:
+            self.wal.close()
 
 
 def reader_engine(engine: AsyncEngine) -> AsyncEngine:
@@ -271,7 +282,8 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
     """An :class:`AsyncEngine` for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
 
     SQLite: a :class:`SQLiteEngine` (one pooled writer connection, ``BEGIN IMMEDIATE``, WAL, plus a
-    pool of readers: :func:`reader_engine`). PostgreSQL: a pool of ``pool_size`` connections (plus
+    pool of readers: :func:`reader_engine`; group commit: :meth:`SQLiteEngine.sync`; statements run
+    on the event loop: ``minipay.server._sqlite``). PostgreSQL: a pool of ``pool_size`` connections (plus
     half as many overflow); no ping at checkout (a round trip per transaction): connections are
     recycled after 30 minutes, and one the server dropped fails its first statement, which
     invalidates the pool.
@@ -292,11 +304,12 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             max_overflow=0,
             pool_timeout=SQLITE_LOCK_TIMEOUT,
             connect_args=connect_args,
+            module=InLoopDBAPI(),
         )
         _sqlite_pragmas(writer, read_only=False)
         if _sqlite_in_memory(database_url):
             # Every connection to :memory: is a database of its own: the writer reads too.
-            engine = SQLiteEngine(writer.sync_engine, reader=writer)
+            engine = SQLiteEngine(writer.sync_engine, reader=writer, wal=None)
             engine.reader = engine
             return engine
         reader = create_async_engine(
@@ -308,9 +321,11 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             max_overflow=0,
             pool_timeout=SQLITE_LOCK_TIMEOUT,
             connect_args=connect_args,
+            module=InLoopDBAPI(),
         )
         _sqlite_pragmas(reader, read_only=True)
-        return SQLiteEngine(writer.sync_engine, reader=reader)
+        path = os.path.abspath(writer.url.database or "")
+        return SQLiteEngine(writer.sync_engine, reader=reader, wal=WalSync(path))
     if database_url.startswith("postgresql"):
         if not database_url.startswith("postgresql+asyncpg"):
             raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")
@@ -343,6 +358,8 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool) -> None:
         cursor = dbapi_connection.cursor()
         if not read_only:
             cursor.execute("PRAGMA journal_mode=WAL")
+            # No fsync at each commit: units of work wait for a shared one (SQLiteEngine.sync).
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_TIMEOUT * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
         if read_only:

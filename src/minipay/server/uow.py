@@ -323,6 +323,7 @@ class UnitOfWork:
         self.engine = engine
         self.read_only = read_only
         self._conn: AsyncConnection | None = None
+        self._committed = False
         self.payments = PaymentRepository(self)
         self.refunds = RefundRepository(self)
         self.events = EventLog(self)
@@ -366,16 +367,21 @@ class UnitOfWork:
                 await conn.rollback()
         finally:
             await conn.close()
+        if self._committed and isinstance(self.engine, db.SQLiteEngine):
+            # The writer connection is back in the pool (the next writer goes on); the caller hears
+            # of the work once it is on disk.
+            self._committed = False
+            await self.engine.sync()
 
     async def commit(self) -> None:
+        """Commit; statements after it run in a new transaction (begun at the first one)."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work has nothing to commit")
         await self.conn.commit()
-        await self.conn.begin()
+        self._committed = True
 
     async def rollback(self) -> None:
         await self.conn.rollback()
-        await self.conn.begin()
 
     async def record(
         self,
