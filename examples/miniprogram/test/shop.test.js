@@ -111,13 +111,18 @@ describe('the mini program against the shop backend and the sandbox', { skip }, 
   test('a late notification: the page waits, then shows paid', async () => {
     wx.user = 'carol'
     const order = await chooseProduct(2)
-    wx.cashier.push({ notify: 'late' }) // WeChat notifies the service 300 s (sandbox clock) later
-    const result = open(await tapPay(order))
+    wx.cashier.push({ notify: 'never' }) // the sandbox holds WeChat's notification until it is resent
+    const url = await tapPay(order)
+    const result = open(url)
     await simulate.sleep(2000)
     // requestPayment said ok, but nobody has confirmed the payment: the page does not say paid.
     assert.equal(result.data.state, 'processing')
     assert.equal(text(result, '.status'), 'Processing your payment…')
-    await postJson(SANDBOX_URL + '/sandbox/clock', { advance: 301 })
+    const outTradeNo = new URLSearchParams(url.split('?')[1]).get('order') // the shop's order id
+    const res = await fetch(`${SANDBOX_URL}/sandbox/notifications?out_trade_no=${outTradeNo}&kind=payment`)
+    const [held] = (await res.json()).notifications
+    assert.equal(held.state, 'suppressed')
+    await postJson(`${SANDBOX_URL}/sandbox/notifications/${held.id}/resend`, {})
     await waitFor(() => result.data.state === 'paid', 'paid after the late notification')
     assert.equal(text(result, '.status'), 'Paid')
   })
