@@ -246,9 +246,10 @@ def build_settings(database_url: str, *, sign_type: str = "MD5", **overrides: An
 
 @contextlib.asynccontextmanager
 async def make_world(
-    database_url: str, *, sandbox_config: SandboxConfig | None = None, **overrides: Any
+    database_url: str, *, webhook_app: Any = None, sandbox_config: SandboxConfig | None = None, **overrides: Any
 ) -> AsyncIterator[World]:
-    """The service against an in-process sandbox (``sandbox_config``, default :data:`LENIENT`)."""
+    """``webhook_app``: the ASGI app webhooks are delivered to (default: the world's one receiver);
+    ``sandbox_config``: the in-process sandbox's world (default :data:`LENIENT`)."""
     settings = build_settings(database_url, **overrides)
     clock = OffsetClock(START, frozen=True)
     receiver = Receiver()
@@ -259,7 +260,7 @@ async def make_world(
         settings,
         clock=clock,
         wechat_transport=httpx2.ASGITransport(app=sandbox),
-        webhook_transport=httpx2.ASGITransport(app=receiver.app()),
+        webhook_transport=httpx2.ASGITransport(app=webhook_app or receiver.app()),
     )
     to_service.app = service
     async with (
