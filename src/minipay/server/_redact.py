@@ -35,10 +35,11 @@ def _redact_query(query: str) -> str:
     parts = []
     for item in query.split("&"):
         name, sep, value = item.partition("=")
-        if sep and value and (_SECRET_NAME.search(name) or _KEY_VALUE.fullmatch(value)):
-            value = MASK
-        elif not sep and _KEY_VALUE.fullmatch(name):
-            name = MASK  # a bare key: ?sk_live_...
+        if not sep:
+            if _KEY_VALUE.fullmatch(name):
+                name = MASK  # a bare key: ?sk_live_...
+        elif value.strip("*") and (_SECRET_NAME.search(name) or _KEY_VALUE.fullmatch(value)):
+            value = MASK  # (an empty value, or one masked already by the SDK's own filter, stays)
         parts.append(f"{name}{sep}{value}")
     return "&".join(parts)
 
