@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI), built by :func:`create_app` — never at import time.
 
-JSON in and out, ``Authorization: Bearer <api key>``; errors are ``{"error": {"code", "message"}}``
+JSON in and out, ``Authorization: Bearer <api key>``; errors are ``{"error": {"code", "message", "request_id"}}``
 with a fitting status, never a traceback. OpenAPI at ``/docs``. See ``docs/server.md``.
 """
 
@@ -33,6 +33,7 @@ from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.db import reader_engine
+from minipay.server.logs import REQUEST_ID_HEADER, current_request_id, log_context
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
@@ -66,8 +67,10 @@ BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
 NotifyHandler = Callable[..., Awaitable[NotifyReply]]
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str, *, request_id: str | None = None) -> JSONResponse:
+    """The JSON error body, with the request's id (``X-Request-Id``) so a report can be traced."""
+    rid = request_id if request_id is not None else current_request_id()
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status)
 
 
 # -- request bodies ----------------------------------------------------------------------------------
@@ -397,9 +400,16 @@ def create_app(
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return _error(500, "internal_error", "internal error")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Runs outside ObserveMiddleware (in Starlette's outermost layer): its context and its header
+        # are gone, so the request id comes from the request's state.
+        rid = getattr(request.state, "request_id", None)
+        with log_context(rid):
+            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        response = _error(500, "internal_error", "internal error", request_id=rid)
+        if rid is not None:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
 
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)

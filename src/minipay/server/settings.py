@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     webhook_per_endpoint: int = Field(default=2, ge=1, le=100)  # attempts in flight to one endpoint
     webhook_breaker_threshold: int = Field(default=5, ge=1)  # consecutive failures that pause an endpoint
     sql_echo: bool = False
+    # Logs of `minipay serve`: "text" (one readable line) or "json" (one object a line, for a log
+    # collector); unset: text on a terminal, json otherwise. See minipay.server.logs.
+    log_format: Literal["text", "json"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
     # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).
     metrics_enabled: bool = True
