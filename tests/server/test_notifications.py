@@ -84,6 +84,20 @@ async def test_duplicate_notification_is_acknowledged_once(world: World) -> None
     assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.succeeded") == 1
 
 
+async def test_a_repeated_notification_is_answered_without_writing(world: World) -> None:
+    payment = await world.create_payment()
+    body = notification(payment)
+    assert (await post_notify(world, body))[1]["return_code"] == "SUCCESS"
+    events = await count(world, "payment_events", payment_id=payment["id"])
+    for _ in range(3):
+        status, reply = await post_notify(world, body)
+        assert (status, reply["return_code"]) == (200, "SUCCESS")
+    # Answered from a read: not even the audit row a write transaction would have added.
+    assert await count(world, "payment_events", payment_id=payment["id"]) == events
+    metrics = (await world.api.get("/metrics")).text
+    assert 'minipay_notifications_total{kind="payment",outcome="duplicate"} 3.0' in metrics
+
+
 async def test_fifty_concurrent_deliveries_make_one_transition(world: World) -> None:
     payment = await world.create_payment()
     body = notification(payment)

@@ -36,6 +36,7 @@ from minipay.protocol import (
 )
 from minipay.server.domain import (
     OPEN_STATUSES,
+    PAID_STATUSES,
     ApplyOutcome,
     DomainError,
     Payment,
@@ -294,7 +295,28 @@ async def apply_payment_result(
         await uow.commit()
         return outcome
 
+    if source == "notification" and await _already_applied(uow_factory, result):
+        return ApplyOutcome.DUPLICATE
     return await retrying(uow_factory, work)
+
+
+async def _already_applied(uow_factory: UnitOfWorkFactory, result: PaymentResult) -> bool:
+    """A notification WeChat repeats (it does, until it reads our SUCCESS): answered from a read, with
+    no write transaction, when the payment is paid with this very transaction, notified already,
+    and the message matches it in every field the write path checks."""
+    if result.trade_state not in _PAID_STATES or not (result.mch_id and result.sub_mch_id and result.transaction_id):
+        return False
+    async with uow_factory().reading() as uow:
+        payment = await uow.payments.get_by_out_trade_no(
+            result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id
+        )
+    return (
+        payment is not None
+        and payment.status in PAID_STATUSES
+        and payment.notified_at is not None
+        and payment.transaction_id == result.transaction_id
+        and payment.mismatch(result) is None
+    )
 
 
 async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:

@@ -25,7 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -68,6 +68,16 @@ def _refund_from_row(row: RowMapping) -> Refund:
     return Refund(**values)
 
 
+# The hot statements are built once and get their values as parameters: a statement built with
+# ``.values(...)`` embeds them, and SQLAlchemy then computes a cache key over every value each time.
+_INSERT_PAYMENT = insert(db.payments)
+_SAVE_PAYMENT = update(db.payments).where(
+    db.payments.c.id == bindparam("b_id"), db.payments.c.version == bindparam("b_version")
+)
+_INSERT_EVENT = insert(db.payment_events)
+_INSERT_OUTBOX = insert(db.outbox_events)
+
+
 def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
     out = {name: getattr(entity, name) for name in names}
     if "status" in out:
@@ -86,7 +96,7 @@ class _Repo:
 
 class PaymentRepository(_Repo):
     async def add(self, payment: Payment) -> None:
-        await self.conn.execute(insert(db.payments).values(**_values(payment, _PAYMENT_FIELDS)))
+        await self.conn.execute(_INSERT_PAYMENT, _values(payment, _PAYMENT_FIELDS))
         bind(payment_id=payment.id, out_trade_no=payment.out_trade_no)
 
     async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
@@ -118,11 +128,8 @@ class PaymentRepository(_Repo):
         values = _values(payment, _PAYMENT_FIELDS)
         values.pop("id")
         values["version"] = payment.version + 1
-        result = await self.conn.execute(
-            update(db.payments)
-            .where(db.payments.c.id == payment.id, db.payments.c.version == payment.version)
-            .values(**values)
-        )
+        values["b_id"], values["b_version"] = payment.id, payment.version
+        result = await self.conn.execute(_SAVE_PAYMENT, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
         payment.version += 1
@@ -247,15 +254,16 @@ class EventLog(_Repo):
         sub_mch_id: str | None = None,
     ) -> None:
         await self.conn.execute(
-            insert(db.payment_events).values(
-                payment_id=payment_id,
-                refund_id=refund_id,
-                sub_mch_id=sub_mch_id,
-                type=type,
-                source=source,
-                data=data,
-                created_at=now,
-            )
+            _INSERT_EVENT,
+            {
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "sub_mch_id": sub_mch_id,
+                "type": type,
+                "source": source,
+                "data": data,
+                "created_at": now,
+            },
         )
 
 
@@ -279,16 +287,17 @@ class Outbox(_Repo):
             return None
         event_id = new_id("evt")
         await self.conn.execute(
-            insert(db.outbox_events).values(
-                id=event_id,
-                event_key=key,
-                type=type,
-                sub_mch_id=sub_mch_id,
-                payment_id=payment_id,
-                refund_id=refund_id,
-                data=data,
-                created_at=now,
-            )
+            _INSERT_OUTBOX,
+            {
+                "id": event_id,
+                "event_key": key,
+                "type": type,
+                "sub_mch_id": sub_mch_id,
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "data": data,
+                "created_at": now,
+            },
         )
         endpoints = await self.conn.execute(
             select(db.webhook_endpoints.c.id).where(
