@@ -149,5 +149,8 @@ async def test_same_notification_fifty_times_to_two_processes_is_applied_once(
             )
             assert transitions.scalar_one() == 1
             assert outbox.scalar_one() == 1
-            assert received.scalar_one() == 51  # 50 deliveries logged + the one transition
+            # The transition (its "succeeded" event) and every delivery that went through a write
+            # transaction are logged; one arriving after the payment was applied is answered from a
+            # read and leaves no row.
+            assert 2 <= received.scalar_one() <= 51
         assert (await world.get(payment["id"]))["status"] == "succeeded"
