@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server.bootstrap import Container, build_container
+from minipay.server.console import build_console_router
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
@@ -363,6 +364,7 @@ def create_app(
     for sub in settings.sub_merchants:
         keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
     app.state.auth_keys = keys
+    app.include_router(build_console_router(container))  # the ops console's pages, /console
 
     # -- health -------------------------------------------------------------------------------------------
 
