@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -242,3 +244,107 @@ def test_round_trip_survives_commas_quotes_and_back_ticks_in_text(bodies: list[s
         _row(n, body=body.strip() or None, attach=f'a,"b"`{n}', total_fee=amounts[n]) for n, body in enumerate(bodies)
     ]
     assert parse_bill(render_bill(rows)).rows == rows
+
+
+DOMESTIC_BILL = Path(__file__).parent.parent / "fixtures" / "domestic_partner_bill.csv"
+
+
+def test_the_documented_domestic_partner_layout_parses_by_header_name() -> None:
+    bill = parse_bill(DOMESTIC_BILL.read_bytes())
+    first, second, refund = bill.rows
+    assert (first.out_trade_no, first.sub_mch_id, first.total_fee, first.fee_type) == (
+        "ORDER1",
+        "1900000110",
+        1000,
+        "HKD",
+    )
+    assert (first.service_fee, first.service_fee_major, first.fee_rate) == (6, None, "0.60%")
+    assert (first.order_fee, first.requested_refund_fee, first.fee_rate_remark) == (1000, 0, None)
+    assert (second.body, second.attach, second.bank_type) == ("咖啡", "table=7", "CMB_DEBIT")
+    assert (refund.trade_state, refund.refund_id, refund.out_refund_no, refund.refund_fee) == (
+        "REFUND",
+        "5000000001",
+        "REFUND1",
+        300,
+    )
+    assert (refund.refund_channel, refund.refund_status, refund.requested_refund_fee) == ("ORIGINAL", "SUCCESS", 300)
+    # -0.018 HKD: finer than a cent, kept exactly beside the rounded minor units
+    assert (refund.service_fee, refund.service_fee_major) == (-2, Decimal("-0.01800"))
+    assert bill.summary == BillSummary(
+        transaction_count=3,
+        total_fee=3500,
+        refund_fee=300,
+        coupon_refund_fee=0,
+        service_fee=19,
+        service_fee_major=Decimal("0.19200"),
+        currency="HKD",
+        raw={
+            "总交易单数": "3",
+            "总交易额": "35.00",
+            "总退款金额": "3.00",
+            "总代金券退款金额": "0.00",
+            "手续费总金额": "0.19200",
+        },
+    )
+
+
+def _shuffle_columns(text: str, order: list[int], extra: tuple[str, str] | None = None) -> str:
+    """The bill with its record columns reordered (``order``: old positions) and one column added."""
+    lines = text.strip().split("\r\n")
+    body = []
+    for n, line in enumerate(lines[:-2]):
+        cells = line.split(",")
+        cells = [cells[i] for i in order]
+        if extra is not None:
+            cells.insert(3, extra[0] if n == 0 else "`" + extra[1])
+        body.append(",".join(cells))
+    return "\r\n".join([*body, *lines[-2:]]) + "\r\n"
+
+
+def test_shuffled_chinese_columns_and_unknown_columns_give_the_same_rows() -> None:
+    text = DOMESTIC_BILL.read_bytes().decode("utf-8")
+    width = len(text.split("\r\n")[0].split(","))
+    order = list(reversed(range(width)))
+    shuffled = parse_bill(_shuffle_columns(text, order, extra=("结算金额", "9.99")))
+    plain = parse_bill(text)
+    assert [row.model_copy(update={"extra": {}}) for row in shuffled.rows] == plain.rows
+    assert all(row.extra == {"结算金额": "9.99"} for row in shuffled.rows)
+    assert shuffled.summary == plain.summary
+
+
+def test_a_fee_to_five_decimals_keeps_its_exact_value() -> None:
+    text = (
+        "交易时间,商户订单号,货币种类,总金额,手续费\n`2024-01-01 00:00:01,`A1,`CNY,`0.01,`0.00006\n"
+        "总交易单数,总交易额,总退款金额,总代金券退款金额,手续费总金额\n`1,`0.01,`0.00,`0.00,`0.00006\n"
+    )
+    bill = parse_bill(text)
+    assert (bill.rows[0].service_fee, bill.rows[0].service_fee_major) == (0, Decimal("0.00006"))
+    assert bill.summary is not None
+    assert (bill.summary.service_fee, bill.summary.service_fee_major) == (0, Decimal("0.00006"))
+    # rendered back (English layout) with the exact fee, and parsed to the same row
+    assert parse_bill(render_bill(bill.rows)).rows == bill.rows
+
+
+@pytest.mark.parametrize("fee", ["0.000000001", "abc", "1e-5"])
+def test_a_fee_with_absurd_precision_or_no_number_is_a_field_error(fee: str) -> None:
+    with pytest.raises(FieldError) as caught:
+        parse_bill(f"商户订单号,货币种类,手续费\n`A1,`CNY,`{fee}\n")
+    assert caught.value.field == "service_fee"
+
+
+def test_refund_bill_times_and_global_columns_are_typed() -> None:
+    text = (
+        "交易时间,商户订单号,货币种类,总金额,退款申请时间,退款成功时间,退款金额,用户支付币种,用户支付金额,结算币种,汇率\n"
+        "`2024-01-01 10:00:00,`A1,`HKD,`10.00,`2024-01-02 09:00:00,`2024-01-02 09:01:00,`3.00,`CNY,`2.76,`HKD,"
+        "`0.92000000\n"
+    )
+    row = parse_bill(text).rows[0]
+    assert row.refund_request_time == datetime(2024, 1, 2, 9, 0, tzinfo=CHINA_TZ)
+    assert row.refund_success_time == datetime(2024, 1, 2, 9, 1, tzinfo=CHINA_TZ)
+    assert (row.refund_fee, row.cash_fee_type, row.cash_fee, row.settlement_fee_type, row.rate) == (
+        300,
+        "CNY",
+        276,
+        "HKD",
+        92_000_000,
+    )

@@ -7,8 +7,7 @@ import pytest
 from minipay.protocol import (
     ERROR_CODES,
     LOGIN_ERRCODES,
-    MUTATING_OPERATIONS,
-    OPERATION_PATHS,
+    OPERATION_TABLE,
     OPERATIONS,
     BizerrNeedRetryError,
     BusinessError,
@@ -53,12 +52,28 @@ def _fail(err_code: str, des: str = "描述") -> dict[str, str]:
     return _signed({"result_code": "FAIL", "err_code": err_code, "err_code_des": des})
 
 
+MUTATING = sorted(op.wire for op in OPERATION_TABLE.values() if not op.idempotent)
+
+
 def test_operations_are_named_after_their_paths() -> None:
-    assert OPERATION_PATHS["unifiedorder"] == "/pay/unifiedorder"
-    assert OPERATION_PATHS["refund"] == "/secapi/pay/refund"
-    assert OPERATION_PATHS["queryexchagerate"] == "/pay/queryexchagerate"
-    assert set(OPERATION_PATHS) == OPERATIONS
-    assert {"unifiedorder", "closeorder", "refund"} == MUTATING_OPERATIONS
+    assert OPERATION_TABLE["unifiedorder"].path == "/pay/unifiedorder"
+    assert OPERATION_TABLE["refund"].path == "/secapi/pay/refund"
+    assert OPERATION_TABLE["queryexchagerate"].path == "/pay/queryexchagerate"
+    for wire, op in OPERATION_TABLE.items():
+        assert op.wire == wire == op.path.rsplit("/", 1)[1]
+    assert set(OPERATION_TABLE) == OPERATIONS | {"jscode2session"}
+    assert MUTATING == ["closeorder", "refund", "unifiedorder"]
+    assert [op.wire for op in OPERATION_TABLE.values() if op.mtls] == ["refund"]
+
+
+def test_the_old_operation_names_still_work_with_a_deprecation_warning() -> None:
+    import minipay.protocol as protocol
+
+    with pytest.warns(DeprecationWarning, match="OPERATION_PATHS"):
+        paths = protocol.OPERATION_PATHS  # type: ignore[attr-defined]
+    assert paths == {op.wire: op.path for op in OPERATION_TABLE.values() if op.wire in OPERATIONS}
+    with pytest.warns(DeprecationWarning, match="MUTATING_OPERATIONS"):
+        assert frozenset(MUTATING) == protocol.MUTATING_OPERATIONS  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -101,7 +116,7 @@ def test_each_code_raises_its_own_class(operation: str, code: str, cls: type[Bus
     assert code in str(error)
 
 
-@pytest.mark.parametrize("operation", sorted(MUTATING_OPERATIONS))
+@pytest.mark.parametrize("operation", MUTATING)
 def test_system_error_on_a_write_leaves_the_outcome_unknown(operation: str) -> None:
     info = describe_code(operation, "SYSTEMERROR")
     assert info.retryable

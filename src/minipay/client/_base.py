@@ -33,7 +33,6 @@ from minipay.client._operations import (
     REFUND,
     REFUND_QUERY,
     UNIFIED_ORDER,
-    UNSIGNED_SUCCESS,
     Operation,
     Region,
     check_login_base_url,
@@ -213,7 +212,7 @@ class BaseClient:
     def check(self, prepared: Prepared, status_code: int, content: bytes) -> dict[str, str]:
         """Judge an XML answer: HTTP status, XML, ``return_code``, signature, then ``result_code``."""
         operation = prepared.operation
-        if operation.name in UNSIGNED_SUCCESS:
+        if operation.unsigned_success:
             raise TypeError(f"{operation.name} answers unsigned on success: use check_bill")
         if status_code != 200:
             raise UnexpectedResponseError(
@@ -427,7 +426,7 @@ class BaseClient:
         (``return_code=FAIL`` -> :class:`CommunicationError`, e.g. "Bill Creating").
         """
         operation = prepared.operation
-        if operation.name not in UNSIGNED_SUCCESS:
+        if not operation.unsigned_success:
             raise TypeError(f"{operation.name} answers signed XML: use check")
         if status_code != 200:
             raise UnexpectedResponseError(

@@ -1,13 +1,12 @@
-"""Hosts, regions and the table of operations (spec 2.1, 4-15)."""
+"""Hosts, regions and the operations the SDK sends (rows of protocol's ``OPERATION_TABLE``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from minipay.protocol import ConfigurationError
+from minipay.protocol import OPERATION_TABLE, ConfigurationError, Operation
 
 __all__ = [
     "BILL_DOWNLOAD",
@@ -19,7 +18,6 @@ __all__ = [
     "REFUND_QUERY",
     "REGIONS",
     "UNIFIED_ORDER",
-    "UNSIGNED_SUCCESS",
     "Operation",
     "Region",
     "resolve_hosts",
@@ -34,34 +32,14 @@ REGIONS: Final[dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One WeChat API: its public name, path and how it is sent and checked."""
-
-    name: str
-    path: str
-    #: The name WeChat's error-code table uses (the last path segment), also ``error.operation``.
-    wire: str
-    #: Reads may be re-sent after an unknown outcome; writes never are.
-    idempotent: bool
-    #: ``/secapi/...``: mutual TLS with the institution's client certificate.
-    secure: bool = False
-
-
-UNIFIED_ORDER: Final = Operation("orders.create", "/pay/unifiedorder", "unifiedorder", idempotent=False)
-ORDER_QUERY: Final = Operation("orders.query", "/pay/orderquery", "orderquery", idempotent=True)
-CLOSE_ORDER: Final = Operation("orders.close", "/pay/closeorder", "closeorder", idempotent=False)
-REFUND: Final = Operation("refunds.create", "/secapi/pay/refund", "refund", idempotent=False, secure=True)
-REFUND_QUERY: Final = Operation("refunds.query", "/pay/refundquery", "refundquery", idempotent=True)
-BILL_DOWNLOAD: Final = Operation("bills.download", "/pay/downloadbill", "downloadbill", idempotent=True)
-RATE_QUERY: Final = Operation("rates.query", "/pay/queryexchagerate", "queryexchagerate", idempotent=True)
-LOGIN: Final = Operation("code_to_session", "/sns/jscode2session", "jscode2session", idempotent=True)
-
-#: Operations whose *success* answer carries no signature, listed explicitly (spec 13.2, 15): a bill
-#: download answers a CSV file, not signed XML; their failures are XML and checked as usual.
-#: (``/payitil/report`` answers unsigned too; the SDK does not offer it.) Every other answer is verified
-#: before ``result_code`` is read.
-UNSIGNED_SUCCESS: Final[frozenset[str]] = frozenset({BILL_DOWNLOAD.name})
+UNIFIED_ORDER: Final = OPERATION_TABLE["unifiedorder"]
+ORDER_QUERY: Final = OPERATION_TABLE["orderquery"]
+CLOSE_ORDER: Final = OPERATION_TABLE["closeorder"]
+REFUND: Final = OPERATION_TABLE["refund"]
+REFUND_QUERY: Final = OPERATION_TABLE["refundquery"]
+BILL_DOWNLOAD: Final = OPERATION_TABLE["downloadbill"]
+RATE_QUERY: Final = OPERATION_TABLE["queryexchagerate"]
+LOGIN: Final = OPERATION_TABLE["jscode2session"]
 
 
 def _check_base_url(url: str, what: str) -> str:

@@ -172,7 +172,7 @@ class Client(PureMethods):
 
     def _request(self, prepared: Prepared, check: Callable[[Prepared, int, bytes], _T]) -> _T:
         operation = prepared.operation
-        if operation.secure:
+        if operation.mtls:
             self._core.require_cert(self._mtls_ready)
         http = self._http
 

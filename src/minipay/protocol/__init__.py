@@ -5,7 +5,8 @@ part of Minipay. The exception tree is drawn in ``minipay.protocol._errors``.
 
 Private modules, one public surface (``__all__``, pinned by a test):
 signing (``_signing``), the hardened XML codec (``_xml``), typed messages (``_messages``), the
-error-code table and ``check_response`` (``_codes``), notifications (``_notify``), bills
+operation table (``_operations``), the
+error-code table (``_codes``) and ``check_response`` beside it (``_check``), notifications (``_notify``), bills
 (``_bill``), ``req_info`` crypto (``_crypto``), pay params (``_payparams``), money (``_money``),
 China time (``_time``), field rules (``_rules``) and secrets (``_secrets``). See docs/protocol.md.
 """
@@ -22,12 +23,10 @@ from minipay.protocol._bill import (
     parse_bill,
     render_bill,
 )
+from minipay.protocol._check import check_response
 from minipay.protocol._codes import (
     ERROR_CODES,
     LOGIN_ERRCODES,
-    MUTATING_OPERATIONS,
-    OPERATION_PATHS,
-    OPERATIONS,
     AppIdMchIdNotMatchError,
     AppIdNotExistError,
     BizerrNeedRetryError,
@@ -42,7 +41,6 @@ from minipay.protocol._codes import (
     NoAuthError,
     NotEnoughError,
     NotUtf8Error,
-    Operation,
     OrderClosedError,
     OrderNotFoundError,
     OrderPaidError,
@@ -58,7 +56,6 @@ from minipay.protocol._codes import (
     WeChatSystemError,
     XmlFormatError,
     business_error,
-    check_response,
     describe_code,
     describe_login_errcode,
     login_error,
@@ -124,6 +121,7 @@ from minipay.protocol._notify import (
     reply_fail,
     reply_success,
 )
+from minipay.protocol._operations import OPERATION_TABLE, OPERATIONS, Operation, OperationName
 from minipay.protocol._payparams import PayParams, build_pay_params, verify_pay_params
 from minipay.protocol._rules import (
     check_amount,
@@ -175,9 +173,8 @@ __all__ = [
     "HMAC_SHA256",
     "LOGIN_ERRCODES",
     "MD5",
-    "MUTATING_OPERATIONS",
     "OPERATIONS",
-    "OPERATION_PATHS",
+    "OPERATION_TABLE",
     "RATE_SCALE",
     "REFUND_NOTIFICATION_OUTER_FIELDS",
     "SUMMARY_COLUMNS",
@@ -216,6 +213,7 @@ __all__ = [
     "NotEnoughError",
     "NotUtf8Error",
     "Operation",
+    "OperationName",
     "OrderClosedError",
     "OrderNotFoundError",
     "OrderPaidError",
@@ -305,3 +303,20 @@ __all__ = [
     "verify",
     "verify_pay_params",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated names, derived from ``OPERATION_TABLE`` (one table of operations)."""
+    import warnings
+    from types import MappingProxyType
+
+    if name == "OPERATION_PATHS":
+        value: object = MappingProxyType({op.wire: op.path for op in OPERATION_TABLE.values() if op.wire in OPERATIONS})
+        hint = "{op.wire: op.path for op in OPERATION_TABLE.values()}"
+    elif name == "MUTATING_OPERATIONS":
+        value = frozenset(op.wire for op in OPERATION_TABLE.values() if not op.idempotent)
+        hint = "the operations of OPERATION_TABLE whose .idempotent is False"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"minipay.protocol.{name} is deprecated: use {hint}", DeprecationWarning, stacklevel=2)
+    return value

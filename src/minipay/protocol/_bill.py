@@ -1,18 +1,21 @@
-"""The downloaded bill (spec 13.2): a tolerant parser and the renderer the sandbox uses.
+"""The downloaded bill (spec 13.2): a tolerant parser and the English-layout renderer.
 
 Shape (WeChat's): a header line of column names; one line per record with every cell prefixed by a
 back-quote; a summary header line; one summary line (back-quoted). Amounts are decimal *major*
 units (``10.50``) and become ``int`` minor units here (:func:`~minipay.protocol.parse_major`).
 Columns are found by **header name, not position** (the Global column list is unconfirmed, spec
 19 #9): each column has an English name (ours; the first sixteen follow the Global institution
-guide) and the domestic Chinese name as an alias. Unknown columns are kept in ``BillRow.extra``.
-A gzip body (``tar_type=GZIP``) is accepted; the ``No Bill Exist`` answer is an empty bill.
+guide) and the documented Chinese names as aliases, so the documented layout (Chinese headers,
+a column set per ``bill_type``, the Chinese summary, fees to five decimals) and the English one
+both parse. Unknown columns are kept in ``BillRow.extra``. A gzip body (``tar_type=GZIP``) is
+accepted; the ``No Bill Exist`` answer is an empty bill.
 
-Columns rendered, in order (``BILL_COLUMNS``): Transaction time, Official account ID, Vendor ID,
-Sub vendor ID, Device ID, WeChat order number, Vendor order number, User tag, Transaction type,
-Transaction status, Payment bank, Currency type, Total amount, Coupon amount, WeChat refund number,
-Vendor refund number, Refund amount, Coupon refund amount, Refund type, Refund status, Product name,
-Vendor's data package, Fee, Rate, Sub app ID, Cash currency type, Cash amount, Exchange rate.
+English columns rendered by :func:`render_bill`, in order (``BILL_COLUMNS``): Transaction time,
+Official account ID, Vendor ID, Sub vendor ID, Device ID, WeChat order number, Vendor order number,
+User tag, Transaction type, Transaction status, Payment bank, Currency type, Total amount, Coupon
+amount, WeChat refund number, Vendor refund number, Refund amount, Coupon refund amount, Refund
+type, Refund status, Product name, Vendor's data package, Fee, Rate, Sub app ID, Cash currency type,
+Cash amount, Exchange rate.
 Summary (``SUMMARY_COLUMNS``): Total transactions, Total amount, Total refund amount,
 Total coupon refund amount, Total fee amount.
 """
@@ -24,7 +27,7 @@ import io
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,7 +55,7 @@ __all__ = [
     "render_bill",
 ]
 
-_Kind = Literal["text", "time", "amount", "cash_amount", "rate"]
+_Kind = Literal["text", "time", "amount", "cash_amount", "rate", "fee"]
 
 # (attribute, English header, Chinese aliases, kind). "amount" is in fee_type, "cash_amount" in cash_fee_type.
 _COLUMNS: Final[tuple[tuple[str, str, tuple[str, ...], _Kind], ...]] = (
@@ -73,24 +76,43 @@ _COLUMNS: Final[tuple[tuple[str, str, tuple[str, ...], _Kind], ...]] = (
     ("refund_id", "WeChat refund number", ("微信退款单号",), "text"),
     ("out_refund_no", "Vendor refund number", ("商户退款单号",), "text"),
     ("refund_fee", "Refund amount", ("退款金额",), "amount"),
-    ("coupon_refund_fee", "Coupon refund amount", ("代金券退款金额", "充值券退款金额"), "amount"),
+    (
+        "coupon_refund_fee",
+        "Coupon refund amount",
+        ("代金券退款金额", "充值券退款金额", "代金券或立减优惠退款金额"),
+        "amount",
+    ),
     ("refund_channel", "Refund type", ("退款类型",), "text"),
     ("refund_status", "Refund status", ("退款状态",), "text"),
     ("body", "Product name", ("商品名称",), "text"),
     ("attach", "Vendor's data package", ("商户数据包",), "text"),
-    ("service_fee", "Fee", ("手续费",), "amount"),
+    ("service_fee", "Fee", ("手续费",), "fee"),
     ("fee_rate", "Rate", ("费率",), "text"),
     ("sub_appid", "Sub app ID", ("子商户公众账号ID",), "text"),
-    ("cash_fee_type", "Cash currency type", (), "text"),
-    ("cash_fee", "Cash amount", (), "cash_amount"),
+    ("cash_fee_type", "Cash currency type", ("用户支付币种",), "text"),
+    ("cash_fee", "Cash amount", ("用户支付金额",), "cash_amount"),
     ("rate", "Exchange rate", ("汇率",), "rate"),
+)
+#: Columns the parser also knows but the English layout does not render: the domestic REFUND
+#: bill's refund times, the newer domestic amount columns, and the Global settlement currency.
+_EXTRA_COLUMNS: Final[tuple[tuple[str, str, tuple[str, ...], _Kind], ...]] = (
+    ("refund_request_time", "Refund request time", ("退款申请时间",), "time"),
+    ("refund_success_time", "Refund success time", ("退款成功时间",), "time"),
+    ("order_fee", "Order amount", ("订单金额",), "amount"),
+    ("requested_refund_fee", "Requested refund amount", ("申请退款金额",), "amount"),
+    ("fee_rate_remark", "Rate remark", ("费率备注",), "text"),
+    ("settlement_fee_type", "Settlement currency type", ("结算币种",), "text"),
 )
 _SUMMARY: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ("transaction_count", "Total transactions", ("总交易单数",)),
-    ("total_fee", "Total amount", ("应结订单总金额", "总交易额")),
-    ("refund_fee", "Total refund amount", ("退款总金额",)),
-    ("coupon_refund_fee", "Total coupon refund amount", ("充值券退款总金额", "企业红包退款总金额")),
-    ("service_fee", "Total fee amount", ("手续费总金额",)),
+    ("total_fee", "Total amount", ("总交易额", "应结订单总金额")),
+    ("refund_fee", "Total refund amount", ("总退款金额", "退款总金额")),
+    (
+        "coupon_refund_fee",
+        "Total coupon refund amount",
+        ("总代金券退款金额", "总代金券或立减优惠退款金额", "充值券退款总金额", "企业红包退款总金额"),
+    ),
+    ("service_fee", "Total fee amount", ("手续费总金额", "总手续费")),
 )
 
 #: The rendered header, in order.
@@ -98,7 +120,7 @@ BILL_COLUMNS: Final[tuple[str, ...]] = tuple(c[1] for c in _COLUMNS)
 SUMMARY_COLUMNS: Final[tuple[str, ...]] = tuple(c[1] for c in _SUMMARY)
 
 _BY_HEADER: Final[dict[str, tuple[str, _Kind]]] = {
-    name: (attr, kind) for attr, english, aliases, kind in _COLUMNS for name in (english, *aliases)
+    name: (attr, kind) for attr, english, aliases, kind in (*_COLUMNS, *_EXTRA_COLUMNS) for name in (english, *aliases)
 }
 _SUMMARY_BY_HEADER: Final[dict[str, str]] = {
     name: attr for attr, english, aliases in _SUMMARY for name in (english, *aliases)
@@ -144,6 +166,16 @@ class BillRow(BaseModel):
     cash_fee_type: str | None = None
     cash_fee: int | None = None
     rate: int | None = None
+    #: The fee in major units when the bill states it finer than the currency's minor unit (the
+    #: documented layout gives five decimals); ``service_fee`` is then it rounded half up.
+    #: ``None`` when ``service_fee`` is exact.
+    service_fee_major: Decimal | None = None
+    refund_request_time: datetime | None = None
+    refund_success_time: datetime | None = None
+    order_fee: int | None = None
+    requested_refund_fee: int | None = None
+    fee_rate_remark: str | None = None
+    settlement_fee_type: str | None = None
     extra: dict[str, str] = Field(default_factory=dict)
 
 
@@ -159,6 +191,8 @@ class BillSummary(BaseModel):
     coupon_refund_fee: int | None = None
     service_fee: int | None = None
     currency: str | None = None
+    #: ``Total fee amount`` in major units when finer than the minor unit (as ``BillRow.service_fee_major``).
+    service_fee_major: Decimal | None = None
     raw: dict[str, str] = Field(default_factory=dict)
 
 
@@ -303,6 +337,8 @@ def _row(headers: list[str], cells: list[str], default_currency: str, table: Cur
             data[attr] = _amount(value, cash_currency, attr, table)
         elif kind == "rate":
             data[attr] = _rate(value)
+        elif kind == "fee":
+            data[attr], data["service_fee_major"] = _fee(value, currency, attr, table)
         else:
             data[attr] = value
     if extra:
@@ -315,6 +351,25 @@ def _amount(text: str, currency: str, field: str, table: CurrencyTable) -> int:
         return parse_major(text, currency, table)
     except FieldError as exc:
         raise FieldError(field, exc.reason) from None
+
+
+#: Decimal places a fee may carry (the documented layout uses five).
+_MAX_FEE_PLACES: Final = 8
+
+
+def _fee(text: str, currency: str, field: str, table: CurrencyTable) -> tuple[int, Decimal | None]:
+    """A fee in major units, finer than the currency's minor unit allowed: (minor units rounded
+    half up, the exact value when rounding changed it, else ``None``)."""
+    stripped = text.strip()
+    if not PLAIN_DECIMAL_RE.fullmatch(stripped):
+        raise FieldError(field, f"not a plain decimal amount: {text[:40]!r}")
+    exact = Decimal(stripped)
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > _MAX_FEE_PLACES:
+        raise FieldError(field, f"{text!r} has more than {_MAX_FEE_PLACES} decimal places")
+    scaled = exact.scaleb(table.exponent(currency))
+    minor = scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return int(minor), (None if minor == scaled else exact)
 
 
 def _summary(
@@ -332,6 +387,8 @@ def _summary(
             if not (value.isascii() and value.isdigit()) or len(value) > 18:
                 raise FieldError("transaction_count", f"not a count: {value[:40]!r}")
             data[attr] = int(value)
+        elif currency is not None and attr == "service_fee":
+            data[attr], data["service_fee_major"] = _fee(value, currency, attr, table)
         elif currency is not None:
             data[attr] = _amount(value, currency, attr, table)
     return BillSummary.model_validate(data)
@@ -358,6 +415,9 @@ def render_bill(
         currency = row.fee_type or default_currency
         cells = []
         for attr, _english, _aliases, kind in _COLUMNS:
+            if attr == "service_fee" and row.service_fee_major is not None:
+                cells.append(f"`{row.service_fee_major:f}")
+                continue
             value = getattr(row, attr)
             cells.append("`" + _render_value(value, kind, currency, row.cash_fee_type or "CNY", table))
         writer.writerow(cells)
@@ -368,7 +428,10 @@ def render_bill(
     summary_cells = [str(summary.transaction_count)]
     for attr in ("total_fee", "refund_fee", "coupon_refund_fee", "service_fee"):
         value = getattr(summary, attr)
-        summary_cells.append(format_major(value, currency, table) if value is not None else "")
+        if attr == "service_fee" and summary.service_fee_major is not None:
+            summary_cells.append(f"{summary.service_fee_major:f}")
+        else:
+            summary_cells.append(format_major(value, currency, table) if value is not None else "")
     writer.writerow(["`" + c for c in summary_cells])
     return out.getvalue().encode("utf-8")
 
@@ -378,7 +441,7 @@ def _render_value(value: object, kind: _Kind, currency: str, cash_currency: str,
         return ""
     if kind == "time" and isinstance(value, datetime):
         return format_wx_datetime(value)
-    if kind == "amount" and isinstance(value, int):
+    if kind in ("amount", "fee") and isinstance(value, int):
         return format_major(value, currency, table)
     if kind == "cash_amount" and isinstance(value, int):
         return format_major(value, cash_currency, table)

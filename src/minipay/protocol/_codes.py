@@ -1,4 +1,4 @@
-"""The WeChat error-code table and the response check shared by the SDK and the sandbox.
+"""The WeChat error-code table shared by the SDK and the sandbox.
 
 One table (spec 4, 5.3, 8.4, 9, 10.4, 11, 13, 14) maps ``(operation, err_code)`` to what the code
 means, whether the *same* request may be sent again (``retryable``), whether the SDK may do so on
@@ -6,9 +6,10 @@ its own right away (``auto_retry``), whether the outcome is unknown so the calle
 (``outcome_unknown``), and what the caller should do. The sandbox answers with these codes and
 descriptions; the SDK turns them into :class:`~minipay.protocol.BusinessError` subclasses.
 
-Operations are named after the last segment of their path (``OPERATION_PATHS``):
+Operations are named by their wire name, the last segment of their path (``OPERATION_TABLE``):
 ``unifiedorder``, ``orderquery``, ``closeorder``, ``refund``, ``refundquery``, ``downloadbill``,
 ``queryexchagerate`` (sic), ``report``; ``jscode2session`` for Mini Program login.
+:func:`~minipay.protocol.check_response` (``_check``) applies the table to an answer.
 
 >>> info = describe_code("refund", "NOTENOUGH")
 >>> info.retryable, info.auto_retry, info.error.__name__
@@ -20,24 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Literal, TypeAlias
+from typing import Final, TypeAlias
 
-from minipay.protocol._errors import (
-    BusinessError,
-    CommunicationError,
-    LoginError,
-    SignatureError,
-    UnexpectedResponseError,
-)
-from minipay.protocol._secrets import ApiKey
-from minipay.protocol._signing import DEFAULT_POLICY, SignPolicy, SignType, verify
+from minipay.protocol._errors import BusinessError, LoginError
+from minipay.protocol._operations import OPERATIONS, is_mutating
 
 __all__ = [
     "ERROR_CODES",
     "LOGIN_ERRCODES",
-    "MUTATING_OPERATIONS",
-    "OPERATIONS",
-    "OPERATION_PATHS",
     "AppIdMchIdNotMatchError",
     "AppIdNotExistError",
     "BizerrNeedRetryError",
@@ -52,7 +43,6 @@ __all__ = [
     "NoAuthError",
     "NotEnoughError",
     "NotUtf8Error",
-    "Operation",
     "OrderClosedError",
     "OrderNotFoundError",
     "OrderPaidError",
@@ -68,41 +58,10 @@ __all__ = [
     "WeChatSystemError",
     "XmlFormatError",
     "business_error",
-    "check_response",
     "describe_code",
     "describe_login_errcode",
     "login_error",
 ]
-
-Operation: TypeAlias = Literal[
-    "unifiedorder",
-    "orderquery",
-    "closeorder",
-    "refund",
-    "refundquery",
-    "downloadbill",
-    "queryexchagerate",
-    "report",
-]
-
-#: Operation name -> WeChat path (spec 2.1, 5-15).
-OPERATION_PATHS: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "unifiedorder": "/pay/unifiedorder",
-        "orderquery": "/pay/orderquery",
-        "closeorder": "/pay/closeorder",
-        "refund": "/secapi/pay/refund",
-        "refundquery": "/pay/refundquery",
-        "downloadbill": "/pay/downloadbill",
-        "queryexchagerate": "/pay/queryexchagerate",
-        "report": "/payitil/report",
-    }
-)
-OPERATIONS: Final[frozenset[str]] = frozenset(OPERATION_PATHS)
-#: Operations that change state at WeChat: a business FAIL there may hide a success (spec 2.3),
-#: so an unknown or system error leaves the outcome unknown.
-MUTATING_OPERATIONS: Final[frozenset[str]] = frozenset({"unifiedorder", "closeorder", "refund"})
-
 
 # --- the BusinessError subclasses, one per err_code (the tree is drawn in _errors.py) -------------
 
@@ -379,11 +338,9 @@ def describe_code(operation: str, err_code: str) -> CodeInfo:
         operation=operation,
         err_code=err_code,
         meaning="unlisted error code (see err_code_des)",
-        action="Read err_code_des; query before acting again."
-        if operation in MUTATING_OPERATIONS
-        else "Read err_code_des.",
+        action="Read err_code_des; query before acting again." if is_mutating(operation) else "Read err_code_des.",
         error=BusinessError,
-        outcome_unknown=operation in MUTATING_OPERATIONS,
+        outcome_unknown=is_mutating(operation),
         known=False,
     )
 
@@ -408,78 +365,6 @@ def business_error(
         retryable=info.retryable,
         outcome_unknown=info.outcome_unknown,
         fields=fields,
-    )
-
-
-# Operations whose success answer has no result_code (spec 14; downloadbill's success is not XML).
-_NO_RESULT_CODE: Final = frozenset({"queryexchagerate", "downloadbill"})
-
-
-def check_response(
-    operation: str,
-    fields: Mapping[str, str],
-    *,
-    key: str | ApiKey,
-    sign_type: SignType | str | None = "MD5",
-    policy: SignPolicy = DEFAULT_POLICY,
-    ids: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Judge a decoded v2 response in the order of spec 2.3; returns the fields when all is well.
-
-    1. no ``return_code`` -> :class:`UnexpectedResponseError`; ``return_code=FAIL`` ->
-       :class:`CommunicationError` (``return_msg`` in ``err_code_des``; no signature to check);
-    2. the signature, **before** anything else is believed: :class:`SignatureError` when missing or
-       wrong. ``sign_type`` is the algorithm of the request; a response that names another one is
-       refused (no downgrade), and ``policy`` may pin HMAC-SHA256;
-    3. ``result_code=FAIL`` -> the :class:`BusinessError` subclass of ``err_code`` (see
-       :func:`business_error`), with ``operation``, ``ids``, ``retryable``, ``outcome_unknown``.
-
-    >>> check_response("orderquery", {"return_code": "FAIL", "return_msg": "签名错误"}, key="a" * 32)
-    Traceback (most recent call last):
-    ...
-    minipay.protocol._errors.CommunicationError: [orderquery] return_code=FAIL: 签名错误
-    """
-    return_code = fields.get("return_code")
-    if return_code is None:
-        raise UnexpectedResponseError("the answer has no return_code", operation=operation, ids=ids, fields=fields)
-    if return_code != "SUCCESS":
-        if return_code != "FAIL":
-            raise UnexpectedResponseError(
-                f"unknown return_code {return_code!r}", operation=operation, ids=ids, fields=fields
-            )
-        return_msg = fields.get("return_msg", "")
-        raise CommunicationError(
-            f"return_code=FAIL: {return_msg}",
-            operation=operation,
-            ids=ids,
-            err_code=fields.get("err_code", "") or fields.get("error_code", ""),
-            err_code_des=return_msg,
-            fields=fields,
-        )
-    claimed = fields.get("sign_type")
-    if sign_type is not None and claimed and claimed != sign_type:
-        raise SignatureError(f"[{operation}] response signed with {claimed}, request used {sign_type}")
-    try:
-        verify(fields, key, sign_type, policy=policy)
-    except SignatureError as exc:
-        raise SignatureError(f"[{operation}] response {exc}") from None
-    result_code = fields.get("result_code")
-    if result_code == "SUCCESS" or (result_code is None and operation in _NO_RESULT_CODE):
-        return dict(fields)
-    if result_code == "FAIL":
-        raise business_error(
-            operation,
-            fields.get("err_code", ""),
-            fields.get("err_code_des", ""),
-            ids=ids,
-            fields=fields,
-        )
-    raise UnexpectedResponseError(
-        f"result_code is {result_code!r}",
-        operation=operation,
-        ids=ids,
-        fields=fields,
-        outcome_unknown=operation in MUTATING_OPERATIONS,
     )
 
 

@@ -144,7 +144,7 @@ class WeChatRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False, str_strip_whitespace=False)
 
-    #: Operation name (``OPERATION_PATHS`` key) this request belongs to.
+    #: Wire name (``OPERATION_TABLE`` key) of the operation this request belongs to.
     operation: ClassVar[str] = ""
     #: Whether the request carries ``nonce_str`` (the exchange-rate query does not, spec 14).
     has_nonce: ClassVar[bool] = True

@@ -22,7 +22,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from minipay.protocol import SignatureError, XMLError, decode_xml, encode_xml, sign, verify
+from minipay.protocol import (
+    OPERATION_TABLE,
+    OPERATIONS,
+    Operation,
+    SignatureError,
+    XMLError,
+    decode_xml,
+    encode_xml,
+    sign,
+    verify,
+)
 from minipay.sandbox._backend import BILL_FAULTS, LOGIN_FAULTS, XML_FAULTS, Backend
 from minipay.sandbox._config import Institution, SubMerchant
 from minipay.sandbox._errors import BizFail, ReturnFail
@@ -45,20 +55,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "queryexchagerate": ("appid", "mch_id", "fee_type", "date", "sign"),
     "report": ("appid", "mch_id", "nonce_str", "sign", "interface_url"),
 }  # fmt: skip
-#: Successful answers without ``nonce_str``/``result_code`` (spec 14).
-_NO_RESULT_CODE = frozenset({"queryexchagerate"})
-#: Endpoints whose failures are all ``return_code=FAIL`` (spec 13.2, 14).
-_NO_RESULT_LAYER = frozenset({"downloadbill", "queryexchagerate"})
-_PATHS = {
-    "unifiedorder": "/pay/unifiedorder",
-    "orderquery": "/pay/orderquery",
-    "closeorder": "/pay/closeorder",
-    "refund": "/secapi/pay/refund",
-    "refundquery": "/pay/refundquery",
-    "downloadbill": "/pay/downloadbill",
-    "queryexchagerate": "/pay/queryexchagerate",
-    "report": "/payitil/report",
-}
 
 
 class DropConnection(Response):
@@ -110,8 +106,9 @@ def _peer_cn(scope: Scope) -> tuple[bool, str | None]:
 class Pipeline:
     """One XML endpoint: the checks of spec 18.4, then the backend."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
+    def __init__(self, operation: Operation) -> None:
+        self.operation = operation
+        self.endpoint = operation.wire
 
     async def handle(self, request: Request) -> Response:
         backend: Backend = request.app.state.sandbox
@@ -229,7 +226,7 @@ class Pipeline:
     def _authenticate(self, request: Request, backend: Backend, fields: Mapping[str, str]) -> Institution:
         # /secapi: the certificate comes first (WeChat checks it at its gateway, before it reads
         # the request): no certificate, or another merchant's, fails whatever the body says.
-        secapi = self.endpoint == "refund" and backend.config.tls.require_client_cert
+        secapi = self.operation.mtls and backend.config.tls.require_client_cert
         present, cn = _peer_cn(request.scope) if secapi else (False, None)
         if secapi and not present:
             raise ReturnFail("证书错误: /secapi requires the institution's client certificate (mutual TLS)")
@@ -289,10 +286,10 @@ class Pipeline:
         result: dict[str, str | int] | BizFail,
         fault: str | None,
     ) -> Response:
-        if self.endpoint in _NO_RESULT_LAYER and isinstance(result, BizFail):
+        if not self.operation.result_layer and isinstance(result, BizFail):
             # downloadbill / queryexchagerate fail at the return_code layer (spec 13.2, 14).
             raise ReturnFail(f"{result.err_code}: {result.describe(self.endpoint)}")
-        if self.endpoint == "report" and not isinstance(result, BizFail):
+        if self.operation.unsigned_success and not isinstance(result, BizFail):
             # The report API answers without a signature (spec 15).
             return _xml({"return_code": "SUCCESS", "return_msg": "OK", "result_code": "SUCCESS"})
         fields: dict[str, str | int] = {"return_code": "SUCCESS", "return_msg": "OK", "appid": inst.appid,
@@ -300,12 +297,12 @@ class Pipeline:
         for name in ("sub_appid", "sub_mch_id"):
             if request.get(name):
                 fields[name] = request[name]
-        if self.endpoint not in _NO_RESULT_CODE:
+        if self.operation.result_layer:
             fields["nonce_str"] = backend.ids.nonce()
         if isinstance(result, BizFail):
             fields.update(result_code="FAIL", err_code=result.err_code, err_code_des=result.describe(self.endpoint))
         else:
-            if self.endpoint not in _NO_RESULT_CODE:
+            if self.operation.result_layer:
                 fields["result_code"] = "SUCCESS"
             fields.update(result)
         fields["sign"] = sign(fields, inst.key, sign_type)
@@ -367,6 +364,8 @@ async def jscode2session(request: Request) -> Response:
 def wechat_routes() -> list[Route]:
     """The WeChat paths (any Host header)."""
     methods = ["GET", "POST", "PUT", "DELETE"]
-    routes = [Route(path, Pipeline(name).handle, methods=methods) for name, path in _PATHS.items()]
-    routes.append(Route("/sns/jscode2session", jscode2session, methods=["GET", "POST"]))
+    routes = [
+        Route(op.path, Pipeline(op).handle, methods=methods) for op in OPERATION_TABLE.values() if op.wire in OPERATIONS
+    ]
+    routes.append(Route(OPERATION_TABLE["jscode2session"].path, jscode2session, methods=["GET", "POST"]))
     return routes

@@ -6,7 +6,8 @@ is seen whole, so whatever is recorded per request belongs here.
 
 - ``minipay_http_requests_total{method, route, status}`` and ``minipay_http_request_seconds{route}``:
   ``route`` is the route template (``/v1/payments/{payment_id}``), never the raw path, so ids do not
-  make new series; a request no route matched is counted under ``other``.
+  make new series; a request no route matched is counted under ``other``, and so is a method outside
+  :data:`KNOWN_METHODS` (the server passes any token as a method: junk must not grow the label set).
 - The access log (logger ``minipay.access``, INFO) is written only when that logger is enabled for
   INFO: with it off, no line is formatted. The query string is left out (it may carry a secret).
 """
@@ -20,13 +21,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ACCESS_LOGGER", "Metrics", "ObserveMiddleware", "route_label"]
+__all__ = ["ACCESS_LOGGER", "KNOWN_METHODS", "Metrics", "ObserveMiddleware", "method_label", "route_label"]
 
 #: The access log's logger: one INFO line a request, when enabled.
 ACCESS_LOGGER = "minipay.access"
 
 #: The ``route`` label of a request no route matched (a 404 on an unknown path, say).
 UNMATCHED = "other"
+
+#: The methods counted under their own name in ``method``; any other is counted as ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -59,6 +63,11 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+def method_label(method: str) -> str:
+    """``method`` if it is one of :data:`KNOWN_METHODS`, else ``other``."""
+    return method if method in KNOWN_METHODS else UNMATCHED
 
 
 def route_label(scope: Scope) -> str:
@@ -103,13 +112,13 @@ class ObserveMiddleware:
                 await self.app(scope, receive, send_observed)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.observe(scope["method"], route_label(scope), status, elapsed)
+            self.metrics.observe(method_label(scope["method"]), route_label(scope), status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 access_log.info(
                     '%s - "%s %s HTTP/%s" %d %.1fms',
                     f"{client[0]}:{client[1]}" if client else "-",
-                    scope["method"],
+                    method_label(scope["method"]),
                     scope["path"],
                     scope.get("http_version", "1.1"),
                     status,

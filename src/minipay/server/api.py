@@ -17,12 +17,14 @@ from typing import Annotated, Any
 import httpx2
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server.bootstrap import Container, build_container
@@ -112,6 +114,19 @@ def _principal(request: Request, authorization: Annotated[str | None, Header()] 
     if found is None:
         raise ServiceError("invalid API key", code="unauthorized", status=401)
     return found
+
+
+def _ops_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """With ``ops_api_keys`` configured, the operations pages need one of them as the bearer token."""
+    ops_keys: list[bytes] = request.app.state.ops_keys
+    if not ops_keys:
+        return
+    presented = (authorization or "").removeprefix("Bearer ").strip().encode()
+    found = False
+    for key in ops_keys:  # compare with every key, each in constant time
+        found |= hmac.compare_digest(key, presented)
+    if not found or not (authorization or "").startswith("Bearer "):
+        raise ServiceError("this page needs 'Authorization: Bearer <ops key>'", code="unauthorized", status=401)
 
 
 Caller = Annotated[Principal, Depends(_principal)]
@@ -306,6 +321,10 @@ def create_app(
         version="1",
         description="WeChat Pay Global Mini Program payments as a JSON API (see docs/server.md).",
         lifespan=lifespan,
+        # Served below, behind settings.docs_enabled and the ops keys.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.container = container
     app.state.metrics = metrics
@@ -333,6 +352,12 @@ def create_app(
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, _: ClientDisconnect) -> Response:
+        # The client went away while sending its body: nobody reads this answer, and it is no error.
+        log.debug("client disconnected before its request body was read: %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
@@ -364,6 +389,8 @@ def create_app(
     for sub in settings.sub_merchants:
         keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
     app.state.auth_keys = keys
+    app.state.ops_keys = [k.get_secret_value().encode() for k in settings.ops_api_keys]
+    ops = [Depends(_ops_access)]
     app.include_router(build_console_router(container))  # the ops console's pages, /console
 
     # -- health -------------------------------------------------------------------------------------------
@@ -381,9 +408,25 @@ def create_app(
             return _error(503, "database_unavailable", type(exc).__name__)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/metrics", tags=["ops"])
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+    if settings.metrics_enabled:
+
+        @app.get("/metrics", tags=["ops"], dependencies=ops)
+        async def metrics_endpoint() -> Response:
+            return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    if settings.docs_enabled:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=ops)
+        async def openapi_json() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=ops)
+        async def docs_page() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+        @app.get("/redoc", include_in_schema=False, dependencies=ops)
+        async def redoc_page() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     # -- sessions & payments ------------------------------------------------------------------------------
 

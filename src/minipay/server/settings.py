@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     webhook_dispatch_interval: float = 2.0
     webhook_timeout: float = 10.0
     sql_echo: bool = False
+    # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
+    # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).
+    metrics_enabled: bool = True
+    docs_enabled: bool = True
+    ops_api_keys: list[SecretStr] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"sub-merchant {sub.sub_mch_id} names unknown institution {sub.institution!r}")
         keys = [k.get_secret_value() for k in self.admin_api_keys]
         keys += [k.get_secret_value() for s in self.sub_merchants for k in s.api_keys]
+        keys += [k.get_secret_value() for k in self.ops_api_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("every service API key must be unique")
         if any(len(k) < 16 for k in keys):

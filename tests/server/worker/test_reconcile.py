@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -114,8 +115,8 @@ def _refund_row() -> BillRow:
 class FakeBills:
     """A bill source serving rendered bill text (what the sandbox would send), parsed like the SDK does."""
 
-    def __init__(self, rows: list[BillRow] | None) -> None:
-        self.body = render_bill(rows) if rows is not None else None
+    def __init__(self, rows: list[BillRow] | None, *, body: bytes | None = None) -> None:
+        self.body = render_bill(rows) if rows is not None else body
         self.calls = 0
 
     async def download(self, sub: SubMerchantSettings, bill_date: date) -> BillData | None:
@@ -140,6 +141,20 @@ async def test_a_bill_that_matches_the_ledger_gives_no_discrepancy(engine: Async
     report = await reconciler.report(DAY)
     assert report["runs"][0]["status"] == "ok"
     assert report["discrepancies"] == []
+
+
+async def test_the_documented_domestic_partner_layout_reconciles_clean(engine: AsyncEngine, clock: ManualClock) -> None:
+    """The spec's Chinese ALL layout (fixture: the MATCHING bill's trades, fees to 5 decimals)."""
+    await _ledger(engine)
+    body = (Path(__file__).parents[2] / "fixtures" / "domestic_partner_bill.csv").read_bytes()
+    reconciler = Reconciler(engine, clock, FakeBills(None, body=body))
+    run = await reconciler.reconcile(SUB, DAY)
+    assert (run.status, run.bill_rows, run.ledger_rows, run.discrepancy_count) == ("ok", 3, 3, 0)
+    # the same bill with one payment changed is caught: the layout is really read, not skipped
+    changed = body.replace(b"`25.00,`0.00,`0,`0", b"`24.00,`0.00,`0,`0")
+    assert changed != body
+    run = await Reconciler(engine, clock, FakeBills(None, body=changed)).reconcile(SUB, DAY, replace=True)
+    assert run.discrepancy_count == 1
 
 
 async def test_an_extra_and_a_missing_trade_give_exactly_those_two_discrepancies(

@@ -1,0 +1,1 @@
+"""Samples that use Minipay from the outside, as an institution's developers would."""
