@@ -2,8 +2,10 @@
 
 With a configuration (``--config FILE`` / ``MINIPAY_CONFIG`` / ``MINIPAY_*`` env naming an
 institution) it runs the service alone. Without one it runs in **sandbox mode**: the sandbox on a
-second loopback port with a matching world, a local SQLite file, stable dev API keys (kept in
-``.minipay/dev-credentials.json`` next to the database), and it prints the URLs and keys.
+second loopback port with a matching world, one clock for both (the service reads the sandbox's
+virtual clock, which runs in real time until ``POST /sandbox/clock`` moves it), a local SQLite
+file, stable dev API keys (kept in ``.minipay/dev-credentials.json`` next to the database), and it
+prints the URLs and keys.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class ServePlan:
     sandbox_app: Any = None
     sandbox_port: int | None = None
     world: SandboxWorld | None = None
+    #: In sandbox mode the sandbox's virtual clock: the service's clock port reads it, so
+    #: ``POST /sandbox/clock`` moves the service's expiries, active queries and bill days too.
+    clock: Any = None
 
 
 def plan_serve(
@@ -188,8 +193,13 @@ def plan_serve(
         credentials_out.write_text(json.dumps(world.to_json(), indent=2))
         credentials_out.chmod(0o600)
         echo(f"  credentials written to {credentials_out}")
+    sandbox_app = create_sandbox_app(config)
     return ServePlan(
-        settings=service_settings, sandbox_app=create_sandbox_app(config), sandbox_port=sandbox_port, world=world
+        settings=service_settings,
+        sandbox_app=sandbox_app,
+        sandbox_port=sandbox_port,
+        world=world,
+        clock=sandbox_app.state.sandbox.clock,
     )
 
 
@@ -243,7 +253,7 @@ async def run_serve(
         background.append(worker_task())
         settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
     routers = [build_router()]
-    app = create_app(settings, background=background, routers=routers)
+    app = create_app(settings, background=background, routers=routers, clock=plan.clock)
     if access_log:
         _enable_access_log()
     servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)))

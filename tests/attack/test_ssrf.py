@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
+from minipay.server.adapters import HttpWebhookSender
+from minipay.server.webhooks import InternalAddressRefused, Resolver, deliver_webhooks
 from tests.server.conftest import SUB1, SUB2, World, make_world
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +101,114 @@ async def test_the_endpoint_cap_holds_under_concurrent_requests(strict_world: Wo
     assert sorted(r.status_code for r in responses) == [201] * 3 + [409] * 9
     listed = (await strict_world.api.get("/v1/webhook-endpoints", headers=strict_world.auth())).json()["data"]
     assert len(listed) == 3
+
+
+# -- at delivery: the host is resolved on every attempt and the checked address is the one connected to --
+
+
+class Recorder:
+    """A transport that answers ``status`` (with ``location``) and records every request it gets."""
+
+    def __init__(self, status: int = 200, location: str | None = None) -> None:
+        self.requests: list[httpx2.Request] = []
+        self.status = status
+        self.location = location
+
+    def transport(self) -> httpx2.MockTransport:
+        def handle(request: httpx2.Request) -> httpx2.Response:
+            self.requests.append(request)
+            headers = {"Location": self.location} if self.location else {}
+            return httpx2.Response(self.status, headers=headers)
+
+        return httpx2.MockTransport(handle)
+
+
+def dns(table: dict[str, list[list[str]]]) -> tuple[Resolver, list[str]]:
+    """A resolver answering each name's next answer in turn (the last one again when they run out)."""
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        answers = table[host]
+        return answers[min(asked.count(host), len(answers)) - 1]
+
+    return resolve, asked
+
+
+HOOK = {"Content-Type": "application/json"}
+
+
+async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused_at_delivery() -> None:
+    # Finding 1: registration sees a public address; the delivery must check again, on every attempt.
+    resolver, asked = dns({"rebind.example": [["93.184.216.34"], ["127.0.0.1"]]})
+    recorder = Recorder()
+    sender = HttpWebhookSender(resolver=resolver, transport=recorder.transport())
+    assert await sender.send("https://rebind.example:8443/h?x=1", b"{}", HOOK) == 200
+    with pytest.raises(InternalAddressRefused):
+        await sender.send("https://rebind.example:8443/h?x=1", b"{}", HOOK)
+    assert asked == ["rebind.example", "rebind.example"]
+    assert len(recorder.requests) == 1
+    # The first attempt connected to the address it checked; the name stayed in Host and in the SNI.
+    sent = recorder.requests[0]
+    assert (sent.url.host, sent.url.port, sent.url.raw_path) == ("93.184.216.34", 8443, b"/h?x=1")
+    assert sent.headers["Host"] == "rebind.example:8443"
+    assert sent.extensions["sni_hostname"] == "rebind.example"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["93.184.216.34", "10.0.0.7"],  # one private record among public ones
+        ["::ffff:127.0.0.1"],
+        ["fe80::1%eth0"],
+        ["169.254.169.254"],
+        ["0.0.0.0"],
+        [],
+    ],
+)
+async def test_a_name_resolving_to_any_internal_address_is_never_connected_to(answer: list[str]) -> None:
+    resolver, _ = dns({"hooks.example": [answer]})
+    recorder = Recorder()
+    sender = HttpWebhookSender(resolver=resolver, transport=recorder.transport())
+    with pytest.raises(InternalAddressRefused):
+        await sender.send("http://hooks.example/h", b"{}", HOOK)
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize("url", [u for u in INTERNAL_SPELLINGS if "@" not in u])
+async def test_stored_internal_urls_are_refused_at_delivery_in_every_spelling(url: str) -> None:
+    # A row written before the registration check existed (or by hand) is caught when sending.
+    resolver, _ = dns({"localhost": [["127.0.0.1"]], "api.localhost": [["127.0.0.1"]]})
+    recorder = Recorder()
+    sender = HttpWebhookSender(resolver=resolver, transport=recorder.transport())
+    with pytest.raises(InternalAddressRefused):
+        await sender.send(url, b"{}", HOOK)
+    assert recorder.requests == []
+
+
+async def test_redirects_are_not_followed() -> None:
+    resolver, _ = dns({"hooks.example": [["93.184.216.34"]]})
+    recorder = Recorder(status=302, location="http://127.0.0.1:18111/internal")
+    sender = HttpWebhookSender(resolver=resolver, transport=recorder.transport())
+    assert await sender.send("http://hooks.example/h", b"{}", HOOK) == 302
+    assert [r.url.host for r in recorder.requests] == ["93.184.216.34"]
+
+
+async def test_a_refused_delivery_is_a_failed_attempt_without_a_port_scan_answer(strict_world: World) -> None:
+    world = strict_world
+    created = await world.api.post(
+        "/v1/webhook-endpoints", json={"url": "http://rebind.example:18111/hooks"}, headers=world.auth()
+    )
+    assert created.status_code == 201, created.text
+    paid = await world.pay(await world.create_payment())
+    assert paid
+    resolver, _ = dns({"rebind.example": [["127.0.0.1"]]})
+    recorder = Recorder()
+    sender = HttpWebhookSender(resolver=resolver, transport=recorder.transport())
+    assert await deliver_webhooks(world.container.uow_factory, sender, world.clock) == 1
+    assert recorder.requests == []
+    event_id = (await world.api.get("/v1/events", headers=world.auth())).json()["data"][0]["id"]
+    deliveries = (await world.api.get(f"/v1/events/{event_id}", headers=world.auth())).json()["deliveries"]
+    (attempt,) = deliveries[0]["attempts"]
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith("InternalAddressRefused")

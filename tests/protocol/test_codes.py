@@ -321,3 +321,20 @@ def test_the_table_holds_every_code_of_the_spec_with_its_caller_action(operation
     assert info.known, f"{operation}/{code} is in the spec but not in the table"
     assert (info.retryable, info.outcome_unknown, info.auto_retry) == (retryable, outcome_unknown, auto_retry)
     assert info.error is not BusinessError or code == "ERROR"
+
+
+@pytest.mark.parametrize("text", ["", "１０００", "²", "1e3", " 1", "1" * 19, "+1"])
+def test_the_wire_integer_parser_takes_only_bounded_ascii_digits(text: str) -> None:
+    from minipay.protocol import FieldError, parse_wire_int
+
+    with pytest.raises(FieldError, match="total_fee"):
+        parse_wire_int(text, "total_fee")
+
+
+def test_the_wire_integer_parser_takes_a_sign_only_when_asked() -> None:
+    from minipay.protocol import FieldError, parse_wire_int
+
+    assert parse_wire_int("1" * 18, "n") == int("1" * 18)
+    assert parse_wire_int("-5", "n") == -5
+    with pytest.raises(FieldError, match="non-negative"):
+        parse_wire_int("-5", "n", negative=False)

@@ -37,9 +37,9 @@ EXPECTED_ALL = [
     "check_response", "check_text", "china_date", "decode_xml", "decrypt_req_info", "describe_code",
     "describe_login_errcode", "encode_xml", "encrypt_req_info", "explain_signature", "format_major",
     "format_wx_date", "format_wx_datetime", "format_wx_time", "from_unix", "login_error", "new_nonce",
-    "parse_bill", "parse_major", "parse_payment_notification", "parse_refund_notification", "parse_wx_date",
-    "parse_wx_datetime", "parse_wx_time", "render_bill", "reply_fail", "reply_success", "require_aware", "sign",
-    "string_to_sign", "to_unix", "verify", "verify_pay_params",
+    "parse_bill", "parse_major", "parse_payment_notification", "parse_refund_notification", "parse_wire_int",
+    "parse_wx_date", "parse_wx_datetime", "parse_wx_time", "render_bill", "reply_fail", "reply_success",
+    "require_aware", "sign", "string_to_sign", "to_unix", "verify", "verify_pay_params",
 ]  # fmt: skip
 
 # Modules that do I/O or belong to other layers: the sans-I/O core must not import them.

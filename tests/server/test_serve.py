@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -81,6 +82,19 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
             assert [p["last_error"] for p in listed["data"]] == ["ReadTimeoutError"], listed
             retried = http.post(f"{world['service_url']}/v1/payments", json=order, headers=tap)
             assert (retried.status_code, retried.json()["status"]) == (200, "pending")
+            # One clock: an hour on the sandbox's clock is an hour for the service too, so a new
+            # order's time_start/time_expire are not in the sandbox's past (they used to be: PARAM_ERROR).
+            moved = http.post(f"{world['sandbox_url']}/sandbox/clock", json={"advance": 3600}).json()
+            later = http.post(
+                f"{world['service_url']}/v1/payments",
+                json={**order, "description": "Later"},
+                headers={**auth, "Idempotency-Key": "later-1"},
+            )
+            assert later.status_code == 201, later.text
+            created = datetime.fromisoformat(later.json()["created_at"])
+            assert abs(created - datetime.fromisoformat(moved["now"])) < timedelta(minutes=5)
+            paid = http.post(f"{world['sandbox_url']}/sandbox/pay", json=later.json()["pay_params"]).json()
+            assert paid["errMsg"] == "requestPayment:ok"
         assert (tmp_path / ".minipay" / "minipay.db").is_file()
     finally:
         proc.terminate()

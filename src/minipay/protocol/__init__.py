@@ -3,12 +3,13 @@
 Used by both the SDK (``minipay.client``) and the sandbox (``minipay.sandbox``); imports no other
 part of Minipay. The exception tree is drawn in ``minipay.protocol._errors``.
 
-Private modules, one public surface (``__all__``, pinned by a test):
-signing (``_signing``), the hardened XML codec (``_xml``), typed messages (``_messages``), the
-operation table (``_operations``), the
-error-code table (``_codes``) and ``check_response`` beside it (``_check``), notifications (``_notify``), bills
-(``_bill``), ``req_info`` crypto (``_crypto``), pay params (``_payparams``), money (``_money``),
-China time (``_time``), field rules (``_rules``) and secrets (``_secrets``). See docs/protocol.md.
+Private modules, one public surface (``__all__``, pinned by a test): signing (``_signing``), the
+hardened XML codec (``_xml``), typed requests, responses and the login answer (``_requests``,
+``_responses``, ``_login``), single wire values (``_fields``), the operation table
+(``_operations``), the error-code table (``_codes``) and ``check_response`` beside it (``_check``),
+notifications (``_notify``), bills (``_bill``), ``req_info`` crypto (``_crypto``), pay params
+(``_payparams``), money (``_money``), China time (``_time``), field rules (``_rules``) and secrets
+(``_secrets``). See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -77,30 +78,8 @@ from minipay.protocol._errors import (
     WeChatError,
     XMLError,
 )
-from minipay.protocol._messages import (
-    COMMON_REQUEST_FIELDS,
-    CloseOrderRequest,
-    CloseOrderResponse,
-    Code2SessionResult,
-    Coupon,
-    DownloadBillRequest,
-    ExchangeRateRequest,
-    ExchangeRateResponse,
-    OrderQueryRequest,
-    OrderQueryResponse,
-    RefundCoupon,
-    RefundQueryRequest,
-    RefundQueryResponse,
-    RefundRecord,
-    RefundRequest,
-    RefundResponse,
-    ReportRequest,
-    UnifiedOrderRequest,
-    UnifiedOrderResponse,
-    WeChatRequest,
-    WeChatResponse,
-    build_request,
-)
+from minipay.protocol._fields import parse_wire_int
+from minipay.protocol._login import Code2SessionResult
 from minipay.protocol._money import (
     DEFAULT_CURRENCIES,
     RATE_SCALE,
@@ -123,6 +102,31 @@ from minipay.protocol._notify import (
 )
 from minipay.protocol._operations import OPERATION_TABLE, OPERATIONS, Operation, OperationName
 from minipay.protocol._payparams import PayParams, build_pay_params, verify_pay_params
+from minipay.protocol._requests import (
+    COMMON_REQUEST_FIELDS,
+    CloseOrderRequest,
+    DownloadBillRequest,
+    ExchangeRateRequest,
+    OrderQueryRequest,
+    RefundQueryRequest,
+    RefundRequest,
+    ReportRequest,
+    UnifiedOrderRequest,
+    WeChatRequest,
+    build_request,
+)
+from minipay.protocol._responses import (
+    CloseOrderResponse,
+    Coupon,
+    ExchangeRateResponse,
+    OrderQueryResponse,
+    RefundCoupon,
+    RefundQueryResponse,
+    RefundRecord,
+    RefundResponse,
+    UnifiedOrderResponse,
+    WeChatResponse,
+)
 from minipay.protocol._rules import (
     check_amount,
     check_fee_type,
@@ -290,6 +294,7 @@ __all__ = [
     "parse_major",
     "parse_payment_notification",
     "parse_refund_notification",
+    "parse_wire_int",
     "parse_wx_date",
     "parse_wx_datetime",
     "parse_wx_time",

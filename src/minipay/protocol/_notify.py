@@ -20,7 +20,7 @@ from typing import ClassVar, Final
 
 from minipay.protocol._crypto import decrypt_req_info, encrypt_req_info
 from minipay.protocol._errors import DecryptionError
-from minipay.protocol._messages import WeChatResponse, _PaymentFields
+from minipay.protocol._responses import WeChatResponse, _PaymentFields
 from minipay.protocol._secrets import ApiKey
 from minipay.protocol._signing import DEFAULT_POLICY, MD5, SignPolicy, SignType, sign, verify
 from minipay.protocol._xml import DEFAULT_MAX_BYTES, decode_xml, encode_xml

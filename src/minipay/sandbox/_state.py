@@ -21,6 +21,7 @@ from minipay.protocol import (
     check_out_trade_no,
     china_date,
     format_wx_date,
+    parse_wire_int,
 )
 from minipay.sandbox._clock import VirtualClock
 from minipay.sandbox._config import NOTIFY_MODES, Institution, SandboxConfig, SubMerchant
@@ -42,10 +43,14 @@ def _param(field: str, exc: FieldError) -> BizFail:
 
 def _int_field(fields: Mapping[str, str], name: str) -> int:
     text = fields[name]
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not "²" (int() fails), not "١٠٠" (100)
-        raise BizFail("PARAM_ERROR", f"{name}参数错误: must be a positive integer of minor units, got {text!r}")
     try:
-        return check_amount(int(text), name)
+        value = parse_wire_int(text, name, negative=False)  # not "²" (int() fails), not "١٠٠" (100)
+    except FieldError:
+        raise BizFail(
+            "PARAM_ERROR", f"{name}参数错误: must be a positive integer of minor units, got {text!r}"
+        ) from None
+    try:
+        return check_amount(value, name)
     except FieldError as exc:
         raise _param(name, exc) from None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -13,8 +15,9 @@ from minipay.protocol import MinipayError, PayParams
 from minipay.server.domain import PaymentResult, RefundResult
 from minipay.server.ports import LoginResult, OrderRequest, RefundRequest
 from minipay.server.settings import InstitutionSettings, Settings, SubMerchantSettings
+from minipay.server.webhooks import Resolver, pin_address
 
-__all__ = ["ClientGateway", "HttpWebhookSender", "OffsetClock", "SystemClock"]
+__all__ = ["ClientGateway", "HttpWebhookSender", "OffsetClock", "SystemClock", "system_resolver"]
 
 
 class SystemClock:
@@ -189,14 +192,47 @@ class ClientGateway:
             await client.aclose()
 
 
-class HttpWebhookSender:
-    """POSTs webhooks with httpx2; ``transport`` lets tests deliver to an in-process ASGI receiver."""
+async def system_resolver(host: str, port: int) -> Sequence[str]:
+    """Every address the system resolver gives for ``host`` (``getaddrinfo``, off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
-    def __init__(self, *, timeout: float = 10.0, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+
+class HttpWebhookSender:
+    """POSTs webhooks with httpx2; ``transport`` lets tests deliver to an in-process ASGI receiver.
+
+    Unless ``allow_private``, every attempt resolves the endpoint's host (``resolver``, the system's by
+    default) and connects to the checked address itself (:func:`~minipay.server.webhooks.pin_address`):
+    the name is resolved once, so it cannot answer a public address to the check and a private one to
+    the connection. The ``Host`` header and the TLS server name (SNI, certificate check) stay the name.
+    Redirects are never followed (a 3xx is a failed attempt).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        allow_private: bool = False,
+        resolver: Resolver | None = None,
+    ) -> None:
         self._client = httpx2.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+        self._allow_private = allow_private
+        self._resolver: Resolver = resolver or system_resolver
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        response = await self._client.post(url, content=body, headers=dict(headers))
+        target = httpx2.URL(url)
+        all_headers = dict(headers)
+        extensions: dict[str, str] = {}
+        if not self._allow_private:
+            port = target.port or (443 if target.scheme == "https" else 80)
+            ip = await pin_address(target.host, port, self._resolver)
+            if target.host != str(ip):
+                all_headers["Host"] = target.netloc.decode("ascii")
+                if target.scheme == "https":
+                    extensions["sni_hostname"] = target.host
+                target = target.copy_with(host=str(ip))
+        response = await self._client.post(target, content=body, headers=all_headers, extensions=extensions)
         return response.status_code
 
     async def aclose(self) -> None:

@@ -23,12 +23,14 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.console import build_console_router
+from minipay.server.db import reader_engine
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
@@ -361,6 +363,7 @@ def create_app(
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(ConnectionError)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable: %s", type(exc).__name__)
@@ -402,7 +405,7 @@ def create_app(
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
         try:
-            async with container.engine.connect() as conn:
+            async with reader_engine(container.engine).connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             return _error(503, "database_unavailable", type(exc).__name__)

@@ -68,7 +68,11 @@ def build_container(
         gateway = ClientGateway(settings, transport=wechat_transport)
         owned.append(gateway)
     if webhook_sender is None:
-        sender = HttpWebhookSender(timeout=settings.webhook_timeout, transport=webhook_transport)
+        sender = HttpWebhookSender(
+            timeout=settings.webhook_timeout,
+            transport=webhook_transport,
+            allow_private=settings.allow_private_webhook_urls,
+        )
         owned.append(sender)
         webhook_sender = sender
     clock = clock or SystemClock()

@@ -26,12 +26,13 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "SQLiteEngine",
     "UTCDateTime",
     "create_engine",
     "idempotency_keys",
@@ -40,6 +41,7 @@ __all__ = [
     "outbox_events",
     "payment_events",
     "payments",
+    "reader_engine",
     "refunds",
     "webhook_attempts",
     "webhook_deliveries",
@@ -231,8 +233,48 @@ def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+class SQLiteEngine(AsyncEngine):
+    """The SQLite writer engine, with its :attr:`reader` beside it.
+
+    The writer's pool holds exactly one connection: whoever holds it is the one writer of this
+    process and every transaction on it is ``BEGIN IMMEDIATE`` (other processes wait on the busy
+    timeout). The pool's checkout is therefore the single-writer lock: a unit of work, a queue
+    operation or anything else that opens ``engine.begin()`` / ``engine.connect()`` queues (FIFO)
+    until the previous writer has returned the connection. Readers use :attr:`reader`, a pool of
+    read-only connections (``PRAGMA query_only``) that never take the write lock: in WAL mode they
+    read the last committed state while the writer works.
+    """
+
+    def __init__(self, sync_engine: Engine, reader: AsyncEngine) -> None:
+        super().__init__(sync_engine)
+        self.reader = reader
+
+    async def dispose(self, close: bool = True) -> None:
+        if self.reader is not self:
+            await self.reader.dispose(close)
+        await super().dispose(close)
+
+
+def reader_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine read-only work should use: SQLite's reader pool, or the engine itself (PostgreSQL)."""
+    return engine.reader if isinstance(engine, SQLiteEngine) else engine
+
+
+#: SQLite: seconds a writer waits for the write lock (this process: the writer connection; other
+#: processes: ``busy_timeout``) before the request fails as "database unavailable".
+SQLITE_LOCK_TIMEOUT = 30
+#: SQLite read connections per process (the writer is always one).
+SQLITE_READERS = 4
+
+
+def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20) -> AsyncEngine:
     """An :class:`AsyncEngine` for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
+
+    SQLite: a :class:`SQLiteEngine` (one pooled writer connection, ``BEGIN IMMEDIATE``, WAL, plus a
+    pool of readers: :func:`reader_engine`). PostgreSQL: a pool of ``pool_size`` connections (plus
+    half as many overflow); no ping at checkout (a round trip per transaction): connections are
+    recycled after 30 minutes, and one the server dropped fails its first statement, which
+    invalidates the pool.
 
     SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
     secrets, and a database error is logged with its statement.
@@ -240,35 +282,75 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 10)
     if database_url.startswith("sqlite"):
         if not database_url.startswith("sqlite+aiosqlite"):
             raise ValueError("SQLite URLs must use the aiosqlite driver: sqlite+aiosqlite:///path.db")
-        engine = create_async_engine(
-            database_url, echo=echo, hide_parameters=True, poolclass=NullPool, connect_args={"timeout": 30}
+        connect_args = {"timeout": SQLITE_LOCK_TIMEOUT}
+        writer = create_async_engine(
+            database_url,
+            echo=echo,
+            hide_parameters=True,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=SQLITE_LOCK_TIMEOUT,
+            connect_args=connect_args,
         )
-        _sqlite_single_writer(engine)
-        return engine
+        _sqlite_pragmas(writer, read_only=False)
+        if _sqlite_in_memory(database_url):
+            # Every connection to :memory: is a database of its own: the writer reads too.
+            engine = SQLiteEngine(writer.sync_engine, reader=writer)
+            engine.reader = engine
+            return engine
+        reader = create_async_engine(
+            database_url,
+            echo=echo,
+            hide_parameters=True,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=SQLITE_READERS,
+            max_overflow=0,
+            pool_timeout=SQLITE_LOCK_TIMEOUT,
+            connect_args=connect_args,
+        )
+        _sqlite_pragmas(reader, read_only=True)
+        return SQLiteEngine(writer.sync_engine, reader=reader)
     if database_url.startswith("postgresql"):
         if not database_url.startswith("postgresql+asyncpg"):
             raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")
         return create_async_engine(
-            database_url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+            database_url,
+            echo=echo,
+            hide_parameters=True,
+            pool_size=pool_size,
+            max_overflow=pool_size // 2,
+            pool_recycle=1800,
         )
     raise ValueError("database_url must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
 
 
-def _sqlite_single_writer(engine: AsyncEngine) -> None:
+def _sqlite_in_memory(database_url: str) -> bool:
+    path = database_url.split("///", 1)[1] if "///" in database_url else ""
+    return path in ("", ":memory:") or "mode=memory" in path
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool) -> None:
     # pysqlite's own transaction handling would open a DEFERRED transaction lazily; a deferred
     # transaction that reads then writes can fail with SQLITE_BUSY without waiting (research B3).
-    # Take the write lock up front instead: BEGIN IMMEDIATE honours the busy timeout.
+    # Take the write lock up front instead: BEGIN IMMEDIATE honours the busy timeout. Readers run
+    # each statement in its own (WAL snapshot) read transaction and cannot write at all.
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_TIMEOUT * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if not read_only:
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from minipay.protocol import parse_wx_datetime, parse_wx_time
+from minipay.protocol import parse_wire_int, parse_wx_datetime, parse_wx_time
 
 __all__ = [
     "MONEY_OUT_FAILURES",
@@ -100,13 +100,11 @@ def new_id(prefix: str) -> str:
 
 
 def _amount(fields: Mapping[str, str], name: str) -> int | None:
-    """A wire amount: absent or empty -> None; otherwise plain ASCII digits (``"１０００".isdigit()`` is True)."""
+    """A wire amount: absent or empty -> None; otherwise protocol's bounded parse (plain ASCII digits)."""
     value = fields.get(name)
     if value is None or value == "":
         return None
-    if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"{name} must be a non-negative integer")
-    return int(value)
+    return parse_wire_int(value, name, negative=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -531,7 +531,7 @@ class Services:
         return f"{self.settings.public_base_url}/wechatpay/notify/{kind}"
 
     async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id)
         if payment is None:
             raise NotFound("no such payment")
@@ -731,7 +731,7 @@ class Services:
             ) from None
         if result is not None:
             await apply_payment_result(self.uow_factory, result, source="query", clock=self.clock)
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             fresh = await uow.payments.get(payment.id)
         assert fresh is not None
         return fresh
@@ -832,14 +832,14 @@ class Services:
     ) -> tuple[list[Payment], str | None]:
         after: tuple[datetime, str] | None = None
         if cursor:
-            async with self.uow_factory() as uow:
+            async with self.uow_factory().reading() as uow:
                 anchor = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
             if anchor is None:
                 raise InvalidRequest("unknown cursor", code="invalid_cursor")
             after = (anchor.created_at, anchor.id)
         if status is not None and status not in {s.value for s in PaymentStatus}:
             raise InvalidRequest(f"unknown status {status!r}", code="invalid_field")
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             rows = await uow.payments.search(
                 sub_mch_id=principal.sub_mch_id,
                 status=status,
@@ -921,7 +921,7 @@ class Services:
 
     async def submit_refund(self, refund: Refund) -> Refund:
         """Send (or re-send, with the stored ``out_refund_no``) a pending refund to WeChat."""
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             payment = await uow.payments.get(refund.payment_id)
         assert payment is not None
         sub = self.settings.sub_merchant(refund.sub_mch_id)
@@ -986,7 +986,7 @@ class Services:
         return await retrying(self.uow_factory, phase2)
 
     async def get_refund(self, principal: Principal, refund_id: str) -> Refund:
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             refund = await uow.refunds.get(refund_id, sub_mch_id=principal.sub_mch_id)
         if refund is None:
             raise NotFound("no such refund")
@@ -994,5 +994,5 @@ class Services:
 
     async def list_refunds(self, principal: Principal, payment_id: str) -> list[Refund]:
         await self.get_payment(principal, payment_id)
-        async with self.uow_factory() as uow:
+        async with self.uow_factory().reading() as uow:
             return await uow.refunds.for_payment(payment_id)

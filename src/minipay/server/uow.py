@@ -10,6 +10,11 @@ One :class:`UnitOfWork` is one database transaction::
 
 ``save`` raises :class:`ConcurrentUpdate` when another transaction changed the row meanwhile; the
 service layer retries the whole unit (``retrying``). Leaving the block without ``commit`` rolls back.
+
+Work that only reads uses ``async with uow_factory().reading() as uow:``: no write transaction (on
+SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on PostgreSQL no
+``BEGIN``/``ROLLBACK`` round trips). Each statement reads the latest committed state, as under
+PostgreSQL's default READ COMMITTED.
 """
 
 from __future__ import annotations
@@ -314,8 +319,9 @@ class IdempotencyKeys(_Repo):
 class UnitOfWork:
     """One transaction with its repositories. Use as ``async with``; call ``commit()`` to keep the work."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, read_only: bool = False) -> None:
         self.engine = engine
+        self.read_only = read_only
         self._conn: AsyncConnection | None = None
         self.payments = PaymentRepository(self)
         self.refunds = RefundRepository(self)
@@ -333,7 +339,18 @@ class UnitOfWork:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    def reading(self) -> Self:
+        """Make this a read-only unit of work (before ``async with``): see the module docstring."""
+        self.read_only = True
+        return self
+
     async def __aenter__(self) -> Self:
+        if self.read_only:
+            conn = await db.reader_engine(self.engine).connect()
+            if self.is_postgres:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = conn
+            return self
         self._conn = await self.engine.connect()
         await self._conn.begin()
         return self
@@ -351,6 +368,8 @@ class UnitOfWork:
             await conn.close()
 
     async def commit(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work has nothing to commit")
         await self.conn.commit()
         await self.conn.begin()
 

@@ -23,7 +23,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,8 @@ __all__ = [
     "DELIVERY_WINDOW",
     "SIGNATURE_HEADER",
     "EndpointLimitReached",
+    "InternalAddressRefused",
+    "Resolver",
     "WebhookSignatureError",
     "backoff",
     "create_endpoint",
@@ -51,6 +53,7 @@ __all__ = [
     "list_endpoints",
     "list_events",
     "parse_ipv4",
+    "pin_address",
     "sign_webhook",
     "verify_webhook",
 ]
@@ -187,6 +190,45 @@ def _is_internal_host(host: str) -> bool:
         return True
     ip = _literal_ip(name)
     return ip is not None and is_internal_address(ip)
+
+
+class InternalAddressRefused(Exception):
+    """A webhook host that is, or resolves to, an internal address: the delivery attempt is not made."""
+
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+async def pin_address(host: str, port: int, resolver: Resolver) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The one address a delivery to ``host`` connects to, checked at the moment of sending.
+
+    A literal IP (any spelling) is taken as it is; a name is resolved with ``resolver`` and refused
+    if *any* of its addresses is internal (:func:`is_internal_address`), so a name that rebinds to
+    127.0.0.1 between registration and delivery, or answers a public and a private record, reaches
+    nobody. Raises :class:`InternalAddressRefused` (also for a name that does not resolve).
+    """
+    name = host.lower().strip("[]").rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        raise InternalAddressRefused("webhook host is a localhost name")
+    literal = _literal_ip(name)
+    if literal is not None:
+        candidates = [literal]
+    else:
+        try:
+            resolved = await resolver(name, port)
+        except OSError as exc:
+            raise InternalAddressRefused(f"webhook host does not resolve ({type(exc).__name__})") from None
+        candidates = []
+        for text in resolved:
+            try:
+                candidates.append(ipaddress.ip_address(text.split("%", 1)[0]))
+            except ValueError:
+                continue
+        if not candidates:
+            raise InternalAddressRefused("webhook host does not resolve to an IP address")
+    if any(is_internal_address(ip) for ip in candidates):
+        raise InternalAddressRefused("webhook host resolves to a private, loopback or link-local address")
+    return candidates[0]
 
 
 def _check_url(url: str, *, allow_private: bool = False) -> str:

@@ -1,19 +1,13 @@
-"""Typed messages of every operation (spec 4, 5, 8-11, 13, 14): wire names verbatim.
+"""Typed requests of every operation (spec 5, 8-11, 13-15): wire names verbatim.
 
-**Requests** hold the business fields of one call plus ``sub_mch_id``/``sub_appid`` (per request
-in institution mode). The fields common to every request -- ``appid``, ``mch_id``, ``nonce_str``,
+A request holds the business fields of one call plus ``sub_mch_id``/``sub_appid`` (per request in
+institution mode). The fields common to every request -- ``appid``, ``mch_id``, ``nonce_str``,
 ``sign_type``, ``sign`` -- are *not* attributes: :func:`build_request` adds them and signs. Field
 rules (spec 16.5) are enforced when a request is built; a violation raises
 :class:`~minipay.protocol.FieldError` naming the field (never a pydantic ``ValidationError``).
 Unknown wire fields go in ``extra_fields`` (kept, signed, sent); ``from_fields`` (the sandbox's
 side) puts unknown received fields there too.
 
-**Responses** are built with ``from_fields(decoded_fields)`` after :func:`check_response`:
-amounts become ``int``, ``yyyyMMddHHmmss`` times become China-time datetimes, the ``_$n`` fields
-become lists (``coupons``, ``refunds``), and unknown fields are kept (``model_extra``).
-``to_fields()`` renders the wire dict again (the sandbox builds its answers with it).
-
->>> from datetime import datetime, timezone
 >>> req = UnifiedOrderRequest(body="Demo Shop-Coffee", out_trade_no="ORDER20240101000001",
 ...     total_fee=1000, fee_type="HKD", spbill_create_ip="203.0.113.10",
 ...     notify_url="https://merchant.example.com/wxpay/notify", sub_mch_id="1900000110",
@@ -26,15 +20,14 @@ become lists (``coupons``, ``refunds``), and unknown fields are kept (``model_ex
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from minipay.protocol._codes import login_error
 from minipay.protocol._errors import FieldError
+from minipay.protocol._fields import field_error, optional_wire_int, wire_text
 from minipay.protocol._money import DEFAULT_CURRENCIES
 from minipay.protocol._rules import (
     check_amount,
@@ -47,15 +40,11 @@ from minipay.protocol._rules import (
     check_out_trade_no,
     check_text,
 )
-from minipay.protocol._secrets import ApiKey, Secret
+from minipay.protocol._secrets import ApiKey
 from minipay.protocol._signing import MD5, SignType, new_nonce, sign
 from minipay.protocol._time import (
     CHINA_TZ,
-    format_wx_date,
-    format_wx_datetime,
-    format_wx_time,
     parse_wx_date,
-    parse_wx_datetime,
     parse_wx_time,
     require_aware,
 )
@@ -63,25 +52,14 @@ from minipay.protocol._time import (
 __all__ = [
     "COMMON_REQUEST_FIELDS",
     "CloseOrderRequest",
-    "CloseOrderResponse",
-    "Code2SessionResult",
-    "Coupon",
     "DownloadBillRequest",
     "ExchangeRateRequest",
-    "ExchangeRateResponse",
     "OrderQueryRequest",
-    "OrderQueryResponse",
-    "RefundCoupon",
     "RefundQueryRequest",
-    "RefundQueryResponse",
-    "RefundRecord",
     "RefundRequest",
-    "RefundResponse",
     "ReportRequest",
     "UnifiedOrderRequest",
-    "UnifiedOrderResponse",
     "WeChatRequest",
-    "WeChatResponse",
     "build_request",
 ]
 
@@ -89,51 +67,6 @@ __all__ = [
 COMMON_REQUEST_FIELDS: Final = frozenset({"appid", "mch_id", "nonce_str", "sign_type", "sign"})
 
 _Date = date  # ExchangeRateRequest has a field named "date"
-_INDEXED_KEY_RE: Final = re.compile(r"_[0-9]+$", re.MULTILINE)
-_INDEXED_RE: Final = re.compile(r"(.+?)_(\d+)(?:_(\d+))?")
-
-
-def _field_error(exc: ValidationError) -> FieldError:
-    """The first problem of a pydantic ``ValidationError`` as our :class:`FieldError`."""
-    first = exc.errors(include_url=False)[0]
-    original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, FieldError):
-        return original
-    loc = first.get("loc") or ("?",)
-    field = str(loc[0]) if loc else "?"
-    message = str(original) if isinstance(original, Exception) else first.get("msg", "invalid value")
-    return FieldError(field, message)
-
-
-_MAX_WIRE_DIGITS: Final = 18  # WeChat's Int fields are 64-bit; this also keeps int() far from its 4300-digit limit
-
-
-def _wire_int(name: str, value: str) -> int | None:
-    """An amount/count field of a received message; empty means absent."""
-    if value.isdigit() and value.isascii() and len(value) <= _MAX_WIRE_DIGITS:
-        return int(value)  # the common case, first
-    if value == "":
-        return None
-    digits = value[1:] if value.startswith("-") else value
-    if not (digits.isascii() and digits.isdigit()):
-        raise FieldError(name, f"expected an integer, got {value[:40]!r}")
-    if len(digits) > _MAX_WIRE_DIGITS:
-        raise FieldError(name, f"expected an integer of at most {_MAX_WIRE_DIGITS} digits, got {len(digits)}")
-    return int(value)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        raise TypeError("bool is not a wire value")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime):
-        return format_wx_time(value)
-    if isinstance(value, date):
-        return format_wx_date(value)
-    if isinstance(value, Secret):
-        raise TypeError("a Secret is never put on the wire by to_fields()")
-    return str(value)
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -160,7 +93,7 @@ class WeChatRequest(BaseModel):
             try:
                 super().__init__(**data)
             except ValidationError as exc:
-                raise _field_error(exc) from None
+                raise field_error(exc) from None
 
     @field_validator("extra_fields")
     @classmethod
@@ -178,7 +111,7 @@ class WeChatRequest(BaseModel):
         for name, value in self.__dict__.items():
             if value is None or name == "extra_fields":
                 continue
-            out[name] = value if type(value) is str else _text(value)
+            out[name] = value if type(value) is str else wire_text(value)
         out.update(self.extra_fields)
         return out
 
@@ -205,13 +138,13 @@ class WeChatRequest(BaseModel):
             data[name] = parse_wx_date(data[name], name)
         for name, info in known.items():
             if name in data and info.annotation in (int, "int", int | None, "int | None"):
-                data[name] = _wire_int(name, data[name])
+                data[name] = optional_wire_int(name, data[name])
         if extra:
             data["extra_fields"] = extra
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise _field_error(exc) from None
+            raise field_error(exc) from None
 
 
 def _positive(name: str, value: object) -> int:
@@ -578,387 +511,3 @@ def build_request(
         fields["sign_type"] = sign_type
     fields["sign"] = sign(fields, key, sign_type)
     return fields
-
-
-# --- responses ------------------------------------------------------------------------------------
-
-
-class _Indexed(BaseModel):
-    """One ``_$n`` record; ``index`` is its ``$n`` on the wire."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    index: int
-
-
-class Coupon(_Indexed):
-    """``coupon_type_$n``, ``coupon_id_$n``, ``coupon_fee_$n`` of a payment (spec 7.2, 8.2)."""
-
-    coupon_type: str | None = None
-    coupon_id: str | None = None
-    coupon_fee: int | None = None
-
-
-class RefundCoupon(_Indexed):
-    """``coupon_type_$n``, ``coupon_refund_id_$n``, ``coupon_refund_fee_$n`` of a refund (spec 10.3)."""
-
-    coupon_type: str | None = None
-    coupon_refund_id: str | None = None
-    coupon_refund_fee: int | None = None
-
-
-class RefundRecord(_Indexed):
-    """One refund of a refund query (``*_$n`` fields, spec 11.2); its coupons are ``*_$n_$m``."""
-
-    out_refund_no: str | None = None
-    refund_id: str | None = None
-    refund_channel: str | None = None
-    refund_fee: int | None = None
-    settlement_refund_fee: int | None = None
-    refund_status: str | None = None
-    refund_account: str | None = None
-    refund_recv_accout: str | None = None
-    refund_success_time: datetime | None = None
-    coupon_refund_fee: int | None = None
-    coupon_refund_count: int | None = None
-    cash_refund_fee: int | None = None
-    refund_fee_type: str | None = None
-    cash_refund_fee_type: str | None = None
-    coupons: list[RefundCoupon] = Field(default_factory=list)
-
-
-def _indexed_names(model: type[_Indexed]) -> frozenset[str]:
-    return frozenset(n for n in model.model_fields if n not in ("index", "coupons"))
-
-
-_COUPON_NAMES: Final = _indexed_names(Coupon)
-_REFUND_COUPON_NAMES: Final = _indexed_names(RefundCoupon)
-_REFUND_RECORD_NAMES: Final = _indexed_names(RefundRecord)
-_INT_TYPES: Final = (int | None, int)
-
-
-def _int_fields(model: type[BaseModel]) -> frozenset[str]:
-    return frozenset(n for n, f in model.model_fields.items() if f.annotation in _INT_TYPES and n != "index")
-
-
-_COUPON_INTS: Final = _int_fields(Coupon)
-_REFUND_COUPON_INTS: Final = _int_fields(RefundCoupon)
-_REFUND_RECORD_INTS: Final = _int_fields(RefundRecord)
-
-
-class WeChatResponse(BaseModel):
-    """Base of responses and notifications: frozen, unknown fields kept in ``model_extra``."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    #: Fields with ``yyyyMMddHHmmss`` / ``yyyy-MM-dd HH:mm:ss`` times (China time on the wire).
-    _time_fields: ClassVar[frozenset[str]] = frozenset()
-    _datetime_fields: ClassVar[frozenset[str]] = frozenset()
-    #: Which ``_$n`` family this message carries: "coupons", "refund_coupons" or "refunds".
-    _indexed: ClassVar[str] = ""
-    _ints: ClassVar[frozenset[str]] = frozenset()
-
-    return_code: str
-    return_msg: str | None = None
-    appid: str | None = None
-    mch_id: str | None = None
-    sub_appid: str | None = None
-    sub_mch_id: str | None = None
-    nonce_str: str | None = None
-    sign: str | None = None
-    sign_type: str | None = None
-    result_code: str | None = None
-    err_code: str | None = None
-    err_code_des: str | None = None
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        cls._ints = _int_fields(cls)
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> Self:
-        """Build the typed message from decoded (and already verified) wire fields.
-
-        Raises :class:`FieldError` when an amount is not an integer or a time is malformed.
-        """
-        data: dict[str, Any] = dict(fields)
-        keys = data.keys()
-        for name in cls._ints & keys:
-            data[name] = _wire_int(name, data[name])
-        for name in cls._time_fields & keys:
-            value = data[name]
-            data[name] = parse_wx_time(value, name) if value else None
-        for name in cls._datetime_fields & keys:
-            value = data[name]
-            data[name] = parse_wx_datetime(value, name) if value else None
-        if cls._indexed and _has_indexed(cls._indexed, data):
-            _collect_indexed(cls._indexed, data)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise _field_error(exc) from None
-
-    def to_fields(self) -> dict[str, str]:
-        """The wire fields again (``_$n`` lists expanded, extras kept, ``None`` omitted)."""
-        out: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name in ("coupons", "refunds"):
-                _expand(value, out)
-            elif name in self._datetime_fields:
-                out[name] = format_wx_datetime(value)
-            else:
-                out[name] = _text(value)
-        if self.model_extra:
-            for name, value in self.model_extra.items():
-                out[name] = value if isinstance(value, str) else _text(value)
-        return out
-
-    @property
-    def extra(self) -> dict[str, str]:
-        """Received fields this model does not name (e.g. a new WeChat field), as strings."""
-        return {k: v if isinstance(v, str) else _text(v) for k, v in (self.model_extra or {}).items()}
-
-
-def _expand(records: list[Any], out: dict[str, str], outer: str = "") -> None:
-    """Render records as ``name_$n`` (or ``name_$n_$m`` for records nested in record ``$n``)."""
-    for record in records:
-        tail = f"{outer}_{record.index}"
-        for name in type(record).model_fields:
-            if name == "index":
-                continue
-            value = getattr(record, name)
-            if value is None:
-                continue
-            if name == "coupons":
-                _expand(value, out, tail)
-            elif isinstance(value, datetime):
-                out[f"{name}{tail}"] = format_wx_datetime(value)
-            else:
-                out[f"{name}{tail}"] = _text(value)
-        for name, value in (record.model_extra or {}).items():
-            out[f"{name}{tail}"] = value if isinstance(value, str) else _text(value)
-
-
-# Payment coupons are few: a set lookup finds them without scanning every key name; any other
-# sign of coupons (``coupon_count``) falls back to the full scan.
-_COUPON_KEYS: Final = frozenset(
-    f"{name}_{n}" for name in ("coupon_type", "coupon_id", "coupon_fee") for n in range(100)
-)
-
-
-def _has_indexed(kind: str, data: dict[str, Any]) -> bool:
-    if kind == "coupons":
-        return "coupon_count" in data or not _COUPON_KEYS.isdisjoint(data)
-    return _INDEXED_KEY_RE.search("\n".join(data)) is not None
-
-
-def _collect_indexed(kind: str, data: dict[str, Any]) -> None:
-    """Move the ``name_$n`` (and ``name_$n_$m``) fields of ``data`` into a list of records."""
-    if kind == "refunds":
-        flat_names, flat_ints = _REFUND_RECORD_NAMES, _REFUND_RECORD_INTS
-        nested_names, nested_ints = _REFUND_COUPON_NAMES, _REFUND_COUPON_INTS
-    elif kind == "refund_coupons":
-        flat_names, flat_ints = _REFUND_COUPON_NAMES, _REFUND_COUPON_INTS
-        nested_names, nested_ints = frozenset(), frozenset()
-    else:
-        flat_names, flat_ints = _COUPON_NAMES, _COUPON_INTS
-        nested_names, nested_ints = frozenset(), frozenset()
-    records: dict[int, dict[str, Any]] = {}
-    nested: dict[int, dict[int, dict[str, Any]]] = {}
-    for key in [k for k in data if k[-1:].isdigit()]:
-        match = _INDEXED_RE.fullmatch(key)
-        if match is None:
-            continue
-        base, n_text, m_text = match.groups()
-        if not (n_text.isascii() and (m_text is None or m_text.isascii())):
-            continue
-        if len(n_text) > 4 or (m_text is not None and len(m_text) > 4):
-            continue  # not a record index WeChat sends (at most 50 refunds); kept as an unknown field
-        n = int(n_text)
-        if m_text is None and base in flat_names:
-            value = data.pop(key)
-            if base in flat_ints:
-                value = _wire_int(key, value)
-            elif base == "refund_success_time":
-                value = parse_wx_datetime(value, key) if value else None
-            records.setdefault(n, {"index": n})[base] = value
-        elif m_text is not None and base in nested_names:
-            value = data.pop(key)
-            if base in nested_ints:
-                value = _wire_int(key, value)
-            m = int(m_text)
-            nested.setdefault(n, {}).setdefault(m, {"index": m})[base] = value
-    if not records and not nested:
-        return
-    if kind == "refunds":
-        for n, coupons in nested.items():
-            records.setdefault(n, {"index": n})["coupons"] = [coupons[m] for m in sorted(coupons)]
-        data["refunds"] = [records[n] for n in sorted(records)]
-    else:
-        data["coupons"] = [records[n] for n in sorted(records)]
-
-
-class UnifiedOrderResponse(WeChatResponse):
-    """``/pay/unifiedorder`` answer (spec 5.2): ``prepay_id`` valid 2 hours."""
-
-    device_info: str | None = None
-    trade_type: str | None = None
-    prepay_id: str | None = None
-    code_url: str | None = None
-
-
-class _PaymentFields(WeChatResponse):
-    """The payment detail shared by the order query answer and the payment notification."""
-
-    _time_fields: ClassVar[frozenset[str]] = frozenset({"time_end"})
-    _indexed: ClassVar[str] = "coupons"
-
-    device_info: str | None = None
-    openid: str | None = None
-    is_subscribe: str | None = None
-    sub_openid: str | None = None
-    sub_is_subscribe: str | None = None
-    trade_type: str | None = None
-    bank_type: str | None = None
-    total_fee: int | None = None
-    settlement_total_fee: int | None = None
-    fee_type: str | None = None
-    cash_fee: int | None = None
-    cash_fee_type: str | None = None
-    coupon_fee: int | None = None
-    coupon_count: int | None = None
-    coupons: list[Coupon] = Field(default_factory=list)
-    transaction_id: str | None = None
-    out_trade_no: str | None = None
-    attach: str | None = None
-    time_end: datetime | None = None
-    version: str | None = None
-
-
-class OrderQueryResponse(_PaymentFields):
-    """``/pay/orderquery`` answer (spec 8.2); the order's state is ``trade_state`` (spec 8.3).
-
-    ``rate`` (x 10^8) is legacy and may be absent (spec 19 #2).
-    """
-
-    trade_state: str | None = None
-    trade_state_desc: str | None = None
-    rate: int | None = None
-
-    @property
-    def is_paid(self) -> bool:
-        """``trade_state`` is ``SUCCESS`` or ``REFUND`` (a refunded order was paid)."""
-        return self.trade_state in ("SUCCESS", "REFUND")
-
-
-class CloseOrderResponse(WeChatResponse):
-    """``/pay/closeorder`` answer (spec 9)."""
-
-    result_msg: str | None = None
-
-
-class RefundResponse(WeChatResponse):
-    """``/secapi/pay/refund`` answer (spec 10.3): the refund is *accepted*; the outcome comes later."""
-
-    _indexed: ClassVar[str] = "refund_coupons"
-
-    device_info: str | None = None
-    transaction_id: str | None = None
-    out_trade_no: str | None = None
-    out_refund_no: str | None = None
-    refund_id: str | None = None
-    refund_fee: int | None = None
-    settlement_refund_fee: int | None = None
-    total_fee: int | None = None
-    settlement_total_fee: int | None = None
-    fee_type: str | None = None
-    refund_fee_type: str | None = None
-    cash_fee: int | None = None
-    cash_fee_type: str | None = None
-    cash_refund_fee: int | None = None
-    cash_refund_fee_type: str | None = None
-    refund_channel: str | None = None
-    coupon_refund_fee: int | None = None
-    coupon_refund_count: int | None = None
-    coupons: list[RefundCoupon] = Field(default_factory=list)
-
-
-class RefundQueryResponse(WeChatResponse):
-    """``/pay/refundquery`` answer (spec 11.2); ``refunds`` holds the ``*_$n`` records in ``$n`` order."""
-
-    _indexed: ClassVar[str] = "refunds"
-
-    device_info: str | None = None
-    total_refund_count: int | None = None
-    transaction_id: str | None = None
-    out_trade_no: str | None = None
-    total_fee: int | None = None
-    settlement_total_fee: int | None = None
-    fee_type: str | None = None
-    cash_fee: int | None = None
-    cash_fee_type: str | None = None
-    refund_count: int | None = None
-    refunds: list[RefundRecord] = Field(default_factory=list)
-
-
-class ExchangeRateResponse(WeChatResponse):
-    """``/pay/queryexchagerate`` answer (spec 14): ``rate`` = CNY per major unit x 10^8."""
-
-    fee_type: str | None = None
-    rate_time: str | None = None
-    rate: int | None = None
-
-    @property
-    def rate_date(self) -> date | None:
-        """``rate_time`` as a date (its first 8 digits are ``yyyyMMdd``)."""
-        return parse_wx_date(self.rate_time[:8], "rate_time") if self.rate_time else None
-
-
-# --- Mini Program login ---------------------------------------------------------------------------
-
-
-class Code2SessionResult(BaseModel):
-    """A successful ``jscode2session`` answer (spec 4); ``openid`` is the ``sub_openid``.
-
-    ``session_key`` is a :class:`~minipay.protocol.Secret` (masked in every repr).
-
-    >>> r = Code2SessionResult.from_json({"openid": "oUpF8u", "session_key": "tiihtNczf5v6AKRyjwEUhQ=="})
-    >>> r
-    Code2SessionResult(openid='oUpF8u', session_key=Secret('**********'), unionid=None)
-    """
-
-    model_config = ConfigDict(frozen=True, extra="allow", arbitrary_types_allowed=True)
-
-    openid: str
-    session_key: Secret
-    unionid: str | None = None
-
-    @field_validator("session_key", mode="before")
-    @classmethod
-    def _secret(cls, value: object) -> Secret:
-        if isinstance(value, Secret):
-            return value
-        if not isinstance(value, str):
-            raise FieldError("session_key", "must be a string")
-        return Secret(value)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Code2SessionResult:
-        """Judge the decoded JSON: a non-zero ``errcode`` raises :class:`~minipay.protocol.LoginError`
-        (``retryable`` from ``LOGIN_ERRCODES``); a success without ``openid`` is a :class:`FieldError`."""
-        errcode = data.get("errcode", 0)
-        if errcode not in (0, None, "0"):
-            try:
-                code = int(str(errcode))
-            except ValueError:
-                code = -1
-            raise login_error(code, str(data.get("errmsg", "")))
-        payload = {k: v for k, v in data.items() if k not in ("errcode", "errmsg")}
-        try:
-            return cls.model_validate(payload)
-        except ValidationError as exc:
-            raise _field_error(exc) from None
