@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from minipay.protocol import format_major
 
@@ -40,16 +39,22 @@ def when(value: datetime | str | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_ENV.filters["money"] = money
-_ENV.filters["when"] = when
+@functools.cache
+def _environment() -> Any:
+    """Built on first use: a service that never shows a page does not load Jinja2 at all."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = money
+    env.filters["when"] = when
+    return env
 
 
 def render(name: str, **context: Any) -> str:
-    return _ENV.get_template(name).render(**context)
+    return str(_environment().get_template(name).render(**context))
