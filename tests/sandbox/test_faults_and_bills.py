@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+from decimal import Decimal
 
 import httpx2
 import pytest
 
-from minipay.protocol import SignatureError, decode_xml, parse_bill, verify
+from minipay.protocol import BILL_COLUMNS, SUMMARY_COLUMNS, SignatureError, decode_xml, parse_bill, verify
 from minipay.sandbox import SandboxConfig
 from tests.sandbox.conftest import APPID, HKD_SUB, JPY_APP, JPY_SUB, KEY, MCH_ID, START, MakeSandbox, Sandbox
 
@@ -156,6 +157,20 @@ async def test_faults_can_be_listed_and_cleared(sandbox: Sandbox) -> None:
 # ------------------------------------------------------------------ bills
 
 
+LAYOUT_HEADER = {"english": "Transaction time", "documented": "交易时间"}
+
+
+@pytest.fixture(params=["documented", "english"])
+def layout(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def billing(make_sandbox: MakeSandbox, layout: str) -> Sandbox:
+    """A sandbox rendering bills in ``layout`` (every bill test runs on both layouts)."""
+    return make_sandbox(SandboxConfig.from_dict({"rules": {"bill_layout": layout}}))
+
+
 async def bill(sandbox: Sandbox, day: str = "20240101", **extra: str) -> httpx2.Response:
     return await sandbox.post_signed("/pay/downloadbill", {"bill_date": day, **extra})
 
@@ -189,21 +204,21 @@ def test_a_mixed_currency_bill_leaves_the_summary_amounts_empty() -> None:
     assert parsed.summary.total_fee is None
 
 
-async def test_bill_is_not_available_before_nine_the_next_morning(sandbox: Sandbox) -> None:
-    await day_of_trades(sandbox)
-    early = decode_xml((await bill(sandbox)).content)
+async def test_bill_is_not_available_before_nine_the_next_morning(billing: Sandbox, layout: str) -> None:
+    await day_of_trades(billing)
+    early = decode_xml((await bill(billing)).content)
     assert early["return_code"] == "FAIL"
     assert early["return_msg"] == "No Bill Exist"
-    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T08:59:59+08:00"})
-    assert decode_xml((await bill(sandbox)).content)["return_msg"] == "No Bill Exist"
-    await sandbox.advance(1)
-    assert (await bill(sandbox)).text.startswith("Transaction time")
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-02T08:59:59+08:00"})
+    assert decode_xml((await bill(billing)).content)["return_msg"] == "No Bill Exist"
+    await billing.advance(1)
+    assert (await bill(billing)).text.startswith(LAYOUT_HEADER[layout])
 
 
-async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(sandbox: Sandbox) -> None:
-    await day_of_trades(sandbox)
-    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
-    text = (await bill(sandbox)).text
+async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(billing: Sandbox) -> None:
+    await day_of_trades(billing)
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    text = (await bill(billing)).text
     assert text.splitlines()[1].startswith("`2024-01-01 12:00:00,`")
     parsed = parse_bill(text)  # the SDK's parser reads the sandbox's bill
     assert [(r.out_trade_no, r.trade_state) for r in parsed.rows] == [
@@ -218,7 +233,7 @@ async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(sandbox: 
     assert paid.attach == "store=1"
     assert paid.cash_fee == 920
     assert paid.rate == 92000000
-    assert paid.transaction_id == sandbox.backend.orders[(HKD_SUB, "A1")].transaction_id
+    assert paid.transaction_id == billing.backend.orders[(HKD_SUB, "A1")].transaction_id
     assert refunded.refund_fee == 250
     assert refunded.out_refund_no == "R1"
     assert refunded.refund_status == "SUCCESS"  # completed 60 s after the request
@@ -229,18 +244,86 @@ async def test_bill_lists_the_days_payments_and_refunds_with_a_summary(sandbox: 
     assert parsed.summary.refund_fee == 250
 
 
-async def test_bill_types_gzip_and_sub_merchant_filter(sandbox: Sandbox) -> None:
+async def test_the_documented_layout_has_chinese_headers_per_bill_type_and_fees_to_five_decimals(
+    make_sandbox: MakeSandbox,
+) -> None:
+    from minipay.sandbox._bills import documented_columns
+
+    sandbox = make_sandbox(SandboxConfig.from_dict({"rules": {"bill_layout": "documented"}}))
     await day_of_trades(sandbox)
     await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
-    assert len(rows((await bill(sandbox, bill_type="SUCCESS")).text)) == 1 + 2 + 2
-    assert len(rows((await bill(sandbox, bill_type="REFUND")).text)) == 1 + 1 + 2
-    assert decode_xml((await bill(sandbox, bill_type="RECHARGE_REFUND")).content)["return_msg"] == "No Bill Exist"
-    assert decode_xml((await bill(sandbox, bill_type="BOGUS")).content)["return_msg"] == "invalid bill_type"
-    zipped = (await bill(sandbox, tar_type="GZIP")).content
-    assert gzip.decompress(zipped).decode().startswith("Transaction time")
+    documented = (
+        "交易时间,公众账号ID,商户号,子商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
+        "总金额,代金券金额,微信退款单号,商户退款单号,退款金额,代金券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率"
+    )
+    everything = rows((await bill(sandbox)).text)
+    assert ",".join(everything[0]) == documented + ",用户支付币种,用户支付金额,结算币种,汇率"
+    header, a1, a2, refund, summary_header, summary = everything
+    cell = dict(zip(header, a1, strict=True))
+    assert (cell["商户订单号"], cell["总金额"], cell["手续费"], cell["费率"], cell["微信退款单号"]) == (
+        "A1", "10.00", "0.06000", "0.60%", "0",
+    )  # fmt: skip
+    assert (cell["用户支付币种"], cell["用户支付金额"], cell["结算币种"], cell["汇率"]) == (
+        "CNY",
+        "9.20",
+        "HKD",
+        "0.92000000",
+    )
+    assert dict(zip(header, a2, strict=True))["手续费"] == "0.12000"
+    cell = dict(zip(header, refund, strict=True))
+    assert (cell["交易状态"], cell["退款金额"], cell["退款状态"], cell["手续费"]) == (
+        "REFUND",
+        "2.50",
+        "SUCCESS",
+        "-0.01500",
+    )
+    assert summary_header == ["总交易单数", "总交易额", "总退款金额", "总代金券退款金额", "手续费总金额"]
+    assert summary == ["3", "30.00", "2.50", "0.00", "0.16500"]
+    # every value back-quoted, in records and summary
+    for line in (await bill(sandbox)).text.strip().splitlines()[1:]:
+        if not line.startswith("总"):
+            assert all(value.startswith("`") for value in line.split(","))
+    # a column set per bill_type
+    success = rows((await bill(sandbox, bill_type="SUCCESS")).text)
+    assert tuple(success[0]) == documented_columns("SUCCESS")
+    assert "退款金额" not in success[0]
+    assert "手续费" in success[0]
+    refunds = rows((await bill(sandbox, bill_type="REFUND")).text)
+    assert tuple(refunds[0]) == documented_columns("REFUND")
+    cell = dict(zip(refunds[0], refunds[1], strict=True))
+    assert (cell["退款申请时间"], cell["退款成功时间"]) == ("2024-01-01 12:02:00", "2024-01-01 12:03:00")
+    # the SDK's parser reads it: exact fee beside the rounded one, summary by its Chinese names
+    parsed = parse_bill((await bill(sandbox, bill_type="REFUND")).content)
+    assert parsed.rows[0].refund_request_time is not None
+    assert parsed.rows[0].service_fee_major == Decimal("-0.01500")
+    assert parsed.summary is not None
+    assert (parsed.summary.refund_fee, parsed.summary.service_fee_major) == (250, Decimal("-0.01500"))
+
+
+async def test_the_english_layout_is_unchanged(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(SandboxConfig.from_dict({"rules": {"bill_layout": "english"}}))
+    await day_of_trades(sandbox)
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    header, a1, _a2, refund, summary_header, _summary = rows((await bill(sandbox, bill_type="ALL")).text)
+    assert tuple(header) == BILL_COLUMNS
+    assert tuple(summary_header) == SUMMARY_COLUMNS
+    assert dict(zip(header, a1, strict=True))["Fee"] == "0.06"
+    assert dict(zip(header, refund, strict=True))["Fee"] == "0.00"
+    assert len(rows((await bill(sandbox, bill_type="REFUND")).text)[0]) == len(BILL_COLUMNS)
+
+
+async def test_bill_types_gzip_and_sub_merchant_filter(billing: Sandbox, layout: str) -> None:
+    await day_of_trades(billing)
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    assert len(rows((await bill(billing, bill_type="SUCCESS")).text)) == 1 + 2 + 2
+    assert len(rows((await bill(billing, bill_type="REFUND")).text)) == 1 + 1 + 2
+    assert decode_xml((await bill(billing, bill_type="RECHARGE_REFUND")).content)["return_msg"] == "No Bill Exist"
+    assert decode_xml((await bill(billing, bill_type="BOGUS")).content)["return_msg"] == "invalid bill_type"
+    zipped = (await bill(billing, tar_type="GZIP")).content
+    assert gzip.decompress(zipped).decode().startswith(LAYOUT_HEADER[layout])
     assert len(parse_bill(zipped).rows) == 3
-    assert decode_xml((await bill(sandbox, sub_mch_id=JPY_SUB)).content)["return_msg"] == "No Bill Exist"
-    assert len(rows((await bill(sandbox, sub_mch_id=HKD_SUB)).text)) == 1 + 3 + 2
+    assert decode_xml((await bill(billing, sub_mch_id=JPY_SUB)).content)["return_msg"] == "No Bill Exist"
+    assert len(rows((await bill(billing, sub_mch_id=HKD_SUB)).text)) == 1 + 3 + 2
 
 
 async def test_bill_of_a_day_without_trades_is_no_bill_exist(sandbox: Sandbox) -> None:
@@ -249,22 +332,22 @@ async def test_bill_of_a_day_without_trades_is_no_bill_exist(sandbox: Sandbox) -
     assert answer == {"return_code": "FAIL", "return_msg": "No Bill Exist", "error_code": "20002"}
 
 
-async def test_bill_uses_the_china_day(sandbox: Sandbox) -> None:
+async def test_bill_uses_the_china_day(billing: Sandbox) -> None:
     # 23:30 China time on Jan 1 is 15:30 UTC: the trade belongs to the Jan 1 bill.
-    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-01T23:30:00+08:00"})
-    await sandbox.paid_order("LATE1")
-    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-03T10:00:00+08:00"})
-    assert "LATE1" in (await bill(sandbox, "20240101")).text
-    assert decode_xml((await bill(sandbox, "20240102")).content)["return_msg"] == "No Bill Exist"
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-01T23:30:00+08:00"})
+    await billing.paid_order("LATE1")
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-03T10:00:00+08:00"})
+    assert "LATE1" in (await bill(billing, "20240101")).text
+    assert decode_xml((await bill(billing, "20240102")).content)["return_msg"] == "No Bill Exist"
 
 
 @pytest.mark.parametrize(("kind", "delta"), [("bill_extra_trade", 1), ("bill_missing_trade", -1)])
-async def test_bill_faults_add_or_drop_a_trade(sandbox: Sandbox, kind: str, delta: int) -> None:
-    await day_of_trades(sandbox)
-    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
-    normal = len(rows((await bill(sandbox)).text))
-    await fault(sandbox, endpoint="downloadbill", fault=kind)
-    assert len(rows((await bill(sandbox)).text)) == normal + delta
+async def test_bill_faults_add_or_drop_a_trade(billing: Sandbox, kind: str, delta: int) -> None:
+    await day_of_trades(billing)
+    await billing.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    normal = len(rows((await bill(billing)).text))
+    await fault(billing, endpoint="downloadbill", fault=kind)
+    assert len(rows((await bill(billing)).text)) == normal + delta
 
 
 async def test_an_extra_and_a_missing_trade_scripted_together_both_apply_to_the_next_bill(sandbox: Sandbox) -> None:

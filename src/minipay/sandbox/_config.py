@@ -139,6 +139,9 @@ class RulesConfig(_Model):
     insufficient_funds_code: str = "NOTENOUGH"
     refund_window_days: _Positive = 365
     bill_ready_hour: Annotated[int, Field(ge=0, le=23)] = 9
+    #: The downloaded bill's layout: ``documented`` (Chinese headers, a column set per bill_type,
+    #: Chinese summary, fees to 5 decimals) or ``english`` (the 28-column English layout).
+    bill_layout: Literal["documented", "english"] = "english"
     #: Service fee in the bill, in basis points of the amount.
     fee_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 60
     payer_balance: _Count = 100_000_000
