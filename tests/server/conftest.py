@@ -244,7 +244,8 @@ def build_settings(database_url: str, *, sign_type: str = "MD5", **overrides: An
 
 
 @contextlib.asynccontextmanager
-async def make_world(database_url: str, **overrides: Any) -> AsyncIterator[World]:
+async def make_world(database_url: str, *, webhook_app: Any = None, **overrides: Any) -> AsyncIterator[World]:
+    """``webhook_app``: the ASGI app webhooks are delivered to (default: the world's one receiver)."""
     settings = build_settings(database_url, **overrides)
     clock = OffsetClock(START, frozen=True)
     receiver = Receiver()
@@ -255,7 +256,7 @@ async def make_world(database_url: str, **overrides: Any) -> AsyncIterator[World
         settings,
         clock=clock,
         wechat_transport=httpx2.ASGITransport(app=sandbox),
-        webhook_transport=httpx2.ASGITransport(app=receiver.app()),
+        webhook_transport=httpx2.ASGITransport(app=webhook_app or receiver.app()),
     )
     to_service.app = service
     async with (

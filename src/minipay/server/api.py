@@ -45,10 +45,11 @@ from minipay.server.services import (
 from minipay.server.settings import Settings
 from minipay.server.uow import ConcurrentUpdate
 from minipay.server.webhooks import (
+    DeliveryLimits,
     EndpointLimitReached,
+    WebhookDispatcher,
     create_endpoint,
     delete_endpoint,
-    deliver_webhooks,
     get_event,
     list_endpoints,
     list_events,
@@ -274,15 +275,16 @@ def create_app(
     wake = asyncio.Event()
 
     async def dispatcher(c: Container, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                sent = await deliver_webhooks(c.uow_factory, c.webhook_sender, c.clock)
-                metrics.webhook_attempts.inc(sent)
-            except Exception:
-                log.exception("webhook dispatch failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=settings.webhook_dispatch_interval)
-            wake.clear()
+        # Deliveries run concurrently in tasks of their own (webhooks.WebhookDispatcher): a receiver
+        # that hangs holds its own slots until the attempt's deadline, nobody else's.
+        webhooks = WebhookDispatcher(
+            c.uow_factory,
+            c.webhook_sender,
+            c.clock,
+            limits=DeliveryLimits.from_settings(c.settings),
+            on_attempt=metrics.webhook_attempts.inc,
+        )
+        await webhooks.run(stop, interval=settings.webhook_dispatch_interval, wake=wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

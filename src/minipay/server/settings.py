@@ -122,7 +122,10 @@ class Settings(BaseSettings):
     run_migrations: bool = True  # run Alembic at start-up
     webhook_dispatch: bool = True  # deliver due webhooks from the app (besides the worker)
     webhook_dispatch_interval: float = 2.0
-    webhook_timeout: float = 10.0
+    webhook_timeout: float = 10.0  # real seconds for a whole delivery attempt, answer included
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000)  # attempts in flight per process
+    webhook_per_endpoint: int = Field(default=2, ge=1, le=100)  # attempts in flight to one endpoint
+    webhook_breaker_threshold: int = Field(default=5, ge=1)  # consecutive failures that pause an endpoint
     sql_echo: bool = False
     # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
     # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).

@@ -16,6 +16,7 @@ Verify on the receiving side::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -26,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -34,14 +35,17 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from minipay.server import db
 from minipay.server.domain import new_id
 from minipay.server.ports import Clock, WebhookSender
+from minipay.server.settings import Settings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
     "DELIVERY_WINDOW",
     "SIGNATURE_HEADER",
+    "DeliveryLimits",
     "EndpointLimitReached",
     "InternalAddressRefused",
     "Resolver",
+    "WebhookDispatcher",
     "WebhookSignatureError",
     "backoff",
     "create_endpoint",
@@ -344,8 +348,45 @@ async def delete_endpoint(
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryLimits:
+    """How deliveries share the process: attempts run concurrently, each bounded as a whole, and an
+    endpoint that keeps failing is paused (circuit breaker) so it holds no slot the others need."""
+
+    #: Attempts in flight in one dispatcher (one process) at once.
+    concurrency: int = 16
+    #: Attempts in flight to one endpoint at once.
+    per_endpoint: int = 2
+    #: Real seconds for a whole attempt (resolving, connecting, sending, reading the answer); a receiver
+    #: that hangs or drips its answer is cut off at this point and the attempt counts as failed.
+    deadline: float = 10.0
+    #: Consecutive failed attempts after which the endpoint's breaker opens: none of its deliveries is
+    #: claimed until ``open_until`` (``breaker_pause``, doubled with every further failure, at most
+    #: ``breaker_max_pause``). The next attempt after the pause is the probe: a 2xx closes the breaker.
+    breaker_threshold: int = 5
+    breaker_pause: timedelta = timedelta(minutes=1)
+    breaker_max_pause: timedelta = timedelta(hours=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryLimits:
+        return cls(
+            concurrency=settings.webhook_concurrency,
+            per_endpoint=settings.webhook_per_endpoint,
+            deadline=settings.webhook_timeout,
+            breaker_threshold=settings.webhook_breaker_threshold,
+        )
+
+    def pause(self, streak: int) -> timedelta | None:
+        """How long the breaker stays open after ``streak`` consecutive failures (None: closed)."""
+        if streak < self.breaker_threshold:
+            return None
+        doublings = min(streak - self.breaker_threshold, 20)
+        return min(self.breaker_pause * (1 << doublings), self.breaker_max_pause)
+
+
+@dataclass(frozen=True, slots=True)
 class _Claimed:
     delivery_id: int
+    endpoint_id: str
     attempts: int
     lease: datetime
     event_id: str
@@ -365,21 +406,51 @@ def event_body(event_id: str, event_type: str, created: datetime, data: Mapping[
     ).encode()
 
 
-async def _claim(uow: UnitOfWork, now: datetime, limit: int, lease: timedelta) -> list[_Claimed]:
+async def _claim(
+    uow: UnitOfWork,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    *,
+    per_endpoint: int | None = None,
+    room: Mapping[str, int] | None = None,
+) -> list[_Claimed]:
+    """Lease up to ``limit`` due deliveries, at most ``per_endpoint`` to one endpoint (less its
+    ``room`` entry: what is in flight already), none to an endpoint whose breaker is open."""
     d, e, w = db.webhook_deliveries, db.outbox_events, db.webhook_endpoints
-    due = (
-        select(d.c.id)
-        .where(
-            d.c.status == "pending",
-            d.c.next_attempt_at <= now,
-            or_(d.c.locked_until.is_(None), d.c.locked_until <= now),
-        )
+    room = room or {}
+    full = [endpoint for endpoint, free in room.items() if free <= 0]
+    due_where = [
+        d.c.status == "pending",
+        d.c.next_attempt_at <= now,
+        or_(d.c.locked_until.is_(None), d.c.locked_until <= now),
+    ]
+    candidates = (
+        select(d.c.id, d.c.endpoint_id)
+        .join(w, w.c.id == d.c.endpoint_id)
+        .where(*due_where, or_(w.c.open_until.is_(None), w.c.open_until <= now))
         .order_by(d.c.next_attempt_at, d.c.id)
-        .limit(limit)
+        .limit(limit if per_endpoint is None else max(limit * 4, 100))
     )
+    if full:
+        candidates = candidates.where(d.c.endpoint_id.not_in(full))
+    chosen: list[int] = []
+    taken: dict[str, int] = {}
+    for delivery_id, endpoint_id in (await uow.conn.execute(candidates)).all():
+        if per_endpoint is not None:
+            allowed = min(per_endpoint, room.get(endpoint_id, per_endpoint))
+            if taken.get(endpoint_id, 0) >= allowed:
+                continue
+        taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+        chosen.append(delivery_id)
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return []
+    locking = select(d.c.id).where(d.c.id.in_(chosen), *due_where)
     if uow.is_postgres:
-        due = due.with_for_update(skip_locked=True)
-    ids = [row[0] for row in (await uow.conn.execute(due)).all()]
+        locking = locking.with_for_update(skip_locked=True)  # another process may be claiming them
+    ids = [row[0] for row in (await uow.conn.execute(locking)).all()]
     if not ids:
         return []
     until = now + lease
@@ -389,6 +460,7 @@ async def _claim(uow: UnitOfWork, now: datetime, limit: int, lease: timedelta) -
             await uow.conn.execute(
                 select(
                     d.c.id,
+                    d.c.endpoint_id,
                     d.c.attempts,
                     e.c.id.label("event_id"),
                     e.c.type,
@@ -401,6 +473,7 @@ async def _claim(uow: UnitOfWork, now: datetime, limit: int, lease: timedelta) -
                 .join(e, e.c.id == d.c.event_id)
                 .join(w, w.c.id == d.c.endpoint_id)
                 .where(d.c.id.in_(ids))
+                .order_by(d.c.next_attempt_at, d.c.id)
             )
         )
         .mappings()
@@ -410,6 +483,7 @@ async def _claim(uow: UnitOfWork, now: datetime, limit: int, lease: timedelta) -
     return [
         _Claimed(
             delivery_id=r["id"],
+            endpoint_id=r["endpoint_id"],
             attempts=r["attempts"],
             lease=until,
             event_id=r["event_id"],
@@ -424,44 +498,169 @@ async def _claim(uow: UnitOfWork, now: datetime, limit: int, lease: timedelta) -
     ]
 
 
+class StopSignal(Protocol):
+    """An ``asyncio.Event`` or an ``anyio.Event``."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self) -> Awaitable[Any]: ...
+
+
+class WebhookDispatcher:
+    """Delivers due webhooks concurrently, within :class:`DeliveryLimits`.
+
+    :meth:`pump` claims what fits into the free slots (never more than ``per_endpoint`` in flight to
+    one endpoint, nothing to an endpoint whose breaker is open) and starts those attempts without
+    waiting for them; :meth:`run` pumps until stopped, so a hanging receiver holds its own slots for at
+    most ``deadline`` seconds and every other endpoint's deliveries start as soon as they are due.
+    :meth:`deliver_batch` is one pump, waited for (tests, ``Worker.tick``).
+    """
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        sender: WebhookSender,
+        clock: Clock,
+        *,
+        limits: DeliveryLimits | None = None,
+        on_attempt: Callable[[], None] | None = None,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.sender = sender
+        self.clock = clock
+        self.limits = limits or DeliveryLimits()
+        self._on_attempt = on_attempt
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._finished = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def pump(self, *, limit: int | None = None) -> list[asyncio.Task[bool]]:
+        """Claim due deliveries for the free slots and start them; returns their tasks."""
+        free = self.limits.concurrency - len(self._tasks)
+        if limit is not None:
+            free = min(free, limit)
+        if free <= 0:
+            return []
+        room = {endpoint: self.limits.per_endpoint - n for endpoint, n in self._in_flight.items()}
+        # The lease outlives the attempt's deadline: the row is recorded by whoever claimed it.
+        lease = timedelta(seconds=self.limits.deadline + 60)
+        async with self.uow_factory() as uow:
+            claimed = await _claim(uow, self.clock.now(), free, lease, per_endpoint=self.limits.per_endpoint, room=room)
+        started = []
+        for item in claimed:
+            self._in_flight[item.endpoint_id] = self._in_flight.get(item.endpoint_id, 0) + 1
+            task = asyncio.create_task(self._attempt(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            started.append(task)
+        return started
+
+    def _done(self, task: asyncio.Task[bool]) -> None:
+        self._tasks.discard(task)
+        self._finished.set()
+
+    async def deliver_batch(self, *, limit: int = 100) -> int:
+        """Claim one batch of due deliveries, send them concurrently and wait; returns the attempts made."""
+        tasks = await self.pump(limit=limit)
+        if not tasks:
+            return 0
+        return sum(await asyncio.gather(*tasks))
+
+    async def run(self, stop: StopSignal, *, interval: float, wake: asyncio.Event | None = None) -> None:
+        """Pump every ``interval`` real seconds, at once when ``wake`` is set or a slot frees up, until
+        ``stop``; then wait for the attempts in flight (each ends by its deadline). Cancelled, it
+        cancels them (their rows are left to the lease)."""
+        try:
+            await self._run(stop, interval, wake or asyncio.Event())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _run(self, stop: StopSignal, interval: float, wake: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.pump()
+            except Exception:  # a database blip: try again at the next turn
+                log.exception("webhook dispatch failed")
+            self._finished.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            if self._tasks:
+                waiters.append(asyncio.ensure_future(self._finished.wait()))
+            try:
+                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            wake.clear()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for every attempt in flight."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _attempt(self, item: _Claimed) -> bool:
+        """One attempt, recorded; True if a request was made."""
+        status_code: int | None = None
+        error: str | None = None
+        made = False
+        started = time.perf_counter()
+        try:
+            if item.endpoint_deleted:
+                error = "endpoint deleted"
+            else:
+                body = event_body(item.event_id, item.event_type, item.event_created, item.data)
+                timestamp = int(self.clock.now().timestamp())
+                headers = {
+                    "Content-Type": "application/json",
+                    "User-Agent": "minipay-webhooks/1",
+                    SIGNATURE_HEADER: sign_webhook(body, item.secret, timestamp),
+                    "Minipay-Event-Id": item.event_id,
+                }
+                made = True
+                if self._on_attempt is not None:
+                    self._on_attempt()
+                try:
+                    async with asyncio.timeout(self.limits.deadline):
+                        status_code = await self.sender.send(item.url, body, headers)
+                except TimeoutError:
+                    error = f"TimeoutError: no answer within {self.limits.deadline:g} s"
+                except Exception as exc:  # any failure of the receiver is just a failed attempt
+                    error = f"{type(exc).__name__}: {exc}"[:400]
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            await _record_attempt(
+                self.uow_factory, item, self.clock.now(), status_code, error, duration_ms, self.limits
+            )
+        except Exception:
+            # Recording failed (database down): the lease runs out and the delivery is tried again.
+            log.exception("webhook attempt could not be recorded", extra={"event_id": item.event_id})
+        finally:
+            left = self._in_flight.get(item.endpoint_id, 1) - 1
+            if left > 0:
+                self._in_flight[item.endpoint_id] = left
+            else:
+                self._in_flight.pop(item.endpoint_id, None)
+        return made
+
+
 async def deliver_webhooks(
     uow_factory: UnitOfWorkFactory,
     sender: WebhookSender,
     clock: Clock,
     *,
     limit: int = 100,
-    lease: timedelta = timedelta(seconds=60),
+    limits: DeliveryLimits | None = None,
 ) -> int:
-    """Send one batch of due webhook deliveries; returns how many attempts were made.
+    """Send one batch of due webhook deliveries (concurrently, see :class:`WebhookDispatcher`) and
+    wait for them; returns how many attempts were made.
 
     Safe with any number of concurrent callers (claims are leased, see the module docstring).
     """
-    async with uow_factory() as uow:
-        claimed = await _claim(uow, clock.now(), limit, lease)
-    attempts = 0
-    for item in claimed:
-        status_code: int | None = None
-        error: str | None = None
-        started = time.perf_counter()
-        if item.endpoint_deleted:
-            error = "endpoint deleted"
-        else:
-            body = event_body(item.event_id, item.event_type, item.event_created, item.data)
-            timestamp = int(clock.now().timestamp())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": "minipay-webhooks/1",
-                SIGNATURE_HEADER: sign_webhook(body, item.secret, timestamp),
-                "Minipay-Event-Id": item.event_id,
-            }
-            attempts += 1
-            try:
-                status_code = await sender.send(item.url, body, headers)
-            except Exception as exc:  # any failure of the receiver is just a failed attempt
-                error = f"{type(exc).__name__}: {exc}"[:400]
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        await _record_attempt(uow_factory, item, clock.now(), status_code, error, duration_ms)
-    return attempts
+    return await WebhookDispatcher(uow_factory, sender, clock, limits=limits).deliver_batch(limit=limit)
 
 
 async def _record_attempt(
@@ -471,8 +670,9 @@ async def _record_attempt(
     status_code: int | None,
     error: str | None,
     duration_ms: int,
+    limits: DeliveryLimits,
 ) -> None:
-    d = db.webhook_deliveries
+    d, w = db.webhook_deliveries, db.webhook_endpoints
     ok = status_code is not None and 200 <= status_code < 300
     attempts = item.attempts + (0 if item.endpoint_deleted else 1)
     values: dict[str, Any] = {
@@ -491,7 +691,12 @@ async def _record_attempt(
     else:
         # The last try is made when the 3 days are up, not one backoff step before.
         values["next_attempt_at"] = min(now + backoff(attempts), deadline)
+    opened: timedelta | None = None
     async with uow_factory() as uow:
+        # Fenced by the lease: if our lease ran out and someone else claimed the row, leave it to them.
+        fenced = await uow.conn.execute(
+            update(d).where(d.c.id == item.delivery_id, d.c.locked_until == item.lease).values(**values)
+        )
         if not item.endpoint_deleted:
             await uow.conn.execute(
                 insert(db.webhook_attempts).values(
@@ -502,14 +707,33 @@ async def _record_attempt(
                     duration_ms=duration_ms,
                 )
             )
-        # Fenced by the lease: if our lease ran out and someone else claimed the row, leave it to them.
-        await uow.conn.execute(
-            update(d).where(d.c.id == item.delivery_id, d.c.locked_until == item.lease).values(**values)
-        )
+            if fenced.rowcount == 1:
+                # The endpoint's circuit breaker: a success closes it, a failure adds to the streak.
+                if ok:
+                    await uow.conn.execute(
+                        update(w).where(w.c.id == item.endpoint_id).values(failure_streak=0, open_until=None)
+                    )
+                else:
+                    await uow.conn.execute(
+                        update(w).where(w.c.id == item.endpoint_id).values(failure_streak=w.c.failure_streak + 1)
+                    )
+                    streak = (
+                        await uow.conn.execute(select(w.c.failure_streak).where(w.c.id == item.endpoint_id))
+                    ).scalar_one()
+                    opened = limits.pause(streak)
+                    if opened is not None:
+                        await uow.conn.execute(
+                            update(w).where(w.c.id == item.endpoint_id).values(open_until=now + opened)
+                        )
         await uow.commit()
     if not ok:
         log.info(
             "webhook attempt failed", extra={"event_id": item.event_id, "status_code": status_code, "error": error}
+        )
+    if opened is not None:
+        log.warning(
+            "webhook endpoint paused after repeated failures",
+            extra={"endpoint_id": item.endpoint_id, "pause_seconds": int(opened.total_seconds())},
         )
 
 

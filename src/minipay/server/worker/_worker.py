@@ -19,7 +19,10 @@ Jobs (``worker_jobs``, one row per ``(kind, key)``):
 * ``bill.reconcile`` (key: ``<sub_mch_id>:<YYYY-MM-DD>``) — from 10:00 China time on T+1 the bill of
   day T is downloaded and compared with the ledger (``minipay.server.worker._reconcile``).
 
-Webhooks are delivered on every tick by the service's ``deliver_webhooks`` (it leases its own rows).
+Webhooks are delivered by the service's :class:`~minipay.server.webhooks.WebhookDispatcher` (it leases
+its own rows): under :meth:`Worker.run_forever` in a loop of its own beside the jobs, concurrently and
+each attempt within its deadline, so a hanging receiver never delays a job; :meth:`Worker.tick` alone
+(tests, the demo) delivers one batch at its end.
 Every job is idempotent: a job taken over from a killed worker may run a second time, harmlessly.
 """
 
@@ -32,6 +35,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 import anyio
@@ -51,7 +55,7 @@ from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import Services, apply_payment_result, apply_refund_result, mark_payment_closed
 from minipay.server.settings import Settings, SubMerchantSettings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
-from minipay.server.webhooks import deliver_webhooks
+from minipay.server.webhooks import DeliveryLimits, WebhookDispatcher
 from minipay.server.worker._backoff import ACTIVE_QUERY, JOB_ERROR, REFUND_QUERY
 from minipay.server.worker._queue import Job, JobQueue
 from minipay.server.worker._reconcile import BillSource, ClientBillSource, Reconciler
@@ -178,6 +182,8 @@ class Worker:
         self.reconciler = Reconciler(engine, clock, self.bill_source)
         self._bills_enqueued: set[str] = set()
         self._stop: anyio.Event | None = None
+        self._webhooks: WebhookDispatcher | None = None
+        self._webhooks_apart = False  # run_forever delivers in its own loop, not in the tick
         self._handlers: dict[str, Callable[[Job], Awaitable[Mapping[str, Any]]]] = {
             PAYMENT_FOLLOWUP: self._payment_followup,
             REFUND_FOLLOWUP: self._refund_followup,
@@ -277,14 +283,19 @@ class Worker:
                 await self._run(job, summary)
             if self._stop is not None and self._stop.is_set():
                 break
-        if self.config.webhooks and self.webhook_sender is not None:
-            summary.webhooks = await deliver_webhooks(
-                self.uow_factory,
-                self.webhook_sender,
-                self.clock,
-                limit=self.config.webhook_batch,
-            )
+        webhooks = self._webhook_dispatcher()
+        if webhooks is not None and not self._webhooks_apart:
+            summary.webhooks = await webhooks.deliver_batch(limit=self.config.webhook_batch)
         return summary
+
+    def _webhook_dispatcher(self) -> WebhookDispatcher | None:
+        if not self.config.webhooks or self.webhook_sender is None:
+            return None
+        if self._webhooks is None:
+            self._webhooks = WebhookDispatcher(
+                self.uow_factory, self.webhook_sender, self.clock, limits=DeliveryLimits.from_settings(self.settings)
+            )
+        return self._webhooks
 
     async def run_until_idle(self, *, max_ticks: int = 20) -> list[TickSummary]:
         """Tick until a tick finds nothing to do (tests and the demo call this after moving the clock)."""
@@ -297,10 +308,23 @@ class Worker:
         return summaries
 
     async def run_forever(self, stop: anyio.Event | None = None) -> None:
-        """Tick every ``poll_interval`` real seconds until ``stop`` is set (or the task is cancelled)."""
+        """Tick every ``poll_interval`` real seconds until ``stop`` is set (or the task is cancelled);
+        webhooks are delivered beside the ticks, in a loop of their own."""
         stop = stop or anyio.Event()
         self._stop = stop  # a tick in progress stops claiming new jobs once it is set
         log.info("worker %s started", self.name)
+        webhooks = self._webhook_dispatcher()
+        try:
+            async with anyio.create_task_group() as group:
+                if webhooks is not None:
+                    self._webhooks_apart = True
+                    group.start_soon(partial(webhooks.run, stop, interval=self.config.poll_interval))
+                await self._tick_forever(stop)
+        finally:
+            self._webhooks_apart = False
+        log.info("worker %s stopped", self.name)
+
+    async def _tick_forever(self, stop: anyio.Event) -> None:
         while not stop.is_set():
             try:
                 summary = await self.tick()
@@ -317,7 +341,6 @@ class Worker:
                 log.exception("worker tick failed")
             with anyio.move_on_after(self.config.poll_interval):
                 await stop.wait()
-        log.info("worker %s stopped", self.name)
 
     async def _run(self, job: Job, summary: TickSummary) -> None:
         summary.ran += 1
