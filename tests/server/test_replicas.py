@@ -88,7 +88,9 @@ def replicas(tmp_path: Path, replica_db: str) -> Iterator[list[str]]:
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 30
+        # Two interpreters importing FastAPI and SQLAlchemy at once take well over 30 s on a CI
+        # machine whose cores are shared with the rest of the suite.
+        deadline = time.monotonic() + 120
         for url, proc in zip(urls, procs, strict=True):
             while True:
                 if proc.poll() is not None:
