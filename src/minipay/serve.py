@@ -152,8 +152,8 @@ def plan_serve(
     from minipay.sandbox import SandboxConfig
     from minipay.sandbox import create_app as create_sandbox_app
 
-    config = SandboxConfig.default()
-    config = config.model_copy(update={"clock": config.clock.model_copy(update={"realtime": True})})
+    config = SandboxConfig.default().with_profile("strict")
+    config = config.replace(clock={**config.clock.model_dump(), "realtime": True}, tls={"require_client_cert": False})
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{port}"
     sub_ids = [s.sub_mch_id for i in config.institutions for s in i.sub_merchants]

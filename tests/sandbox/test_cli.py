@@ -56,7 +56,7 @@ def test_prepare_frozen_without_tls() -> None:
     config, material = prepare(config_path=None, seed=None, tls=False, tls_dir=".", speed=1.0, frozen=True)
     assert material is None
     assert config.clock.realtime is False
-    assert config.tls.require_client_cert is False
+    assert config.effective.require_client_cert is False
 
 
 @pytest.mark.parametrize("speed", [0.0, -1.0, float("nan"), float("inf")])
