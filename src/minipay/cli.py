@@ -163,13 +163,15 @@ def worker_command(
     import logging
     from datetime import timedelta
 
+    from minipay.server.logs import configure_logging
     from minipay.server.settings import load_settings
     from minipay.server.worker import WorkerConfig
     from minipay.server.worker._cli import UsageError, worker_main
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {"database_url": database_url} if database_url else {}
     settings = load_settings(config, **overrides)
+    if not logging.getLogger().handlers:  # like basicConfig: an embedding program's logging stays
+        configure_logging(settings.log_format, settings.log_level)  # the service's format and context
     worker_config = WorkerConfig(
         poll_interval=poll_interval,
         lease=timedelta(seconds=lease),

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     # collector); unset: text on a terminal, json otherwise. See minipay.server.logs.
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # OpenTelemetry spans (extra minipay[otel]): unset = on when an OTLP endpoint is configured in the
+    # standard OTEL_EXPORTER_OTLP_* environment; true/false force it. See minipay.server.tracing.
+    tracing: bool | None = None
     # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
     # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).
     metrics_enabled: bool = True
