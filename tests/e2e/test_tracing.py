@@ -147,3 +147,56 @@ def test_without_the_extra_a_running_service_loads_no_sdk_and_traces_nothing(tmp
             """
         )
     )
+
+
+def test_with_an_otlp_endpoint_in_the_environment_spans_are_exported_there(tmp_path: Any) -> None:
+    # The standard variables only: the endpoint (OTLP over HTTP) and the service name.
+    _run(
+        textwrap.dedent(
+            f"""
+            import asyncio, os, threading
+            from http.server import BaseHTTPRequestHandler, HTTPServer
+
+            received = []
+
+            class Collector(BaseHTTPRequestHandler):
+                def do_POST(self):
+                    body = self.rfile.read(int(self.headers["Content-Length"]))
+                    received.append((self.path, self.headers["Content-Type"], body))
+                    self.send_response(200)
+                    self.end_headers()
+
+                def log_message(self, *args):
+                    pass
+
+            collector = HTTPServer(("127.0.0.1", 0), Collector)
+            threading.Thread(target=collector.serve_forever, daemon=True).start()
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{{collector.server_port}}"
+            os.environ["OTEL_SERVICE_NAME"] = "minipay-test"
+
+            import httpx2
+            from opentelemetry import trace
+            from minipay.server import tracing
+            from minipay.server.api import create_app
+            from tests.server.conftest import build_settings
+
+            app = create_app(build_settings("sqlite+aiosqlite:///{tmp_path}/t.db"))
+            assert tracing.enabled()
+
+            async def main():
+                async with app.router.lifespan_context(app):
+                    transport = httpx2.ASGITransport(app=app)
+                    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+                        headers = {{"X-Request-Id": "exported-1"}}
+                        assert (await http.get("/readyz", headers=headers)).status_code == 200
+
+            asyncio.run(main())
+            trace.get_tracer_provider().force_flush()
+            collector.shutdown()
+            assert [(p, t) for p, t, _ in received] == [("/v1/traces", "application/x-protobuf")], received
+            body = received[0][2]
+            assert b"GET /readyz" in body and b"exported-1" in body and b"minipay-test" in body
+            print("clean")
+            """
+        )
+    )

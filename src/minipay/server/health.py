@@ -18,17 +18,37 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from minipay.client import ClientEvent
 from minipay.server import db
 from minipay.server.ports import Clock
 
-__all__ = ["Backlog", "WeChatMonitor", "WeChatStatus", "call_codes", "refresh_backlog"]
+__all__ = ["Backlog", "ClientEvent", "WeChatMonitor", "WeChatStatus", "call_codes", "refresh_backlog"]
+
+
+class ClientEvent(Protocol):
+    """What the hooks read of the SDK's :class:`minipay.client.ClientEvent` (only the gateway, an
+    adapter, knows the SDK itself)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def latency(self) -> float | None: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def err_code(self) -> str | None: ...
+
 
 #: Outcomes of an attempt that never reached WeChat (or whose answer never came back).
 UNREACHED = frozenset({"connect_error", "outcome_unknown"})

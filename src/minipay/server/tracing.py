@@ -25,8 +25,7 @@ from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from minipay.client import ClientEvent
-from minipay.server.health import call_codes
+from minipay.server.health import ClientEvent, call_codes
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
