@@ -26,9 +26,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from minipay.server import tracing
+from minipay.server._guards import BodyDeadlineMiddleware, BodyReadTimeout
 from minipay.server._http import Metrics, ObserveMiddleware
+from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.db import reader_engine
 from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
@@ -364,9 +367,24 @@ def create_app(
         return _error(400, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            408: "request_timeout",
+            413: "body_too_large",
+        }
+        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Every method of every route on this path (the router names only the first route's).
+            allowed: set[str] = set()
+            for route in request.app.router.routes:
+                if route.matches(request.scope)[0] != Match.NONE:
+                    allowed |= getattr(route, "methods", None) or set()
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request: Request, _: ClientDisconnect) -> Response:
@@ -402,7 +420,9 @@ def create_app(
             response.headers[REQUEST_ID_HEADER] = rid
         return response
 
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    install_url_redaction()  # uvicorn's access log and httpx2 write whole URLs
 
     # -- auth --------------------------------------------------------------------------------------------
 
@@ -628,8 +648,23 @@ def create_app(
             wake.set()
         return Response(result.content, status_code=result.status_code, media_type="application/xml")
 
+    reading = 0  # notification bodies being read now
+
     async def _notify(request: Request, kind: str, handler: NotifyHandler) -> Response:
-        body = await _capped_body(request)
+        # Anyone can send to these URLs (the signature is checked once the body is in): the time to
+        # send a body and the number of bodies read at once are bounded, so slow senders cannot pile up.
+        nonlocal reading
+        if reading >= settings.notify_max_concurrent_reads:
+            return _xml(reply(False, "too many notifications at once; retry", 503), kind)
+        reading += 1
+        try:
+            async with asyncio.timeout(settings.notify_read_timeout):
+                body = await _capped_body(request)
+        except (TimeoutError, BodyReadTimeout):
+            log.debug("%s notification body not received in time", kind)
+            return _xml(reply(False, "request body timeout", 408), kind)
+        finally:
+            reading -= 1
         if body is None:
             return _xml(reply(False, "body too large", 413), kind)
         try:

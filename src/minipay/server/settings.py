@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     sub_merchants: list[SubMerchantSettings] = Field(default_factory=list)
     payment_expires_in: int = Field(default=1800, ge=60, le=7 * 24 * 3600)  # seconds, when the caller gives none
     notify_max_bytes: int = 65536
+    # Seconds a client has to send a whole request body (0: no bound), and, tighter, a WeChat
+    # notification body; notification bodies read at once (one more is answered 503 FAIL at once).
+    request_read_timeout: float = Field(default=30.0, ge=0)
+    notify_read_timeout: float = Field(default=10.0, gt=0)
+    notify_max_concurrent_reads: int = Field(default=64, ge=1)
     allow_local_notify_url: bool = False  # sandbox mode: the sandbox calls back on loopback
     # Webhook endpoints on localhost or a private/loopback/link-local IP are refused unless this is on
     # (sandbox mode, local development): a sub-merchant key must not aim the service at internal hosts.
