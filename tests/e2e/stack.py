@@ -36,6 +36,7 @@ from minipay.server.api import create_app
 from minipay.server.bootstrap import build_container
 from minipay.server.worker import Worker, WorkerConfig, worker_jobs
 from minipay.server.worker.api import build_router
+from tests.profiles import LENIENT
 
 #: A fixed start keeps bills and ids stable: 2026-03-02 10:00 China time.
 START = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA_TZ)
@@ -265,10 +266,9 @@ async def running_stack(
     background: Sequence[Any] = (),
 ) -> AsyncIterator[Stack]:
     """Build, start (lifespans) and tear down the whole system."""
-    from minipay.sandbox import SandboxConfig
 
     to_service = Forward()
-    sandbox_app = create_sandbox_app(SandboxConfig.default(), seed=seed, start=START, notify_transport=to_service)
+    sandbox_app = create_sandbox_app(LENIENT, seed=seed, start=START, notify_transport=to_service)
     backend = sandbox_app.state.sandbox
     clock = SandboxTime(backend)
     receiver = Receiver(clock)
