@@ -31,7 +31,7 @@ def _serve(
     command += ["--port", str(port), "--sandbox-port", str(sandbox_port), "--sandbox-tls-port", str(tls_port)]
     command += ["--credentials-out", str(creds), *extra]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
             pytest.fail(proc.stdout.read().decode() if proc.stdout else "minipay serve exited")
@@ -42,7 +42,7 @@ def _serve(
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("the service did not start within 60 s")
+            pytest.fail("the service did not start within 120 s")
         time.sleep(0.1)
     return proc, json.loads(creds.read_text())
 

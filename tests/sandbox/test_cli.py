@@ -109,7 +109,7 @@ def test_minipay_sandbox_command_serves_and_prints_its_credentials(tmp_path: Pat
            "--state", str(state), "--tls", "--tls-dir", str(tls_dir)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while True:
             try:
                 trust = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
