@@ -92,6 +92,7 @@ class ClientGateway:
                 failover=tuple(inst.failover),
                 login_base_url=inst.login_base_url,
                 cert=cert,
+                verify=str(inst.ca_cert) if inst.ca_cert is not None else True,
                 transport=transport,
                 allow_local_notify_url=settings.allow_local_notify_url,
                 connect_timeout=inst.connect_timeout,

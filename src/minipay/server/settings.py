@@ -70,6 +70,9 @@ class InstitutionSettings(BaseModel):
     key_pem: Path | None = None
     p12: Path | None = None
     p12_password: SecretStr | None = None
+    #: The CA (PEM file) WeChat's hosts are verified against; default: the system's trust store.
+    #: Sandbox mode sets the sandbox's own CA.
+    ca_cert: Path | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     max_retries: int = Field(default=2, ge=0, le=5)  # the SDK's own retries of safe failures
