@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 
-from minipay.client import AsyncClient, ClientCertificate
+from minipay.client import AsyncClient, ClientCertificate, ClientEvent
 from minipay.protocol import MinipayError, PayParams
 from minipay.server.domain import PaymentResult, RefundResult
 from minipay.server.ports import LoginResult, OrderRequest, RefundRequest
@@ -73,6 +73,8 @@ class ClientGateway:
     def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._clients: dict[str, AsyncClient] = {}
+        #: Hooks that see every WeChat call attempt (:class:`minipay.client.ClientEvent`): metrics, traces.
+        self.observers: list[Callable[[ClientEvent], None]] = []
         for inst in settings.institutions:
             cert = None
             if inst.p12 is not None:
@@ -90,12 +92,18 @@ class ClientGateway:
                 failover=tuple(inst.failover),
                 login_base_url=inst.login_base_url,
                 cert=cert,
+                verify=str(inst.ca_cert) if inst.ca_cert is not None else True,
                 transport=transport,
                 allow_local_notify_url=settings.allow_local_notify_url,
                 connect_timeout=inst.connect_timeout,
                 read_timeout=inst.read_timeout,
                 max_retries=inst.max_retries,
+                on_event=self._observe,
             )
+
+    def _observe(self, event: ClientEvent) -> None:
+        for observer in self.observers:
+            observer(event)
 
     def institution(self, sub: SubMerchantSettings) -> InstitutionSettings:
         return self._settings.institution(sub.institution)
