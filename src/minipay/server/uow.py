@@ -30,7 +30,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from minipay.server import db
+from minipay.server import db, tracing
 from minipay.server.domain import (
     MONEY_OUT_FAILURES,
     DomainEvent,
@@ -335,6 +335,10 @@ class IdempotencyKeys(_Repo):
         )
 
 
+def _uow_attributes(uow: UnitOfWork) -> dict[str, Any]:
+    return {"db.system": uow.engine.dialect.name, "db.read_only": uow.read_only}
+
+
 class UnitOfWork:
     """One transaction with its repositories. Use as ``async with``; call ``commit()`` to keep the work."""
 
@@ -343,6 +347,7 @@ class UnitOfWork:
         self.read_only = read_only
         self._conn: AsyncConnection | None = None
         self._committed = False
+        self._span: Any = None
         self.payments = PaymentRepository(self)
         self.refunds = RefundRepository(self)
         self.events = EventLog(self)
@@ -365,6 +370,7 @@ class UnitOfWork:
         return self
 
     async def __aenter__(self) -> Self:
+        self._span = tracing.start_span("db.unit_of_work", _uow_attributes(self)) if tracing.enabled() else None
         if self.read_only:
             conn = await db.reader_engine(self.engine).connect()
             if self.is_postgres:
@@ -386,6 +392,8 @@ class UnitOfWork:
                 await conn.rollback()
         finally:
             await conn.close()
+            if self._span is not None:
+                tracing.end_span(self._span, exc)
         if self._committed and isinstance(self.engine, db.SQLiteEngine):
             # The writer connection is back in the pool (the next writer goes on); the caller hears
             # of the work once it is on disk.
