@@ -263,6 +263,14 @@ def sandbox_command(
     frozen: Annotated[
         bool, typer.Option("--frozen", help="Do not run the clock; only POST /sandbox/clock moves it.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="strict (default; as WeChat behaves live) or lenient (quick experiments); "
+            "overrides [rules] profile of the config file. See docs/sandbox.md.",
+        ),
+    ] = None,
 ) -> None:
     """Run the local WeChat Pay Global sandbox; prints its base URL and the test credentials."""
     from minipay.sandbox._cli import sandbox_main
@@ -277,6 +285,7 @@ def sandbox_command(
         tls_dir=tls_dir,
         speed=speed,
         frozen=frozen,
+        profile=profile,
         echo=typer.echo,
     )
 

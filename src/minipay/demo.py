@@ -274,7 +274,9 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
     from minipay.server.worker.api import build_router
 
     start = _china_morning()
-    sandbox_app = create_sandbox_app(SandboxConfig.default(), seed=seed, start=start)
+    # The strict profile (as WeChat behaves live): notifications arrive after the cashier's answer.
+    world = SandboxConfig.default().with_profile("strict").replace(tls={"require_client_cert": False})
+    sandbox_app = create_sandbox_app(world, seed=seed, start=start)
     backend = sandbox_app.state.sandbox
     clock = SandboxClock(backend)
     receiver = Receiver(clock)
@@ -383,8 +385,21 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
         n.step(4, "Pay", "wx.requestPayment in the sandbox's cashier; WeChat then notifies the service.")
         status, paid = await wechat.call("POST", "/sandbox/pay", {**payment["pay_params"], "outcome": "success"})
         n.check(paid.get("errMsg") == "requestPayment:ok", "requestPayment:ok", paid)
-        status, notes = await wechat.call("GET", f"/sandbox/notifications?out_trade_no={payment['out_trade_no']}")
-        attempts = notes["notifications"][0]["attempts"] if notes.get("notifications") else []
+        status, early = await merchant.call("GET", f"/v1/payments/{payment['id']}", quiet=True)
+        n.check(
+            early.get("status") == "pending",
+            "the cashier answered first: the backend has not been notified yet (as live)",
+            early.get("status"),
+        )
+        attempts: list[dict[str, Any]] = []
+        waited = time.perf_counter()
+        while not attempts and time.perf_counter() - waited < 10:
+            await asyncio.sleep(0.2)
+            status, notes = await wechat.call(
+                "GET", f"/sandbox/notifications?out_trade_no={payment['out_trade_no']}", quiet=True
+            )
+            attempts = notes["notifications"][0]["attempts"] if notes.get("notifications") else []
+        n.note(f"[dim]the notification arrived {time.perf_counter() - waited:.1f} s (real) after the answer[/dim]")
         n.check(
             bool(attempts) and attempts[0]["verdict"] == "ack",
             "the notification was delivered and acknowledged (SUCCESS XML)",

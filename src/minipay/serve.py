@@ -152,8 +152,8 @@ def plan_serve(
     from minipay.sandbox import SandboxConfig
     from minipay.sandbox import create_app as create_sandbox_app
 
-    config = SandboxConfig.default()
-    config = config.model_copy(update={"clock": config.clock.model_copy(update={"realtime": True})})
+    config = SandboxConfig.default().with_profile("strict")
+    config = config.replace(clock={**config.clock.model_dump(), "realtime": True}, tls={"require_client_cert": False})
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{port}"
     sub_ids = [s.sub_mch_id for i in config.institutions for s in i.sub_merchants]
@@ -212,30 +212,19 @@ def run_in_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _enable_access_log() -> None:
-    """The service's access log (``minipay.access``, one line a request) on stderr."""
-    from minipay.server._http import ACCESS_LOGGER
-
-    logger = logging.getLogger(ACCESS_LOGGER)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 async def run_serve(
     plan: ServePlan, *, host: str = "127.0.0.1", port: int = 8000, worker: bool = True, access_log: bool = True
 ) -> None:
     """Run the service (and in sandbox mode the sandbox, on loopback) until interrupted.
 
     The service writes its own access log (``minipay.access``: route-aware, no query strings);
-    ``access_log=False`` leaves it off, and then no line is formatted at all.
+    ``access_log=False`` leaves it off, and then no line is formatted at all. Every log line goes to
+    stderr in the format of the ``log_format`` setting (:func:`minipay.server.logs.configure_logging`).
     """
     import uvicorn
 
     from minipay.server.api import create_app
+    from minipay.server.logs import configure_logging
 
     settings = plan.settings
     servers: list[uvicorn.Server] = []
@@ -254,9 +243,10 @@ async def run_serve(
         settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
     routers = [build_router()]
     app = create_app(settings, background=background, routers=routers, clock=plan.clock)
-    if access_log:
-        _enable_access_log()
-    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)))
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    servers.append(uvicorn.Server(config))
+    # After every uvicorn.Config (each one configures uvicorn's loggers): one handler, one format.
+    configure_logging(settings.log_format, settings.log_level, access_log=access_log)
     # The access log is one logger for both servers; the sandbox's login URL carries the app secret.
     logging.getLogger("uvicorn.access").addFilter(_redact_query_secrets)
     await asyncio.gather(*(server.serve() for server in servers))

@@ -28,3 +28,11 @@ async def test_the_extreme_datetimes_that_do_convert_are_accepted(world: World) 
     query = {"created_gte": "0001-01-01T00:00:00+00:00", "created_lt": "9999-12-31T23:59:59+00:00"}
     response = await world.api.get("/v1/payments", params=query, headers=world.auth())
     assert response.status_code == 200, response.text
+
+
+async def test_405_names_the_allowed_methods(world: World) -> None:
+    # Finding 9: 405 came without the Allow header HTTP requires.
+    response = await world.api.delete("/v1/payments", headers=world.auth())
+    assert response.status_code == 405
+    assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["GET", "POST"]
+    assert response.json()["error"]["code"] == "method_not_allowed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from typing import Any
@@ -12,14 +13,19 @@ import pytest
 
 from minipay.client import AsyncClient, Client, ClientEvent, TransportError
 from minipay.protocol import string_to_sign
+from minipay.server.logs import JsonFormatter, TextFormatter
 from tests.client.sandbox_drivers import NOTIFY_URL, REFUND_NOTIFY_URL, sandbox_driver
 
 
 def _record_text(record: logging.LogRecord) -> str:
-    # Everything a handler or a JSON formatter could emit: the message, the args and every extra.
+    # Everything a handler or a JSON formatter could emit: the message, the args and every extra, and
+    # the line as the service writes it in each of its log formats (log_format = "json" | "text").
     parts = [record.getMessage(), repr(record.args), repr(vars(record))]
     if record.exc_info:
         parts.append(logging.Formatter().formatException(record.exc_info))
+    as_json = JsonFormatter().format(record)
+    assert json.loads(as_json)["logger"] == record.name
+    parts += [as_json, TextFormatter().format(record)]
     return "\n".join(parts)
 
 

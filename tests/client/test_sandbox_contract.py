@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -207,6 +208,38 @@ def test_no_bill_exist_is_an_empty_bill(d: Driver) -> None:
     gz = d.call("bills.download", bill_date=china_today(d).date() - timedelta(days=3), gzip=True)
     assert gz.empty
     assert d.journal("downloadbill")[-1]["fields"]["tar_type"] == "GZIP"
+
+
+@pytest.mark.parametrize(("layout", "header"), [("documented", "交易时间"), ("english", "Transaction time")])
+def test_bills_download_reads_either_bill_layout(layout: str, header: str) -> None:
+    config = SandboxConfig.default()
+    config = config.model_copy(update={"rules": config.rules.model_copy(update={"bill_layout": layout})})
+    for mode in ("sync", "async"):
+        with sandbox_driver(mode, config) as d:
+            paid_order(d)
+            paid_order(d, "ORDER0002")
+            d.advance(60)
+            refund = {"out_trade_no": "ORDER0001", "total_fee": 1000, "refund_fee": 400, "refund_fee_type": "HKD"}
+            d.call("refunds.create", out_refund_no="R1", **refund)
+            day = china_today(d).date()
+            d.advance(36 * 3600)
+            bill: Bill = d.call("bills.download", bill_date=day)
+            assert bill.raw.decode().startswith(header)
+            assert [(r.out_trade_no, r.trade_state, r.total_fee, r.refund_fee) for r in bill.rows] == [
+                ("ORDER0001", "SUCCESS", 1000, 0),
+                ("ORDER0002", "SUCCESS", 1000, 0),
+                ("ORDER0001", "REFUND", 0, 400),
+            ]
+            assert bill.rows[0].service_fee == 6
+            assert bill.summary is not None
+            assert (bill.summary.transaction_count, bill.summary.total_fee, bill.summary.refund_fee) == (3, 2000, 400)
+            refunds: Bill = d.call("bills.download", bill_date=day, bill_type="REFUND", gzip=True)
+            assert [(r.out_refund_no, r.refund_status) for r in refunds.rows] == [("R1", "SUCCESS")]
+            if layout == "documented":  # 400 x 0.60% = 2.4 cents, given back: kept exactly
+                assert (refunds.rows[0].service_fee, refunds.rows[0].service_fee_major) == (-2, Decimal("-0.02400"))
+                assert refunds.rows[0].refund_request_time is not None
+            else:
+                assert (refunds.rows[0].service_fee, refunds.rows[0].service_fee_major) == (0, None)
 
 
 # --- business errors the sandbox answers -----------------------------------------------------------

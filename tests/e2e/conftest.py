@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -15,10 +17,12 @@ from tests.e2e.stack import Stack, running_stack
 from tests.server.worker.conftest import PG_URL, require_postgres
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    if request.param == "sqlite":
-        async with running_stack(f"sqlite+aiosqlite:///{tmp_path / 'minipay.db'}") as s:
+@asynccontextmanager
+async def open_stack(database: str, tmp_path: Path, **options: Any) -> AsyncIterator[Stack]:
+    """The whole system on ``database`` (``sqlite`` or ``postgres``: a schema of its own);
+    ``options`` go to ``running_stack`` (e.g. ``sandbox_config``)."""
+    if database == "sqlite":
+        async with running_stack(f"sqlite+aiosqlite:///{tmp_path / 'minipay.db'}", **options) as s:
             yield s
         return
     require_postgres()
@@ -28,10 +32,16 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
     try:
-        async with running_stack(PG_URL, engine=engine) as s:
+        async with running_stack(PG_URL, engine=engine, **options) as s:
             yield s
     finally:
         await engine.dispose()
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with open_stack(request.param, tmp_path) as s:
+        yield s

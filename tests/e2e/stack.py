@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from minipay.protocol import CHINA_TZ
+from minipay.sandbox import SandboxConfig
 from minipay.sandbox import create_app as create_sandbox_app
 from minipay.serve import sandbox_settings
 from minipay.server import db
@@ -263,12 +264,14 @@ async def running_stack(
     worker_config: WorkerConfig | None = None,
     seed: int = 7,
     background: Sequence[Any] = (),
+    sandbox_config: SandboxConfig | None = None,
 ) -> AsyncIterator[Stack]:
-    """Build, start (lifespans) and tear down the whole system."""
-    from minipay.sandbox import SandboxConfig
-
+    """Build, start (lifespans) and tear down the whole system (the sandbox: ``sandbox_config``,
+    else its default world)."""
     to_service = Forward()
-    sandbox_app = create_sandbox_app(SandboxConfig.default(), seed=seed, start=START, notify_transport=to_service)
+    sandbox_app = create_sandbox_app(
+        sandbox_config or SandboxConfig.default(), seed=seed, start=START, notify_transport=to_service
+    )
     backend = sandbox_app.state.sandbox
     clock = SandboxTime(backend)
     receiver = Receiver(clock)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from minipay.sandbox import SandboxConfig
 from minipay.server.worker import BILL_RECONCILE, WorkerConfig
+from tests.e2e.conftest import open_stack
 from tests.e2e.stack import START, Stack
 
 pytestmark = pytest.mark.anyio
@@ -17,6 +21,23 @@ NEXT_MORNING = START + timedelta(days=1, minutes=5)  # bills of DAY are ready fr
 
 #: No active query before the bill: a payment WeChat has and we never heard of stays unknown here.
 NO_QUERIES = WorkerConfig(query_delay=timedelta(days=3), bill_lookback_days=1)
+
+
+@pytest.fixture(
+    params=[
+        ("sqlite", "documented"),
+        ("sqlite", "english"),
+        pytest.param(("postgres", "documented"), marks=pytest.mark.postgres),
+    ],
+    ids=lambda p: "-".join(p),
+)
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The whole system, the sandbox rendering bills in the documented (Chinese) or the English layout."""
+    database, layout = request.param
+    config = SandboxConfig.default()
+    config = config.model_copy(update={"rules": config.rules.model_copy(update={"bill_layout": layout})})
+    async with open_stack(database, tmp_path, sandbox_config=config) as s:
+        yield s
 
 
 async def _report(stack: Stack, key: str) -> dict[str, object]:
@@ -34,8 +55,12 @@ async def test_a_clean_day_reconciles_with_zero_discrepancies(stack: Stack) -> N
     await stack.refund(first["id"], 300)
     await stack.set_clock(NEXT_MORNING)
     await stack.worker.run_until_idle()
+    backend = stack.sandbox_app.state.sandbox
+    layout = backend.config.rules.bill_layout
+    body = backend.download_bill(backend.config.institutions[0], {"bill_date": DAY.strftime("%Y%m%d")})
+    assert body.decode().startswith({"documented": "交易时间,", "english": "Transaction time,"}[layout])
     job = await stack.job(BILL_RECONCILE, f"{SUB1}:{DAY.isoformat()}")
-    assert job["result"] == {"outcome": "ok", "discrepancies": 0}
+    assert job["result"] == {"outcome": "ok", "discrepancies": 0}, layout
     report = await _report(stack, stack.keys["admin"])
     runs = {r["sub_mch_id"]: r for r in report["runs"]}  # type: ignore[attr-defined]
     assert (runs[SUB1]["status"], runs[SUB1]["bill_rows"], runs[SUB1]["ledger_rows"]) == ("ok", 3, 3)

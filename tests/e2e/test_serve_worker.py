@@ -28,7 +28,7 @@ def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[s
     command = [sys.executable, "-c", "from minipay.cli import main; main()", "serve"]
     command += ["--port", str(port), "--sandbox-port", str(sandbox_port), "--credentials-out", str(creds), *extra]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
             pytest.fail(proc.stdout.read().decode() if proc.stdout else "minipay serve exited")

@@ -179,7 +179,7 @@ async def _job(engine: Any, payment_id: str) -> dict[str, Any]:
 
 
 async def _wait_for_claim(engine: Any, payment_id: str, proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.returncode is not None:
             output = (await proc.stdout.read()).decode() if proc.stdout else ""

@@ -68,6 +68,9 @@ def _order(**changes: Any) -> UnifiedOrderRequest:
         ({"body": "b" * 128}, "body"),
         ({"body": "Coffee \U0001f375"}, "body"),
         ({"attach": "a" * 128}, "attach"),
+        ({"body": "咖" * 43}, "body"),  # 43 characters but 129 bytes of UTF-8: WeChat counts bytes
+        ({"attach": "é" * 64}, "attach"),  # 128 bytes
+        ({"detail": "咖" * 2001}, "detail"),  # 6003 bytes
         ({"attach": "\U00020000"}, "attach"),
         ({"body": "Coffee\x00"}, "body"),
         ({"attach": "a\x1fb"}, "attach"),
@@ -431,7 +434,9 @@ def test_code2session_without_openid_is_refused() -> None:
 
 _OUT_TRADE_NO = st.from_regex(r"[0-9A-Za-z_\-|*]{1,32}", fullmatch=True)
 _BMP = st.characters(codec="utf-8", max_codepoint=0xFFFF, exclude_categories=("Cs", "Cc"))
-_BODY = st.text(alphabet=_BMP, min_size=1, max_size=127).filter(lambda s: "\ufffe" not in s and "\uffff" not in s)
+_BODY = st.text(alphabet=_BMP, min_size=1, max_size=127).filter(
+    lambda s: "\ufffe" not in s and "\uffff" not in s and len(s.encode()) <= 127  # bytes of UTF-8
+)
 
 
 @settings(deadline=None)

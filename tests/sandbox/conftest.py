@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from minipay.protocol import CHINA_TZ, build_pay_params, decode_xml, encode_xml, sign, to_unix
 from minipay.sandbox import SandboxConfig, create_app
+from tests.profiles import LENIENT
 
 # The default world, copied here on purpose: tests pin the documented defaults.
 APPID = "wx8888888888888888"
@@ -163,7 +164,7 @@ async def make_sandbox() -> AsyncIterator[Callable[..., Any]]:
 
     def make(config: SandboxConfig | None = None, *, receiver: Receiver | None = None, seed: int = 1) -> Sandbox:
         rec = receiver or Receiver()
-        app = create_app(config, seed=seed, start=START, notify_transport=httpx2.ASGITransport(rec.app()))
+        app = create_app(config or LENIENT, seed=seed, start=START, notify_transport=httpx2.ASGITransport(rec.app()))
         http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://apihk.mch.weixin.qq.com")
         clients.append(http)
         return Sandbox(app=app, http=http, receiver=rec)

@@ -29,6 +29,7 @@ from minipay.server import db
 from minipay.server.adapters import OffsetClock
 from minipay.server.api import create_app
 from minipay.server.settings import Settings
+from tests.profiles import LENIENT
 
 PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 START = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)  # 12:00 China time
@@ -244,14 +245,17 @@ def build_settings(database_url: str, *, sign_type: str = "MD5", **overrides: An
 
 
 @contextlib.asynccontextmanager
-async def make_world(database_url: str, *, webhook_app: Any = None, **overrides: Any) -> AsyncIterator[World]:
-    """``webhook_app``: the ASGI app webhooks are delivered to (default: the world's one receiver)."""
+async def make_world(
+    database_url: str, *, webhook_app: Any = None, sandbox_config: SandboxConfig | None = None, **overrides: Any
+) -> AsyncIterator[World]:
+    """``webhook_app``: the ASGI app webhooks are delivered to (default: the world's one receiver);
+    ``sandbox_config``: the in-process sandbox's world (default :data:`LENIENT`)."""
     settings = build_settings(database_url, **overrides)
     clock = OffsetClock(START, frozen=True)
     receiver = Receiver()
     # The two apps call each other: give the sandbox a transport whose app is set just after.
     to_service = httpx2.ASGITransport(app=Starlette())
-    sandbox = create_sandbox_app(seed=7, start=START, notify_transport=to_service)
+    sandbox = create_sandbox_app(sandbox_config or LENIENT, seed=7, start=START, notify_transport=to_service)
     service = create_app(
         settings,
         clock=clock,

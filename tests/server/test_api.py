@@ -23,7 +23,8 @@ pytestmark = pytest.mark.anyio
 def error(response: Any) -> tuple[int, str]:
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
+    assert set(body["error"]) == {"code", "message", "request_id"}, body
+    assert body["error"]["request_id"] == response.headers["x-request-id"], body  # the id a report can quote
     return response.status_code, body["error"]["code"]
 
 
@@ -753,7 +754,8 @@ async def test_an_unexpected_error_is_a_json_500_without_details(world: World, m
     async with httpx2.AsyncClient(transport=transport, base_url="http://minipay.test") as http:
         response = await http.get("/v1/payments/pay_x", headers=world.auth())
     assert response.status_code == 500
-    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    rid = response.headers["x-request-id"]
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error", "request_id": rid}}
 
 
 async def test_a_refund_stuck_in_change_keeps_its_amount_reserved(world: World) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from minipay.protocol import decode_xml, encode_xml, encrypt_req_info, sign
 from minipay.server import db
+from tests.profiles import STRICT_IN_PROCESS
 from tests.server.conftest import SUB1, SUB2, World, make_world
 
 pytestmark = pytest.mark.anyio
@@ -235,6 +236,21 @@ async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_down
         assert (status, reply["return_code"]) == (400, "FAIL")
         assert await world.snapshot() == before
         await world.pay(payment)  # the sandbox notifies with HMAC-SHA256, as the order was signed
+        assert (await world.get(payment["id"]))["status"] == "succeeded"
+
+
+async def test_an_hmac_notification_without_sign_type_is_applied_by_the_configured_algorithm(tmp_path: Path) -> None:
+    # Live HMAC-SHA256 notifications come without sign_type (the strict sandbox sends them so): the
+    # institution's configured algorithm decides, never the message (absent must not mean MD5).
+    strict = STRICT_IN_PROCESS.replace(notify={"asynchronous": False})
+    url = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
+    async with make_world(url, sign_type="HMAC-SHA256", sandbox_config=strict) as world:
+        payment = await world.create_payment()
+        await world.pay(payment)
+        notes = (await world.wx.get("/sandbox/notifications", params={"out_trade_no": payment["out_trade_no"]})).json()
+        [note] = notes["notifications"]
+        assert "sign_type" not in decode_xml(note["body"].encode())
+        assert note["attempts"][0]["verdict"] == "ack"
         assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 

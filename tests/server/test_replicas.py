@@ -88,7 +88,7 @@ def replicas(tmp_path: Path, replica_db: str) -> Iterator[list[str]]:
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 120  # two cold starts (imports + migrations) on a busy machine
+        deadline = time.monotonic() + 120  # two interpreters starting on a loaded 2-core CI box
         for url, proc in zip(urls, procs, strict=True):
             while True:
                 if proc.poll() is not None:

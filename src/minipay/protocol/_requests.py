@@ -206,12 +206,12 @@ class UnifiedOrderRequest(WeChatRequest):
     @field_validator("body", "attach")
     @classmethod
     def _texts(cls, value: str, info: Any) -> str:
-        return check_text(value, info.field_name, 127)
+        return check_text(value, info.field_name, 127, utf8_bytes=True)
 
     @field_validator("detail")
     @classmethod
     def _detail(cls, value: str) -> str:
-        return check_text(value, "detail", 6000)
+        return check_text(value, "detail", 6000, utf8_bytes=True)
 
     @field_validator("out_trade_no")
     @classmethod

@@ -64,13 +64,18 @@ def check_fee_type(value: str, field: str = "fee_type", table: CurrencyTable = D
     return table.check(value, field)
 
 
-def check_text(value: str, field: str, max_chars: int = 127) -> str:
-    """At most ``max_chars`` characters, no 4-byte UTF-8 (emoji) characters (spec 2.2, 16.5), and
-    nothing XML cannot carry (control characters, lone surrogates)."""
+def check_text(value: str, field: str, max_chars: int = 127, *, utf8_bytes: bool = False) -> str:
+    """At most ``max_chars`` characters (``utf8_bytes``: bytes of UTF-8, as WeChat counts ``body``,
+    ``attach`` and ``detail``: 42 Chinese characters are 126 bytes), no 4-byte UTF-8 (emoji)
+    characters (spec 2.2, 16.5), and nothing XML cannot carry (control characters, lone surrogates)."""
     if not isinstance(value, str):
         raise FieldError(field, f"must be a string, not {type(value).__name__}")
     if len(value) > max_chars:
         raise FieldError(field, f"at most {max_chars} characters, got {len(value)}")
+    if utf8_bytes:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > max_chars:
+            raise FieldError(field, f"at most {max_chars} bytes of UTF-8, got {size}")
     for ch in value:
         if ord(ch) > 0xFFFF:
             raise FieldError(field, f"4-byte UTF-8 characters (such as emoji) are not accepted: {ch!r}")

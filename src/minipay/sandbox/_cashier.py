@@ -164,7 +164,10 @@ class Cashier(Timeline):
             **self._payment_fields(order),
             "out_trade_no": order.out_trade_no,  # spec 7.2: required (service engineer's fix)
         }
-        if notify.include_sign_type:
+        # Live HMAC-SHA256 notifications come without sign_type (strict): receivers must use the
+        # algorithm they configured, never the message's word for it.
+        placement = self.config.effective.sign_type_in_notify
+        if placement == "always" or (placement == "md5" and order.sign_type == "MD5"):
             fields["sign_type"] = order.sign_type
         if order.params.get("attach"):
             fields["attach"] = order.params["attach"]
@@ -173,4 +176,6 @@ class Cashier(Timeline):
         if order.rate is not None:
             fields[notify.rate_field] = str(order.rate)
         fields["sign"] = sign(fields, inst.key, order.sign_type)
-        self._enqueue("payment", order, None, order.notify_url, encode_xml(fields))
+        notification = self._enqueue("payment", order, None, order.notify_url, encode_xml(fields))
+        if self.config.effective.asynchronous_notify and notification.next_due == notification.created_at:
+            self.hold_first_delivery(notification)

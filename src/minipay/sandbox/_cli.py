@@ -32,15 +32,18 @@ def prepare(
     tls_dir: str,
     speed: float,
     frozen: bool,
+    profile: str | None = None,
 ) -> tuple[SandboxConfig, TLSMaterial | None]:
-    """The config for a CLI run: real-time clock (unless ``frozen``), TLS material when asked."""
+    """The config for a CLI run: real-time clock (unless ``frozen``), TLS material when asked, the
+    ``profile`` given, else the file's ``[rules] profile``, else strict."""
     config = SandboxConfig.from_toml(config_path) if config_path else SandboxConfig.default()
+    config = config.with_profile(profile)
     # replace() validates again (model_copy would not: --speed 0 or nan slipped through).
     updates: dict[str, object] = {"clock": {**config.clock.model_dump(), "realtime": not frozen, "speed": speed}}
     if seed is not None:
         updates["seed"] = seed
-    if tls:
-        updates["tls"] = {**config.tls.model_dump(), "require_client_cert": True}
+    # Mutual TLS needs the HTTPS listener: on with --tls, else off whatever the profile says.
+    updates["tls"] = {**config.tls.model_dump(), "require_client_cert": tls}
     config = config.replace(**updates)
     material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id) if tls else None
     return config, material
@@ -65,6 +68,7 @@ def banner(config: SandboxConfig, base_url: str, material: TLSMaterial | None, s
     if config.clock.realtime and config.clock.speed != 1:
         clock += f" x{config.clock.speed:g}"
     lines.append(f"  clock       {clock}; seed={config.seed}")
+    lines.append(f"  profile     {config.effective.profile} (rules: docs/sandbox.md)")
     if state:
         lines.append(f"  state file  {state}")
     if material is not None:
@@ -89,12 +93,13 @@ def sandbox_main(
     speed: float,
     frozen: bool,
     echo: Callable[[str], None],
+    profile: str | None = None,
 ) -> None:
     if not _is_loopback(host):
         echo(f"warning: listening on {host}, not loopback: anyone who reaches it can use the test credentials")
     try:
         config, material = prepare(
-            config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen
+            config_path=config_path, seed=seed, tls=tls, tls_dir=tls_dir, speed=speed, frozen=frozen, profile=profile
         )
     except (ConfigurationError, OSError) as exc:
         echo(f"error: {exc}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -18,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from minipay.protocol import DEFAULT_CURRENCIES, ApiKey, ConfigurationError, require_aware
 
 __all__ = [
+    "PROFILES",
     "ClockConfig",
+    "Effective",
     "Institution",
     "NotifyConfig",
     "NotifyMode",
+    "Profile",
     "RulesConfig",
     "SandboxConfig",
     "SubMerchant",
@@ -34,6 +38,8 @@ _Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 _Count = Annotated[int, Field(ge=0)]
 _Positive = Annotated[int, Field(ge=1)]
 
+Profile = Literal["strict", "lenient"]
+PROFILES: tuple[str, ...] = ("strict", "lenient")
 NotifyMode = Literal["normal", "twice", "twice-concurrently", "late", "never"]
 NOTIFY_MODES: tuple[str, ...] = ("normal", "twice", "twice-concurrently", "late", "never")
 
@@ -101,7 +107,23 @@ class NotifyConfig(_Model):
     allow_hosts: tuple[str, ...] = ()
     #: Name of the exchange-rate field in payment notifications (spec 19 #1).
     rate_field: Literal["rate_value", "rate"] = "rate_value"
-    include_sign_type: bool = True
+    #: ``sign_type`` in payment notifications: True always, False never; unset (None): the
+    #: profile decides (strict: left out of HMAC-SHA256 notifications, as they arrive live).
+    include_sign_type: bool | None = None
+    #: Asynchronous delivery: ``/sandbox/pay`` answers first and the first attempt follows
+    #: ``first_delay`` real seconds later (drawn from the seeded ids). Unset: the profile decides
+    #: (strict on); off, the first attempt is made before ``/sandbox/pay`` answers.
+    asynchronous: bool | None = None
+    #: Real seconds (low, high) between the payment and the first asynchronous delivery.
+    first_delay: tuple[Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)], ...] = (1.0, 3.0)
+
+    @field_validator("first_delay")
+    @classmethod
+    def _delay_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) != 2 or value[0] > value[1]:
+            raise ValueError("first_delay is [low, high] seconds with low <= high")
+        return value
+
     #: Gaps between attempts, in seconds (spec 7.4).
     schedule: tuple[_Positive, ...] = (
         15,
@@ -123,19 +145,35 @@ class NotifyConfig(_Model):
 
 
 class RulesConfig(_Model):
+    """Business rules. ``profile`` picks the value of every switch left unset (None): ``strict``
+    (what WeChat does as far as documented, else the stricter choice; ``minipay sandbox``,
+    ``minipay serve`` and ``minipay demo`` default to it) or ``lenient`` (the Python API's default
+    when ``profile`` is unset). Each switch set explicitly wins over the profile."""
+
+    profile: Profile | None = None
     reentry_error: Literal["INVALID_REQUEST", "OUT_TRADE_NO_USED"] = "INVALID_REQUEST"
     prepay_life: _Positive = 7200
     close_min_age: _Count = 300
     close_too_early_code: str = "TRADE_STATE_ERROR"
     #: An order past ``time_expire`` reads as CLOSED (else NOTPAY, not payable).
     auto_close_expired: bool = False
-    time_expire_min_gap: _Count = 60
+    #: Minimum seconds from ``time_start`` to ``time_expire`` (strict 300, lenient 60).
+    time_expire_min_gap: _Count | None = None
     refund_delay: _Count = 60
     refund_cap: _Positive = 50
-    #: Minimum seconds between two refunds of one order (0 = off; WeChat domestic: 60).
-    refund_spacing: _Count = 0
-    #: Refunds draw on today's CNY takings of the sub-merchant; short -> NOTENOUGH.
-    cny_pool: bool = False
+    #: Minimum seconds between two refunds of one order, else FREQUENCY_LIMITED (0 = off;
+    #: strict 60, lenient 0).
+    refund_spacing: _Count | None = None
+    #: Refunds draw on today's CNY takings of the sub-merchant; short -> NOTENOUGH (strict on).
+    cny_pool: bool | None = None
+    #: Missing required fields and over-long fields fail at the return layer (``return_code=FAIL``,
+    #: Chinese ``return_msg``, unsigned) instead of signed LACK_PARAMS / PARAM_ERROR (strict on).
+    return_layer_param_errors: bool | None = None
+    #: ``body``, ``attach`` and ``detail`` lengths count UTF-8 bytes, not characters (strict on).
+    byte_lengths: bool | None = None
+    #: A refund of a fully refunded order answers ``ERROR`` "订单已全额退款" (strict on; lenient:
+    #: PARAM_ERROR "申请退款金额超过订单可退金额").
+    full_refund_error: bool | None = None
     insufficient_funds_code: str = "NOTENOUGH"
     refund_window_days: _Positive = 365
     bill_ready_hour: Annotated[int, Field(ge=0, le=23)] = 9
@@ -149,8 +187,26 @@ class RulesConfig(_Model):
 
 
 class TLSConfig(_Model):
-    #: ``/secapi/*`` demands the institution's client certificate (set by ``minipay sandbox --tls``).
-    require_client_cert: bool = False
+    #: ``/secapi/*`` demands the institution's client certificate over mutual TLS (unset: the
+    #: profile decides, strict on; ``minipay sandbox --tls`` turns it on).
+    require_client_cert: bool | None = None
+
+
+@dataclass(frozen=True)
+class Effective:
+    """Every profile-dependent switch resolved to its value (``SandboxConfig.effective``)."""
+
+    profile: Profile
+    cny_pool: bool
+    refund_spacing: int
+    time_expire_min_gap: int
+    return_layer_param_errors: bool
+    byte_lengths: bool
+    full_refund_error: bool
+    asynchronous_notify: bool
+    #: "always", "never", or "md5" (only in MD5 notifications: strict).
+    sign_type_in_notify: Literal["always", "never", "md5"]
+    require_client_cert: bool
 
 
 _DEFAULT_WORLD: dict[str, Any] = {
@@ -223,6 +279,45 @@ class SandboxConfig(_Model):
         for code in self.rates:
             DEFAULT_CURRENCIES.check(code, "rates")
         return self
+
+    @property
+    def effective(self) -> Effective:
+        """The profile-dependent switches resolved (an explicit value wins over the profile)."""
+        rules, notify = self.rules, self.notify
+        strict = rules.profile == "strict"
+
+        def pick(value: bool | None) -> bool:
+            return strict if value is None else value
+
+        def pick_int(value: int | None, strict_value: int, lenient_value: int) -> int:
+            return (strict_value if strict else lenient_value) if value is None else value
+
+        sign_type: Literal["always", "never", "md5"] = (
+            ("md5" if strict else "always") if notify.include_sign_type is None
+            else "always" if notify.include_sign_type else "never"
+        )  # fmt: skip
+        return Effective(
+            profile="strict" if strict else "lenient",
+            cny_pool=pick(rules.cny_pool),
+            refund_spacing=pick_int(rules.refund_spacing, 60, 0),
+            time_expire_min_gap=pick_int(rules.time_expire_min_gap, 300, 60),
+            return_layer_param_errors=pick(rules.return_layer_param_errors),
+            byte_lengths=pick(rules.byte_lengths),
+            full_refund_error=pick(rules.full_refund_error),
+            asynchronous_notify=pick(notify.asynchronous),
+            sign_type_in_notify=sign_type,
+            require_client_cert=pick(self.tls.require_client_cert),
+        )
+
+    def with_profile(self, profile: str | None, *, default: Profile = "strict") -> SandboxConfig:
+        """A copy with ``rules.profile`` = ``profile`` (when given), else the config's own profile,
+        else ``default`` (how the commands default to strict while the Python API stays lenient)."""
+        chosen = profile or self.rules.profile or default
+        if chosen not in PROFILES:
+            raise ConfigurationError(f"profile must be one of {', '.join(PROFILES)}")
+        if chosen == self.rules.profile:
+            return self
+        return self.replace(rules={**self.rules.model_dump(), "profile": chosen})
 
     @classmethod
     def default(cls) -> SandboxConfig:

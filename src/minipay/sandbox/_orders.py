@@ -28,7 +28,6 @@ class OrderRules(BackendState):
 
     # ------------------------------------------------------------------ unified order (spec 5)
     def unified_order(self, inst: Institution, sub: SubMerchant, f: Mapping[str, str]) -> dict[str, str | int]:
-        rules = self.config.rules
         now = self.now()
         if f["trade_type"] != "JSAPI":
             raise BizFail(
@@ -38,19 +37,21 @@ class OrderRules(BackendState):
             raise BizFail("PARAM_ERROR", "version参数错误: must be 1.0")
         try:
             check_out_trade_no(f["out_trade_no"])
-            check_text(f["body"], "body", 127)
+            in_bytes = self.config.effective.byte_lengths
+            check_text(f["body"], "body", 127, utf8_bytes=in_bytes)
             if f.get("attach"):
-                check_text(f["attach"], "attach", 127)
+                check_text(f["attach"], "attach", 127, utf8_bytes=in_bytes)
             if f.get("detail"):
-                check_text(f["detail"], "detail", 6000)
+                check_text(f["detail"], "detail", 6000, utf8_bytes=in_bytes)
             for name in ("device_info", "goods_tag", "limit_pay", "product_id"):
                 if f.get(name):
                     check_id(f[name], name)
             check_ip(f["spbill_create_ip"])
             check_notify_url(f["notify_url"], allow_local=True)
             time_expire: datetime | None = None
+            time_start: datetime | None = None
             if f.get("time_start"):
-                parse_wx_time(f["time_start"], "time_start")
+                time_start = parse_wx_time(f["time_start"], "time_start")
             if f.get("time_expire"):
                 time_expire = parse_wx_time(f["time_expire"], "time_expire")
         except FieldError as exc:
@@ -69,9 +70,10 @@ class OrderRules(BackendState):
         order = self.orders.get(key)
         if order is not None:
             return self._reenter(order, params)
-        if time_expire is not None and time_expire - now < timedelta(seconds=rules.time_expire_min_gap):
+        gap = self.config.effective.time_expire_min_gap
+        if time_expire is not None and time_expire - max(now, time_start or now) < timedelta(seconds=gap):
             raise BizFail(
-                "PARAM_ERROR", f"time_expire参数错误: must be at least {rules.time_expire_min_gap} s after now"
+                "PARAM_ERROR", f"time_expire时间过短，至少{gap // 60 or 1}分钟 (at least {gap} s after time_start)"
             )
         prepay_id = self.ids.prepay_id(now)
         order = Order(

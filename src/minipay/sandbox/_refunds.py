@@ -70,14 +70,14 @@ class RefundRules(OrderRules):
         if len(live) >= rules.refund_cap:
             raise BizFail("ERROR", f"退款次数超过限制（每笔订单最多{rules.refund_cap}次部分退款）")
         refunded = sum(r.refund_fee for r in counted)
+        effective = self.config.effective
+        if effective.full_refund_error and counted and refunded >= order.total_fee:
+            raise BizFail("ERROR", "订单已全额退款")
         if refunded + refund_fee > order.total_fee:
             raise BizFail("PARAM_ERROR", "refund_fee参数错误: 申请退款金额超过订单可退金额")
-        if (
-            rules.refund_spacing
-            and live
-            and now - max(r.created_at for r in live) < timedelta(seconds=rules.refund_spacing)
-        ):
-            raise BizFail("FREQUENCY_LIMITED", f"同一笔订单两次退款需间隔{rules.refund_spacing}秒")
+        spacing = effective.refund_spacing
+        if spacing and live and now - max(r.created_at for r in live) < timedelta(seconds=spacing):
+            raise BizFail("FREQUENCY_LIMITED", f"同一笔订单两次退款需间隔{spacing}秒")
         cash_left = order.cash_fee - sum(r.cash_refund_fee for r in counted)
         if refunded + refund_fee == order.total_fee:
             cash = cash_left
@@ -88,7 +88,7 @@ class RefundRules(OrderRules):
             # cash_refund_fee and the sum never exceeds cash_fee.
             cash = min(cash_refund_fee(order.cash_fee, refund_fee, order.total_fee), cash_left)
         pool_key = (sub.sub_mch_id, self.today())
-        if rules.cny_pool and self.pools.get(pool_key, 0) + sub.cny_pool < cash:
+        if effective.cny_pool and self.pools.get(pool_key, 0) + sub.cny_pool < cash:
             raise BizFail(rules.insufficient_funds_code)
         self.pools[pool_key] = self.pools.get(pool_key, 0) - cash
         script_status, script_after = self.refund_scripts.pop(order.out_trade_no, ("SUCCESS", None))

@@ -9,6 +9,7 @@ virtual clock only; ids from the seeded factory.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +31,20 @@ from minipay.sandbox._ids import IdFactory
 from minipay.sandbox._models import Fault, LoginCode, Notification, Order, Refund
 from minipay.sandbox._notifier import Dispatcher
 
-__all__ = ["BackendState", "World", "utc_now"]
+__all__ = ["FIELD_LENGTHS", "BackendState", "World", "utc_now"]
 
 _TRANSACTION_ID_RE = re.compile(r"\d{28}")
 _TRADE_STATE_DESC = {"SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "订单未支付", "CLOSED": "订单已关闭"}
 _UNCOMPARED = frozenset({"nonce_str", "sign", "sign_type"})
+
+
+#: Field -> (longest, counted in UTF-8 bytes when ``byte_lengths`` is on): the lengths of spec 16.5.
+FIELD_LENGTHS: dict[str, tuple[int, bool]] = {
+    "body": (127, True), "attach": (127, True), "detail": (6000, True), "nonce_str": (32, False),
+    "out_trade_no": (32, False), "out_refund_no": (64, False), "refund_desc": (80, False),
+    "device_info": (32, False), "goods_tag": (32, False), "notify_url": (256, False),
+    "openid": (128, False), "sub_openid": (128, False), "transaction_id": (32, False),
+}  # fmt: skip
 
 
 def _param(field: str, exc: FieldError) -> BizFail:
@@ -98,6 +108,13 @@ class BackendState:
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
+        for task in getattr(self, "tasks", ()):
+            task.cancel()
+        #: Asynchronous first deliveries waiting for their real-time delay (see ``_timeline``).
+        self.tasks: set[asyncio.Task[None]] = set()
+        #: Notification id -> real seconds its first delivery is held back (not due until released).
+        self.held: dict[int, float] = {}
+        self.delays = random.Random(self.config.seed)
         self.ids = IdFactory(self.config.seed)
         self.clock.set(self.start)
         self.orders: dict[tuple[str, str], Order] = {}
@@ -156,6 +173,18 @@ class BackendState:
                 raise BizFail("INVALID_TRANSACTIONID")
             raise BizFail(missing)
         return order
+
+    def too_long(self, fields: Mapping[str, str]) -> str | None:
+        """The first field longer than :data:`FIELD_LENGTHS` allows (UTF-8 bytes for ``body``,
+        ``attach`` and ``detail`` when the ``byte_lengths`` rule is on), or None."""
+        in_bytes = self.config.effective.byte_lengths
+        for name, (longest, byte_counted) in FIELD_LENGTHS.items():
+            value = fields.get(name)
+            if value is not None:
+                size = len(value.encode("utf-8", "surrogatepass")) if byte_counted and in_bytes else len(value)
+                if size > longest:
+                    return name
+        return None
 
     def out_trade_no_of(self, transaction_id: str | None) -> str | None:
         """The ``out_trade_no`` of the order with this ``transaction_id`` (None when unknown)."""

@@ -5,6 +5,7 @@ order as the virtual clock moves; resends and tampered copies of notifications.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -23,6 +24,8 @@ from minipay.sandbox._refunds import RefundRules
 __all__ = ["MAX_ADVANCE", "PAYMENT_TAMPERS", "REFUND_TAMPERS", "Timeline"]
 
 #: True inside a dispatch run (and in receivers called in-process from it): avoids a self-deadlock.
+logger = logging.getLogger("minipay.sandbox")
+
 _IN_DISPATCH: ContextVar[bool] = ContextVar("minipay_sandbox_in_dispatch", default=False)
 PAYMENT_TAMPERS = ("bad_signature", "amount", "unsigned", "other_key", "md5_downgrade")
 REFUND_TAMPERS = ("other_key", "garbage")
@@ -34,8 +37,31 @@ class Timeline(RefundRules):
     """The clock, the dispatcher and everything they make happen."""
 
     # ------------------------------------------------------------------ time and the dispatcher
+    def hold_first_delivery(self, n: Notification) -> None:
+        """Asynchronous delivery: the first attempt waits ``notify.first_delay`` real seconds
+        (seeded draw), so the cashier's answer comes first, as it usually does live."""
+        low, high = self.config.notify.first_delay
+        delay = self.delays.uniform(low, high)
+        self.held[n.id] = delay
+        task = asyncio.get_running_loop().create_task(self._release(n.id, delay))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _release(self, notification_id: int, delay: float) -> None:
+        _IN_DISPATCH.set(False)  # this task's own context: a payment made from a receiver still runs
+        await asyncio.sleep(delay)
+        if self.held.pop(notification_id, None) is None:
+            return
+        try:
+            await self.run_due()
+        except Exception:  # a background task: the attempt is recorded; never crash the loop
+            logger.exception("asynchronous notification %s failed", notification_id)
+
+    def _due(self, n: Notification) -> bool:
+        return n.state == "pending" and n.next_due is not None and n.id not in self.held
+
     def _next_event(self) -> datetime | None:
-        times = [n.next_due for n in self.notifications if n.state == "pending" and n.next_due is not None]
+        times = [n.next_due for n in self.notifications if self._due(n) and n.next_due is not None]
         times += [r.due_at for r in self.refunds.values() if r.status == "PROCESSING"]
         return min(times, default=None)
 
@@ -61,11 +87,7 @@ class Timeline(RefundRules):
                 for refund in sorted(self.refunds.values(), key=lambda r: r.due_at):
                     if refund.status == "PROCESSING" and refund.due_at <= now:
                         self._complete_refund(refund)
-                due = [
-                    n
-                    for n in self.notifications
-                    if n.state == "pending" and n.next_due is not None and n.next_due <= now
-                ]
+                due = [n for n in self.notifications if self._due(n) and n.next_due is not None and n.next_due <= now]
                 if not due:
                     return
                 await asyncio.gather(*(self._deliver_scheduled(n) for n in due))
@@ -111,7 +133,8 @@ class Timeline(RefundRules):
         fields: dict[str, str | int] = dict(decode_xml(n.body))
         other_key = "".join(self.ids.nonce()[:32])
         if n.kind == "payment":
-            algorithm = str(fields.get("sign_type") or "MD5")
+            order = self.orders.get((n.sub_mch_id, n.out_trade_no))
+            algorithm = order.sign_type if order is not None else str(fields.get("sign_type") or "MD5")
             if tamper == "bad_signature":
                 fields["sign"] = ("0" * 31 + "1") if algorithm == "MD5" else ("0" * 63 + "1")
             elif tamper == "amount":

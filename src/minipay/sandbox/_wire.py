@@ -195,6 +195,13 @@ class Pipeline:
         inst = self._authenticate(request, backend, fields)
         sign_type = fields.get("sign_type") or "MD5"
         missing = [name for name in _REQUIRED[self.endpoint] if not fields.get(name)]
+        if backend.config.effective.return_layer_param_errors:
+            # As the documentation shows them: return_code=FAIL, a Chinese return_msg, no signature.
+            if missing:
+                raise ReturnFail(f"缺少参数{missing[0]}")
+            too_long = backend.too_long(fields)
+            if too_long is not None:
+                raise ReturnFail(f"{too_long}参数长度有误")
         if missing:
             return self._answer(backend, inst, fields, sign_type, BizFail("LACK_PARAMS", f"缺少参数{missing[0]}"), kind)
         if len(fields.get("nonce_str", "")) > 32:
@@ -226,7 +233,7 @@ class Pipeline:
     def _authenticate(self, request: Request, backend: Backend, fields: Mapping[str, str]) -> Institution:
         # /secapi: the certificate comes first (WeChat checks it at its gateway, before it reads
         # the request): no certificate, or another merchant's, fails whatever the body says.
-        secapi = self.operation.mtls and backend.config.tls.require_client_cert
+        secapi = self.operation.mtls and backend.config.effective.require_client_cert
         present, cn = _peer_cn(request.scope) if secapi else (False, None)
         if secapi and not present:
             raise ReturnFail("证书错误: /secapi requires the institution's client certificate (mutual TLS)")

@@ -10,6 +10,11 @@ is seen whole, so whatever is recorded per request belongs here.
   :data:`KNOWN_METHODS` (the server passes any token as a method: junk must not grow the label set).
 - The access log (logger ``minipay.access``, INFO) is written only when that logger is enabled for
   INFO: with it off, no line is formatted. The query string is left out (it may carry a secret).
+- The request id: the caller's ``X-Request-Id`` when well formed, else a new one
+  (:func:`minipay.server.logs.accept_request_id`), is the request's log context for everything the
+  request does (its log lines, the WeChat calls it makes), goes back in the ``X-Request-Id`` header of
+  every response and into every JSON error body, and is kept in ``scope["state"]["request_id"]`` for
+  the error handler that runs outside this middleware (an unhandled exception's 500).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from minipay.server.logs import accept_request_id, log_context
 
 __all__ = ["ACCESS_LOGGER", "KNOWN_METHODS", "Metrics", "ObserveMiddleware", "method_label", "route_label"]
 
@@ -77,8 +84,23 @@ def route_label(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-_NUL_BODY = b'{"error":{"code":"invalid_request","message":"NUL characters are not accepted in URLs"}}'
-_NUL_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_NUL_BODY)).encode())]
+_REQUEST_ID = b"x-request-id"
+
+
+def _nul_response(request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = (
+        b'{"error":{"code":"invalid_request","message":"NUL characters are not accepted in URLs","request_id":"'
+        + request_id.encode()
+        + b'"}}'
+    )
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 class ObserveMiddleware:
@@ -96,31 +118,36 @@ class ObserveMiddleware:
             return
         started = time.perf_counter()
         status = 500  # what the client gets when the app raises before answering
+        request_id = accept_request_id(_header(scope, _REQUEST_ID))
+        request_id_header = (_REQUEST_ID, request_id.encode())
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
-        try:
-            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
-                await send({"type": "http.response.start", "status": 400, "headers": _NUL_HEADERS})
-                await send({"type": "http.response.body", "body": _NUL_BODY})
-                status = 400
-            else:
-                await self.app(scope, receive, send_observed)
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.observe(method_label(scope["method"]), route_label(scope), status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                access_log.info(
-                    '%s - "%s %s HTTP/%s" %d %.1fms',
-                    f"{client[0]}:{client[1]}" if client else "-",
-                    method_label(scope["method"]),
-                    scope["path"],
-                    scope.get("http_version", "1.1"),
-                    status,
-                    elapsed * 1000,
-                )
+        with log_context(request_id):
+            try:
+                if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                    headers, body = _nul_response(request_id)
+                    await send_observed({"type": "http.response.start", "status": 400, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                else:
+                    await self.app(scope, receive, send_observed)
+            finally:
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(method_label(scope["method"]), route_label(scope), status, elapsed)
+                if access_log.isEnabledFor(logging.INFO):
+                    client = scope.get("client")
+                    access_log.info(
+                        '%s - "%s %s HTTP/%s" %d %.1fms',
+                        f"{client[0]}:{client[1]}" if client else "-",
+                        method_label(scope["method"]),
+                        scope["path"],
+                        scope.get("http_version", "1.1"),
+                        status,
+                        elapsed * 1000,
+                    )

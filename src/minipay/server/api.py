@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI), built by :func:`create_app` — never at import time.
 
-JSON in and out, ``Authorization: Bearer <api key>``; errors are ``{"error": {"code", "message"}}``
+JSON in and out, ``Authorization: Bearer <api key>``; errors are ``{"error": {"code", "message", "request_id"}}``
 with a fitting status, never a traceback. OpenAPI at ``/docs``. See ``docs/server.md``.
 """
 
@@ -26,11 +26,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
+from minipay.server._guards import BodyDeadlineMiddleware, BodyReadTimeout
 from minipay.server._http import Metrics, ObserveMiddleware
+from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.console import build_console_router
 from minipay.server.db import reader_engine
+from minipay.server.logs import REQUEST_ID_HEADER, current_request_id, log_context
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
@@ -64,8 +68,10 @@ BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
 NotifyHandler = Callable[..., Awaitable[NotifyReply]]
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str, *, request_id: str | None = None) -> JSONResponse:
+    """The JSON error body, with the request's id (``X-Request-Id``) so a report can be traced."""
+    rid = request_id if request_id is not None else current_request_id()
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status)
 
 
 # -- request bodies ----------------------------------------------------------------------------------
@@ -353,9 +359,24 @@ def create_app(
         return _error(400, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            408: "request_timeout",
+            413: "body_too_large",
+        }
+        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Every method of every route on this path (the router names only the first route's).
+            allowed: set[str] = set()
+            for route in request.app.router.routes:
+                if route.matches(request.scope)[0] != Match.NONE:
+                    allowed |= getattr(route, "methods", None) or set()
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request: Request, _: ClientDisconnect) -> Response:
@@ -380,11 +401,20 @@ def create_app(
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return _error(500, "internal_error", "internal error")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Runs outside ObserveMiddleware (in Starlette's outermost layer): its context and its header
+        # are gone, so the request id comes from the request's state.
+        rid = getattr(request.state, "request_id", None)
+        with log_context(rid):
+            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        response = _error(500, "internal_error", "internal error", request_id=rid)
+        if rid is not None:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
 
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    install_url_redaction()  # uvicorn's access log and httpx2 write whole URLs
 
     # -- auth --------------------------------------------------------------------------------------------
 
@@ -597,8 +627,23 @@ def create_app(
             wake.set()
         return Response(result.content, status_code=result.status_code, media_type="application/xml")
 
+    reading = 0  # notification bodies being read now
+
     async def _notify(request: Request, kind: str, handler: NotifyHandler) -> Response:
-        body = await _capped_body(request)
+        # Anyone can send to these URLs (the signature is checked once the body is in): the time to
+        # send a body and the number of bodies read at once are bounded, so slow senders cannot pile up.
+        nonlocal reading
+        if reading >= settings.notify_max_concurrent_reads:
+            return _xml(reply(False, "too many notifications at once; retry", 503), kind)
+        reading += 1
+        try:
+            async with asyncio.timeout(settings.notify_read_timeout):
+                body = await _capped_body(request)
+        except (TimeoutError, BodyReadTimeout):
+            log.debug("%s notification body not received in time", kind)
+            return _xml(reply(False, "request body timeout", 408), kind)
+        finally:
+            reading -= 1
         if body is None:
             return _xml(reply(False, "body too large", 413), kind)
         try:

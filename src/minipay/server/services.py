@@ -596,7 +596,7 @@ class Services:
             currency = DEFAULT_CURRENCIES.check(cmd.currency, "currency")
             if currency not in (sub.currency, "CNY"):
                 raise FieldError("currency", f"must be {sub.currency} or CNY for this sub-merchant")
-            check_text(cmd.description, "description", 127)
+            check_text(cmd.description, "description", 127, utf8_bytes=True)
             if not cmd.description.strip():
                 raise FieldError("description", "must not be empty")
             if not cmd.openid:
@@ -605,7 +605,7 @@ class Services:
             if cmd.out_trade_no is not None:
                 check_out_trade_no(cmd.out_trade_no)
             if cmd.attach is not None:
-                check_text(cmd.attach, "attach", 127)
+                check_text(cmd.attach, "attach", 127, utf8_bytes=True)
             client_ip = check_ip(cmd.client_ip or "127.0.0.1", "client_ip")
             expires_in = cmd.expires_in if cmd.expires_in is not None else self.settings.payment_expires_in
             if not 60 <= expires_in <= 7 * 24 * 3600:

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     sub_merchants: list[SubMerchantSettings] = Field(default_factory=list)
     payment_expires_in: int = Field(default=1800, ge=60, le=7 * 24 * 3600)  # seconds, when the caller gives none
     notify_max_bytes: int = 65536
+    # Seconds a client has to send a whole request body (0: no bound), and, tighter, a WeChat
+    # notification body; notification bodies read at once (one more is answered 503 FAIL at once).
+    request_read_timeout: float = Field(default=30.0, ge=0)
+    notify_read_timeout: float = Field(default=10.0, gt=0)
+    notify_max_concurrent_reads: int = Field(default=64, ge=1)
     allow_local_notify_url: bool = False  # sandbox mode: the sandbox calls back on loopback
     # Webhook endpoints on localhost or a private/loopback/link-local IP are refused unless this is on
     # (sandbox mode, local development): a sub-merchant key must not aim the service at internal hosts.
@@ -127,6 +132,10 @@ class Settings(BaseSettings):
     webhook_per_endpoint: int = Field(default=2, ge=1, le=100)  # attempts in flight to one endpoint
     webhook_breaker_threshold: int = Field(default=5, ge=1)  # consecutive failures that pause an endpoint
     sql_echo: bool = False
+    # Logs of `minipay serve`: "text" (one readable line) or "json" (one object a line, for a log
+    # collector); unset: text on a terminal, json otherwise. See minipay.server.logs.
+    log_format: Literal["text", "json"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
     # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).
     metrics_enabled: bool = True

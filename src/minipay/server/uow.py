@@ -40,6 +40,7 @@ from minipay.server.domain import (
     RefundStatus,
     new_id,
 )
+from minipay.server.logs import bind
 
 __all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "retrying"]
 
@@ -86,6 +87,7 @@ class _Repo:
 class PaymentRepository(_Repo):
     async def add(self, payment: Payment) -> None:
         await self.conn.execute(insert(db.payments).values(**_values(payment, _PAYMENT_FIELDS)))
+        bind(payment_id=payment.id, out_trade_no=payment.out_trade_no)
 
     async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
         query = select(db.payments).where(db.payments.c.id == payment_id)
@@ -105,7 +107,11 @@ class PaymentRepository(_Repo):
         if for_update:
             query = query.with_for_update()  # rendered on PostgreSQL; SQLite already holds the write lock
         row = (await self.conn.execute(query)).mappings().first()
-        return _payment_from_row(row) if row is not None else None
+        if row is None:
+            return None
+        # Every later log line of this request or job is about this payment.
+        bind(payment_id=row["id"], out_trade_no=row["out_trade_no"])
+        return _payment_from_row(row)
 
     async def save(self, payment: Payment) -> None:
         """Write every field if, and only if, nobody changed the row since it was read."""
@@ -167,6 +173,7 @@ class PaymentRepository(_Repo):
 class RefundRepository(_Repo):
     async def add(self, refund: Refund) -> None:
         await self.conn.execute(insert(db.refunds).values(**_values(refund, _REFUND_FIELDS)))
+        bind(refund_id=refund.id, out_refund_no=refund.out_refund_no, payment_id=refund.payment_id)
 
     async def get(self, refund_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Refund | None:
         query = select(db.refunds).where(db.refunds.c.id == refund_id)
@@ -182,7 +189,10 @@ class RefundRepository(_Repo):
         if for_update:
             query = query.with_for_update()
         row = (await self.conn.execute(query)).mappings().first()
-        return _refund_from_row(row) if row is not None else None
+        if row is None:
+            return None
+        bind(refund_id=row["id"], out_refund_no=row["out_refund_no"], payment_id=row["payment_id"])
+        return _refund_from_row(row)
 
     async def for_payment(self, payment_id: str) -> list[Refund]:
         query = select(db.refunds).where(db.refunds.c.payment_id == payment_id).order_by(db.refunds.c.created_at)

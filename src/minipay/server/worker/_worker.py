@@ -51,6 +51,7 @@ from minipay.protocol import (
 )
 from minipay.server import db
 from minipay.server.domain import ApplyOutcome, PaymentResult
+from minipay.server.logs import bind, log_context, new_request_id
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import Services, apply_payment_result, apply_refund_result, mark_payment_closed
 from minipay.server.settings import Settings, SubMerchantSettings
@@ -343,6 +344,16 @@ class Worker:
                 await stop.wait()
 
     async def _run(self, job: Job, summary: TickSummary) -> None:
+        # Each run of a job is a unit of its own in the logs (and traces): a fresh ``job_…`` id, the
+        # job's id and kind, and the payment or refund it follows (the repositories add out_trade_no...).
+        ids = {
+            "payment_id": job.key if job.kind == PAYMENT_FOLLOWUP else None,
+            "refund_id": job.key if job.kind == REFUND_FOLLOWUP else None,
+        }
+        with log_context(new_request_id("job_"), job_id=job.id, job_kind=job.kind, **ids):
+            await self._run_job(job, summary)
+
+    async def _run_job(self, job: Job, summary: TickSummary) -> None:
         summary.ran += 1
         handler = self._handlers.get(job.kind)
         if handler is None:
@@ -421,6 +432,7 @@ class Worker:
         if row is None:
             return {"outcome": "unknown_payment"}
         status, out_trade_no, sub_mch_id, expires_at, created_at = row
+        bind(out_trade_no=out_trade_no)
         if status not in ("created", "pending"):
             return {"outcome": "already_final", "status": status}
         sub = self._sub(sub_mch_id)
@@ -490,6 +502,7 @@ class Worker:
         if row is None:
             return {"outcome": "unknown_refund"}
         status, out_refund_no, sub_mch_id, wechat_refund_id = row
+        bind(out_refund_no=out_refund_no)
         sub = self._sub(sub_mch_id)
         result = await self.gateway.query_refund(sub, out_refund_no)
         wechat = result.refund_status if result is not None else "REFUNDNOTEXIST"

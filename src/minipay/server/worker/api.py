@@ -23,6 +23,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from minipay.server.api import SHUTDOWN_GRACE
+from minipay.server.logs import current_request_id
 from minipay.server.worker._queue import JobQueue
 from minipay.server.worker._reconcile import Reconciler
 from minipay.server.worker._worker import Worker, WorkerConfig
@@ -38,7 +39,9 @@ STOP_GRACE = SHUTDOWN_GRACE
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "request_id": current_request_id()}}, status_code=status
+    )
 
 
 class _NoBills:
