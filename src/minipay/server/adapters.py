@@ -141,7 +141,7 @@ class ClientGateway:
             if getattr(exc, "err_code", "") == "ORDERNOTEXIST":
                 return None
             raise
-        return PaymentResult.from_fields(response.to_fields())
+        return PaymentResult.from_query(response)
 
     async def close_order(self, sub: SubMerchantSettings, out_trade_no: str) -> None:
         await self._client(sub).orders.close(
@@ -173,16 +173,7 @@ class ClientGateway:
             raise
         for record in response.refunds:
             if record.out_refund_no == out_refund_no:
-                return RefundResult(
-                    out_refund_no=record.out_refund_no,
-                    refund_status=record.refund_status or "",
-                    out_trade_no=response.out_trade_no,
-                    sub_mch_id=response.sub_mch_id,
-                    refund_id=record.refund_id,
-                    refund_fee=record.refund_fee,
-                    success_time=record.refund_success_time,
-                    fields=response.to_fields(),
-                )
+                return RefundResult.from_query(response, record)
         return None
 
     def pay_params(self, sub: SubMerchantSettings, prepay_id: str) -> PayParams:
