@@ -33,6 +33,7 @@ from minipay.server._guards import BodyDeadlineMiddleware, BodyReadTimeout
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
+from minipay.server.console import build_console_router
 from minipay.server.db import reader_engine
 from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
 from minipay.server.logs import REQUEST_ID_HEADER, current_request_id, log_context
@@ -434,6 +435,7 @@ def create_app(
     app.state.auth_keys = keys
     app.state.ops_keys = [k.get_secret_value().encode() for k in settings.ops_api_keys]
     ops = [Depends(_ops_access)]
+    app.include_router(build_console_router(container))  # the ops console's pages, /console
 
     # -- health -------------------------------------------------------------------------------------------
 
