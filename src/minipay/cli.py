@@ -52,6 +52,12 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the service.")] = 8000,
     sandbox_port: Annotated[int, typer.Option(help="Port of the sandbox (sandbox mode only).")] = 8001,
+    sandbox_tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="HTTPS port of the sandbox, mutual TLS for /secapi (sandbox mode; default: sandbox port + 1)."
+        ),
+    ] = None,
     credentials_out: Annotated[
         str | None, typer.Option("--credentials-out", help="Write the sandbox-mode URLs and dev API keys as JSON here.")
     ] = None,
@@ -71,6 +77,7 @@ def serve_command(
         load_settings(config),
         port=port,
         sandbox_port=sandbox_port,
+        sandbox_tls_port=sandbox_tls_port,
         state_dir=Path(state_dir),
         credentials_out=Path(credentials_out) if credentials_out else None,
         echo=typer.echo,
@@ -163,13 +170,15 @@ def worker_command(
     import logging
     from datetime import timedelta
 
+    from minipay.server.logs import configure_logging
     from minipay.server.settings import load_settings
     from minipay.server.worker import WorkerConfig
     from minipay.server.worker._cli import UsageError, worker_main
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {"database_url": database_url} if database_url else {}
     settings = load_settings(config, **overrides)
+    if not logging.getLogger().handlers:  # like basicConfig: an embedding program's logging stays
+        configure_logging(settings.log_format, settings.log_level)  # the service's format and context
     worker_config = WorkerConfig(
         poll_interval=poll_interval,
         lease=timedelta(seconds=lease),
@@ -258,7 +267,13 @@ def sandbox_command(
     tls: Annotated[
         bool, typer.Option("--tls", help="HTTPS with generated certificates; /secapi/* demands the client cert.")
     ] = False,
-    tls_dir: Annotated[str, typer.Option(help="Where --tls writes its CA, server and client files.")] = ".minipay/tls",
+    tls_dir: Annotated[
+        str, typer.Option(help="Where the CA, server and client certificate files are written (--tls, strict).")
+    ] = ".minipay/tls",
+    tls_port: Annotated[
+        int | None,
+        typer.Option(help="Strict profile without --tls: the HTTPS port for /secapi (default: --port + 1)."),
+    ] = None,
     speed: Annotated[float, typer.Option(help="Virtual seconds per real second (retries, expiry...).")] = 1.0,
     frozen: Annotated[
         bool, typer.Option("--frozen", help="Do not run the clock; only POST /sandbox/clock moves it.")
@@ -286,6 +301,7 @@ def sandbox_command(
         speed=speed,
         frozen=frozen,
         profile=profile,
+        tls_port=tls_port,
         echo=typer.echo,
     )
 

@@ -179,12 +179,30 @@ def _bind() -> tuple[socket.socket, str]:
 
 @contextlib.asynccontextmanager
 async def _serve(
-    app: Any, sock: socket.socket, *, lifespan: Literal["auto", "on", "off"] = "off"
+    app: Any, sock: socket.socket, *, lifespan: Literal["auto", "on", "off"] = "off", tls: Any = None
 ) -> AsyncIterator[None]:
-    """Serve an ASGI app on ``sock`` inside this event loop (uvicorn), until the block ends."""
+    """Serve an ASGI app on ``sock`` inside this event loop (uvicorn), until the block ends.
+
+    ``tls`` (the sandbox's ``TLSMaterial``): HTTPS asking for a client certificate, with the
+    sandbox's protocol class, which hands the certificate to the app (mutual TLS on /secapi)."""
+    import ssl
+
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2, access_log=False)
+    options: dict[str, Any] = {}
+    if tls is not None:
+        from minipay.sandbox import SandboxH11Protocol
+
+        options = {
+            "http": SandboxH11Protocol,
+            "ssl_certfile": str(tls.server_cert),
+            "ssl_keyfile": str(tls.server_key),
+            "ssl_ca_certs": str(tls.ca_cert),
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        }
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2, access_log=False, **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -265,7 +283,7 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
     import httpx2
 
     from minipay.protocol import CHINA_TZ
-    from minipay.sandbox import SandboxConfig
+    from minipay.sandbox import SandboxConfig, generate_tls_material
     from minipay.sandbox import create_app as create_sandbox_app
     from minipay.serve import sandbox_settings
     from minipay.server.api import create_app
@@ -274,9 +292,12 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
     from minipay.server.worker.api import build_router
 
     start = _china_morning()
-    # The strict profile (as WeChat behaves live): notifications arrive after the cashier's answer.
-    world = SandboxConfig.default().with_profile("strict").replace(tls={"require_client_cert": False})
+    # The strict profile (as WeChat behaves live): notifications arrive after the cashier's answer,
+    # and /secapi/* (refunds) demands the institution's client certificate over mutual TLS.
+    world = SandboxConfig.default().with_profile("strict")
     sandbox_app = create_sandbox_app(world, seed=seed, start=start)
+    material = generate_tls_material(workdir / "tls", mch_id=world.institutions[0].mch_id)
+    sandbox_app.state.sandbox.tls_files = material.to_json()
     backend = sandbox_app.state.sandbox
     clock = SandboxClock(backend)
     receiver = Receiver(clock)
@@ -289,6 +310,10 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
     async with contextlib.AsyncExitStack() as stack:
         sandbox_sock, sandbox_url = _bind()
         await stack.enter_async_context(_serve(sandbox_app, sandbox_sock))
+        # The service talks to WeChat over HTTPS, as live: the sandbox's second, TLS listener.
+        wechat_sock, wechat_url = _bind()
+        wechat_url = wechat_url.replace("http://", "https://")
+        await stack.enter_async_context(_serve(sandbox_app, wechat_sock, tls=material))
         receiver_sock, receiver_url = _bind()
         await stack.enter_async_context(_serve(receiver.app(), receiver_sock))
         # The service's settings name its own URL (WeChat calls it back there): bind first, then build.
@@ -296,10 +321,11 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
         database = workdir / "minipay-demo.db"
         settings = sandbox_settings(
             config,
-            sandbox_url=sandbox_url,
+            sandbox_url=wechat_url,
             service_url=service_url,
             database_url=f"sqlite+aiosqlite:///{database.as_posix()}",
             keys=keys,
+            tls=material,
         ).model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
         container = build_container(settings, clock=clock)
         service_app = create_app(settings, container=container, routers=[build_router()])
@@ -464,6 +490,13 @@ async def _play(n: Narrator, *, seed: int, faults: Sequence[dict[str, Any]], wor
         n.check(found.get("status") == "partially_refunded", "payment partially_refunded", found.get("status"))
         await tick("delivers webhooks, cross-checks the refund")
         n.check(receiver.events[-1]["type"] == "refund.succeeded", "the receiver got refund.succeeded")
+        status, journal = await wechat.call("GET", "/sandbox/requests?endpoint=refund", quiet=True)
+        certs = [r.get("client_cert") for r in journal["requests"]]
+        n.check(
+            bool(certs) and all(cn == inst.mch_id for cn in certs),
+            f"the refund went over mutual TLS with the institution's client certificate (CN {inst.mch_id})",
+            certs,
+        )
 
         # -- 8. a lost notification ----------------------------------------------------------------------
         n.step(

@@ -85,23 +85,31 @@ def sandbox_settings(
     service_url: str,
     database_url: str,
     keys: dict[str, str],
+    tls: Any = None,
 ) -> Settings:
-    """Service settings matching a sandbox world (``minipay.sandbox.SandboxConfig``)."""
+    """Service settings matching a sandbox world (``minipay.sandbox.SandboxConfig``).
+
+    ``tls`` (a ``minipay.sandbox.TLSMaterial``; ``sandbox_url`` then its HTTPS listener): the first
+    institution trusts the sandbox's CA and sends its client certificate (``.p12``), so refunds go
+    over mutual TLS as they do live."""
     institutions = []
     subs = []
     for index, inst in enumerate(config.institutions):
         name = "sandbox" if index == 0 else f"sandbox{index}"
-        institutions.append(
-            {
-                "name": name,
-                "appid": inst.appid,
-                "mch_id": inst.mch_id,
-                "api_key": inst.api_key,
-                "sign_type": "MD5",
-                "base_url": sandbox_url,
-                "login_base_url": sandbox_url,
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "appid": inst.appid,
+            "mch_id": inst.mch_id,
+            "api_key": inst.api_key,
+            "sign_type": "MD5",
+            "base_url": sandbox_url,
+            "login_base_url": sandbox_url,
+        }
+        if tls is not None:
+            entry["ca_cert"] = tls.ca_cert
+            if index == 0:
+                entry.update(p12=tls.client_p12, p12_password=tls.client_p12_password)
+        institutions.append(entry)
         for sub in inst.sub_merchants:
             subs.append(
                 {
@@ -135,6 +143,9 @@ class ServePlan:
     #: In sandbox mode the sandbox's virtual clock: the service's clock port reads it, so
     #: ``POST /sandbox/clock`` moves the service's expiries, active queries and bill days too.
     clock: Any = None
+    #: In sandbox mode (strict): the sandbox's HTTPS listener (mutual TLS for ``/secapi``).
+    sandbox_tls_port: int | None = None
+    sandbox_tls: Any = None
 
 
 def plan_serve(
@@ -142,6 +153,7 @@ def plan_serve(
     *,
     port: int = 8000,
     sandbox_port: int = 8001,
+    sandbox_tls_port: int | None = None,
     state_dir: Path = Path(".minipay"),
     credentials_out: Path | None = None,
     echo: Any = print,
@@ -149,16 +161,23 @@ def plan_serve(
     """Decide the mode; in sandbox mode build the sandbox and the matching settings, print the keys."""
     if settings is not None and settings.configured:
         return ServePlan(settings=settings)
-    from minipay.sandbox import SandboxConfig
+    from minipay.sandbox import SandboxConfig, load_or_generate_tls_material
     from minipay.sandbox import create_app as create_sandbox_app
 
     config = SandboxConfig.default().with_profile("strict")
-    config = config.replace(clock={**config.clock.model_dump(), "realtime": True}, tls={"require_client_cert": False})
+    config = config.replace(clock={**config.clock.model_dump(), "realtime": True})
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{port}"
     sub_ids = [s.sub_mch_id for i in config.institutions for s in i.sub_merchants]
     keys = _dev_keys(state_dir, sub_ids)
     state_dir.mkdir(parents=True, exist_ok=True)
+    material = None
+    tls_port = None
+    if config.effective.require_client_cert:
+        # Every WeChat call of the service goes to the sandbox's HTTPS listener, refunds with the
+        # institution's client certificate; the control API stays on plain HTTP (curl, the README).
+        tls_port = sandbox_tls_port or sandbox_port + 1
+        material = load_or_generate_tls_material(state_dir / "tls", mch_id=config.institutions[0].mch_id)
     default_url = Settings.model_fields["database_url"].default
     database_url = (
         settings.database_url
@@ -166,7 +185,12 @@ def plan_serve(
         else f"sqlite+aiosqlite:///{(state_dir / 'minipay.db').as_posix()}"
     )
     service_settings = sandbox_settings(
-        config, sandbox_url=sandbox_url, service_url=service_url, database_url=database_url, keys=keys
+        config,
+        sandbox_url=f"https://127.0.0.1:{tls_port}" if material is not None else sandbox_url,
+        service_url=service_url,
+        database_url=database_url,
+        keys=keys,
+        tls=material,
     )
     world = SandboxWorld(
         service_url=service_url,
@@ -185,7 +209,12 @@ def plan_serve(
     echo("Minipay is running in SANDBOX MODE (no configuration found).")
     echo(f"  service:  {service_url}   (OpenAPI: {service_url}/docs)")
     echo(f"  sandbox:  {sandbox_url}   (dashboard: {sandbox_url}/sandbox/)")
+    if material is not None:
+        echo(f"  WeChat:   https://127.0.0.1:{tls_port}   (the service's WeChat calls; mutual TLS on /secapi)")
+        echo(f"    CA {material.ca_cert}; institution client certificate {material.client_p12}")
+    echo(f"  profile:  {config.effective.profile} (docs/sandbox.md)")
     echo(f"  database: {database_url}")
+    echo(f"  sandbox state: {state_dir / 'sandbox.sqlite3'}")
     echo(f"  admin API key: {world.admin_api_key}")
     for sub in world.sub_merchants:
         echo(f"  sub-merchant {sub['sub_mch_id']} ({sub['currency']}, app {sub['sub_appid']}): {sub['api_key']}")
@@ -193,13 +222,19 @@ def plan_serve(
         credentials_out.write_text(json.dumps(world.to_json(), indent=2))
         credentials_out.chmod(0o600)
         echo(f"  credentials written to {credentials_out}")
-    sandbox_app = create_sandbox_app(config)
+    # The sandbox's world and orders survive a restart next to the service's database, so a
+    # restarted serve still knows the orders the database holds as pending.
+    sandbox_app = create_sandbox_app(config, state_file=state_dir / "sandbox.sqlite3")
+    if material is not None:
+        sandbox_app.state.sandbox.tls_files = material.to_json()  # shown by GET /sandbox/merchants
     return ServePlan(
         settings=service_settings,
         sandbox_app=sandbox_app,
         sandbox_port=sandbox_port,
         world=world,
         clock=sandbox_app.state.sandbox.clock,
+        sandbox_tls_port=tls_port,
+        sandbox_tls=material,
     )
 
 
@@ -235,6 +270,12 @@ async def run_serve(
 
         # The sandbox's own server: its protocol can really drop connections (faults) over TCP.
         servers.append(build_server(plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_port or 8001))
+        if plan.sandbox_tls is not None and plan.sandbox_tls_port is not None:
+            # The same app over HTTPS (the service's WeChat calls; mutual TLS on /secapi).
+            tls_server = build_server(
+                plan.sandbox_app, host="127.0.0.1", port=plan.sandbox_tls_port, tls=plan.sandbox_tls, lifespan="off"
+            )
+            servers.append(tls_server)
     from minipay.server.worker.api import build_router, worker_task
 
     background = []

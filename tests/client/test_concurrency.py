@@ -11,6 +11,7 @@ import pytest
 from minipay.client import AsyncClient, Client
 from minipay.sandbox import create_app
 from tests.client.conftest import APPID, KEY, MCH_ID, ORDER, SUB_APPID, SUB_MCH_ID, FakeWeChat
+from tests.profiles import LENIENT
 
 
 def test_one_sync_client_serves_many_threads(fake: FakeWeChat) -> None:
@@ -36,7 +37,7 @@ def test_one_sync_client_serves_many_threads(fake: FakeWeChat) -> None:
 
 @pytest.mark.anyio
 async def test_one_async_client_serves_many_tasks_against_the_sandbox() -> None:
-    app = create_app(seed=21)
+    app = create_app(LENIENT, seed=21)
     transport = httpx2.ASGITransport(app)
     async with (
         httpx2.AsyncClient(transport=transport, base_url="http://sandbox") as control,

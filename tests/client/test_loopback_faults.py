@@ -10,6 +10,7 @@ import pytest
 
 from minipay.client import AsyncClient, Client, ConnectError, ReadTimeoutError
 from minipay.sandbox import create_app, running
+from tests.profiles import LENIENT
 
 NOTIFY_URL = "https://merchant.example.com/wxpay/notify"
 SETTINGS: dict[str, Any] = {
@@ -23,7 +24,7 @@ SETTINGS: dict[str, Any] = {
 
 @pytest.fixture
 def sandbox() -> Iterator[str]:
-    with running(create_app(seed=11)) as server:
+    with running(create_app(LENIENT, seed=11)) as server:
         yield server.base_url
 
 

@@ -25,7 +25,10 @@ from minipay.protocol import (
     NotEnoughError,
     build_payment_notification,
     build_refund_notification,
+    decode_xml,
+    encode_xml,
     reply_success,
+    sign,
     verify_pay_params,
 )
 from tests.client.conftest import APPID, KEY, MCH_ID, SUB_APPID, SUB_MCH_ID
@@ -220,6 +223,19 @@ def test_an_hmac_client_refuses_an_md5_notification() -> None:
         with pytest.raises(SignatureError):
             client.parse_payment_notification(body)
         assert client.parse_payment_notification(build_payment_notification(PAYMENT, KEY, "HMAC-SHA256")).is_success
+
+
+def test_an_hmac_notification_without_sign_type_is_verified_with_the_configured_algorithm() -> None:
+    # Live HMAC-SHA256 notifications come without sign_type (WxJava #1585): absent must not mean MD5.
+    fields = dict(decode_xml(build_payment_notification(PAYMENT, KEY, "HMAC-SHA256")))
+    del fields["sign_type"]
+    fields["sign"] = sign({k: v for k, v in fields.items() if k != "sign"}, KEY, "HMAC-SHA256")
+    body = encode_xml(fields)
+    with _client(sign_type="HMAC-SHA256") as client:
+        assert client.parse_payment_notification(body).is_success
+        fields["sign"] = sign({k: v for k, v in fields.items() if k != "sign"}, KEY, "MD5")
+        with pytest.raises(SignatureError):  # still no downgrade: an MD5 signature is refused
+            client.parse_payment_notification(encode_xml(fields))
 
 
 def test_a_notification_for_another_merchant_is_refused() -> None:

@@ -19,6 +19,7 @@ from minipay.client import Client, ClientCertificate, CommunicationError, ReadTi
 from minipay.client._certs import build_ssl_context
 from minipay.sandbox import create_app
 from tests.client.pki import Issued, issue, make_ca
+from tests.profiles import LENIENT
 
 NOTIFY_URL = "https://merchant.example.com/wxpay/notify"
 
@@ -39,7 +40,7 @@ def tls_sandbox(tmp_path: Path, ca: Issued) -> Iterator[str]:
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     port = _free_port()
     config = uvicorn.Config(
-        create_app(seed=3),
+        create_app(LENIENT, seed=3),
         host="127.0.0.1",
         port=port,
         ssl_certfile=str(tmp_path / "server.pem"),

@@ -37,6 +37,7 @@ from minipay.server.api import create_app
 from minipay.server.bootstrap import build_container
 from minipay.server.worker import Worker, WorkerConfig, worker_jobs
 from minipay.server.worker.api import build_router
+from tests.profiles import LENIENT
 
 #: A fixed start keeps bills and ids stable: 2026-03-02 10:00 China time.
 START = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA_TZ)
@@ -267,11 +268,9 @@ async def running_stack(
     sandbox_config: SandboxConfig | None = None,
 ) -> AsyncIterator[Stack]:
     """Build, start (lifespans) and tear down the whole system (the sandbox: ``sandbox_config``,
-    else its default world)."""
+    else :data:`LENIENT`)."""
     to_service = Forward()
-    sandbox_app = create_sandbox_app(
-        sandbox_config or SandboxConfig.default(), seed=seed, start=START, notify_transport=to_service
-    )
+    sandbox_app = create_sandbox_app(sandbox_config or LENIENT, seed=seed, start=START, notify_transport=to_service)
     backend = sandbox_app.state.sandbox
     clock = SandboxTime(backend)
     receiver = Receiver(clock)

@@ -16,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from minipay.cli import app
-from minipay.sandbox import SandboxConfig
 from minipay.sandbox import create_app as create_sandbox_app
 from minipay.serve import sandbox_settings
 from minipay.server.api import create_app
@@ -26,6 +25,7 @@ from minipay.server.worker import WorkerConfig
 from minipay.server.worker._cli import UsageError, reconcile_main, worker_main
 from minipay.server.worker.api import build_router
 from tests.e2e.stack import START, Forward, SandboxTime, serving
+from tests.profiles import LENIENT
 
 SUB1 = "1900000110"
 
@@ -50,7 +50,7 @@ class Loopback:
 @pytest.fixture
 async def loopback(tmp_path: Path) -> AsyncIterator[Loopback]:
     to_service = Forward()
-    sandbox_app = create_sandbox_app(SandboxConfig.default(), seed=5, start=START, notify_transport=to_service)
+    sandbox_app = create_sandbox_app(LENIENT, seed=5, start=START, notify_transport=to_service)
     async with serving(sandbox_app) as sandbox_url:
         keys = {"admin": "adm_" + secrets.token_hex(20), SUB1: "sk_" + secrets.token_hex(20)}
         keys["1900000111"] = "sk_" + secrets.token_hex(20)

@@ -56,7 +56,7 @@ async def test_a_clean_day_reconciles_with_zero_discrepancies(stack: Stack) -> N
     await stack.set_clock(NEXT_MORNING)
     await stack.worker.run_until_idle()
     backend = stack.sandbox_app.state.sandbox
-    layout = backend.config.rules.bill_layout
+    layout = backend.config.effective.bill_layout
     body = backend.download_bill(backend.config.institutions[0], {"bill_date": DAY.strftime("%Y%m%d")})
     assert body.decode().startswith({"documented": "交易时间,", "english": "Transaction time,"}[layout])
     job = await stack.job(BILL_RECONCILE, f"{SUB1}:{DAY.isoformat()}")

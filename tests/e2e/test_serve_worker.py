@@ -20,13 +20,16 @@ from minipay.serve import free_port
 pytestmark = pytest.mark.slow
 
 
-def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def _serve(
+    tmp_path: Path, *extra: str, ports: tuple[int, int, int] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """A real ``minipay serve`` in sandbox mode, ready; and the world it printed."""
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port, tls_port = ports or (free_port(), free_port(), free_port())
     creds = tmp_path / "creds.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     command = [sys.executable, "-c", "from minipay.cli import main; main()", "serve"]
-    command += ["--port", str(port), "--sandbox-port", str(sandbox_port), "--credentials-out", str(creds), *extra]
+    command += ["--port", str(port), "--sandbox-port", str(sandbox_port), "--sandbox-tls-port", str(tls_port)]
+    command += ["--credentials-out", str(creds), *extra]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while True:
@@ -39,7 +42,7 @@ def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[s
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("the service did not start within 30 s")
+            pytest.fail("the service did not start within 120 s")
         time.sleep(0.1)
     return proc, json.loads(creds.read_text())
 
@@ -92,3 +95,35 @@ def test_serve_runs_the_worker_in_process_and_stops_it_cleanly(tmp_path: Path) -
     assert output.count("Waiting for application shutdown.") == output.count("Application shutdown complete.") > 0
     assert "Traceback" not in output, output
     assert "worker tick failed" not in output, output
+
+
+def test_a_restarted_serve_still_knows_the_pending_orders(tmp_path: Path) -> None:
+    # The sandbox's orders are kept in .minipay/sandbox.sqlite3 next to the service's database: an
+    # order the database holds as pending can still be paid (and notified) after a restart.
+    ports = (free_port(), free_port(), free_port())
+    proc, world = _serve(tmp_path, "--no-worker", ports=ports)
+    sub = world["sub_merchants"][0]
+    auth = {"Authorization": f"Bearer {sub['api_key']}"}
+    try:
+        with httpx2.Client(timeout=10) as http:
+            login = {"appid": sub["sub_appid"], "user": "r"}
+            code = http.post(f"{world['sandbox_url']}/sandbox/login", json=login).json()["code"]
+            openid = http.post(f"{world['service_url']}/v1/sessions", json={"code": code}, headers=auth).json()
+            body = {"amount": 800, "currency": sub["currency"], "description": "Tea", "openid": openid["openid"]}
+            payment = http.post(f"{world['service_url']}/v1/payments", json=body, headers=auth).json()
+            assert payment["status"] == "pending", payment
+    finally:
+        _stop(proc)
+    assert (tmp_path / ".minipay" / "sandbox.sqlite3").is_file()
+    proc, world = _serve(tmp_path, "--no-worker", ports=ports)
+    try:
+        with httpx2.Client(timeout=10) as http:
+            paid = http.post(f"{world['sandbox_url']}/sandbox/pay", json=payment["pay_params"]).json()
+            assert paid["errMsg"] == "requestPayment:ok", paid  # the restarted sandbox knows the prepay_id
+            url = f"{world['service_url']}/v1/payments/{payment['id']}"
+            deadline = time.monotonic() + 15
+            while (status := http.get(url, headers=auth).json()["status"]) != "succeeded":
+                assert time.monotonic() < deadline, status
+                time.sleep(0.2)
+    finally:
+        _stop(proc)

@@ -17,7 +17,6 @@ import httpx2
 import pytest
 from sqlalchemy import select
 
-from minipay.sandbox import SandboxConfig
 from minipay.sandbox import create_app as create_sandbox_app
 from minipay.serve import sandbox_settings
 from minipay.server.adapters import OffsetClock
@@ -26,6 +25,7 @@ from minipay.server.bootstrap import build_container
 from minipay.server.settings import Settings
 from minipay.server.worker import PAYMENT_FOLLOWUP, Worker, WorkerConfig, worker_jobs
 from tests.e2e.stack import Forward, serving
+from tests.profiles import LENIENT
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,7 @@ def _toml(settings: Settings) -> str:
 @pytest.mark.slow
 async def test_a_worker_killed_mid_job_has_its_job_completed_once_by_another(tmp_path: Path) -> None:
     to_service = Forward()
-    sandbox_app = create_sandbox_app(SandboxConfig.default(), seed=3, notify_transport=to_service)
+    sandbox_app = create_sandbox_app(LENIENT, seed=3, notify_transport=to_service)
     async with serving(sandbox_app) as sandbox_url:
         keys = {"admin": "adm_" + "a" * 40, SUB1: "sk_" + "b" * 40, "1900000111": "sk_" + "c" * 40}
         settings = sandbox_settings(

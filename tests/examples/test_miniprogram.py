@@ -102,3 +102,25 @@ def test_a_user_pays_in_the_mini_program(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert dict(orders) == {"paid": 3}
         assert dict(events) == {"payment.succeeded": 3}, (tmp_path / "shop.log").read_text()[-3000:]
+
+        # A refund made at the service reaches the shop as a signed refund.succeeded webhook.
+        with closing(sqlite3.connect(shop_db)) as db:
+            payment_id, amount = db.execute("SELECT payment_id, amount FROM orders LIMIT 1").fetchone()
+        auth = {"Authorization": f"Bearer {world['sub_merchants'][0]['api_key']}", "Idempotency-Key": "refund-1"}
+        refund = httpx2.post(
+            f"{world['service_url']}/v1/payments/{payment_id}/refunds",
+            json={"amount": amount},
+            headers=auth,
+            timeout=30,
+        )
+        assert refund.status_code == 201, refund.text
+        # The sandbox completes refunds after refund_delay (60 s) of its clock, which the service shares.
+        assert httpx2.post(f"{world['sandbox_url']}/sandbox/clock", json={"advance": 61}, timeout=30).status_code == 200
+        deadline = time.monotonic() + 30
+        while True:
+            with closing(sqlite3.connect(shop_db)) as db:
+                refunded = db.execute("SELECT status FROM orders WHERE payment_id = ?", (payment_id,)).fetchone()[0]
+            if refunded == "refunded" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert refunded == "refunded", (tmp_path / "shop.log").read_text()[-3000:]

@@ -135,6 +135,21 @@ async def test_a_replayed_event_is_applied_once(shop: tuple[httpx2.AsyncClient, 
 
 
 @pytest.mark.anyio
+async def test_refund_events_mark_the_order_refunded(shop: tuple[httpx2.AsyncClient, Path]) -> None:
+    http, db = shop
+    paid = event("evt_1", "succeeded")
+    assert (await post(http, paid, sign_webhook(paid, SECRET, int(time.time())))).status_code == 200
+    for n, (status_of_payment, expected) in enumerate(
+        [("partially_refunded", "partially_refunded"), ("refunded", "refunded")], start=2
+    ):
+        payment = {"id": "pay_1", "object": "payment", "status": status_of_payment, "amount": 1800, "currency": "HKD"}
+        refund = {"id": f"re_{n}", "object": "refund", "status": "succeeded", "amount": 900, "payment": payment}
+        body = json.dumps({"id": f"evt_{n}", "type": "refund.succeeded", "created": 0, "data": refund}).encode()
+        assert (await post(http, body, sign_webhook(body, SECRET, int(time.time())))).status_code == 200
+        assert status(db) == expected
+
+
+@pytest.mark.anyio
 async def test_a_payment_that_does_not_match_the_order_does_not_pay_it(shop: tuple[httpx2.AsyncClient, Path]) -> None:
     http, db = shop
     body = event("evt_1", "succeeded", amount=1)

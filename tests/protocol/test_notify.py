@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 
 import pytest
@@ -123,6 +124,32 @@ def test_hmac_notification_passes_the_hmac_policy() -> None:
     assert b"<sign_type><![CDATA[HMAC-SHA256]]></sign_type>" in body
     notification = parse_payment_notification(body, v.KEY, policy=SignPolicy(pinned="HMAC-SHA256"))
     assert notification.sign_type == "HMAC-SHA256"
+
+
+def test_a_key_lookup_picks_the_institution_from_the_decoded_fields() -> None:
+    seen: list[dict[str, str]] = []
+
+    def lookup(fields: Mapping[str, str]) -> tuple[str, SignPolicy]:
+        seen.append(dict(fields))
+        return v.KEY, SignPolicy()
+
+    notification = parse_payment_notification(v.NOTIFICATION_XML, lookup)
+    assert notification.mch_id == seen[0]["mch_id"] == v.MCH_ID
+    with pytest.raises(SignatureError, match="refused"):
+        parse_payment_notification(v.NOTIFICATION_XML, lambda fields: (v.KEY, SignPolicy(pinned="HMAC-SHA256")))
+
+
+def test_a_key_lookup_refuses_by_raising_before_the_signature_is_read() -> None:
+    class Foreign(Exception):
+        pass
+
+    def lookup(fields: Mapping[str, str]) -> tuple[str, SignPolicy]:
+        raise Foreign(fields["mch_id"])
+
+    with pytest.raises(Foreign):
+        parse_payment_notification(v.NOTIFICATION_XML, lookup)
+    with pytest.raises(Foreign):
+        parse_refund_notification(build_refund_notification(OUTER, INNER, v.KEY), lookup)
 
 
 def test_hostile_notification_body_is_an_xml_error() -> None:

@@ -21,7 +21,7 @@ EXPECTED_ALL = [
     "CodeInfo", "CommunicationError", "ConfigurationError", "ConnectError", "Coupon", "CurrencyTable",
     "DecryptionError", "DownloadBillRequest", "ExchangeRateRequest", "ExchangeRateResponse", "FieldError",
     "FrequencyLimitedError", "InvalidReqTooMuchError", "InvalidRequestError", "InvalidTransactionIdError",
-    "LackParamsError", "LoginCodeInfo", "LoginError", "MchIdNotExistError", "MinipayError", "NoAuthError",
+    "KeyLookup", "LackParamsError", "LoginCodeInfo", "LoginError", "MchIdNotExistError", "MinipayError", "NoAuthError",
     "NotEnoughError", "NotUtf8Error", "Operation", "OperationName", "OrderClosedError", "OrderNotFoundError",
     "OrderPaidError",
     "OrderQueryRequest", "OrderQueryResponse", "OutTradeNoUsedError", "ParamError", "PayParams",

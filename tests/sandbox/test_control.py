@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import json
+import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from minipay.protocol import ConfigurationError, encode_xml, sign
 from minipay.sandbox import SandboxConfig, create_app
+from tests.profiles import LENIENT
 from tests.sandbox.conftest import (
     APPID,
     HKD_APP,
@@ -81,7 +86,7 @@ async def test_an_advance_the_clock_cannot_hold_is_refused_not_a_crash(sandbox: 
 async def test_the_clock_starts_at_the_real_time_unless_configured() -> None:
     from datetime import UTC, datetime, timedelta
 
-    app = create_app()
+    app = create_app(LENIENT)
     assert abs(app.state.sandbox.now() - datetime.now(UTC)) < timedelta(seconds=5)
     configured = create_app(SandboxConfig.from_dict({"start": "2030-05-05T10:00:00+08:00"}))
     assert configured.state.sandbox.now() == datetime(2030, 5, 5, 2, 0, tzinfo=UTC)
@@ -314,19 +319,22 @@ print("ok")
 def test_unknown_control_paths_are_404() -> None:
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(seed=1, start=START)) as client:
+    with TestClient(create_app(LENIENT, seed=1, start=START)) as client:
         assert client.get("/sandbox/nope").status_code == 404
         assert client.post("/sandbox/notifications/abc/resend").status_code == 404
 
 
-async def test_state_file_survives_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["state.json", "sandbox.sqlite3"])
+async def test_state_file_survives_a_restart(tmp_path: Path, name: str) -> None:
     import httpx2
 
     from tests.sandbox.conftest import Receiver
 
-    path = tmp_path / "state.json"
+    path = tmp_path / name  # JSON, or one row of an SQLite database (what minipay serve keeps)
     receiver = Receiver(default=(500, b"down"))
-    first = create_app(seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path)
+    first = create_app(
+        LENIENT, seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path
+    )
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(first), base_url="http://s") as http:
         sandbox = Sandbox(app=first, http=http, receiver=receiver)
         await sandbox.paid_order()
@@ -336,7 +344,9 @@ async def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     from minipay.sandbox import save_state
 
     save_state(first.state.sandbox, path)
-    second = create_app(seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path)
+    second = create_app(
+        LENIENT, seed=4, start=START, notify_transport=httpx2.ASGITransport(receiver.app()), state_file=path
+    )
     assert second.state.sandbox.dump() == first.state.sandbox.dump()
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(second), base_url="http://s") as http:
         sandbox = Sandbox(app=second, http=http, receiver=receiver)
@@ -353,7 +363,27 @@ def test_a_corrupt_state_file_is_a_configuration_error(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigurationError):
-        create_app(seed=1, state_file=path)
+        create_app(LENIENT, seed=1, state_file=path)
+    not_a_database = tmp_path / "state.sqlite3"
+    not_a_database.write_text("{not sqlite", encoding="utf-8")
+    with pytest.raises(ConfigurationError):
+        create_app(LENIENT, seed=1, state_file=not_a_database)
+
+
+def test_a_real_time_clock_resumes_after_the_downtime(tmp_path: Path) -> None:
+    from minipay.sandbox import SandboxConfig, save_state
+
+    path = tmp_path / "sandbox.sqlite3"
+    config = SandboxConfig.default().replace(clock={"realtime": True})
+    first = create_app(config, seed=1, start=START, state_file=path)
+    save_state(first.state.sandbox, path)
+    document = json.loads(sqlite3.connect(path).execute("SELECT document FROM sandbox_state").fetchone()[0])
+    document["saved_at"] = (datetime.fromisoformat(document["saved_at"]) - timedelta(hours=1)).isoformat()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE sandbox_state SET document = ?", (json.dumps(document),))
+    second = create_app(config, seed=1, start=START, state_file=path)
+    resumed = second.state.sandbox.now() - datetime.fromisoformat(document["now"])
+    assert timedelta(minutes=59) < resumed < timedelta(minutes=61)
 
 
 CROSS_SITE_HEADERS = [

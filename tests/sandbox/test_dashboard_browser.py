@@ -12,6 +12,7 @@ import pytest
 
 from minipay.protocol import decode_xml
 from minipay.sandbox import create_app, running
+from tests.profiles import LENIENT
 from tests.sandbox.conftest import HKD_APP, HKD_SUB, START, Receiver
 from tests.sandbox.test_loopback import signed
 
@@ -45,7 +46,7 @@ def test_paying_an_order_from_the_dashboard_delivers_its_notification(page: obje
     receiver = Receiver()
     with (
         running(receiver.app()) as merchant,
-        running(create_app(seed=5, start=START)) as sandbox,
+        running(create_app(LENIENT, seed=5, start=START)) as sandbox,
         httpx2.Client(base_url=sandbox.base_url) as http,
     ):
         openid = http.post("/sandbox/login", json={"appid": HKD_APP, "user": "dora"}).json()["openid"]

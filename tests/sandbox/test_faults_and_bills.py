@@ -312,6 +312,26 @@ async def test_the_english_layout_is_unchanged(make_sandbox: MakeSandbox) -> Non
     assert len(rows((await bill(sandbox, bill_type="REFUND")).text)[0]) == len(BILL_COLUMNS)
 
 
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ({"profile": "strict"}, "交易时间"),
+        ({"profile": "lenient"}, "Transaction time"),
+        ({}, "Transaction time"),  # the Python API without a profile is lenient
+        ({"profile": "strict", "bill_layout": "english"}, "Transaction time"),  # an explicit switch wins
+        ({"profile": "lenient", "bill_layout": "documented"}, "交易时间"),
+    ],
+)
+async def test_the_profile_picks_the_bill_layout_unless_set(
+    make_sandbox: MakeSandbox, rules: dict[str, str], expected: str
+) -> None:
+    sandbox = make_sandbox(SandboxConfig.from_dict({"rules": rules}))
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-01T12:00:00+08:00"})
+    await sandbox.paid_order("A1")
+    await sandbox.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})
+    assert (await bill(sandbox)).text.startswith(expected)
+
+
 async def test_bill_types_gzip_and_sub_merchant_filter(billing: Sandbox, layout: str) -> None:
     await day_of_trades(billing)
     await billing.http.post("/sandbox/clock", json={"set": "2024-01-02T10:00:00+08:00"})

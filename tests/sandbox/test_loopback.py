@@ -13,6 +13,7 @@ from minipay.sandbox import create_app
 from minipay.sandbox._config import SandboxConfig
 from minipay.sandbox._server import running
 from minipay.sandbox._tls import generate_tls_material
+from tests.profiles import LENIENT
 from tests.sandbox.conftest import APPID, HKD_APP, HKD_SUB, KEY, MCH_ID, START, Receiver
 
 
@@ -24,7 +25,7 @@ def signed(fields: dict[str, str | int]) -> bytes:
 
 def test_full_flow_over_loopback_with_a_real_notification() -> None:
     receiver = Receiver()
-    sandbox_app = create_app(seed=3, start=START)
+    sandbox_app = create_app(LENIENT, seed=3, start=START)
     with (
         running(receiver.app()) as merchant,
         running(sandbox_app) as sandbox,
@@ -52,7 +53,7 @@ def test_full_flow_over_loopback_with_a_real_notification() -> None:
 
 
 def test_drop_fault_closes_the_tcp_connection_without_an_answer() -> None:
-    sandbox_app = create_app(seed=3, start=START)
+    sandbox_app = create_app(LENIENT, seed=3, start=START)
     with running(sandbox_app) as sandbox, httpx2.Client(base_url=sandbox.base_url) as http:
         http.post("/sandbox/faults", json={"endpoint": "orderquery", "fault": "lost_response"})
         with pytest.raises(httpx2.RemoteProtocolError):

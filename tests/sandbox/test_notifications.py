@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from minipay.protocol import decode_xml, verify
 from minipay.sandbox import SandboxConfig, create_app, is_ack
+from tests.profiles import LENIENT
 from tests.sandbox.conftest import HKD_SUB, KEY, START, MakeSandbox, Receiver, Sandbox
 
 pytestmark = pytest.mark.anyio
@@ -143,7 +144,7 @@ async def test_a_receiver_that_crashes_is_a_failed_attempt(make_sandbox: MakeSan
     async def broken(scope: object, receive: object, send: object) -> None:
         raise RuntimeError("merchant bug")
 
-    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(broken))
+    app = create_app(LENIENT, seed=1, start=START, notify_transport=httpx2.ASGITransport(broken))
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
         await sandbox.paid_order()
@@ -188,7 +189,7 @@ async def test_twice_concurrently_really_overlaps_and_twice_does_not(mode: str, 
         return Response(b"<xml><return_code>SUCCESS</return_code></xml>", media_type="text/xml")
 
     receiver_app = Starlette(routes=[Route("/{path:path}", notify, methods=["POST"])])
-    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(receiver_app))
+    app = create_app(LENIENT, seed=1, start=START, notify_transport=httpx2.ASGITransport(receiver_app))
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
         answer = await sandbox.order()
@@ -243,7 +244,7 @@ async def test_notifications_filter_by_order_and_kind(sandbox: Sandbox) -> None:
 
 
 async def test_without_a_transport_only_loopback_targets_are_contacted() -> None:
-    app = create_app(seed=1, start=START)
+    app = create_app(LENIENT, seed=1, start=START)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
         await sandbox.paid_order(notify_url="http://merchant.invalid/notify")
@@ -282,7 +283,7 @@ async def test_a_non_loopback_notify_url_is_never_contacted(monkeypatch: pytest.
         raise httpx2.ConnectError("the test forbids the network")
 
     monkeypatch.setattr(httpx2.AsyncHTTPTransport, "handle_async_request", no_network)
-    app = create_app(seed=1, start=START)
+    app = create_app(LENIENT, seed=1, start=START)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
         for n, mode in enumerate(["normal", "twice", "twice-concurrently", "late", "never"]):
@@ -314,7 +315,7 @@ async def test_a_loopback_notify_url_does_go_over_the_network(monkeypatch: pytes
         raise httpx2.ConnectError("the test forbids the network")
 
     monkeypatch.setattr(httpx2.AsyncHTTPTransport, "handle_async_request", no_network)
-    app = create_app(seed=1, start=START)
+    app = create_app(LENIENT, seed=1, start=START)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())
         await sandbox.paid_order(notify_url="http://127.0.0.1:9/notify")
@@ -402,7 +403,7 @@ async def test_a_receiver_that_calls_back_into_the_sandbox_does_not_deadlock() -
         return Response(SUCCESS_REPLY, media_type="text/xml")
 
     merchant = Starlette(routes=[Route("/{p:path}", notify, methods=["POST"])])
-    app = create_app(seed=1, start=START, notify_transport=httpx2.ASGITransport(merchant))
+    app = create_app(LENIENT, seed=1, start=START, notify_transport=httpx2.ASGITransport(merchant))
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://sandbox") as http:
         holder["http"] = http
         sandbox = Sandbox(app=app, http=http, receiver=Receiver())

@@ -515,7 +515,9 @@ async def test_full_refund_reaches_refunded(world: World) -> None:
 
 async def test_health_readiness_and_metrics(world: World) -> None:
     assert (await world.api.get("/healthz")).json() == {"status": "ok"}
-    assert (await world.api.get("/readyz")).json() == {"status": "ok"}
+    ready = (await world.api.get("/readyz")).json()
+    assert ready["status"] == "ok"
+    assert ready["checks"]["database"] == {"status": "up"}
     await world.api.get("/v1/payments", headers=world.auth())
     metrics = await world.api.get("/metrics")
     assert metrics.status_code == 200
@@ -675,7 +677,10 @@ async def test_an_unreachable_database_gives_json_503s_and_readyz_says_so(tmp_pa
     try:
         async with httpx2.AsyncClient(transport=transport, base_url="http://minipay.test") as http:
             assert (await http.get("/healthz")).status_code == 200
-            assert error(await http.get("/readyz")) == (503, "database_unavailable")
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "unavailable"
+            assert ready.json()["checks"]["database"]["status"] == "down"
             auth = {"Authorization": f"Bearer {KEYS[SUB1]}"}
             for response in (
                 await http.get("/v1/payments", headers=auth),

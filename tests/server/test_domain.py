@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minipay.protocol import PaymentNotification, RefundNotification
 from minipay.server.domain import (
     ApplyOutcome,
     Payment,
@@ -56,7 +57,7 @@ def success(**changes: str) -> PaymentResult:
         "result_code": "SUCCESS",
     }
     fields.update(changes)
-    return PaymentResult.from_fields(fields)
+    return PaymentResult.from_notification(PaymentNotification.from_fields({"return_code": "SUCCESS", **fields}))
 
 
 def test_a_payment_is_paid_exactly_once() -> None:
@@ -135,8 +136,15 @@ def test_refund_states_move_forward_only() -> None:
     )
     assert r.accepted("wxr1", NOW) is ApplyOutcome.APPLIED
     assert r.status is RefundStatus.PROCESSING
-    ok = RefundResult.from_fields(
-        {"out_refund_no": "R1", "refund_status": "SUCCESS", "success_time": "2026-03-02 12:01:00"}
+    ok = RefundResult.from_notification(
+        RefundNotification.from_fields(
+            {
+                "return_code": "SUCCESS",
+                "out_refund_no": "R1",
+                "refund_status": "SUCCESS",
+                "success_time": "2026-03-02 12:01:00",
+            }
+        )
     )
     assert r.succeeded(ok, NOW) is ApplyOutcome.APPLIED
     assert r.failed("REFUNDCLOSE", NOW) is ApplyOutcome.NO_CHANGE

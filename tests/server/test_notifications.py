@@ -100,8 +100,19 @@ async def test_late_notpay_query_never_undoes_a_success(world: World) -> None:
 
     payment = await world.create_payment()
     await post_notify(world, notification(payment))
-    stale = PaymentResult.from_fields(
-        {"out_trade_no": payment["out_trade_no"], "mch_id": "1900000109", "sub_mch_id": SUB1, "trade_state": "NOTPAY"}
+    from minipay.protocol import OrderQueryResponse
+
+    stale = PaymentResult.from_query(
+        OrderQueryResponse.from_fields(
+            {
+                "return_code": "SUCCESS",
+                "result_code": "SUCCESS",
+                "out_trade_no": payment["out_trade_no"],
+                "mch_id": "1900000109",
+                "sub_mch_id": SUB1,
+                "trade_state": "NOTPAY",
+            }
+        )
     )
     outcome = await apply_payment_result(world.container.uow_factory, stale, source="query", clock=world.clock)
     assert outcome is ApplyOutcome.NO_CHANGE
@@ -206,6 +217,12 @@ async def test_refund_notification_with_tampered_req_info_changes_nothing(world:
         assert (status, reply["return_code"]) == (400, "FAIL")
     status, reply = await post_notify(world, encode_xml(outer), "refund")
     assert reply["return_code"] == "FAIL"
+    # A req_info that repeats an outer field (another sub-merchant inside) is refused, not merged.
+    repeats = encode_xml({**decode_xml(inner, root="root"), "sub_mch_id": SUB2}, root="root")
+    status, reply = await post_notify(
+        world, encode_xml({**outer, "req_info": encrypt_req_info(repeats, API_KEY)}), "refund"
+    )
+    assert (status, reply["return_code"]) == (400, "FAIL")
     assert await world.snapshot() == before
     # And the genuine one, encrypted with our key, is applied.
     genuine = encrypt_req_info(inner, API_KEY)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_path: Path) -> None:
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port, tls_port = free_port(), free_port(), free_port()
     creds = tmp_path / "creds.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     proc = subprocess.Popen(
@@ -32,6 +32,8 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
             str(port),
             "--sandbox-port",
             str(sandbox_port),
+            "--sandbox-tls-port",
+            str(tls_port),
             "--credentials-out",
             str(creds),
             "--no-worker",
@@ -78,6 +80,19 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
                 current = http.get(f"{world['service_url']}/v1/payments/{payment.json()['id']}", headers=auth).json()
             assert current["status"] == "succeeded"
             assert 0.5 < time.monotonic() - waited < 5
+            # Strict: the service refunds over mutual TLS with the generated client certificate.
+            refund = http.post(
+                f"{world['service_url']}/v1/payments/{payment.json()['id']}/refunds",
+                json={"amount": 300},
+                headers={**auth, "Idempotency-Key": "refund-1"},
+            )
+            assert refund.status_code == 201, refund.text
+            assert refund.json()["status"] == "processing"
+            journal = http.get(f"{world['sandbox_url']}/sandbox/requests", params={"endpoint": "refund"}).json()
+            assert [r["client_cert"] for r in journal["requests"]] == ["1900000109"]
+            # Without the certificate (plain HTTP here) WeChat's gateway refuses it.
+            bare = http.post(f"{world['sandbox_url']}/secapi/pay/refund", content=b"<xml></xml>")
+            assert "证书错误" in bare.text
             # The sandbox runs on its own server: a "drop" fault really closes the connection.
             fault = {"endpoint": "unifiedorder", "fault": "drop", "times": 1}
             assert http.post(f"{world['sandbox_url']}/sandbox/faults", json=fault).status_code == 200
@@ -103,6 +118,7 @@ def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_p
             paid = http.post(f"{world['sandbox_url']}/sandbox/pay", json=later.json()["pay_params"]).json()
             assert paid["errMsg"] == "requestPayment:ok"
         assert (tmp_path / ".minipay" / "minipay.db").is_file()
+        assert (tmp_path / ".minipay" / "tls" / "apiclient_cert.p12").is_file()
     finally:
         proc.terminate()
         try:

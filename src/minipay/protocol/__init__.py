@@ -91,6 +91,7 @@ from minipay.protocol._money import (
 )
 from minipay.protocol._notify import (
     REFUND_NOTIFICATION_OUTER_FIELDS,
+    KeyLookup,
     PaymentNotification,
     RefundNotification,
     build_payment_notification,
@@ -208,6 +209,7 @@ __all__ = [
     "InvalidReqTooMuchError",
     "InvalidRequestError",
     "InvalidTransactionIdError",
+    "KeyLookup",
     "LackParamsError",
     "LoginCodeInfo",
     "LoginError",

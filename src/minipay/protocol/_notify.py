@@ -14,9 +14,9 @@ b'<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]><
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeAlias
 
 from minipay.protocol._crypto import decrypt_req_info, encrypt_req_info
 from minipay.protocol._errors import DecryptionError
@@ -27,6 +27,7 @@ from minipay.protocol._xml import DEFAULT_MAX_BYTES, decode_xml, encode_xml
 
 __all__ = [
     "REFUND_NOTIFICATION_OUTER_FIELDS",
+    "KeyLookup",
     "PaymentNotification",
     "RefundNotification",
     "build_payment_notification",
@@ -45,6 +46,21 @@ _SUCCESS_REPLY: Final = (
 REFUND_NOTIFICATION_OUTER_FIELDS: Final = frozenset(
     {"return_code", "return_msg", "appid", "mch_id", "sub_appid", "sub_mch_id", "nonce_str", "req_info"}
 )
+
+
+#: Finds the key (and signature policy) of the institution a notification names, from its decoded
+#: outer fields (``appid``, ``mch_id``, ``sub_mch_id``), *before* anything in it is believed. A
+#: service with several institutions passes one to the parsers; to refuse a notification
+#: (a foreign ``mch_id``), raise: the exception propagates unchanged.
+KeyLookup: TypeAlias = Callable[[Mapping[str, str]], tuple[str | ApiKey, SignPolicy]]
+
+
+def _key_for(
+    key: str | ApiKey | KeyLookup, fields: Mapping[str, str], policy: SignPolicy
+) -> tuple[str | ApiKey, SignPolicy]:
+    if isinstance(key, (str, ApiKey)):
+        return key, policy
+    return key(fields)
 
 
 class PaymentNotification(_PaymentFields):
@@ -101,7 +117,7 @@ class RefundNotification(WeChatResponse):
 
 def parse_payment_notification(
     body: bytes,
-    key: str | ApiKey,
+    key: str | ApiKey | KeyLookup,
     *,
     sign_type: SignType | str | None = None,
     policy: SignPolicy = DEFAULT_POLICY,
@@ -113,16 +129,19 @@ def parse_payment_notification(
     :class:`~minipay.protocol.SignatureError` for a missing or wrong ``sign`` (the algorithm is
     ``sign_type``, else the received ``sign_type`` field, else the signature length; ``policy`` may
     pin HMAC-SHA256), :class:`~minipay.protocol.FieldError` for a malformed amount or time.
-    The caller still compares ``total_fee``/``fee_type``/``sub_mch_id`` with its own order (spec 7.5).
+    ``key`` may be a :data:`KeyLookup` (the institution's key and policy from the decoded fields;
+    ``policy`` is then the lookup's). The caller still compares ``total_fee``/``fee_type``/
+    ``sub_mch_id`` with its own order (spec 7.5).
     """
     fields = decode_xml(body, max_bytes=max_bytes)
-    verify(fields, key, sign_type, policy=policy)
+    api_key, policy = _key_for(key, fields, policy)
+    verify(fields, api_key, sign_type, policy=policy)
     return PaymentNotification.from_fields(fields)
 
 
 def parse_refund_notification(
     body: bytes,
-    key: str | ApiKey,
+    key: str | ApiKey | KeyLookup,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> RefundNotification:
@@ -131,13 +150,15 @@ def parse_refund_notification(
     Raises :class:`~minipay.protocol.XMLError` (outer or inner XML refused),
     :class:`~minipay.protocol.DecryptionError` (no ``req_info``; bad Base64, block length or padding,
     i.e. a wrong key or a forgery), :class:`~minipay.protocol.FieldError` (malformed amount or time).
-    Decrypted fields that collide with an outer field are refused.
+    Decrypted fields that collide with an outer field are refused. ``key`` may be a
+    :data:`KeyLookup`, called with the outer fields (its policy is not used: nothing is signed).
     """
     outer = decode_xml(body, max_bytes=max_bytes)
+    api_key, _ = _key_for(key, outer, DEFAULT_POLICY)
     req_info = outer.get("req_info")
     if not req_info:
         raise DecryptionError(f"refund notification has no req_info (return_code={outer.get('return_code')!r})")
-    inner = decode_xml(decrypt_req_info(req_info, key), max_bytes=max_bytes, root="root")
+    inner = decode_xml(decrypt_req_info(req_info, api_key), max_bytes=max_bytes, root="root")
     clash = REFUND_NOTIFICATION_OUTER_FIELDS & inner.keys()
     if clash:
         raise DecryptionError(f"req_info repeats outer fields: {sorted(clash)}")

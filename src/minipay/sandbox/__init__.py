@@ -24,7 +24,7 @@ from minipay.sandbox._config import (
 from minipay.sandbox._notifier import is_ack
 from minipay.sandbox._persist import load_state, save_state
 from minipay.sandbox._server import RunningServer, build_server, running
-from minipay.sandbox._tls import TLSMaterial, generate_tls_material
+from minipay.sandbox._tls import SandboxH11Protocol, TLSMaterial, generate_tls_material, load_or_generate_tls_material
 
 __all__ = [
     "Backend",
@@ -34,6 +34,7 @@ __all__ = [
     "RulesConfig",
     "RunningServer",
     "SandboxConfig",
+    "SandboxH11Protocol",
     "SubMerchant",
     "TLSConfig",
     "TLSMaterial",
@@ -42,6 +43,7 @@ __all__ = [
     "create_app",
     "generate_tls_material",
     "is_ack",
+    "load_or_generate_tls_material",
     "load_state",
     "running",
     "save_state",

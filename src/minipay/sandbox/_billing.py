@@ -85,4 +85,6 @@ class BillRules(BackendState):
             lines.append(phantom_row(inst, sub_mch_id or fallback, day, self.ids, fee_bp))
         if not lines:
             raise ReturnFail("No Bill Exist", error_code="20002")
-        return bill_bytes(lines, gzip_it=tar_type == "GZIP", layout=self.config.rules.bill_layout, bill_type=bill_type)
+        return bill_bytes(
+            lines, gzip_it=tar_type == "GZIP", layout=self.config.effective.bill_layout, bill_type=bill_type
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
@@ -42,18 +43,33 @@ def prepare(
     updates: dict[str, object] = {"clock": {**config.clock.model_dump(), "realtime": not frozen, "speed": speed}}
     if seed is not None:
         updates["seed"] = seed
-    # Mutual TLS needs the HTTPS listener: on with --tls, else off whatever the profile says.
-    updates["tls"] = {**config.tls.model_dump(), "require_client_cert": tls}
+    if tls:
+        updates["tls"] = {**config.tls.model_dump(), "require_client_cert": True}
     config = config.replace(**updates)
-    material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id) if tls else None
+    # Mutual TLS (--tls, or the strict profile) needs the certificates: made once, then reused.
+    needed = tls or config.effective.require_client_cert
+    material = load_or_generate_tls_material(tls_dir, mch_id=config.institutions[0].mch_id) if needed else None
     return config, material
 
 
-def banner(config: SandboxConfig, base_url: str, material: TLSMaterial | None, state: str | None) -> str:
-    """What ``minipay sandbox`` prints: where it listens and the test credentials (test values only)."""
+def banner(
+    config: SandboxConfig,
+    base_url: str,
+    material: TLSMaterial | None,
+    state: str | None,
+    tls_url: str | None = None,
+) -> str:
+    """What ``minipay sandbox`` prints: where it listens and the test credentials (test values only).
+    ``tls_url``: the HTTPS listener next to a plain ``base_url`` (strict profile)."""
     lines = [
         "Minipay sandbox: a local WeChat Pay Global v2 simulator (test credentials only, never real money)",
         f"  base URL    {base_url}   (use it instead of https://apihk.mch.weixin.qq.com and https://api.weixin.qq.com)",
+    ]
+    if tls_url is not None:
+        lines.append(
+            f"  HTTPS       {tls_url}   (same paths; /secapi/* needs it: mutual TLS with the client certificate)"
+        )
+    lines += [
         f"  dashboard   {base_url}/sandbox/",
         f"  world JSON  {base_url}/sandbox/merchants",
     ]
@@ -94,6 +110,7 @@ def sandbox_main(
     frozen: bool,
     echo: Callable[[str], None],
     profile: str | None = None,
+    tls_port: int | None = None,
 ) -> None:
     if not _is_loopback(host):
         echo(f"warning: listening on {host}, not loopback: anyone who reaches it can use the test credentials")
@@ -107,8 +124,24 @@ def sandbox_main(
     app = create_app(config, state_file=Path(state) if state else None)
     if material is not None:
         app.state.sandbox.tls_files = material.to_json()
-    server = build_server(app, host=host, port=port, tls=material, log_level="info")
-    scheme = "https" if material is not None else "http"
     shown = f"[{host}]" if ":" in host else host
-    echo(banner(config, f"{scheme}://{shown}:{port}", material, state))
-    server.run()
+    if tls or material is None:
+        # --tls: everything over HTTPS on one port; lenient without --tls: plain HTTP only.
+        server = build_server(app, host=host, port=port, tls=material, log_level="info")
+        echo(banner(config, f"{'https' if tls else 'http'}://{shown}:{port}", material, state))
+        server.run()
+        return
+    # Strict: plain HTTP stays for every path (a third-party client changes only its base URL; its
+    # /secapi calls are refused there as WeChat refuses them without the certificate), and the
+    # same app over HTTPS on --tls-port, asking for the client certificate.
+    secure_port = tls_port or port + 1
+    servers = [
+        build_server(app, host=host, port=port, log_level="info"),
+        build_server(app, host=host, port=secure_port, tls=material, log_level="info", lifespan="off"),
+    ]
+    echo(banner(config, f"http://{shown}:{port}", material, state, tls_url=f"https://{shown}:{secure_port}"))
+
+    async def serve_both() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(serve_both())

@@ -179,7 +179,8 @@ class RulesConfig(_Model):
     bill_ready_hour: Annotated[int, Field(ge=0, le=23)] = 9
     #: The downloaded bill's layout: ``documented`` (Chinese headers, a column set per bill_type,
     #: Chinese summary, fees to 5 decimals) or ``english`` (the 28-column English layout).
-    bill_layout: Literal["documented", "english"] = "english"
+    #: Unset: the profile decides (strict: documented, lenient: english).
+    bill_layout: Literal["documented", "english"] | None = None
     #: Service fee in the bill, in basis points of the amount.
     fee_rate_bp: Annotated[int, Field(ge=0, le=10_000)] = 60
     payer_balance: _Count = 100_000_000
@@ -207,6 +208,7 @@ class Effective:
     #: "always", "never", or "md5" (only in MD5 notifications: strict).
     sign_type_in_notify: Literal["always", "never", "md5"]
     require_client_cert: bool
+    bill_layout: Literal["documented", "english"]
 
 
 _DEFAULT_WORLD: dict[str, Any] = {
@@ -307,6 +309,7 @@ class SandboxConfig(_Model):
             asynchronous_notify=pick(notify.asynchronous),
             sign_type_in_notify=sign_type,
             require_client_cert=pick(self.tls.require_client_cert),
+            bill_layout=rules.bill_layout or ("documented" if strict else "english"),
         )
 
     def with_profile(self, profile: str | None, *, default: Profile = "strict") -> SandboxConfig:

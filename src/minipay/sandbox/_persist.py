@@ -1,18 +1,24 @@
 """``--state FILE``: the sandbox state as a JSON document, written on shutdown and every few
 seconds, read back on start (so a restarted sandbox still knows its orders and notifications).
 
+A file named ``*.sqlite3`` / ``*.sqlite`` / ``*.db`` keeps the document in an SQLite database
+(one row, replaced in a transaction: ``minipay serve`` keeps ``.minipay/sandbox.sqlite3``);
+any other name is a plain JSON file (written to a temporary file, then renamed).
+
 JSON, not pickle: loading a state file must never run code.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
+import sqlite3
 import types
 import typing
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,20 +92,55 @@ def save_state(backend: Backend, path: str | Path) -> None:
         "notify_modes": backend.notify_modes,
         "refund_scripts": {k: list(v) for k, v in backend.refund_scripts.items()},
     }
+    data["saved_at"] = datetime.now(UTC).isoformat()  # real time: a real-time clock resumes from it
+    text = json.dumps(data, ensure_ascii=False)
     target = Path(path)
+    if _is_sqlite(target):
+        with contextlib.closing(sqlite3.connect(target)) as db, db:
+            db.execute(_TABLE)
+            db.execute(
+                "INSERT INTO sandbox_state (id, document) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET document = excluded.document",
+                (text,),
+            )
+        return
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
+
+
+_SQLITE_SUFFIXES = frozenset({".sqlite3", ".sqlite", ".db"})
+_TABLE = "CREATE TABLE IF NOT EXISTS sandbox_state (id INTEGER PRIMARY KEY CHECK (id = 1), document TEXT NOT NULL)"
+
+
+def _is_sqlite(path: Path) -> bool:
+    return path.suffix.lower() in _SQLITE_SUFFIXES
+
+
+def _read(path: Path) -> str:
+    if not _is_sqlite(path):
+        return path.read_text(encoding="utf-8")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT document FROM sandbox_state WHERE id = 1").fetchone()
+    if row is None:
+        raise ValueError("no saved state in the database")
+    return str(row[0])
 
 
 def load_state(backend: Backend, path: str | Path) -> None:
     """Replace the backend's state with the one saved in ``path``."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read(Path(path)))
         if data.get("version") != VERSION:
             raise ConfigurationError(f"{path}: unsupported state version {data.get('version')!r}")
         backend.reset()
-        backend.clock.set(datetime.fromisoformat(data["now"]))
+        now = datetime.fromisoformat(data["now"])
+        if backend.clock.realtime and data.get("saved_at"):
+            # A real-time clock resumes where it would be had the sandbox kept running (any
+            # advance made through POST /sandbox/clock is kept, the downtime is not lost).
+            down = datetime.now(UTC) - datetime.fromisoformat(data["saved_at"])
+            now += max(down, timedelta(0)) * backend.clock.speed
+        backend.clock.set(now)
         backend._seq = int(data["seq"])
         version, internal, gauss = data["rng"]
         backend.ids._rng.setstate((version, tuple(internal), gauss))
@@ -125,5 +166,5 @@ def load_state(backend: Backend, path: str | Path) -> None:
         backend.notify_default = data["notify_default"]
         backend.notify_modes = dict(data["notify_modes"])
         backend.refund_scripts = {k: (v[0], v[1]) for k, v in data["refund_scripts"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
         raise ConfigurationError(f"cannot read sandbox state from {path}: {exc}") from None

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -24,8 +25,12 @@ def build_server(
     port: int = 8801,
     tls: TLSMaterial | None = None,
     log_level: str = "warning",
+    lifespan: Literal["on", "off"] = "on",
 ) -> uvicorn.Server:
-    """A uvicorn server for ``app`` with the sandbox protocol (TLS extension, abort hook)."""
+    """A uvicorn server for ``app`` with the sandbox protocol (TLS extension, abort hook).
+
+    A second listener of the same app (the HTTPS port next to the plain one) takes
+    ``lifespan="off"``: the app's ticker and state file belong to one server."""
     options: dict[str, object] = {}
     if tls is not None:
         options = {
@@ -40,7 +45,7 @@ def build_server(
         port=port,
         http=SandboxH11Protocol,
         ws="none",
-        lifespan="on",
+        lifespan=lifespan,
         log_level=log_level,
         access_log=False,
         **options,  # type: ignore[arg-type]

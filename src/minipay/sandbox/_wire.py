@@ -162,6 +162,9 @@ class Pipeline:
                 except XMLError as exc:
                     parse_error = f"XML_FORMAT_ERROR: XML格式错误 ({exc})"
         entry["fields"] = dict(fields)
+        if self.operation.mtls:
+            # The CN of the client certificate the request came with (None: none, e.g. plain HTTP).
+            entry["client_cert"] = _peer_cn(request.scope)[1]
         # A call naming the order by transaction_id (query, refund) is still "for" its out_trade_no:
         # faults scoped to an out_trade_no and the journal filter must see it.
         out_trade_no = fields.get("out_trade_no") or backend.out_trade_no_of(fields.get("transaction_id"))

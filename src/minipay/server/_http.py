@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from minipay.server import tracing
 from minipay.server.logs import accept_request_id, log_context
 
 __all__ = ["ACCESS_LOGGER", "KNOWN_METHODS", "Metrics", "ObserveMiddleware", "method_label", "route_label"]
@@ -87,6 +88,13 @@ def route_label(scope: Scope) -> str:
 _REQUEST_ID = b"x-request-id"
 
 
+def _span_attributes(scope: Scope, request_id: str) -> dict[str, str] | None:
+    if not tracing.enabled():
+        return None
+    # The path, never the query string (it may carry a secret).
+    return {"http.request.method": scope["method"], "url.path": scope["path"], "minipay.request_id": request_id}
+
+
 def _nul_response(request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = (
         b'{"error":{"code":"invalid_request","message":"NUL characters are not accepted in URLs","request_id":"'
@@ -129,7 +137,8 @@ class ObserveMiddleware:
                 message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
-        with log_context(request_id):
+        method = method_label(scope["method"])
+        with log_context(request_id), tracing.span(f"HTTP {method}", _span_attributes(scope, request_id)) as span:
             try:
                 if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
                     headers, body = _nul_response(request_id)
@@ -139,13 +148,18 @@ class ObserveMiddleware:
                     await self.app(scope, receive, send_observed)
             finally:
                 elapsed = time.perf_counter() - started
-                self.metrics.observe(method_label(scope["method"]), route_label(scope), status, elapsed)
+                route = route_label(scope)
+                self.metrics.observe(method, route, status, elapsed)
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
                 if access_log.isEnabledFor(logging.INFO):
                     client = scope.get("client")
                     access_log.info(
                         '%s - "%s %s HTTP/%s" %d %.1fms',
                         f"{client[0]}:{client[1]}" if client else "-",
-                        method_label(scope["method"]),
+                        method,
                         scope["path"],
                         scope.get("http_version", "1.1"),
                         status,

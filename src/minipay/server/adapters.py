@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 
-from minipay.client import AsyncClient, ClientCertificate
+from minipay.client import AsyncClient, ClientCertificate, ClientEvent
 from minipay.protocol import MinipayError, PayParams
 from minipay.server.domain import PaymentResult, RefundResult
 from minipay.server.ports import LoginResult, OrderRequest, RefundRequest
@@ -73,6 +73,8 @@ class ClientGateway:
     def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._clients: dict[str, AsyncClient] = {}
+        #: Hooks that see every WeChat call attempt (:class:`minipay.client.ClientEvent`): metrics, traces.
+        self.observers: list[Callable[[ClientEvent], None]] = []
         for inst in settings.institutions:
             cert = None
             if inst.p12 is not None:
@@ -90,12 +92,18 @@ class ClientGateway:
                 failover=tuple(inst.failover),
                 login_base_url=inst.login_base_url,
                 cert=cert,
+                verify=str(inst.ca_cert) if inst.ca_cert is not None else True,
                 transport=transport,
                 allow_local_notify_url=settings.allow_local_notify_url,
                 connect_timeout=inst.connect_timeout,
                 read_timeout=inst.read_timeout,
                 max_retries=inst.max_retries,
+                on_event=self._observe,
             )
+
+    def _observe(self, event: ClientEvent) -> None:
+        for observer in self.observers:
+            observer(event)
 
     def institution(self, sub: SubMerchantSettings) -> InstitutionSettings:
         return self._settings.institution(sub.institution)
@@ -133,7 +141,7 @@ class ClientGateway:
             if getattr(exc, "err_code", "") == "ORDERNOTEXIST":
                 return None
             raise
-        return PaymentResult.from_fields(response.to_fields())
+        return PaymentResult.from_query(response)
 
     async def close_order(self, sub: SubMerchantSettings, out_trade_no: str) -> None:
         await self._client(sub).orders.close(
@@ -165,16 +173,7 @@ class ClientGateway:
             raise
         for record in response.refunds:
             if record.out_refund_no == out_refund_no:
-                return RefundResult(
-                    out_refund_no=record.out_refund_no,
-                    refund_status=record.refund_status or "",
-                    out_trade_no=response.out_trade_no,
-                    sub_mch_id=response.sub_mch_id,
-                    refund_id=record.refund_id,
-                    refund_fee=record.refund_fee,
-                    success_time=record.refund_success_time,
-                    fields=response.to_fields(),
-                )
+                return RefundResult.from_query(response, record)
         return None
 
     def pay_params(self, sub: SubMerchantSettings, prepay_id: str) -> PayParams:

@@ -29,12 +29,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from minipay.server import tracing
 from minipay.server._guards import BodyDeadlineMiddleware, BodyReadTimeout
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
+from minipay.server.console import build_console_router
 from minipay.server.db import reader_engine
 from minipay.server.domain import PaymentStatus, RefundStatus
+from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
 from minipay.server.logs import REQUEST_ID_HEADER, current_request_id, log_context
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
@@ -357,6 +360,12 @@ def create_app(
             webhook_transport=webhook_transport,
         )
     metrics = Metrics()
+    wechat_monitor = WeChatMonitor(metrics.registry)
+    backlog_gauges = BacklogGauges(metrics.registry)
+    observers = getattr(container.gateway, "observers", None)
+    if isinstance(observers, list):  # the SDK gateway (a test may plug in another)
+        observers += [wechat_monitor, tracing.wechat_observer]
+    tracing.setup(settings.tracing)
     wake = asyncio.Event()
 
     async def dispatcher(c: Container, stop: asyncio.Event) -> None:
@@ -416,6 +425,7 @@ def create_app(
     )
     app.state.container = container
     app.state.metrics = metrics
+    app.state.wechat_monitor = wechat_monitor
     services = container.services
 
     # -- errors ----------------------------------------------------------------------------------------
@@ -504,6 +514,7 @@ def create_app(
     app.state.auth_keys = keys
     app.state.ops_keys = [k.get_secret_value().encode() for k in settings.ops_api_keys]
     ops = [Depends(_ops_access)]
+    app.include_router(build_console_router(container))  # the ops console's pages, /console
 
     # -- health -------------------------------------------------------------------------------------------
 
@@ -516,19 +527,32 @@ def create_app(
         tags=["ops"],
         responses={
             200: {
-                "description": "the database answers",
+                "description": "ok, or degraded (WeChat unreachable): {status, checks}",
                 "content": {"application/json": {"schema": {"type": "object"}}},
             },
-            503: {"model": ErrorOut, "description": "the database is unavailable"},
+            503: {
+                "description": "unavailable: the database is down ({status, checks})",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
         },
     )
     async def readyz() -> JSONResponse:
+        # 503 only when the database is down (this replica can do nothing); WeChat unreachable is
+        # "degraded": reads and notifications still work, and every replica shares that fate.
+        database: dict[str, Any] = {"status": "up"}
         try:
             async with reader_engine(container.engine).connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            return _error(503, "database_unavailable", type(exc).__name__)
-        return JSONResponse({"status": "ok"})
+            database = {"status": "down", "error": type(exc).__name__}
+        wechat = wechat_monitor.status()
+        status = "ok"
+        if database["status"] == "down":
+            status = "unavailable"
+        elif wechat.status == "down":
+            status = "degraded"
+        body = {"status": status, "checks": {"database": database, "wechat": wechat.to_json()}}
+        return JSONResponse(body, status_code=503 if status == "unavailable" else 200)
 
     if settings.metrics_enabled:
         metrics_answers: dict[int | str, dict[str, Any]] = {
@@ -539,6 +563,10 @@ def create_app(
 
         @app.get("/metrics", tags=["ops"], dependencies=ops, response_class=Response, responses=metrics_answers)
         async def metrics_endpoint() -> Response:
+            try:
+                backlog_gauges.set(await refresh_backlog(container.engine, container.clock))
+            except Exception as exc:  # the request counters are still worth serving
+                log.warning("backlog metrics unavailable: %s", type(exc).__name__)
             return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
     if settings.docs_enabled:

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from minipay.protocol import parse_wire_int, parse_wx_datetime, parse_wx_time
+from minipay.protocol import (
+    OrderQueryResponse,
+    PaymentNotification,
+    RefundNotification,
+    RefundQueryResponse,
+    RefundRecord,
+)
 
 __all__ = [
     "MONEY_OUT_FAILURES",
@@ -99,19 +104,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _amount(fields: Mapping[str, str], name: str) -> int | None:
-    """A wire amount: absent or empty -> None; otherwise protocol's bounded parse (plain ASCII digits)."""
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    return parse_wire_int(value, name, negative=False)
-
-
 @dataclass(frozen=True, slots=True)
 class PaymentResult:
     """A payment outcome from WeChat: a verified notification or an ``orderquery`` answer (wire names).
 
-    ``trade_state`` is ``SUCCESS`` for a notification; a query gives any of spec 8.3.
+    ``trade_state`` is ``SUCCESS`` for a notification; a query gives any of spec 8.3. Built from
+    protocol's typed messages, which parsed and bounded every field already.
     """
 
     out_trade_no: str
@@ -119,34 +117,42 @@ class PaymentResult:
     appid: str | None = None
     mch_id: str | None = None
     sub_mch_id: str | None = None
+    sub_appid: str | None = None
+    sub_openid: str | None = None
     transaction_id: str | None = None
     total_fee: int | None = None
     fee_type: str | None = None
     cash_fee: int | None = None
     cash_fee_type: str | None = None
     time_end: datetime | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, str], *, trade_state: str | None = None) -> PaymentResult:
-        """Build from wire fields (notification: ``trade_state`` defaults to ``SUCCESS`` when ``result_code`` is)."""
-        state = trade_state or fields.get("trade_state")
-        if state is None:
-            state = "SUCCESS" if fields.get("result_code") == "SUCCESS" else "PAYERROR"
-        time_end = fields.get("time_end")
+    def from_notification(cls, notification: PaymentNotification) -> PaymentResult:
+        """A verified payment notification: only successes are notified (spec 7.1)."""
+        return cls._from_message(notification, "SUCCESS")
+
+    @classmethod
+    def from_query(cls, response: OrderQueryResponse) -> PaymentResult:
+        """An ``orderquery`` answer (its ``trade_state``; ``PAYERROR`` when a FAIL names none)."""
+        state = response.trade_state or ("SUCCESS" if response.result_code == "SUCCESS" else "PAYERROR")
+        return cls._from_message(response, state)
+
+    @classmethod
+    def _from_message(cls, message: PaymentNotification | OrderQueryResponse, trade_state: str) -> PaymentResult:
         return cls(
-            out_trade_no=fields.get("out_trade_no", ""),
-            trade_state=state,
-            appid=fields.get("appid"),
-            mch_id=fields.get("mch_id"),
-            sub_mch_id=fields.get("sub_mch_id"),
-            transaction_id=fields.get("transaction_id") or None,
-            total_fee=_amount(fields, "total_fee"),
-            fee_type=fields.get("fee_type") or None,
-            cash_fee=_amount(fields, "cash_fee"),
-            cash_fee_type=fields.get("cash_fee_type") or None,
-            time_end=parse_wx_time(time_end, "time_end") if time_end else None,
-            fields=dict(fields),
+            out_trade_no=message.out_trade_no or "",
+            trade_state=trade_state,
+            appid=message.appid,
+            mch_id=message.mch_id,
+            sub_mch_id=message.sub_mch_id,
+            sub_appid=message.sub_appid or None,
+            sub_openid=message.sub_openid or None,
+            transaction_id=message.transaction_id or None,
+            total_fee=message.total_fee,
+            fee_type=message.fee_type or None,
+            cash_fee=message.cash_fee,
+            cash_fee_type=message.cash_fee_type or None,
+            time_end=message.time_end,
         )
 
 
@@ -165,21 +171,32 @@ class RefundResult:
     refund_fee: int | None = None
     total_fee: int | None = None
     success_time: datetime | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> RefundResult:
-        success = fields.get("success_time") or fields.get("refund_success_time")
+    def from_notification(cls, notification: RefundNotification) -> RefundResult:
+        """A decrypted refund notification (``sub_mch_id`` from its outer, unencrypted part)."""
         return cls(
-            out_refund_no=fields.get("out_refund_no", ""),
-            refund_status=fields.get("refund_status", ""),
-            out_trade_no=fields.get("out_trade_no") or None,
-            sub_mch_id=fields.get("sub_mch_id") or None,
-            refund_id=fields.get("refund_id") or None,
-            refund_fee=_amount(fields, "refund_fee"),
-            total_fee=_amount(fields, "total_fee"),
-            success_time=parse_wx_datetime(success, "success_time") if success else None,
-            fields=dict(fields),
+            out_refund_no=notification.out_refund_no or "",
+            refund_status=notification.refund_status or "",
+            out_trade_no=notification.out_trade_no or None,
+            sub_mch_id=notification.sub_mch_id or None,
+            refund_id=notification.refund_id or None,
+            refund_fee=notification.refund_fee,
+            total_fee=notification.total_fee,
+            success_time=notification.success_time,
+        )
+
+    @classmethod
+    def from_query(cls, response: RefundQueryResponse, record: RefundRecord) -> RefundResult:
+        """One record of a ``refundquery`` answer."""
+        return cls(
+            out_refund_no=record.out_refund_no or "",
+            refund_status=record.refund_status or "",
+            out_trade_no=response.out_trade_no,
+            sub_mch_id=response.sub_mch_id,
+            refund_id=record.refund_id,
+            refund_fee=record.refund_fee,
+            success_time=record.refund_success_time,
         )
 
 
@@ -303,9 +320,9 @@ class Payment:
             return "mch_id"
         # The payer and mini program must be the ones the order was made for (a validly signed
         # message about someone else's payment is not this payment's outcome).
-        if result.fields.get("sub_appid") and result.fields["sub_appid"] != self.sub_appid:
+        if result.sub_appid and result.sub_appid != self.sub_appid:
             return "sub_appid"
-        if result.fields.get("sub_openid") and result.fields["sub_openid"] != self.openid:
+        if result.sub_openid and result.sub_openid != self.openid:
             return "sub_openid"
         if result.trade_state in ("SUCCESS", "REFUND"):
             if result.total_fee != self.amount:

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, TextIO
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -195,6 +195,21 @@ def resolve_format(log_format: LogFormat | None, stream: IO[str]) -> LogFormat:
     return "text" if isatty is not None and isatty() else "json"
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at each record (a replaced stderr is followed)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     log_format: LogFormat | None = None,
     log_level: str = "INFO",
@@ -208,8 +223,8 @@ def configure_logging(
     (``minipay.access``) is on at INFO whatever ``log_level`` is, unless ``access_log=False``: then it
     is disabled and not a line of it is formatted. Returns the handler.
     """
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     stream = stream if stream is not None else sys.stderr
-    handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if resolve_format(log_format, stream) == "json" else TextFormatter())
     root = logging.getLogger()

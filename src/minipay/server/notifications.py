@@ -14,19 +14,19 @@ refuse (unknown order, mismatch) so WeChat retries and the alert is visible. Nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from minipay.protocol import (
     HMAC_SHA256,
-    DecryptionError,
+    ApiKey,
     MinipayError,
     SignatureError,
     SignPolicy,
     XMLError,
-    decode_xml,
-    decrypt_req_info,
     encode_xml,
-    verify,
+    parse_payment_notification,
+    parse_refund_notification,
 )
 from minipay.server.domain import ApplyOutcome, PaymentResult, RefundResult
 from minipay.server.ports import Clock
@@ -53,15 +53,26 @@ def reply(success: bool, message: str = "OK", status_code: int = 200, outcome: s
     return NotifyReply(status_code, encode_xml(fields), outcome or ("ok" if success else f"refused:{message}"))
 
 
-def _institution(settings: Settings, appid: str | None, mch_id: str | None) -> InstitutionSettings | None:
-    for inst in settings.institutions:
-        if inst.appid == appid and inst.mch_id == mch_id:
-            return inst
-    return None
+class _Refused(Exception):
+    """A notification refused before its signature or ``req_info`` is read (raised by the lookup)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _policy(inst: InstitutionSettings) -> SignPolicy:
     return SignPolicy(pinned=HMAC_SHA256) if inst.sign_type == HMAC_SHA256 else SignPolicy()
+
+
+def _institution(settings: Settings, fields: Mapping[str, str], kind: str) -> InstitutionSettings:
+    if fields.get("return_code") != "SUCCESS":
+        raise _Refused("return_code is not SUCCESS")
+    for inst in settings.institutions:
+        if inst.appid == fields.get("appid") and inst.mch_id == fields.get("mch_id"):
+            return inst
+    log.warning("%s notification for a foreign appid/mch_id refused", kind)
+    raise _Refused("unknown merchant")
 
 
 def _known_sub(settings: Settings, inst: InstitutionSettings, sub_mch_id: str | None) -> bool:
@@ -72,35 +83,35 @@ def _known_sub(settings: Settings, inst: InstitutionSettings, sub_mch_id: str | 
 async def handle_payment_notification(
     body: bytes, *, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock
 ) -> NotifyReply:
+    found: list[InstitutionSettings] = []
+
+    def lookup(fields: Mapping[str, str]) -> tuple[ApiKey, SignPolicy]:
+        inst = _institution(settings, fields, "payment")
+        found.append(inst)
+        return inst.key(), _policy(inst)
+
     try:
-        fields = decode_xml(body, max_bytes=settings.notify_max_bytes)
+        notification = parse_payment_notification(body, lookup, max_bytes=settings.notify_max_bytes)
+    except _Refused as exc:
+        return reply(False, exc.message, 400)
     except XMLError as exc:
         log.warning("payment notification refused: %s", exc)
         return reply(False, "invalid XML", 400)
-    if fields.get("return_code") != "SUCCESS":
-        return reply(False, "return_code is not SUCCESS", 400)
-    inst = _institution(settings, fields.get("appid"), fields.get("mch_id"))
-    if inst is None:
-        log.warning("payment notification for a foreign appid/mch_id refused")
-        return reply(False, "unknown merchant", 400)
-    try:
-        verify(fields, inst.key(), policy=_policy(inst))
     except SignatureError as exc:
         log.warning("payment notification with a bad signature refused: %s", exc)
         return reply(False, "invalid signature", 400)
-    if not _known_sub(settings, inst, fields.get("sub_mch_id")):
-        log.warning("payment notification for an unknown sub_mch_id refused")
-        return reply(False, "unknown sub-merchant", 400)
-    if fields.get("result_code") != "SUCCESS":
-        # Only successful payments are notified (spec 7.1); a failed attempt changes nothing.
-        return reply(True, outcome="ignored:result_code")
-    if not fields.get("out_trade_no"):
-        return reply(False, "missing out_trade_no", 400)
-    try:
-        result = PaymentResult.from_fields(fields, trade_state="SUCCESS")
-    except (ValueError, MinipayError) as exc:
+    except MinipayError as exc:
         log.warning("payment notification with malformed fields refused: %s", exc)
         return reply(False, "malformed fields", 400)
+    if not _known_sub(settings, found[0], notification.sub_mch_id):
+        log.warning("payment notification for an unknown sub_mch_id refused")
+        return reply(False, "unknown sub-merchant", 400)
+    if notification.result_code != "SUCCESS":
+        # Only successful payments are notified (spec 7.1); a failed attempt changes nothing.
+        return reply(True, outcome="ignored:result_code")
+    if not notification.out_trade_no:
+        return reply(False, "missing out_trade_no", 400)
+    result = PaymentResult.from_notification(notification)
     outcome = await apply_payment_result(uow_factory, result, source="notification", clock=clock)
     if outcome is ApplyOutcome.UNKNOWN:
         return reply(False, "unknown order", outcome="refused:unknown_order")
@@ -109,36 +120,33 @@ async def handle_payment_notification(
     return reply(True, outcome=str(outcome))
 
 
-def _decode_req_info(plain: bytes, max_bytes: int) -> dict[str, str]:
-    # The decrypted payload is a flat document rooted at <root> (spec 12.2): the same hardened codec.
-    return decode_xml(plain, max_bytes=max_bytes, root="root")
-
-
 async def handle_refund_notification(
     body: bytes, *, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock
 ) -> NotifyReply:
+    found: list[InstitutionSettings] = []
+
+    def lookup(fields: Mapping[str, str]) -> tuple[ApiKey, SignPolicy]:
+        inst = _institution(settings, fields, "refund")
+        if not _known_sub(settings, inst, fields.get("sub_mch_id")):
+            raise _Refused("unknown sub-merchant")
+        found.append(inst)
+        return inst.key(), _policy(inst)
+
     try:
-        fields = decode_xml(body, max_bytes=settings.notify_max_bytes)
-    except XMLError as exc:
+        # No signature on refund notifications: the encryption under our key authenticates them
+        # (spec 12.1); decrypted fields that repeat an outer one are refused.
+        notification = parse_refund_notification(body, lookup, max_bytes=settings.notify_max_bytes)
+    except _Refused as exc:
+        return reply(False, exc.message, 400)
+    except MinipayError as exc:
         log.warning("refund notification refused: %s", exc)
-        return reply(False, "invalid XML", 400)
-    if fields.get("return_code") != "SUCCESS":
-        return reply(False, "return_code is not SUCCESS", 400)
-    inst = _institution(settings, fields.get("appid"), fields.get("mch_id"))
-    if inst is None:
-        return reply(False, "unknown merchant", 400)
-    if not _known_sub(settings, inst, fields.get("sub_mch_id")):
-        return reply(False, "unknown sub-merchant", 400)
-    try:
-        # No signature on refund notifications: the encryption under our key authenticates them (spec 12.1).
-        inner = _decode_req_info(decrypt_req_info(fields.get("req_info", ""), inst.key()), settings.notify_max_bytes)
-        result = RefundResult.from_fields({**inner, "sub_mch_id": fields.get("sub_mch_id", "")})
-    except (DecryptionError, XMLError, ValueError, MinipayError) as exc:
-        log.warning("refund notification refused: %s", exc)
-        return reply(False, "invalid req_info", 400)
+        # An XML error before the lookup ran is the outer document's; after it, req_info's.
+        outer_xml = isinstance(exc, XMLError) and not found
+        return reply(False, "invalid XML" if outer_xml else "invalid req_info", 400)
+    result = RefundResult.from_notification(notification)
     if not result.out_refund_no or result.refund_status not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
         return reply(False, "invalid req_info", 400)
-    outcome = await apply_refund_result(uow_factory, result, mch_id=inst.mch_id, source="notification", clock=clock)
+    outcome = await apply_refund_result(uow_factory, result, mch_id=found[0].mch_id, source="notification", clock=clock)
     if outcome is ApplyOutcome.UNKNOWN:
         return reply(False, "unknown refund", outcome="refused:unknown_refund")
     if outcome is ApplyOutcome.MISMATCH:

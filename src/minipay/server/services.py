@@ -235,7 +235,7 @@ async def apply_payment_result(
                 received["transaction_id"] = result.transaction_id
             elif reason in ("sub_appid", "sub_openid"):
                 expected[reason] = payment.sub_appid if reason == "sub_appid" else payment.openid
-                received[reason] = result.fields.get(reason)
+                received[reason] = result.sub_appid if reason == "sub_appid" else result.sub_openid
             data = {
                 "field": reason,
                 "expected": expected,

@@ -70,6 +70,9 @@ class InstitutionSettings(BaseModel):
     key_pem: Path | None = None
     p12: Path | None = None
     p12_password: SecretStr | None = None
+    #: The CA (PEM file) WeChat's hosts are verified against; default: the system's trust store.
+    #: Sandbox mode sets the sandbox's own CA.
+    ca_cert: Path | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     max_retries: int = Field(default=2, ge=0, le=5)  # the SDK's own retries of safe failures
@@ -136,6 +139,9 @@ class Settings(BaseSettings):
     # collector); unset: text on a terminal, json otherwise. See minipay.server.logs.
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # OpenTelemetry spans (extra minipay[otel]): unset = on when an OTLP endpoint is configured in the
+    # standard OTEL_EXPORTER_OTLP_* environment; true/false force it. See minipay.server.tracing.
+    tracing: bool | None = None
     # The operations pages: /metrics, and the API description (/docs, /redoc, /openapi.json). Off: 404.
     # With ops_api_keys set, both answer only to "Authorization: Bearer <one of those keys>" (else 401).
     metrics_enabled: bool = True

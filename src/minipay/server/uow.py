@@ -30,7 +30,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from minipay.server import db
+from minipay.server import db, tracing
 from minipay.server.domain import (
     MONEY_OUT_FAILURES,
     DomainEvent,
@@ -326,6 +326,10 @@ class IdempotencyKeys(_Repo):
         )
 
 
+def _uow_attributes(uow: UnitOfWork) -> dict[str, Any]:
+    return {"db.system": uow.engine.dialect.name, "db.read_only": uow.read_only}
+
+
 class UnitOfWork:
     """One transaction with its repositories. Use as ``async with``; call ``commit()`` to keep the work."""
 
@@ -333,6 +337,7 @@ class UnitOfWork:
         self.engine = engine
         self.read_only = read_only
         self._conn: AsyncConnection | None = None
+        self._span: Any = None
         self.payments = PaymentRepository(self)
         self.refunds = RefundRepository(self)
         self.events = EventLog(self)
@@ -355,6 +360,7 @@ class UnitOfWork:
         return self
 
     async def __aenter__(self) -> Self:
+        self._span = tracing.start_span("db.unit_of_work", _uow_attributes(self)) if tracing.enabled() else None
         if self.read_only:
             conn = await db.reader_engine(self.engine).connect()
             if self.is_postgres:
@@ -376,6 +382,8 @@ class UnitOfWork:
                 await conn.rollback()
         finally:
             await conn.close()
+            if self._span is not None:
+                tracing.end_span(self._span, exc)
 
     async def commit(self) -> None:
         if self.read_only:

@@ -44,9 +44,14 @@ async def worker_main(
     ``revive_dead`` first gives every ``dead`` job a fresh start (after the cause was fixed).
     """
     _require_configured(settings, "worker")
+    from minipay.server import tracing
     from minipay.server.bootstrap import build_container
 
     container = build_container(settings)
+    if tracing.setup(settings.tracing):
+        observers = getattr(container.gateway, "observers", None)
+        if isinstance(observers, list):
+            observers.append(tracing.wechat_observer)
     try:
         if migrate:
             from minipay.server.migrations import upgrade

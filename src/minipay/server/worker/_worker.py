@@ -49,7 +49,7 @@ from minipay.protocol import (
     OrderPaidError,
     TradeStateError,
 )
-from minipay.server import db
+from minipay.server import db, tracing
 from minipay.server.domain import ApplyOutcome, PaymentResult
 from minipay.server.logs import bind, log_context, new_request_id
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
@@ -350,7 +350,12 @@ class Worker:
             "payment_id": job.key if job.kind == PAYMENT_FOLLOWUP else None,
             "refund_id": job.key if job.kind == REFUND_FOLLOWUP else None,
         }
-        with log_context(new_request_id("job_"), job_id=job.id, job_kind=job.kind, **ids):
+        rid = new_request_id("job_")
+        attributes = {"minipay.job_kind": job.kind, "minipay.job_id": job.id, "minipay.request_id": rid}
+        with (
+            log_context(rid, job_id=job.id, job_kind=job.kind, **ids),
+            tracing.span(f"worker.job {job.kind}", attributes),
+        ):
             await self._run_job(job, summary)
 
     async def _run_job(self, job: Job, summary: TickSummary) -> None:

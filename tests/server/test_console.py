@@ -1,0 +1,103 @@
+"""The ops console (/console) over HTTP: the session cookie, CSRF and origin checks, tenancy, the
+payments list's filters, escaping, and the actions reusing the API's use cases. (The browser test
+in tests/e2e/test_web_browser.py drives the same pages in Chromium.)"""
+
+from __future__ import annotations
+
+import re
+
+import httpx2
+import pytest
+
+from tests.server.conftest import KEYS, SUB1, SUB2, World
+
+ORIGIN = {"Origin": "http://minipay.test"}
+pytestmark = pytest.mark.anyio
+
+
+async def sign_in(world: World, who: str = SUB1) -> httpx2.AsyncClient:
+    api = world.api
+    api.cookies.clear()
+    response = await api.post("/console/login", data={"api_key": KEYS[who]}, headers=ORIGIN)
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/console" in cookie
+    assert KEYS[who] not in cookie
+    return api
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def test_the_console_needs_a_valid_key_and_keeps_it_out_of_the_cookie(world: World) -> None:
+    response = await world.api.get("/console/payments")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login"
+    bad = await world.api.post("/console/login", data={"api_key": "sk_nope"}, headers=ORIGIN)
+    assert bad.status_code == 401
+    assert "not valid" in bad.text
+    await sign_in(world)
+    page = await world.api.get("/console/payments")
+    assert page.status_code == 200
+    assert "sub-merchant " + SUB1 in page.text
+    # A forged or tampered cookie is no session.
+    world.api.cookies.clear()
+    world.api.cookies.set("minipay_console", "e30.AAAA", domain="minipay.test", path="/console")
+    assert (await world.api.get("/console/payments")).status_code == 303
+
+
+async def test_payments_list_filters_escapes_and_scopes_to_the_key(world: World) -> None:
+    mine = await world.create_payment(SUB1, description="<script>alert(1)</script>", attach="<b>x</b>")
+    other = await world.create_payment(SUB2, description="Ramen")
+    await sign_in(world, SUB1)
+    page = (await world.api.get("/console/payments")).text
+    assert mine["out_trade_no"] in page
+    assert other["out_trade_no"] not in page
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    detail = await world.api.get(f"/console/payments/{mine['id']}")
+    assert detail.status_code == 200
+    assert "&lt;b&gt;x&lt;/b&gt;" in detail.text
+    assert (await world.api.get(f"/console/payments/{other['id']}")).status_code == 404
+
+    await sign_in(world, "admin")
+    both = (await world.api.get("/console/payments")).text
+    assert mine["out_trade_no"] in both
+    assert other["out_trade_no"] in both
+    only = (await world.api.get("/console/payments", params={"out_trade_no": other["out_trade_no"]})).text
+    assert other["out_trade_no"] in only
+    assert mine["out_trade_no"] not in only
+    by_sub = (await world.api.get("/console/payments", params={"sub_mch_id": SUB1, "status": "pending"})).text
+    assert mine["out_trade_no"] in by_sub
+    assert other["out_trade_no"] not in by_sub
+
+
+async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts_are_refused(world: World) -> None:
+    payment = await world.create_payment(SUB1, amount=1000)
+    await world.pay(payment)
+    api = await sign_in(world, SUB1)
+    url = f"/console/payments/{payment['id']}/refund"
+    csrf = csrf_of((await api.get(f"/console/payments/{payment['id']}")).text)
+    body = {"csrf": csrf, "amount": "2.50", "idempotency_key": "k1"}
+
+    cross = await api.post(url, data=body, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    fetch_site = await api.post(url, data=body, headers={**ORIGIN, "Sec-Fetch-Site": "cross-site"})
+    assert fetch_site.status_code == 403
+    no_token = await api.post(url, data={**body, "csrf": "x"}, headers=ORIGIN)
+    assert no_token.status_code == 403
+    assert (await world.api.get(f"/v1/payments/{payment['id']}/refunds", headers=world.auth())).json()["data"] == []
+
+    done = await api.post(url, data=body, headers=ORIGIN)
+    assert done.status_code == 200
+    assert "Refund " in done.text
+    too_much = await api.post(url, data={**body, "amount": "20.00", "idempotency_key": "k2"}, headers=ORIGIN)
+    assert too_much.status_code in (400, 409)
+    assert 'role="alert"' in too_much.text
+    refunds = (await world.api.get(f"/v1/payments/{payment['id']}/refunds", headers=world.auth())).json()["data"]
+    assert [r["amount"] for r in refunds] == [250]
