@@ -148,3 +148,17 @@ async def test_a_notification_gets_its_own_request_id_and_the_payment_ids(stack:
     assert record.request_id  # type: ignore[attr-defined]
     assert getattr(record, "payment_id", None) == payment["id"]
     assert getattr(record, "out_trade_no", None) == payment["out_trade_no"]
+
+
+async def test_a_webhook_attempt_logs_with_its_own_id_and_the_payment_ids(stack: Stack, logs: Collect) -> None:
+    payment = await stack.create_payment(1000)
+    stack.receiver.fail_next = 1  # the merchant's systems answer 500 once
+    await stack.pay(payment)
+    start = len(logs.records)
+    await stack.worker.run_until_idle()
+    failed = [r for r in logs.records[start:] if r.getMessage() == "webhook attempt failed"]
+    assert len(failed) == 1
+    record = failed[0]
+    assert record.request_id.startswith("wh_")  # type: ignore[attr-defined]
+    assert getattr(record, "payment_id", None) == payment["id"]
+    assert getattr(record, "out_trade_no", None) == payment["out_trade_no"]

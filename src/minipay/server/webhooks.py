@@ -34,6 +34,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 
 from minipay.server import db
 from minipay.server.domain import new_id
+from minipay.server.logs import log_context, new_request_id
 from minipay.server.ports import Clock, WebhookSender
 from minipay.server.settings import Settings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
@@ -398,6 +399,20 @@ class _Claimed:
     endpoint_deleted: bool
 
 
+def _event_ids(item: _Claimed) -> dict[str, Any]:
+    """The payment (and refund) an event is about, for its log lines."""
+    data = item.data
+    if item.event_type.startswith("refund."):
+        return {
+            "payment_id": data.get("payment_id"),
+            "refund_id": data.get("id"),
+            "out_refund_no": data.get("out_refund_no"),
+        }
+    if item.event_type.startswith("payment."):
+        return {"payment_id": data.get("id"), "out_trade_no": data.get("out_trade_no")}
+    return {}
+
+
 def event_body(event_id: str, event_type: str, created: datetime, data: Mapping[str, Any]) -> bytes:
     return json.dumps(
         {"id": event_id, "type": event_type, "created": int(created.timestamp()), "data": data},
@@ -553,7 +568,9 @@ class WebhookDispatcher:
         started = []
         for item in claimed:
             self._in_flight[item.endpoint_id] = self._in_flight.get(item.endpoint_id, 0) + 1
-            task = asyncio.create_task(self._attempt(item))
+            # Each attempt is a unit of its own in the logs (the task copies this context).
+            with log_context(new_request_id("wh_"), event_id=item.event_id, **_event_ids(item)):
+                task = asyncio.create_task(self._attempt(item))
             self._tasks.add(task)
             task.add_done_callback(self._done)
             started.append(task)
