@@ -5,10 +5,8 @@ call's outcome is applied in a second transaction. An unknown outcome (timeout, 
 the row as it is; it is resolved by querying WeChat, never by inventing a new ``out_trade_no`` or
 ``out_refund_no``.
 
-The two functions that apply WeChat's answers, :func:`apply_payment_result` and
-:func:`apply_refund_result`, are the only ways a payment or refund reaches a final state. The
-notification handler, ``?sync=true``, close and the worker's active query all go through them:
-exactly once, whatever the number of replicas (row lock + version check, see ``uow``).
+Applying WeChat's answers lives in ``outcomes``, the errors in ``errors``, the JSON views in
+``views``; their names are re-exported here for existing imports.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,21 +30,38 @@ from minipay.protocol import (
     check_out_trade_no,
     check_text,
 )
+from minipay.server.commands import (
+    CreatePayment,
+    Principal,
+    check_storable,
+    err_code,
+    is_unknown,
+    new_out_refund_no,
+    new_out_trade_no,
+    replayed_id,
+)
 from minipay.server.domain import (
     OPEN_STATUSES,
-    ApplyOutcome,
     DomainError,
     Payment,
-    PaymentResult,
     PaymentStatus,
     Refund,
-    RefundResult,
     RefundStatus,
     new_id,
 )
+from minipay.server.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from minipay.server.outcomes import apply_payment_result, apply_refund_result, mark_payment_closed
 from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
 from minipay.server.settings import Settings, SubMerchantSettings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.views import payment_view, refund_view
 
 __all__ = [
     "PREPAY_LIFETIME",
@@ -74,430 +87,6 @@ PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeCh
 _PREPAY_MARGIN = timedelta(minutes=5)
 FIRST_QUERY_DELAY = timedelta(seconds=60)  # "business time 1": query when no notification came
 MAX_AMOUNT = 2**63 - 1  # the amount columns are 64-bit integers (WeChat states no maximum)
-
-
-# -- errors the API maps to HTTP --------------------------------------------------------------------
-
-
-class ServiceError(Exception):
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-
-class InvalidRequest(ServiceError):
-    status = 400
-    code = "invalid_request"
-
-
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(ServiceError):
-    status = 409
-    code = "conflict"
-
-
-class UpstreamError(ServiceError):
-    """WeChat refused the request for good (the err_code is in the message)."""
-
-    status = 502
-    code = "upstream_rejected"
-
-
-class UpstreamUnavailable(ServiceError):
-    """WeChat could not be reached or answered SYSTEMERROR: retry later (same Idempotency-Key)."""
-
-    status = 503
-    code = "upstream_unavailable"
-
-
-# -- callers ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who calls: one sub-merchant's key, or the admin key (``sub_mch_id`` None, sees everything)."""
-
-    sub_mch_id: str | None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.sub_mch_id is None
-
-    @property
-    def scope(self) -> str:
-        return self.sub_mch_id or "admin"
-
-
-# -- views (the JSON the API returns and the webhooks carry) ----------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def payment_view(p: Payment, *, pay_params: PayParams | None = None) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "object": "payment",
-        "status": str(p.status),
-        "paid_after_close": p.paid_after_close,
-        "out_trade_no": p.out_trade_no,
-        "amount": p.amount,
-        "currency": p.currency,
-        "amount_refunded": p.refunded_amount,
-        "description": p.description,
-        "openid": p.openid,
-        "attach": p.attach,
-        "metadata": dict(p.metadata),
-        "sub_mch_id": p.sub_mch_id,
-        "sub_appid": p.sub_appid,
-        "transaction_id": p.transaction_id,
-        "cash_fee": p.cash_fee,
-        "cash_fee_type": p.cash_fee_type,
-        "pay_params": dict(pay_params) if pay_params is not None else None,
-        "expires_at": _iso(p.expires_at),
-        "paid_at": _iso(p.paid_at),
-        "closed_at": _iso(p.closed_at),
-        "created_at": _iso(p.created_at),
-        "updated_at": _iso(p.updated_at),
-        "last_error": p.last_error,
-    }
-
-
-def refund_view(r: Refund) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "object": "refund",
-        "payment_id": r.payment_id,
-        "status": str(r.status),
-        "amount": r.amount,
-        "currency": r.currency,
-        "out_refund_no": r.out_refund_no,
-        "refund_id": r.refund_id,
-        "reason": r.reason,
-        "failure_code": r.failure_code,
-        "sub_mch_id": r.sub_mch_id,
-        "succeeded_at": _iso(r.succeeded_at),
-        "created_at": _iso(r.created_at),
-        "updated_at": _iso(r.updated_at),
-    }
-
-
-# -- applying WeChat's answers (exactly once) ------------------------------------------------------
-
-_PAID_STATES = frozenset({"SUCCESS", "REFUND"})
-_DEAD_STATES = frozenset({"CLOSED", "REVOKED", "PAYERROR"})
-
-
-async def apply_payment_result(
-    uow_factory: UnitOfWorkFactory, result: PaymentResult, *, source: str, clock: Clock
-) -> ApplyOutcome:
-    """Apply a payment outcome from a verified notification (``source="notification"``) or an order
-    query (``source="query"``): at most one transition, whatever the number of concurrent deliveries.
-
-    Nothing is created for an unknown ``out_trade_no``; ids that do not match the stored payment
-    change nothing; an amount or currency mismatch changes nothing but is logged and raises a
-    ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
-    """
-
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
-        now = clock.now()
-        payment = await _find_payment(uow, result)
-        if payment is None:
-            log.warning(
-                "payment result for unknown order refused",
-                extra={"out_trade_no": result.out_trade_no, "source": source},
-            )
-            return ApplyOutcome.UNKNOWN
-        reason = payment.mismatch(result)
-        if reason in ("sub_mch_id", "appid", "mch_id"):
-            log.warning(
-                "payment result with foreign ids refused",
-                extra={"payment_id": payment.id, "field": reason, "source": source},
-            )
-            return ApplyOutcome.MISMATCH
-        if reason is not None:
-            expected: dict[str, Any] = {"total_fee": payment.amount, "fee_type": payment.currency}
-            received: dict[str, Any] = {"total_fee": result.total_fee, "fee_type": result.fee_type}
-            if reason == "transaction_id":
-                expected["transaction_id"] = payment.transaction_id
-                received["transaction_id"] = result.transaction_id
-            elif reason in ("sub_appid", "sub_openid"):
-                expected[reason] = payment.sub_appid if reason == "sub_appid" else payment.openid
-                received[reason] = result.sub_appid if reason == "sub_appid" else result.sub_openid
-            data = {
-                "field": reason,
-                "expected": expected,
-                "received": received,
-                "transaction_id": result.transaction_id,
-                "source": source,
-            }
-            await uow.events.append(
-                type="amount_mismatch",
-                source=source,
-                data=data,
-                now=now,
-                payment_id=payment.id,
-                sub_mch_id=payment.sub_mch_id,
-            )
-            await uow.outbox.publish(
-                key=f"payment.amount_mismatch:{payment.id}:{reason}:{result.transaction_id}:{result.total_fee}"
-                f":{result.fee_type}:{received.get(reason, '')}"[:200],
-                type="payment.amount_mismatch",
-                sub_mch_id=payment.sub_mch_id,
-                data={**payment_view(payment), "mismatch": data},
-                now=now,
-                payment_id=payment.id,
-            )
-            await uow.commit()
-            log.error("payment amount mismatch", extra={"payment_id": payment.id, "field": reason, "source": source})
-            return ApplyOutcome.MISMATCH
-
-        if result.trade_state in _PAID_STATES:
-            outcome = payment.paid(result, now)
-        elif result.trade_state in _DEAD_STATES:
-            outcome = payment.closed(now, reason=result.trade_state)
-        else:
-            outcome = ApplyOutcome.NO_CHANGE
-        if source == "notification" and payment.notified_at is None:
-            payment.notified_at = now
-            payment.updated_at = now
-        if outcome is ApplyOutcome.APPLIED or payment.events or payment.notified_at == now:
-            await uow.payments.save(payment)
-        await uow.events.append(
-            type=f"{source}.{outcome}",
-            source=source,
-            data={"trade_state": result.trade_state, "transaction_id": result.transaction_id},
-            now=now,
-            payment_id=payment.id,
-            sub_mch_id=payment.sub_mch_id,
-        )
-        await uow.record(
-            payment.events,
-            source=source,
-            sub_mch_id=payment.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            webhook_data=payment_view(payment),
-        )
-        await uow.commit()
-        return outcome
-
-    return await retrying(uow_factory, work)
-
-
-async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:
-    if result.mch_id and result.sub_mch_id:
-        return await uow.payments.get_by_out_trade_no(
-            result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id, for_update=True
-        )
-    found = await uow.payments.search(sub_mch_id=result.sub_mch_id, out_trade_no=result.out_trade_no, limit=2)
-    if len(found) != 1:
-        return None
-    return await uow.payments.get(found[0].id, for_update=True)
-
-
-async def mark_payment_closed(
-    uow_factory: UnitOfWorkFactory, payment_id: str, *, reason: str, source: str, clock: Clock
-) -> ApplyOutcome:
-    """Record that WeChat closed the order (closeorder SUCCESS / ORDERCLOSED, or a query said CLOSED)."""
-
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
-        now = clock.now()
-        payment = await uow.payments.get(payment_id, for_update=True)
-        if payment is None:
-            return ApplyOutcome.UNKNOWN
-        outcome = payment.closed(now, reason=reason)
-        if outcome is ApplyOutcome.APPLIED:
-            await uow.payments.save(payment)
-            await uow.record(
-                payment.events,
-                source=source,
-                sub_mch_id=payment.sub_mch_id,
-                now=now,
-                payment_id=payment.id,
-                webhook_data=payment_view(payment),
-            )
-            await uow.commit()
-        return outcome
-
-    return await retrying(uow_factory, work)
-
-
-async def apply_refund_result(
-    uow_factory: UnitOfWorkFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
-) -> ApplyOutcome:
-    """Apply a refund outcome (decrypted notification or refund query): exactly once.
-
-    ``SUCCESS`` -> refund ``succeeded`` and the payment becomes ``partially_refunded``/``refunded``;
-    ``REFUNDCLOSE`` -> ``failed`` (the amount becomes refundable again); ``CHANGE`` -> ``failed`` with the
-    amount still reserved (the money is out, handled by hand: ``domain.MONEY_OUT_FAILURES``);
-    ``PROCESSING`` -> ``processing``. An unknown ``out_refund_no`` changes nothing.
-    """
-
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
-        now = clock.now()
-        peek = await uow.refunds.get_by_out_refund_no(mch_id, result.out_refund_no)
-        if peek is None:
-            return ApplyOutcome.UNKNOWN
-        # Lock order everywhere: payment, then refund (no deadlocks between refund paths).
-        payment = await uow.payments.get(peek.payment_id, for_update=True)
-        refund = await uow.refunds.get(peek.id, for_update=True)
-        if payment is None or refund is None:
-            return ApplyOutcome.UNKNOWN
-        if (result.sub_mch_id and result.sub_mch_id != refund.sub_mch_id) or (
-            result.out_trade_no and result.out_trade_no != payment.out_trade_no
-        ):
-            return ApplyOutcome.MISMATCH
-        if result.refund_fee is not None and result.refund_fee != refund.amount:
-            data = {
-                "field": "refund_fee",
-                "refund_id": refund.id,
-                "out_refund_no": refund.out_refund_no,
-                "expected": {"refund_fee": refund.amount},
-                "received": {"refund_fee": result.refund_fee, "refund_status": result.refund_status},
-                "source": source,
-            }
-            await uow.events.append(
-                type="refund_amount_mismatch",
-                source=source,
-                data=data,
-                now=now,
-                payment_id=payment.id,
-                refund_id=refund.id,
-                sub_mch_id=refund.sub_mch_id,
-            )
-            await uow.outbox.publish(  # the alert, once per distinct message
-                key=f"payment.amount_mismatch:{refund.id}:{result.refund_status}:{result.refund_fee}",
-                type="payment.amount_mismatch",
-                sub_mch_id=refund.sub_mch_id,
-                data={**payment_view(payment), "mismatch": data},
-                now=now,
-                payment_id=payment.id,
-                refund_id=refund.id,
-            )
-            await uow.commit()
-            log.error("refund amount mismatch", extra={"refund_id": refund.id, "source": source})
-            return ApplyOutcome.MISMATCH
-        status = result.refund_status
-        if status == "SUCCESS":
-            outcome = refund.succeeded(result, now)
-            if outcome is ApplyOutcome.APPLIED:
-                payment.refund_succeeded(refund.amount, now)
-                await uow.payments.save(payment)
-        elif status in ("REFUNDCLOSE", "CHANGE"):
-            outcome = refund.failed(status, now)
-        elif status == "PROCESSING":
-            outcome = refund.accepted(result.refund_id, now)
-        else:
-            outcome = ApplyOutcome.NO_CHANGE
-        if refund.events:
-            await uow.refunds.save(refund)
-        await uow.events.append(
-            type=f"refund_{source}.{outcome}",
-            source=source,
-            data={"refund_status": status},
-            now=now,
-            payment_id=payment.id,
-            refund_id=refund.id,
-            sub_mch_id=refund.sub_mch_id,
-        )
-        await uow.record(
-            refund.events,
-            source=source,
-            sub_mch_id=refund.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            refund_id=refund.id,
-            webhook_data={**refund_view(refund), "payment": payment_view(payment)},
-        )
-        await uow.commit()
-        return outcome
-
-    return await retrying(uow_factory, work)
-
-
-# -- commands --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CreatePayment:
-    amount: int
-    currency: str
-    description: str
-    openid: str
-    out_trade_no: str | None = None
-    attach: str | None = None
-    client_ip: str | None = None
-    expires_in: int | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    sub_mch_id: str | None = None  # admin key only
-
-    def fingerprint(self) -> str:
-        canonical = json.dumps(
-            {
-                "amount": self.amount,
-                "currency": self.currency,
-                "description": self.description,
-                "openid": self.openid,
-                "out_trade_no": self.out_trade_no,
-                "attach": self.attach,
-                "client_ip": self.client_ip,
-                "expires_in": self.expires_in,
-                "metadata": self.metadata,
-                "sub_mch_id": self.sub_mch_id,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _new_out_trade_no() -> str:
-    return "mp" + secrets.token_hex(15)  # 32 characters, letters and digits (spec 5.1)
-
-
-def _new_out_refund_no() -> str:
-    return "mr" + secrets.token_hex(15)
-
-
-def _check_storable(value: str, field: str) -> None:
-    """Refuse what no database column can hold: NUL (PostgreSQL text) and lone surrogates (not UTF-8)."""
-    if "\x00" in value:
-        raise FieldError(field, "must not contain NUL characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise FieldError(field, "must be valid Unicode (no lone surrogates)") from None
-
-
-async def _replayed(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> str | None:
-    """The resource id stored for ``key`` (same request), None for a new key; 409 for another request."""
-    row = await uow.idempotency.get(scope, key)
-    if row is None:
-        return None
-    if row["request_hash"] != fingerprint:
-        raise Conflict("this Idempotency-Key was used with a different request", code="idempotency_key_reused")
-    return str(row["resource_id"])
-
-
-def _is_unknown(exc: MinipayError) -> bool:
-    return bool(exc.outcome_unknown or exc.retryable or isinstance(exc, TransportError))
-
-
-def _err_code(exc: MinipayError) -> str:
-    return getattr(exc, "err_code", "") or type(exc).__name__
 
 
 class Services:
@@ -613,7 +202,7 @@ class Services:
             if len(cmd.metadata) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in cmd.metadata.items()):
                 raise FieldError("metadata", "at most 20 keys of 40 characters, values of 500 characters")
             for text in (*cmd.metadata, *map(str, cmd.metadata.values())):
-                _check_storable(text, "metadata")
+                check_storable(text, "metadata")
         except (FieldError, ValueError) as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
         fingerprint = cmd.fingerprint()
@@ -621,14 +210,14 @@ class Services:
 
         async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
             now = self.clock.now()
-            out_trade_no = cmd.out_trade_no or _new_out_trade_no()
+            out_trade_no = cmd.out_trade_no or new_out_trade_no()
             taken = (
                 await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no, sub_mch_id=sub.sub_mch_id) is not None
             )
             # The key is read *after* the out_trade_no: a concurrent twin commits its payment and its key
             # together, so under READ COMMITTED we never see its payment without its key (no false 409).
             if idempotency_key is not None:
-                replayed = await _replayed(uow, scope, idempotency_key, fingerprint)
+                replayed = await replayed_id(uow, scope, idempotency_key, fingerprint)
                 if replayed is not None:
                     existing = await uow.payments.get(replayed)
                     if existing is None:  # pragma: no cover - rows are never deleted
@@ -727,7 +316,7 @@ class Services:
             result = await self.gateway.query_order(sub, payment.out_trade_no)
         except MinipayError as exc:
             raise UpstreamUnavailable(
-                f"the outcome of payment {payment.id} is not known yet; retry later ({_err_code(exc)})"
+                f"the outcome of payment {payment.id} is not known yet; retry later ({err_code(exc)})"
             ) from None
         if result is not None:
             await apply_payment_result(self.uow_factory, result, source="query", clock=self.clock)
@@ -737,7 +326,7 @@ class Services:
         return fresh
 
     async def _create_failed(self, sub: SubMerchantSettings, payment: Payment, exc: MinipayError) -> Payment:
-        code = _err_code(exc)
+        code = err_code(exc)
         if code == "ORDERPAID":
             return await self._resolve_by_query(sub, payment)
         if code == "ORDERCLOSED":
@@ -745,7 +334,7 @@ class Services:
                 self.uow_factory, payment.id, reason="ORDERCLOSED", source="api", clock=self.clock
             )
             raise Conflict(f"WeChat says the order {payment.out_trade_no} is closed", code="payment_closed")
-        unknown = _is_unknown(exc)
+        unknown = is_unknown(exc)
 
         async def record(uow: UnitOfWork) -> Payment:
             now = self.clock.now()
@@ -807,11 +396,11 @@ class Services:
         try:
             await self.gateway.close_order(sub, payment.out_trade_no)
         except MinipayError as exc:
-            code = _err_code(exc)
+            code = err_code(exc)
             if code == "ORDERPAID":
                 return await self._resolve_by_query(sub, payment)
             if code not in ("ORDERCLOSED", "ORDERNOTEXIST"):
-                if _is_unknown(exc) and code != "TRADE_STATE_ERROR":
+                if is_unknown(exc) and code != "TRADE_STATE_ERROR":
                     raise UpstreamUnavailable(f"closing payment {payment.id} failed ({code}); retry later") from None
                 raise Conflict(f"WeChat refused to close payment {payment.id}: {code}", code="close_refused") from None
         await mark_payment_closed(
@@ -873,7 +462,7 @@ class Services:
                 raise NotFound("no such payment")
             # The key is read under the payment's lock: a concurrent twin holding it has committed its
             # refund and its key by now, so a double tap replays instead of failing the remainder check.
-            replayed = await _replayed(uow, scope, idempotency_key, fingerprint)
+            replayed = await replayed_id(uow, scope, idempotency_key, fingerprint)
             if replayed is not None:
                 existing = await uow.refunds.get(replayed)
                 if existing is None:  # pragma: no cover - rows are never deleted
@@ -889,7 +478,7 @@ class Services:
                 payment_id=payment.id,
                 sub_mch_id=payment.sub_mch_id,
                 mch_id=payment.mch_id,
-                out_refund_no=_new_out_refund_no(),
+                out_refund_no=new_out_refund_no(),
                 amount=amount,
                 currency=payment.currency,
                 reason=reason,
@@ -941,8 +530,8 @@ class Services:
         try:
             refund_id = await self.gateway.create_refund(sub, request)
         except MinipayError as exc:
-            if not _is_unknown(exc):
-                failure = _err_code(exc)
+            if not is_unknown(exc):
+                failure = err_code(exc)
             else:
                 log.warning(
                     "refund outcome unknown; will be retried with the same out_refund_no",
