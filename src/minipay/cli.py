@@ -37,7 +37,7 @@ def _root(
     """Minipay command line."""
 
 
-# -- service (minipay serve, minipay db) -- owned by the service engineer ---------------------------
+# -- service (minipay serve, minipay db) ------------------------------------------------------------
 
 db_app = typer.Typer(help="Database of the payment service (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -143,7 +143,7 @@ def db_current_command(
     typer.echo(asyncio.run(run()) or "(empty database)")
 
 
-# -- worker (minipay worker, minipay reconcile, minipay demo) -- owned by the worker engineer ------------
+# -- worker (minipay worker, minipay reconcile, minipay demo) --------------------------------------------
 
 
 @app.command("worker")
@@ -250,7 +250,7 @@ def reconcile_command(
     raise typer.Exit(status)
 
 
-# -- sandbox (minipay sandbox) -- owned by the sandbox engineer ---------------------------------------
+# -- sandbox (minipay sandbox) ------------------------------------------------------------------------
 
 
 @app.command("sandbox")
@@ -332,7 +332,7 @@ def demo_command(
     raise typer.Exit(0 if ok else 1)
 
 
-# -- protocol tools (minipay sign, minipay verify) -- owned by the protocol engineer ------------------
+# -- protocol tools (minipay sign, minipay verify) ----------------------------------------------------
 
 _KEY_HELP = "The 32-character API key (visible to other users of this machine: prefer --key-env or the prompt)."
 

@@ -19,6 +19,7 @@ import httpx2
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -36,11 +37,13 @@ from minipay.server._redact import install_url_redaction
 from minipay.server.bootstrap import Container, build_container
 from minipay.server.console import build_console_router
 from minipay.server.db import reader_engine
+from minipay.server.domain import PaymentStatus, RefundStatus
 from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
 from minipay.server.logs import REQUEST_ID_HEADER, current_request_id, log_context
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import (
+    MAX_AMOUNT,
     Conflict,
     CreatePayment,
     InvalidRequest,
@@ -89,21 +92,42 @@ class SessionIn(_Body):
     sub_appid: str | None = None
 
 
+# Constraints the service checks itself (answering 400 invalid_field) are published in the schema
+# with json_schema_extra, so generated clients know them and the error codes stay the service's.
+def _schema(**constraints: Any) -> Any:
+    return Field(json_schema_extra=constraints)
+
+
+DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
 class PaymentIn(_Body):
-    amount: StrictInt = Field(description="minor units of currency (e.g. 1050 = 10.50 HKD)")
-    currency: str
-    description: str
-    openid: str
+    amount: StrictInt = Field(
+        description="minor units of currency (e.g. 1050 = 10.50 HKD)",
+        json_schema_extra={"minimum": 1, "maximum": MAX_AMOUNT},
+    )
+    currency: str = Field(
+        description="ISO 4217: the sub-merchant's settlement currency or CNY",
+        json_schema_extra={"pattern": "^[A-Z]{3}$"},
+    )
+    description: str = _schema(minLength=1, maxLength=127)
+    openid: str = _schema(minLength=1, maxLength=128)
     out_trade_no: str | None = None
     attach: str | None = None
     client_ip: str | None = None
-    expires_in: StrictInt | None = Field(default=None, description="seconds until the payment expires")
+    expires_in: StrictInt | None = Field(
+        default=None,
+        description="seconds until the payment expires",
+        json_schema_extra={"minimum": 60, "maximum": 7 * 24 * 3600},
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     sub_mch_id: str | None = Field(default=None, description="admin key only: which sub-merchant")
 
 
 class RefundIn(_Body):
-    amount: StrictInt
+    amount: StrictInt = Field(
+        description="minor units, at most what is left to refund", json_schema_extra={"minimum": 1}
+    )
     reason: str | None = None
 
 
@@ -155,6 +179,7 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, ma
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    request_id: str | None = Field(description="the request's id, as in its response header and the logs")
 
 
 class ErrorOut(BaseModel):
@@ -172,11 +197,11 @@ class PayParamsOut(BaseModel):
 class PaymentOut(BaseModel):
     id: str
     object: str = "payment"
-    status: str = Field(description="created, pending, succeeded, closed, partially_refunded, refunded")
+    status: str = Field(json_schema_extra={"enum": [s.value for s in PaymentStatus]})
     paid_after_close: bool
     out_trade_no: str
     amount: int
-    currency: str
+    currency: str = _schema(pattern="^[A-Z]{3}$")
     amount_refunded: int
     description: str
     openid: str
@@ -188,11 +213,11 @@ class PaymentOut(BaseModel):
     cash_fee: int | None
     cash_fee_type: str | None
     pay_params: PayParamsOut | None
-    expires_at: str | None
-    paid_at: str | None
-    closed_at: str | None
-    created_at: str
-    updated_at: str
+    expires_at: DateTime | None
+    paid_at: DateTime | None
+    closed_at: DateTime | None
+    created_at: DateTime
+    updated_at: DateTime
     last_error: str | None
 
 
@@ -206,7 +231,7 @@ class RefundOut(BaseModel):
     id: str
     object: str = "refund"
     payment_id: str
-    status: str = Field(description="pending, processing, succeeded, failed")
+    status: str = Field(json_schema_extra={"enum": [s.value for s in RefundStatus]})
     amount: int
     currency: str
     out_refund_no: str
@@ -214,9 +239,9 @@ class RefundOut(BaseModel):
     reason: str | None
     failure_code: str | None
     sub_mch_id: str
-    succeeded_at: str | None
-    created_at: str
-    updated_at: str
+    succeeded_at: DateTime | None
+    created_at: DateTime
+    updated_at: DateTime
 
 
 class RefundListOut(BaseModel):
@@ -232,7 +257,7 @@ class EndpointItem(BaseModel):
     id: str
     url: str
     sub_mch_id: str | None
-    created_at: str
+    created_at: DateTime
 
 
 class EndpointOut(EndpointItem):
@@ -243,7 +268,61 @@ class EndpointListOut(BaseModel):
     data: list[EndpointItem]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 502, 503)}
+class DeletedOut(BaseModel):
+    id: str
+    deleted: bool
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    created: int = Field(description="Unix seconds")
+    data: dict[str, Any]
+
+
+class EventListOut(BaseModel):
+    data: list[EventOut]
+
+
+class AttemptOut(BaseModel):
+    at: DateTime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class DeliveryOut(BaseModel):
+    endpoint_id: str
+    status: str = _schema(enum=["pending", "succeeded", "failed"])
+    attempts: list[AttemptOut]
+    next_attempt_at: DateTime | None
+
+
+class EventDetailOut(EventOut):
+    deliveries: list[DeliveryOut] = Field(description="to this key's endpoints only (all, for the admin key)")
+
+
+_ERROR_MEANING = {
+    400: "invalid request: a field, parameter or header fails its constraints (never 422)",
+    401: "missing or invalid API key",
+    404: "no such object for this key (another sub-merchant's object is not found either)",
+    408: "the request body did not arrive within request_read_timeout",
+    409: "conflict: state, a reused Idempotency-Key or out_trade_no, a limit",
+    502: "WeChat refused the request for good",
+    503: "database or WeChat unavailable, or the object is busy: retry (Retry-After)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, each with the error model; 401 and 503 come with every /v1 route."""
+    every = {401, 503, *codes}
+    return {code: {"model": ErrorOut, "description": _ERROR_MEANING[code]} for code in sorted(every)}
+
+
+def _replay(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"model": model, "description": "a repeat with a seen Idempotency-Key and the same body: the original"}
+    }
 
 
 # -- the app ------------------------------------------------------------------------------------------
@@ -449,7 +528,20 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={
+            200: {
+                "description": "ok, or degraded (WeChat unreachable): {status, checks}",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            503: {
+                "description": "unavailable: the database is down ({status, checks})",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+        },
+    )
     async def readyz() -> JSONResponse:
         # 503 only when the database is down (this replica can do nothing); WeChat unreachable is
         # "degraded": reads and notifications still work, and every replica shares that fate.
@@ -469,8 +561,13 @@ def create_app(
         return JSONResponse(body, status_code=503 if status == "unavailable" else 200)
 
     if settings.metrics_enabled:
+        metrics_answers: dict[int | str, dict[str, Any]] = {
+            200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        }
+        if settings.ops_api_keys:
+            metrics_answers[401] = {"model": ErrorOut, "description": "missing or wrong ops key"}
 
-        @app.get("/metrics", tags=["ops"], dependencies=ops)
+        @app.get("/metrics", tags=["ops"], dependencies=ops, response_class=Response, responses=metrics_answers)
         async def metrics_endpoint() -> Response:
             try:
                 backlog_gauges.set(await refresh_backlog(container.engine, container.clock))
@@ -494,7 +591,7 @@ def create_app(
 
     # -- sessions & payments ------------------------------------------------------------------------------
 
-    @app.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=_ERRORS)
+    @app.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=_errors(400, 404, 408))
     async def create_session(body: SessionIn, caller: Caller) -> dict[str, Any]:
         """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
         return await services.login(caller, body.code, body.sub_appid)
@@ -502,13 +599,21 @@ def create_app(
     def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
         return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
 
-    @app.post("/v1/payments", status_code=201, tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
+    @app.post(
+        "/v1/payments",
+        status_code=201,
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=_replay(PaymentOut) | _errors(400, 404, 408, 409, 502),
+    )
     async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONResponse:
         cmd = CreatePayment(**body.model_dump())
         payment, created = await services.create_payment(caller, cmd, idempotency_key)
         return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
 
-    @app.get("/v1/payments/{payment_id}", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
+    @app.get(
+        "/v1/payments/{payment_id}", tags=["payments"], response_model=PaymentOut, responses=_errors(400, 404, 502)
+    )
     async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> JSONResponse:
         payment = await (
             services.sync_payment(caller, payment_id) if sync else services.get_payment(caller, payment_id)
@@ -516,10 +621,10 @@ def create_app(
         # The view is built here to the documented shape: no response-model validation of it again.
         return JSONResponse(_payment_json(payment))
 
-    @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=_ERRORS)
+    @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=_errors(400))
     async def list_payments(
         caller: Caller,
-        status: str | None = None,
+        status: Annotated[str | None, Query(json_schema_extra={"enum": [s.value for s in PaymentStatus]})] = None,
         out_trade_no: str | None = None,
         created_gte: datetime | None = None,
         created_lt: datetime | None = None,
@@ -549,11 +654,21 @@ def create_app(
             "next_cursor": next_cursor,
         }
 
-    @app.post("/v1/payments/{payment_id}/pay-params", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
+    @app.post(
+        "/v1/payments/{payment_id}/pay-params",
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=_errors(404, 409, 502),
+    )
     async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.refresh_pay_params(caller, payment_id))
 
-    @app.post("/v1/payments/{payment_id}/close", tags=["payments"], response_model=PaymentOut, responses=_ERRORS)
+    @app.post(
+        "/v1/payments/{payment_id}/close",
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=_errors(404, 409, 502),
+    )
     async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.close_payment(caller, payment_id))
 
@@ -564,7 +679,7 @@ def create_app(
         status_code=201,
         tags=["refunds"],
         response_model=RefundOut,
-        responses=_ERRORS,
+        responses=_replay(RefundOut) | _errors(400, 404, 408, 409, 502),
     )
     async def create_refund(
         payment_id: str, body: RefundIn, caller: Caller, idempotency_key: IdemKey = None
@@ -574,18 +689,24 @@ def create_app(
         refund, created = await services.create_refund(caller, payment_id, body.amount, body.reason, idempotency_key)
         return JSONResponse(refund_view(refund), status_code=201 if created else 200)
 
-    @app.get("/v1/payments/{payment_id}/refunds", tags=["refunds"], response_model=RefundListOut, responses=_ERRORS)
+    @app.get(
+        "/v1/payments/{payment_id}/refunds", tags=["refunds"], response_model=RefundListOut, responses=_errors(404)
+    )
     async def list_refunds(payment_id: str, caller: Caller) -> dict[str, Any]:
         return {"data": [refund_view(r) for r in await services.list_refunds(caller, payment_id)]}
 
-    @app.get("/v1/refunds/{refund_id}", tags=["refunds"], response_model=RefundOut, responses=_ERRORS)
+    @app.get("/v1/refunds/{refund_id}", tags=["refunds"], response_model=RefundOut, responses=_errors(404))
     async def get_refund(refund_id: str, caller: Caller) -> dict[str, Any]:
         return refund_view(await services.get_refund(caller, refund_id))
 
     # -- webhook endpoints --------------------------------------------------------------------------------
 
     @app.post(
-        "/v1/webhook-endpoints", status_code=201, tags=["webhooks"], response_model=EndpointOut, responses=_ERRORS
+        "/v1/webhook-endpoints",
+        status_code=201,
+        tags=["webhooks"],
+        response_model=EndpointOut,
+        responses=_errors(400, 404, 408, 409),
     )
     async def add_endpoint(body: EndpointIn, caller: Caller) -> dict[str, Any]:
         scope = caller.sub_mch_id
@@ -605,11 +726,13 @@ def create_app(
         except EndpointLimitReached as exc:
             raise Conflict(str(exc), code="endpoint_limit_reached") from None
 
-    @app.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=_ERRORS)
+    @app.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=_errors())
     async def get_endpoints(caller: Caller) -> dict[str, Any]:
         return {"data": await list_endpoints(container.uow_factory, sub_mch_id=caller.sub_mch_id)}
 
-    @app.delete("/v1/webhook-endpoints/{endpoint_id}", tags=["webhooks"])
+    @app.delete(
+        "/v1/webhook-endpoints/{endpoint_id}", tags=["webhooks"], response_model=DeletedOut, responses=_errors(404)
+    )
     async def remove_endpoint(endpoint_id: str, caller: Caller) -> dict[str, Any]:
         if not await delete_endpoint(
             container.uow_factory, endpoint_id, sub_mch_id=caller.sub_mch_id, clock=container.clock
@@ -617,7 +740,7 @@ def create_app(
             raise NotFound("no such webhook endpoint")
         return {"id": endpoint_id, "deleted": True}
 
-    @app.get("/v1/events", tags=["webhooks"])
+    @app.get("/v1/events", tags=["webhooks"], response_model=EventListOut, responses=_errors(400))
     async def events(
         caller: Caller, payment_id: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 50
     ) -> dict[str, Any]:
@@ -627,7 +750,7 @@ def create_app(
         )
         return {"data": rows}
 
-    @app.get("/v1/events/{event_id}", tags=["webhooks"])
+    @app.get("/v1/events/{event_id}", tags=["webhooks"], response_model=EventDetailOut, responses=_errors(404))
     async def event(event_id: str, caller: Caller) -> dict[str, Any]:
         """One event with its delivery log (every attempt, status code, error, duration)."""
         found = await get_event(container.uow_factory, event_id, sub_mch_id=caller.sub_mch_id)
@@ -693,7 +816,53 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _honest_schema(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes),
+                ops_protected=bool(settings.ops_api_keys),
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _honest_schema(schema: dict[str, Any], *, ops_protected: bool) -> dict[str, Any]:
+    """FastAPI's schema, corrected to what the service does: validation errors are 400 with the error
+    model (FastAPI declares 422 and its own shape), and the API key is a bearer security scheme (the
+    ``Authorization`` header parameter the routes read it from is not a parameter to fill in)."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key of this service (a sub-merchant's, or an admin key)",
+    }
+    error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            parameters = operation.get("parameters", [])
+            kept = [
+                p for p in parameters if not (p.get("in") == "header" and p.get("name", "").lower() == "authorization")
+            ]
+            if len(kept) != len(parameters) and (path.startswith("/v1/") or ops_protected):
+                operation["security"] = [{"bearer": []}]
+            if kept:
+                operation["parameters"] = kept
+            else:
+                operation.pop("parameters", None)
+            if (kept or "requestBody" in operation) and "400" not in responses:
+                responses["400"] = {
+                    "description": _ERROR_MEANING[400],
+                    "content": {"application/json": {"schema": error_ref}},
+                }
+    schemas = components.get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return schema
 
 
 def app_from_env() -> FastAPI:

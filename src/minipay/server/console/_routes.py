@@ -10,11 +10,21 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from minipay.protocol import FieldError, parse_major
 from minipay.server.bootstrap import Container
+from minipay.server.console._overview import (
+    attention,
+    bar_chart,
+    buckets,
+    day_report,
+    recent_deliveries,
+    recent_runs,
+    retry_delivery,
+)
 from minipay.server.console._queries import (
     PaymentFilter,
     payment_events,
@@ -26,6 +36,7 @@ from minipay.server.console._render import STYLESHEET, render
 from minipay.server.console._session import COOKIE, LIFETIME, ConsoleSession, SessionCodec, derive_secret, same_origin
 from minipay.server.domain import PaymentStatus
 from minipay.server.services import NotFound, Principal, ServiceError
+from minipay.server.webhooks import list_endpoints
 
 __all__ = ["build_console_router"]
 
@@ -213,7 +224,7 @@ def build_console_router(container: Container) -> APIRouter:
     async def home(request: Request) -> Response:
         if viewer(request) is None:
             return to_login()
-        return RedirectResponse("/console/payments", status_code=303)
+        return RedirectResponse("/console/overview", status_code=303)
 
     @router.get("/payments")
     async def payments(request: Request) -> Response:
@@ -331,6 +342,76 @@ def build_console_router(container: Container) -> APIRouter:
                 me.principal, payment.id, amount, reason, f"console:{me.session.nonce}:{key}"
             )
             return await _detail(request, me, payment.id, notice=f"Refund {made.out_refund_no} is {made.status.value}.")
+
+        return await guarded_post(request, run)
+
+    # -- overview ---------------------------------------------------------------------------------------
+
+    @router.get("/overview")
+    async def overview(request: Request) -> Response:
+        me = viewer(request)
+        if me is None:
+            return to_login()
+        now = container.clock.now()
+        hours = await buckets(container.engine, scope=me.scope, now=now, hourly=True)
+        days = await buckets(container.engine, scope=me.scope, now=now, hourly=False)
+        counts = await attention(container.engine, scope=me.scope, now=now)
+        refused = 0.0
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            for family in metrics.notifications.collect():
+                refused += sum(
+                    s.value
+                    for s in family.samples
+                    if s.name.endswith("_total") and s.labels.get("outcome", "").startswith("refused")
+                )
+        hourly_svg = bar_chart(hours, title="Payments per hour, last 24 hours (UTC)", every=3)
+        daily_svg = bar_chart(days, title="Payments per day, last 30 days (UTC)", every=5)
+        return page(
+            request,
+            "overview.html",
+            me,
+            counts=counts,
+            refused=int(refused),
+            hourly=Markup(hourly_svg),  # noqa: S704 (numbers and our own labels only)
+            daily=Markup(daily_svg),  # noqa: S704
+            hours=hours,
+            days=days,
+        )
+
+    # -- reconciliation ---------------------------------------------------------------------------------
+
+    @router.get("/reconciliation")
+    async def reconciliation(request: Request) -> Response:
+        me = viewer(request)
+        if me is None:
+            return to_login()
+        runs = await recent_runs(container.engine, scope=me.scope)
+        day = _parse_day(request.query_params.get("date"))
+        if day is None and runs:
+            day = runs[0]["bill_date"]
+        report = None
+        if day is not None:
+            report = await day_report(container.engine, day, scope=me.scope)
+        return page(request, "reconciliation.html", me, runs=runs, day=day, report=report)
+
+    # -- webhooks ---------------------------------------------------------------------------------------
+
+    @router.get("/webhooks")
+    async def webhooks(request: Request, notice: str | None = None) -> Response:
+        me = viewer(request)
+        if me is None:
+            return to_login()
+        endpoints = await list_endpoints(container.uow_factory, sub_mch_id=me.scope)
+        deliveries = await recent_deliveries(container.engine, scope=me.scope)
+        return page(request, "webhooks.html", me, endpoints=endpoints, deliveries=deliveries, notice=notice)
+
+    @router.post("/webhooks/deliveries/{delivery_id}/retry")
+    async def retry(request: Request, delivery_id: int) -> Response:
+        async def run(request: Request, me: _Viewer, fields: dict[str, str]) -> Response:
+            if not await retry_delivery(container.engine, delivery_id, scope=me.scope, now=container.clock.now()):
+                raise NotFound("no such failed delivery")
+            return RedirectResponse("/console/webhooks?retried=1", status_code=303)
 
         return await guarded_post(request, run)
 
