@@ -631,7 +631,10 @@ class WebhookDispatcher:
                 error = "endpoint deleted"
             else:
                 body = event_body(item.event_id, item.event_type, item.event_created, item.data)
-                timestamp = int(self.clock.now().timestamp())
+                # The signature's timestamp proves freshness to a receiver that compares it with its
+                # own wall clock, so it is real time even when the service runs on a virtual clock
+                # (sandbox mode after POST /sandbox/clock): business times stay on self.clock.
+                timestamp = int(time.time())
                 headers = {
                     "Content-Type": "application/json",
                     "User-Agent": "minipay-webhooks/1",
