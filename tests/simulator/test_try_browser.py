@@ -4,7 +4,6 @@ refund, move the clock. Every page is also photographed at desktop and phone wid
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx2
