@@ -193,15 +193,15 @@ def build_console_router(container: Container) -> APIRouter:
         client = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(client)
         if wait is not None:  # too many wrong keys from here: no key is compared until the wait is over
-            response = page(
+            slowed = page(
                 request,
                 "login.html",
                 None,
                 429,
                 error=f"Too many failed sign-ins from your address. Try again in {wait} seconds.",
             )
-            response.headers["Retry-After"] = str(wait)
-            return response
+            slowed.headers["Retry-After"] = str(wait)
+            return slowed
         fields = await form(request)
         presented = (fields or {}).get("api_key", "").strip().encode()
         codec, _ = codec_for(request)
