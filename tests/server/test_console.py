@@ -1,6 +1,6 @@
 """The ops console (/console) over HTTP: the session cookie, CSRF and origin checks, tenancy, the
 payments list's filters, escaping, and the actions reusing the API's use cases. (The browser test
-in tests/e2e/test_web_browser.py drives the same pages in Chromium.)"""
+in tests/e2e/test_console_browser.py drives the same pages in Chromium.)"""
 
 from __future__ import annotations
 
