@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from enum import IntEnum, StrEnum
+from enum import Enum, IntEnum, StrEnum
 
 import pytest
 from hypothesis import given, settings
@@ -304,6 +304,10 @@ class _Count(IntEnum):
     TEN = 10
 
 
+class _Plain(int, Enum):  # not an IntEnum: str() gives "_Plain.SEVEN"
+    SEVEN = 7
+
+
 class _Word(StrEnum):
     WORD = "plain"
 
@@ -327,6 +331,7 @@ def test_the_same_names_with_other_value_types_sign_right_each_time() -> None:
 def test_an_enum_member_is_signed_as_the_text_encode_xml_sends() -> None:
     fields: dict[str, str | int] = {
         "appid": "wx8888888888888888",
+        "detail": _Plain.SEVEN,
         "trade_type": _Word.WORD,
         "total_fee": _Count.TEN,
         "nonce_str": "n1",
