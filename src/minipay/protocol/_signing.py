@@ -130,6 +130,7 @@ def _laid_out(order: _Order, values: tuple[object, ...]) -> str | None:
 
 
 def _order(names: tuple[str, ...], fields: Mapping[str, FieldValue]) -> _Order | None:
+    """Work out and cache the order of ``names`` for values typed as in ``fields``, if it has one."""
     signed = sorted(name for name in names if name != "sign")
     if len(signed) < 2:  # itemgetter of one name gives the bare value: the checked loop is as quick
         return None

@@ -44,8 +44,8 @@ _XML_ASCII: Final = b"\t\n\r" + bytes(range(0x20, 0x80))
 # itself, so an ASCII body is clean exactly when translating leaves it unchanged (the no-delete
 # form of bytes.translate is the cheaper loop).
 _FLAG_CONTROLS: Final = bytes(c if c in _XML_ASCII or c >= 0x80 else c ^ 0x40 for c in range(256))
-# encode_xml's markup per (root, names, value types): see _fast_encode.
-# The markup around the values (at the odd places) and the places of the int values.
+# encode_xml's layouts, per (root, names): the markup around the values (which go at the odd
+# places) and the places of the int values; see _fast_encode.
 _Layout: TypeAlias = tuple[tuple[str, ...], tuple[int, ...]]
 _LAYOUTS: Final[dict[tuple[str, tuple[str, ...]], _Layout]] = {}
 _MAX_LAYOUTS: Final = 512
