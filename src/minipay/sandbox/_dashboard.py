@@ -1,7 +1,7 @@
 """The sandbox dashboard at ``/sandbox/``: server-rendered pages (Jinja2, every value escaped) with
 plain HTML forms, so everything works without JavaScript; a small script only adds an optional
-auto-refresh. The look is the service console's: the one stylesheet in ``minipay/_web/`` is read
-as a file (the sandbox imports no service code) and served at ``/sandbox/static/minipay.css``.
+auto-refresh. The look is the service console's: the one stylesheet in ``minipay/_web/``, which the
+sandbox serves at ``/sandbox/static/minipay.css`` (read as a file: the sandbox imports no service code).
 
 Forms post to ``/sandbox/ui/<action>`` and redirect back (POST, redirect, GET). Like every
 state-changing ``/sandbox/*`` call they pass the cross-site guard (``_app.CrossSiteGuard``): a page
@@ -28,8 +28,6 @@ from minipay.sandbox._faults import ENDPOINTS, LOGIN_FAULTS, XML_FAULTS
 __all__ = ["dashboard_routes"]
 
 _HERE = Path(__file__).parent
-#: Shared with the service console; a file beside both parts, imported by neither.
-STYLESHEET = _HERE.parent / "_web" / "minipay.css"
 SCRIPT = _HERE / "static" / "dashboard.js"
 _MAX_FORM = 16 * 1024
 #: After an action, the page scrolls back to the section it was taken in.
@@ -106,10 +104,6 @@ async def dashboard(request: Request) -> Response:
         "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
     )
     return response
-
-
-async def stylesheet(request: Request) -> Response:
-    return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
 async def script(request: Request) -> Response:
@@ -197,7 +191,6 @@ def dashboard_routes() -> list[Route]:
     return [
         Route("/sandbox/", dashboard, methods=["GET"]),
         Route("/sandbox", dashboard, methods=["GET"]),
-        Route("/sandbox/static/minipay.css", stylesheet, methods=["GET"]),
         Route("/sandbox/static/dashboard.js", script, methods=["GET"]),
         Route("/sandbox/ui/{action}", ui_action, methods=["POST"]),
     ]
