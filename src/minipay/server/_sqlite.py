@@ -60,6 +60,7 @@ class _Cursor(sqlite3.Cursor):
         super().executemany(sql, seq_of_parameters)
         return self
 
+
 class _Connection(sqlite3.Connection):
     busy_ms = 5000
 
@@ -192,4 +193,3 @@ def begin_immediate(connection: Any) -> bool:
         return False
     driver.begin_immediate()
     return True
-
