@@ -11,8 +11,10 @@ with the request's algorithm; ``return_code=FAIL`` answers carry no ``sign``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 from cryptography import x509
@@ -41,6 +43,8 @@ from minipay.sandbox._models import Fault
 __all__ = ["FAULT_HEADER", "wechat_routes"]
 
 FAULT_HEADER = "x-sandbox-fault"
+#: Characters of a request's and a reply's body kept in the journal (``xml``, ``reply``).
+WIRE_CAP = 16_384
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "unifiedorder": (
@@ -131,7 +135,9 @@ class Pipeline:
         entry["status"] = response.status_code
         if isinstance(response, DropConnection):
             entry["status"] = None
-        elif response.media_type == "text/xml" and response.status_code == 200:
+        else:
+            entry["reply"] = bytes(response.body[:WIRE_CAP]).decode("utf-8", "replace")
+        if response.media_type == "text/xml" and response.status_code == 200:
             try:
                 answer = decode_xml(bytes(response.body))
             except XMLError:
@@ -162,6 +168,8 @@ class Pipeline:
                 except XMLError as exc:
                     parse_error = f"XML_FORMAT_ERROR: XML格式错误 ({exc})"
         entry["fields"] = dict(fields)
+        # What came over the wire, as it came (the simulator's wire panel shows it; capped).
+        entry["xml"] = body[:WIRE_CAP].decode("utf-8", "replace")
         if self.operation.mtls:
             # The CN of the client certificate the request came with (None: none, e.g. plain HTTP).
             entry["client_cert"] = _peer_cn(request.scope)[1]
@@ -367,8 +375,24 @@ async def jscode2session(request: Request) -> Response:
     else:
         response = JSONResponse(backend.code2session(params))
     entry["status"] = response.status_code
+    # For the wire panel: the request line and the answer, app secret and session_key redacted.
+    entry["xml"] = f"{request.method} {request.url.path}?{urlencode(entry['fields'], safe='<>')}"
+    if not isinstance(response, DropConnection):
+        entry["reply"] = _redacted_session(bytes(response.body[:WIRE_CAP]))
     backend.log_request(entry)
     return response
+
+
+def _redacted_session(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict) and "session_key" in answer:
+        answer["session_key"] = "<redacted>"
+        return json.dumps(answer, ensure_ascii=False)
+    return text
 
 
 def wechat_routes() -> list[Route]:
