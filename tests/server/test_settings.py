@@ -111,10 +111,12 @@ def test_lookups_by_id_follow_a_copy_with_other_sub_merchants(tmp_path: Path, cl
     path.write_text(TOML)
     settings = load_settings(path)
     sub = settings.sub_merchant("1900000110")
-    assert sub is not None and sub.currency == "HKD"
+    assert sub is not None
+    assert sub.currency == "HKD"
     assert settings.sub_merchant("1900000999") is None
     main = settings.institution_for("wx8888888888888888", "1900000109")
-    assert main is not None and main.name == "main"
+    assert main is not None
+    assert main.name == "main"
     assert settings.institution_for("wx8888888888888888", "1900000999") is None
     with pytest.raises(KeyError):
         settings.institution("other")
@@ -123,7 +125,8 @@ def test_lookups_by_id_follow_a_copy_with_other_sub_merchants(tmp_path: Path, cl
     copied = settings.model_copy(update={"sub_merchants": [other]})
     assert copied.sub_merchant("1900000110") is None
     found = copied.sub_merchant("1900000111")
-    assert found is not None and found.currency == "JPY"
+    assert found is not None
+    assert found.currency == "JPY"
     settings.sub_merchants.append(other)  # the same list, grown
     assert settings.sub_merchant("1900000111") is found
     assert "_index" not in repr(settings)
