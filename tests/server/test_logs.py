@@ -30,8 +30,6 @@ def restore_logging() -> Iterator[None]:
     parent_levels = [p.level for p in parents]
     for p in parents:
         p.setLevel(logging.NOTSET)
-    disabled = logging.root.manager.disable  # something earlier in the suite calls logging.disable(CRITICAL)
-    logging.disable(logging.NOTSET)
     try:
         yield
     finally:
@@ -42,7 +40,6 @@ def restore_logging() -> Iterator[None]:
             u.handlers[:], u.propagate = u_handlers, u_propagate
         for p, lvl in zip(parents, parent_levels, strict=True):
             p.setLevel(lvl)
-        logging.disable(disabled)
 
 
 def test_the_format_defaults_to_text_on_a_terminal_and_json_elsewhere() -> None:
