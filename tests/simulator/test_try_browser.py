@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.browser import screenshot
+from tests.browser import accessibility_problems, screenshot
 from tests.simulator.conftest import Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,6 +42,13 @@ def _sheet(page: Any) -> Any:
     return page.frame_locator("iframe.sheet-frame")
 
 
+def _accessible(page: Any) -> None:
+    """The page and, when it shows one, the pay sheet in its frame: labelled fields, AA contrast."""
+    assert accessibility_problems(page) == []
+    for frame in page.frames[1:]:
+        assert accessibility_problems(frame) == [], frame.url
+
+
 @pytest.mark.parametrize("viewport", ["page", "phone_page"])
 def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, request: pytest.FixtureRequest) -> None:
     from playwright.sync_api import expect
@@ -50,11 +57,13 @@ def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, r
     assert any("/try" in line for line in served.banner), served.banner  # the banner links it
     _open_shop(page, served, "Harbour Tea House", "alice")
     screenshot(page, "try-shop")
+    _accessible(page)
     openid = _log_in(page)
     # The openid is the one the sandbox issues for alice in this mini program.
     login = httpx2.post(f"{served.sandbox_url}/sandbox/login", json={"appid": "wx1234567890abcdef", "user": "alice"})
     assert login.json()["openid"] == openid
     screenshot(page, "try-logged-in")
+    _accessible(page)
 
     page.get_by_role("button", name="Buy Egg tarts, box of 6").click()
     sheet = _sheet(page)
@@ -63,6 +72,7 @@ def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, r
     expect(sheet.locator("dl")).to_contain_text("48.30 CNY")  # 52.50 HKD at 0.92
     expect(sheet.locator("dl")).to_contain_text("1 HKD = 0.92 CNY")
     screenshot(page, "try-pay-sheet")
+    _accessible(page)
 
     sheet.get_by_role("button", name="Pay", exact=True).click()
     # The front-end result at once, then the backend's word once the notification arrived.
@@ -77,6 +87,7 @@ def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, r
     expect(notification.locator("pre").first).to_contain_text("<transaction_id>")
     expect(notification.locator("pre").last).to_contain_text("SUCCESS")
     screenshot(page, "try-paid")
+    _accessible(page)
 
     page.get_by_label("Refund (HKD)").fill("10.00")
     page.get_by_role("button", name="Refund").click()
@@ -86,6 +97,7 @@ def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, r
     expect(page.get_by_test_id("backend-status")).to_have_text("partially_refunded")
     expect(page.locator("#wire-list")).to_contain_text("/secapi/pay/refund")
     screenshot(page, "try-refunded")
+    _accessible(page)
 
 
 def test_cancelling_on_the_pay_sheet_leaves_the_payment_open(phone_page: Any, served: Served) -> None:
@@ -103,6 +115,7 @@ def test_cancelling_on_the_pay_sheet_leaves_the_payment_open(phone_page: Any, se
     expect(page.get_by_test_id("front-result")).to_contain_text("requestPayment:fail cancel")
     expect(page.get_by_test_id("backend-status")).to_have_text("pending")
     screenshot(page, "try-cancelled")
+    _accessible(page)
 
     # Paying it again works: the same order, a fresh sheet.
     page.get_by_role("link", name="Pay again").click()
@@ -125,6 +138,7 @@ def test_insufficient_balance_fails_the_payment_and_keeps_the_order_unpaid(page:
     [order] = [o for o in state["orders"] if o["out_trade_no"] == out_trade_no]
     assert order["trade_state"] == "NOTPAY"
     screenshot(page, "try-insufficient-balance")
+    _accessible(page)
 
 
 def test_the_pages_escape_what_they_show_and_refuse_cross_site_posts(page: Any, served: Served) -> None:
@@ -160,6 +174,7 @@ def test_the_clock_panel_expires_an_unpaid_order_and_brings_the_next_days_bill(p
     expect(page.get_by_test_id("backend-status")).to_have_text("closed", timeout=20_000)
     expect(page.locator("#wire-list")).to_contain_text("/pay/closeorder", timeout=10_000)
     screenshot(page, "try-expired")
+    _accessible(page)
 
     page.get_by_role("link", name="Back to the shop").click()
     page.get_by_role("button", name="Buy Tea bowl").click()
