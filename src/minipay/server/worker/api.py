@@ -22,8 +22,8 @@ import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from minipay.server.api import SHUTDOWN_GRACE
 from minipay.server.logs import current_request_id
+from minipay.server.settings import SHUTDOWN_GRACE
 from minipay.server.worker._queue import JobQueue
 from minipay.server.worker._reconcile import Reconciler
 from minipay.server.worker._worker import Worker, WorkerConfig
