@@ -151,11 +151,11 @@ def create_app(
     install_api_keys(app, settings)
     app.include_router(build_console_router(container))  # the ops console's pages, /console
 
-    app.include_router(ops.build_router(container, settings, metrics, wechat_monitor, backlog_gauges))
-    app.include_router(payments.build_router(container))
-    app.include_router(refunds.build_router(container))
-    app.include_router(webhooks.build_router(container))
-    app.include_router(notify.build_router(container, settings, metrics, wake))
+    ops.add_routes(app, container, settings, metrics, wechat_monitor, backlog_gauges)
+    payments.add_routes(app, container)
+    refunds.add_routes(app, container)
+    webhooks.add_routes(app, container)
+    notify.add_routes(app, container, settings, metrics, wake)
 
     for router in routers:
         app.include_router(router)

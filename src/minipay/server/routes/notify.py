@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from minipay.server._guards import BodyReadTimeout
@@ -15,15 +15,14 @@ from minipay.server.bootstrap import Container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.settings import Settings
 
-__all__ = ["build_router"]
+__all__ = ["add_routes"]
 
 log = logging.getLogger("minipay.server")
 
 NotifyHandler = Callable[..., Awaitable[NotifyReply]]
 
 
-def build_router(container: Container, settings: Settings, metrics: Metrics, wake: asyncio.Event) -> APIRouter:
-    router = APIRouter()
+def add_routes(app: FastAPI, container: Container, settings: Settings, metrics: Metrics, wake: asyncio.Event) -> None:
 
     # -- WeChat callbacks -------------------------------------------------------------------------------
 
@@ -73,12 +72,10 @@ def build_router(container: Container, settings: Settings, metrics: Metrics, wak
             result = reply(False, "temporarily unavailable", 503)
         return _xml(result, kind)
 
-    @router.post("/wechatpay/notify/payment", include_in_schema=False)
+    @app.post("/wechatpay/notify/payment", include_in_schema=False)
     async def notify_payment(request: Request) -> Response:
         return await _notify(request, "payment", handle_payment_notification)
 
-    @router.post("/wechatpay/notify/refund", include_in_schema=False)
+    @app.post("/wechatpay/notify/refund", include_in_schema=False)
     async def notify_refund(request: Request) -> Response:
         return await _notify(request, "refund", handle_refund_notification)
-
-    return router

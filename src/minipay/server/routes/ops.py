@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
@@ -19,28 +19,28 @@ from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
 from minipay.server.routes.schemas import ErrorOut
 from minipay.server.settings import Settings
 
-__all__ = ["build_router"]
+__all__ = ["add_routes"]
 
 log = logging.getLogger("minipay.server")
 
 
-def build_router(
+def add_routes(
+    app: FastAPI,
     container: Container,
     settings: Settings,
     metrics: Metrics,
     wechat_monitor: WeChatMonitor,
     backlog_gauges: BacklogGauges,
-) -> APIRouter:
-    router = APIRouter()
+) -> None:
     ops = [Depends(ops_access)]
 
     # -- health -------------------------------------------------------------------------------------------
 
-    @router.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get(
+    @app.get(
         "/readyz",
         tags=["ops"],
         responses={
@@ -79,7 +79,7 @@ def build_router(
         if settings.ops_api_keys:
             metrics_answers[401] = {"model": ErrorOut, "description": "missing or wrong ops key"}
 
-        @router.get("/metrics", tags=["ops"], dependencies=ops, response_class=Response, responses=metrics_answers)
+        @app.get("/metrics", tags=["ops"], dependencies=ops, response_class=Response, responses=metrics_answers)
         async def metrics_endpoint() -> Response:
             try:
                 backlog_gauges.set(await refresh_backlog(container.engine, container.clock))
@@ -89,16 +89,14 @@ def build_router(
 
     if settings.docs_enabled:
 
-        @router.get("/openapi.json", include_in_schema=False, dependencies=ops)
-        async def openapi_json(request: Request) -> JSONResponse:
-            return JSONResponse(request.app.openapi())
+        @app.get("/openapi.json", include_in_schema=False, dependencies=ops)
+        async def openapi_json() -> JSONResponse:
+            return JSONResponse(app.openapi())
 
-        @router.get("/docs", include_in_schema=False, dependencies=ops)
-        async def docs_page(request: Request) -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - docs")
+        @app.get("/docs", include_in_schema=False, dependencies=ops)
+        async def docs_page() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
-        @router.get("/redoc", include_in_schema=False, dependencies=ops)
-        async def redoc_page(request: Request) -> HTMLResponse:
-            return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} - ReDoc")
-
-    return router
+        @app.get("/redoc", include_in_schema=False, dependencies=ops)
+        async def redoc_page() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")

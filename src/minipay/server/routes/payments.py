@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from minipay.server.auth import Caller
@@ -27,16 +27,15 @@ from minipay.server.services import (
     payment_view,
 )
 
-__all__ = ["build_router"]
+__all__ = ["add_routes"]
 
 
-def build_router(container: Container) -> APIRouter:
-    router = APIRouter()
+def add_routes(app: FastAPI, container: Container) -> None:
     services = container.services
 
     # -- sessions & payments ------------------------------------------------------------------------------
 
-    @router.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=error_responses(400, 404, 408))
+    @app.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=error_responses(400, 404, 408))
     async def create_session(body: SessionIn, caller: Caller) -> dict[str, Any]:
         """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
         return await services.login(caller, body.code, body.sub_appid)
@@ -44,7 +43,7 @@ def build_router(container: Container) -> APIRouter:
     def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
         return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
 
-    @router.post(
+    @app.post(
         "/v1/payments",
         status_code=201,
         tags=["payments"],
@@ -56,7 +55,7 @@ def build_router(container: Container) -> APIRouter:
         payment, created = await services.create_payment(caller, cmd, idempotency_key)
         return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
 
-    @router.get(
+    @app.get(
         "/v1/payments/{payment_id}",
         tags=["payments"],
         response_model=PaymentOut,
@@ -69,7 +68,7 @@ def build_router(container: Container) -> APIRouter:
         # The view is built here to the documented shape: no response-model validation of it again.
         return JSONResponse(_payment_json(payment))
 
-    @router.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=error_responses(400))
+    @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=error_responses(400))
     async def list_payments(
         caller: Caller,
         status: Annotated[str | None, Query(json_schema_extra={"enum": [s.value for s in PaymentStatus]})] = None,
@@ -102,7 +101,7 @@ def build_router(container: Container) -> APIRouter:
             "next_cursor": next_cursor,
         }
 
-    @router.post(
+    @app.post(
         "/v1/payments/{payment_id}/pay-params",
         tags=["payments"],
         response_model=PaymentOut,
@@ -111,7 +110,7 @@ def build_router(container: Container) -> APIRouter:
     async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.refresh_pay_params(caller, payment_id))
 
-    @router.post(
+    @app.post(
         "/v1/payments/{payment_id}/close",
         tags=["payments"],
         response_model=PaymentOut,
@@ -119,5 +118,3 @@ def build_router(container: Container) -> APIRouter:
     )
     async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.close_payment(caller, payment_id))
-
-    return router

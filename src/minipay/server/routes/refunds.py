@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from minipay.server.auth import Caller
@@ -15,16 +15,15 @@ from minipay.server.services import (
     refund_view,
 )
 
-__all__ = ["build_router"]
+__all__ = ["add_routes"]
 
 
-def build_router(container: Container) -> APIRouter:
-    router = APIRouter()
+def add_routes(app: FastAPI, container: Container) -> None:
     services = container.services
 
     # -- refunds ------------------------------------------------------------------------------------------
 
-    @router.post(
+    @app.post(
         "/v1/payments/{payment_id}/refunds",
         status_code=201,
         tags=["refunds"],
@@ -39,7 +38,7 @@ def build_router(container: Container) -> APIRouter:
         refund, created = await services.create_refund(caller, payment_id, body.amount, body.reason, idempotency_key)
         return JSONResponse(refund_view(refund), status_code=201 if created else 200)
 
-    @router.get(
+    @app.get(
         "/v1/payments/{payment_id}/refunds",
         tags=["refunds"],
         response_model=RefundListOut,
@@ -48,8 +47,6 @@ def build_router(container: Container) -> APIRouter:
     async def list_refunds(payment_id: str, caller: Caller) -> dict[str, Any]:
         return {"data": [refund_view(r) for r in await services.list_refunds(caller, payment_id)]}
 
-    @router.get("/v1/refunds/{refund_id}", tags=["refunds"], response_model=RefundOut, responses=error_responses(404))
+    @app.get("/v1/refunds/{refund_id}", tags=["refunds"], response_model=RefundOut, responses=error_responses(404))
     async def get_refund(refund_id: str, caller: Caller) -> dict[str, Any]:
         return refund_view(await services.get_refund(caller, refund_id))
-
-    return router

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import FastAPI, Query
 
 from minipay.server.auth import Caller
 from minipay.server.bootstrap import Container
@@ -31,16 +31,15 @@ from minipay.server.webhooks import (
     list_events,
 )
 
-__all__ = ["build_router"]
+__all__ = ["add_routes"]
 
 
-def build_router(container: Container) -> APIRouter:
-    router = APIRouter()
+def add_routes(app: FastAPI, container: Container) -> None:
     services = container.services
 
     # -- webhook endpoints --------------------------------------------------------------------------------
 
-    @router.post(
+    @app.post(
         "/v1/webhook-endpoints",
         status_code=201,
         tags=["webhooks"],
@@ -65,11 +64,11 @@ def build_router(container: Container) -> APIRouter:
         except EndpointLimitReached as exc:
             raise Conflict(str(exc), code="endpoint_limit_reached") from None
 
-    @router.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=error_responses())
+    @app.get("/v1/webhook-endpoints", tags=["webhooks"], response_model=EndpointListOut, responses=error_responses())
     async def get_endpoints(caller: Caller) -> dict[str, Any]:
         return {"data": await list_endpoints(container.uow_factory, sub_mch_id=caller.sub_mch_id)}
 
-    @router.delete(
+    @app.delete(
         "/v1/webhook-endpoints/{endpoint_id}",
         tags=["webhooks"],
         response_model=DeletedOut,
@@ -82,7 +81,7 @@ def build_router(container: Container) -> APIRouter:
             raise NotFound("no such webhook endpoint")
         return {"id": endpoint_id, "deleted": True}
 
-    @router.get("/v1/events", tags=["webhooks"], response_model=EventListOut, responses=error_responses(400))
+    @app.get("/v1/events", tags=["webhooks"], response_model=EventListOut, responses=error_responses(400))
     async def events(
         caller: Caller, payment_id: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 50
     ) -> dict[str, Any]:
@@ -92,14 +91,10 @@ def build_router(container: Container) -> APIRouter:
         )
         return {"data": rows}
 
-    @router.get(
-        "/v1/events/{event_id}", tags=["webhooks"], response_model=EventDetailOut, responses=error_responses(404)
-    )
+    @app.get("/v1/events/{event_id}", tags=["webhooks"], response_model=EventDetailOut, responses=error_responses(404))
     async def event(event_id: str, caller: Caller) -> dict[str, Any]:
         """One event with its delivery log (every attempt, status code, error, duration)."""
         found = await get_event(container.uow_factory, event_id, sub_mch_id=caller.sub_mch_id)
         if found is None:
             raise NotFound("no such event")
         return found
-
-    return router
