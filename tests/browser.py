@@ -21,9 +21,13 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the test session (skips without one, fails in CI)."""
+    """A headless Chromium for one test (skips without one, fails in CI).
+
+    Not shared across tests: Playwright's sync API leaves its event loop marked as running in this
+    thread until it stops, and every ``anyio`` test after it would then fail with "Cannot run the
+    event loop while another loop is running"."""
     if CHROMIUM is None:
         if os.environ.get("CI") or os.environ.get("MINIPAY_REQUIRE_POSTGRES") == "1":
             pytest.fail("Chromium is required in CI (.ci/run installs it)")

@@ -1,6 +1,6 @@
 """The ops console (/console) over HTTP: the session cookie, CSRF and origin checks, tenancy, the
 payments list's filters, escaping, and the actions reusing the API's use cases. (The browser test
-in tests/e2e/test_web_browser.py drives the same pages in Chromium.)"""
+in tests/e2e/test_console_browser.py drives the same pages in Chromium.)"""
 
 from __future__ import annotations
 
@@ -101,3 +101,29 @@ async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts
     assert 'role="alert"' in too_much.text
     refunds = (await world.api.get(f"/v1/payments/{payment['id']}/refunds", headers=world.auth())).json()["data"]
     assert [r["amount"] for r in refunds] == [250]
+
+
+async def test_repeated_wrong_keys_from_one_address_are_slowed_with_429(world: World) -> None:
+    limit = world.settings.console_signin_limit
+    service = world.service
+
+    def browser_at(address: str) -> httpx2.AsyncClient:
+        transport = httpx2.ASGITransport(app=service, client=(address, 40000))
+        return httpx2.AsyncClient(transport=transport, base_url="http://minipay.test")
+
+    async with browser_at("203.0.113.7") as guesser, browser_at("198.51.100.2") as neighbour:
+        for n in range(limit):
+            wrong = await guesser.post("/console/login", data={"api_key": f"sk_guess_{n:04d}"}, headers=ORIGIN)
+            assert wrong.status_code == 401, n
+        slowed = await guesser.post("/console/login", data={"api_key": "sk_guess_more"}, headers=ORIGIN)
+        assert slowed.status_code == 429
+        wait = int(slowed.headers["retry-after"])
+        assert 0 < wait <= world.settings.console_signin_window
+        assert "Too many failed sign-ins" in slowed.text
+        # Even the right key is not compared while the address waits: guessing cannot go on.
+        right = await guesser.post("/console/login", data={"api_key": KEYS[SUB1]}, headers=ORIGIN)
+        assert right.status_code == 429
+        assert "set-cookie" not in right.headers
+        # Another address is not held up by the guesser.
+        other = await neighbour.post("/console/login", data={"api_key": KEYS[SUB1]}, headers=ORIGIN)
+        assert other.status_code == 303

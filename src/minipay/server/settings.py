@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     docs_enabled: bool = True
     ops_api_keys: list[SecretStr] = Field(default_factory=list)
+    # Console sign-in: this many failed attempts from one client address within the window (seconds)
+    # and that address gets 429 with Retry-After until the oldest failure leaves the window.
+    console_signin_limit: int = Field(default=10, ge=1, le=10_000)
+    console_signin_window: float = Field(default=300.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

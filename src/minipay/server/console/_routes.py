@@ -34,6 +34,7 @@ from minipay.server.console._queries import (
 )
 from minipay.server.console._render import STYLESHEET, render
 from minipay.server.console._session import COOKIE, LIFETIME, ConsoleSession, SessionCodec, derive_secret, same_origin
+from minipay.server.console._throttle import SignInThrottle
 from minipay.server.domain import PaymentStatus
 from minipay.server.services import NotFound, Principal, ServiceError
 from minipay.server.webhooks import list_endpoints
@@ -90,6 +91,7 @@ def build_console_router(container: Container) -> APIRouter:
     allowed_origins = [public] if public else []
     secure_cookie = public.startswith("https://")
     sub_ids = [s.sub_mch_id for s in settings.sub_merchants]
+    throttle = SignInThrottle(limit=settings.console_signin_limit, window=settings.console_signin_window)
 
     def codec_for(request: Request) -> tuple[SessionCodec, dict[str, Principal]]:
         state = request.app.state
@@ -188,6 +190,18 @@ def build_console_router(container: Container) -> APIRouter:
     async def login(request: Request) -> Response:
         if not same_origin(request, allowed_origins):
             return refused(request, None)
+        client = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(client)
+        if wait is not None:  # too many wrong keys from here: no key is compared until the wait is over
+            slowed = page(
+                request,
+                "login.html",
+                None,
+                429,
+                error=f"Too many failed sign-ins from your address. Try again in {wait} seconds.",
+            )
+            slowed.headers["Retry-After"] = str(wait)
+            return slowed
         fields = await form(request)
         presented = (fields or {}).get("api_key", "").strip().encode()
         codec, _ = codec_for(request)
@@ -196,7 +210,9 @@ def build_console_router(container: Container) -> APIRouter:
             if hmac.compare_digest(key, presented):
                 found = key
         if not presented or found is None:
+            throttle.failed(client)
             return page(request, "login.html", None, 401, error="That API key is not valid here.")
+        throttle.succeeded(client)
         response = RedirectResponse("/console", status_code=303)
         response.set_cookie(
             COOKIE,
