@@ -23,7 +23,16 @@ from typing import Any
 
 from minipay.server.settings import Settings
 
-__all__ = ["SandboxWorld", "ServePlan", "free_port", "plan_serve", "run_in_loop", "run_serve", "sandbox_settings"]
+__all__ = [
+    "SandboxWorld",
+    "ServePlan",
+    "free_port",
+    "plan_serve",
+    "run_in_loop",
+    "run_serve",
+    "sandbox_settings",
+    "simulator_router",
+]
 
 
 _SECRET_QUERY = re.compile(r"(secret|js_code)=[^&\s]*")
@@ -208,6 +217,7 @@ def plan_serve(
     )
     echo("Minipay is running in SANDBOX MODE (no configuration found).")
     echo(f"  service:  {service_url}   (OpenAPI: {service_url}/docs)")
+    echo(f"  try it:   {service_url}/try   (a mini program in your browser: log in, buy, pay, refund)")
     echo(f"  sandbox:  {sandbox_url}   (dashboard: {sandbox_url}/sandbox/)")
     if material is not None:
         echo(f"  WeChat:   https://127.0.0.1:{tls_port}   (the service's WeChat calls; mutual TLS on /secapi)")
@@ -236,6 +246,39 @@ def plan_serve(
         sandbox_tls_port=tls_port,
         sandbox_tls=material,
     )
+
+
+def simulator_router(plan: ServePlan, **transports: Any) -> Any:
+    """Sandbox mode's ``/try``: the mini program simulator and its shop backend, which holds the dev
+    API keys and reaches the service and the sandbox over loopback HTTP (``transports``:
+    ``service_transport`` / ``sandbox_transport`` replace the network in tests)."""
+    from minipay.simulator import Shop, ShopBackend, build_router
+
+    assert plan.world is not None
+    assert plan.sandbox_app is not None
+    names = {
+        sub.sub_mch_id: sub.name or f"Shop {sub.sub_mch_id}"
+        for inst in plan.sandbox_app.state.sandbox.config.institutions
+        for sub in inst.sub_merchants
+    }
+    shops = [
+        Shop(
+            sub_mch_id=sub["sub_mch_id"],
+            sub_appid=sub["sub_appid"],
+            currency=sub["currency"],
+            name=names.get(sub["sub_mch_id"], sub["sub_mch_id"]),
+            api_key=sub["api_key"],
+        )
+        for sub in plan.world.sub_merchants
+    ]
+    backend = ShopBackend(
+        shops,
+        service_url=plan.world.service_url,
+        sandbox_url=plan.world.sandbox_url,
+        webhook_url=f"{plan.world.service_url}/try/webhook",
+        **transports,
+    )
+    return build_router(backend)
 
 
 def run_in_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -283,6 +326,8 @@ async def run_serve(
         background.append(worker_task())
         settings = settings.model_copy(update={"webhook_dispatch": False})  # the worker delivers webhooks
     routers = [build_router()]
+    if plan.world is not None:
+        routers.append(simulator_router(plan))
     app = create_app(settings, background=background, routers=routers, clock=plan.clock)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
     servers.append(uvicorn.Server(config))

@@ -23,6 +23,7 @@ from minipay.sandbox._control import control_routes
 from minipay.sandbox._dashboard import dashboard_routes
 from minipay.sandbox._errors import ControlError
 from minipay.sandbox._notifier import Dispatcher
+from minipay.sandbox._paysheet import paysheet_routes
 from minipay.sandbox._persist import load_state, save_state
 from minipay.sandbox._wire import wechat_routes
 
@@ -134,7 +135,7 @@ def create_app(
                 save_state(backend, state_file)
 
     app = Starlette(
-        routes=[*wechat_routes(), *control_routes(), *dashboard_routes()],
+        routes=[*wechat_routes(), *control_routes(), *paysheet_routes(), *dashboard_routes()],
         exception_handlers={ControlError: _control_error},
         middleware=[Middleware(CrossSiteGuard)],
         lifespan=lifespan,

@@ -22,7 +22,10 @@ from minipay.sandbox._ids import openid_for
 from minipay.sandbox._models import LoginCode, Order
 from minipay.sandbox._timeline import Timeline
 
-__all__ = ["Cashier"]
+__all__ = ["PAY_OUTCOMES", "Cashier"]
+
+#: What the payer does on the pay sheet (``POST /sandbox/pay {"outcome": ...}``).
+PAY_OUTCOMES = ("success", "cancel", "fail", "insufficient_balance")
 
 
 class Cashier(Timeline):
@@ -76,8 +79,8 @@ class Cashier(Timeline):
         as WeChat does for money that arrived. Everything else is still checked.
         """
         outcome = body.get("outcome", "success")
-        if outcome not in ("success", "cancel", "fail"):
-            raise ControlError("outcome must be 'success', 'cancel' or 'fail'")
+        if outcome not in PAY_OUTCOMES:
+            raise ControlError(f"outcome must be one of {', '.join(PAY_OUTCOMES)}")
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise ControlError("force must be true or false")
@@ -119,7 +122,10 @@ class Cashier(Timeline):
             return {"errMsg": f"requestPayment:fail no exchange rate for {order.fee_type}"}
         cash_fee = cash_fee_cny(order.total_fee, order.fee_type, rate)
         wallet = self.wallets.get(order.sub_openid, self.config.rules.payer_balance)
-        if wallet < cash_fee:
+        # "insufficient_balance": the payer's wallet (and any card) cannot cover the amount, as if
+        # it were short; WeChat's client then ends wx.requestPayment with a failure and the order
+        # stays NOTPAY (the payer may pay it later, with money).
+        if wallet < cash_fee or outcome == "insufficient_balance":
             return {"errMsg": "requestPayment:fail 余额不足"}
         if mode is not None:
             order.notify_mode = mode

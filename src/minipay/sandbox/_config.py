@@ -55,6 +55,8 @@ class SubMerchant(_Model):
     settlement_currency: str
     sub_appid: str
     app_secret: str = Field(repr=False)
+    #: The name the payer sees on WeChat's pay sheet (``GET /sandbox/cashier``); default: the sub_mch_id.
+    name: str = ""
     allowed_fee_types: tuple[str, ...] = ()
     #: CNY already in today's pool at start (only used when ``rules.cny_pool`` is on).
     cny_pool: int = 0
@@ -220,12 +222,14 @@ _DEFAULT_WORLD: dict[str, Any] = {
             "sub_merchants": [
                 {
                     "sub_mch_id": "1900000110",
+                    "name": "Harbour Tea House",
                     "settlement_currency": "HKD",
                     "sub_appid": "wx1234567890abcdef",
                     "app_secret": "5f2c0b7a9d3e4f6a8b1c2d3e4f5a6b7c",
                 },
                 {
                     "sub_mch_id": "1900000111",
+                    "name": "Kyoto Sweets",
                     "settlement_currency": "JPY",
                     "sub_appid": "wx2234567890abcdef",
                     "app_secret": "8e1d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",

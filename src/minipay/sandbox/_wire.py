@@ -41,6 +41,8 @@ from minipay.sandbox._models import Fault
 __all__ = ["FAULT_HEADER", "wechat_routes"]
 
 FAULT_HEADER = "x-sandbox-fault"
+#: Characters of a request's and a reply's body kept in the journal (``xml``, ``reply``).
+WIRE_CAP = 16_384
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "unifiedorder": (
@@ -131,7 +133,9 @@ class Pipeline:
         entry["status"] = response.status_code
         if isinstance(response, DropConnection):
             entry["status"] = None
-        elif response.media_type == "text/xml" and response.status_code == 200:
+        else:
+            entry["reply"] = bytes(response.body[:WIRE_CAP]).decode("utf-8", "replace")
+        if response.media_type == "text/xml" and response.status_code == 200:
             try:
                 answer = decode_xml(bytes(response.body))
             except XMLError:
@@ -162,6 +166,8 @@ class Pipeline:
                 except XMLError as exc:
                     parse_error = f"XML_FORMAT_ERROR: XML格式错误 ({exc})"
         entry["fields"] = dict(fields)
+        # What came over the wire, as it came (the simulator's wire panel shows it; capped).
+        entry["xml"] = body[:WIRE_CAP].decode("utf-8", "replace")
         if self.operation.mtls:
             # The CN of the client certificate the request came with (None: none, e.g. plain HTTP).
             entry["client_cert"] = _peer_cn(request.scope)[1]
