@@ -206,6 +206,8 @@ def test_every_console_page_fits_the_screen(width: str, request: pytest.FixtureR
 
     page = request.getfixturevalue("page" if width == "desktop" else "phone_page")
     running: LiveStack = live["live"]
+    problems: list[str] = []  # a CSP refusal (an inline style, say) is a console error
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.goto(f"{running.service_url}/console/login")
     shots: list[Path] = [screenshot(page, "console-signin")]
     page.get_by_label("API key").fill(running.stack.keys["admin"])
@@ -218,3 +220,4 @@ def test_every_console_page_fits_the_screen(width: str, request: pytest.FixtureR
         assert overflow <= 0, f"{name} is {overflow}px wider than the {width} screen"
         shots.append(screenshot(page, f"console-{name}"))
     assert all(p.stat().st_size > 0 for p in shots)
+    assert problems == []

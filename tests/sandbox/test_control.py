@@ -413,6 +413,12 @@ async def test_a_cross_site_page_cannot_drive_the_control_api(sandbox: Sandbox, 
         "/sandbox/ui/pay", content=f"out_trade_no=CSRF1&sub_mch_id={HKD_SUB}", headers=form
     )
     assert refused.status_code == 403
+    for action, fields in [
+        ("fault", "endpoint=unifiedorder&fault=SYSTEMERROR&times=1"),
+        ("advance", "seconds=90000"),
+        ("faults-clear", ""),
+    ]:
+        assert (await sandbox.http.post(f"/sandbox/ui/{action}", content=fields, headers=form)).status_code == 403
     assert (await sandbox.http.get("/sandbox/clock")).json() == before
     assert sandbox.backend.orders[(HKD_SUB, "CSRF1")].state == "NOTPAY"
     assert sandbox.backend.faults == []
@@ -447,5 +453,6 @@ async def test_the_dashboard_escapes_every_value_that_came_from_a_request(make_s
     assert "<script>" not in page
     assert "&lt;script&gt;alert(3)" in page  # the reply, escaped
     assert "<svg" not in page
-    assert "9/&lt;svg/onload=alert(4)&gt;&#x27;&amp;" in page  # the notify_url, escaped
-    assert "&quot;&gt;&lt;script&gt;alert(2)" in page  # the message, escaped
+    assert "9/&lt;svg/onload=alert(4)&gt;&#39;&amp;" in page  # the notify_url, escaped
+    assert "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&amp;" in page  # the order's body, escaped
+    assert "&#34;&gt;&lt;script&gt;alert(2)" in page  # the message, escaped

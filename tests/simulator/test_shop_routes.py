@@ -129,6 +129,11 @@ async def test_log_in_buy_and_pay_on_the_sheet_with_the_exact_pay_params(
     assert "/pay/unifiedorder" in wire.text
     assert "/secapi/pay/refund" in wire.text
     assert "&lt;transaction_id&gt;" in wire.text  # the signed notification, escaped
+    # The login exchange is on the wire too, with the app secret and the session_key redacted.
+    login = await shop.get("/try/wire")
+    assert "GET /sns/jscode2session?appid=wx1234567890abcdef&amp;secret=&lt;redacted&gt;" in login.text
+    assert "&#34;session_key&#34;: &#34;&lt;redacted&gt;&#34;" in login.text
+    assert "5f2c0b7a9d3e4f6a8b1c2d3e4f5a6b7c" not in login.text
 
 
 async def test_unknown_product_payer_and_buying_before_login_are_refused(

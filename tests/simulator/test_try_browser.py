@@ -24,10 +24,15 @@ def _open_shop(page: Any, served: Served, shop: str, user: str) -> None:
     page.get_by_role("button", name="Open the mini program").click()
 
 
-def _log_in(page: Any) -> str:
+def _log_in(page: Any, *, keyboard: bool = False) -> str:
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name="Log in").click()
+    button = page.get_by_role("button", name="Log in")
+    if keyboard:  # Tab to it and press Enter, as a keyboard user does
+        button.focus()
+        page.keyboard.press("Enter")
+    else:
+        button.click()
     openid = page.get_by_test_id("openid")
     expect(openid).to_be_visible()
     return str(openid.inner_text())
@@ -37,9 +42,11 @@ def _sheet(page: Any) -> Any:
     return page.frame_locator("iframe.sheet-frame")
 
 
-def test_log_in_buy_pay_see_the_wire_and_refund(page: Any, served: Served) -> None:
+@pytest.mark.parametrize("viewport", ["page", "phone_page"])
+def test_log_in_buy_pay_see_the_wire_and_refund(viewport: str, served: Served, request: pytest.FixtureRequest) -> None:
     from playwright.sync_api import expect
 
+    page = request.getfixturevalue(viewport)
     assert any("/try" in line for line in served.banner), served.banner  # the banner links it
     _open_shop(page, served, "Harbour Tea House", "alice")
     screenshot(page, "try-shop")
@@ -86,13 +93,11 @@ def test_cancelling_on_the_pay_sheet_leaves_the_payment_open(phone_page: Any, se
 
     page = phone_page
     _open_shop(page, served, "Kyoto Sweets", "bob")
-    screenshot(page, "try-shop")
     _log_in(page)
     page.get_by_role("button", name="Buy Matcha, 40 g").click()
     sheet = _sheet(page)
     expect(sheet.get_by_label("Amount")).to_have_text("650 JPY")
     expect(sheet.locator("dl")).to_contain_text("31.20 CNY")  # 650 JPY at 0.048
-    screenshot(page, "try-pay-sheet")
     sheet.get_by_role("button", name="Cancel").click()
     expect(page.get_by_test_id("front-result")).to_contain_text("Payment cancelled")
     expect(page.get_by_test_id("front-result")).to_contain_text("requestPayment:fail cancel")
@@ -109,7 +114,7 @@ def test_insufficient_balance_fails_the_payment_and_keeps_the_order_unpaid(page:
     from playwright.sync_api import expect
 
     _open_shop(page, served, "Harbour Tea House", "carol")
-    _log_in(page)
+    _log_in(page, keyboard=True)
     page.get_by_role("button", name="Buy Tea set").click()
     _sheet(page).get_by_role("button", name="Insufficient balance").click()
     expect(page.get_by_test_id("front-result")).to_contain_text("Payment failed")

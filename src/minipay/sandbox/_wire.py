@@ -11,8 +11,10 @@ with the request's algorithm; ``return_code=FAIL`` answers carry no ``sign``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 from cryptography import x509
@@ -373,8 +375,24 @@ async def jscode2session(request: Request) -> Response:
     else:
         response = JSONResponse(backend.code2session(params))
     entry["status"] = response.status_code
+    # For the wire panel: the request line and the answer, app secret and session_key redacted.
+    entry["xml"] = f"{request.method} {request.url.path}?{urlencode(entry['fields'], safe='<>')}"
+    if not isinstance(response, DropConnection):
+        entry["reply"] = _redacted_session(bytes(response.body[:WIRE_CAP]))
     backend.log_request(entry)
     return response
+
+
+def _redacted_session(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict) and "session_key" in answer:
+        answer["session_key"] = "<redacted>"
+        return json.dumps(answer, ensure_ascii=False)
+    return text
 
 
 def wechat_routes() -> list[Route]:
