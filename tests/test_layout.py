@@ -150,3 +150,24 @@ def test_no_import_cycle_between_modules() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+MAX_LINES = 600
+# Generated modules (each says so in its text) are exempt from the line limit.
+GENERATED = {"client/_sync.py": "# Generated from _async.py by scripts/unasync.py"}
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_module_says_what_it_is_and_has_one_job(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    docstring = ast.get_docstring(tree)
+    # The first line of the file is the start of the module's docstring, with words on it.
+    first = text.splitlines()[0] if text else ""
+    assert docstring, f"{path.relative_to(ROOT)} has no module docstring"
+    assert first.startswith('"""') and len(first.strip('"').strip()) >= 10, first
+    name = path.relative_to(ROOT).as_posix()
+    if name in GENERATED:
+        assert GENERATED[name] in text
+    else:
+        assert len(text.splitlines()) <= MAX_LINES, f"{name}: {len(text.splitlines())} lines; split it by job"
