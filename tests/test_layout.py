@@ -165,7 +165,8 @@ def test_each_module_says_what_it_is_and_has_one_job(path: Path) -> None:
     # The first line of the file is the start of the module's docstring, with words on it.
     first = text.splitlines()[0] if text else ""
     assert docstring, f"{path.relative_to(ROOT)} has no module docstring"
-    assert first.startswith('"""') and len(first.strip('"').strip()) >= 10, first
+    assert first.startswith('"""'), first
+    assert len(first.strip('"').strip()) >= 10, first
     name = path.relative_to(ROOT).as_posix()
     if name in GENERATED:
         assert GENERATED[name] in text
