@@ -43,7 +43,7 @@ def test_the_service_never_imports_the_sandbox() -> None:
 # composition root and the app factory (which takes test transports); the web framework to the HTTP
 # entrypoints only.
 SDK_USERS = {"adapters.py", "bootstrap.py", "api.py", "worker/_reconcile.py"}
-WEB_USERS = {"api.py", "auth.py", "_guards.py", "_http.py", "worker/api.py"}
+WEB_USERS = {"api.py", "asgi.py", "auth.py", "_guards.py", "_http.py", "worker/api.py"}
 WEB_FOLDERS = ("routes/", "console/")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -173,13 +174,17 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """The app from ``$MINIPAY_CONFIG`` + ``MINIPAY_*`` env, for ASGI servers and replicas::
+    """Deprecated: start ``uvicorn --factory minipay.server.asgi:app_from_env`` instead (the same app).
 
-    MINIPAY_CONFIG=/etc/minipay.toml uvicorn --factory minipay.server.api:app_from_env --workers 4
+    Kept so that existing deployments keep starting; it builds the app exactly as
+    :func:`minipay.server.asgi.app_from_env` does.
     """
+    warnings.warn(
+        "minipay.server.api:app_from_env is deprecated; use minipay.server.asgi:app_from_env",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     from minipay.server.settings import load_settings
     from minipay.server.worker.api import build_router
 
-    # The same read API as ``minipay serve`` (reconciliation, queue health); the worker itself runs
-    # as ``minipay worker`` processes beside the replicas.
     return create_app(load_settings(), routers=[build_router()])
