@@ -165,17 +165,6 @@ class PaymentRepository(_Repo):
         rows = (await self.conn.execute(query)).mappings().all()
         return [_payment_from_row(r) for r in rows]
 
-    async def due_for_query(self, now: datetime, limit: int = 100) -> list[Payment]:
-        """Open payments whose ``next_query_at`` has come (for the worker's active query)."""
-        t = db.payments
-        query = (
-            select(t)
-            .where(t.c.status.in_(["created", "pending"]), t.c.next_query_at.is_not(None), t.c.next_query_at <= now)
-            .order_by(t.c.next_query_at)
-            .limit(limit)
-        )
-        return [_payment_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
-
 
 class RefundRepository(_Repo):
     async def add(self, refund: Refund) -> None:
@@ -227,16 +216,6 @@ class RefundRepository(_Repo):
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"refund {refund.id} changed concurrently")
         refund.version += 1
-
-    async def due_for_query(self, now: datetime, limit: int = 100) -> list[Refund]:
-        t = db.refunds
-        query = (
-            select(t)
-            .where(t.c.status.in_(["pending", "processing"]), t.c.next_query_at.is_not(None), t.c.next_query_at <= now)
-            .order_by(t.c.next_query_at)
-            .limit(limit)
-        )
-        return [_refund_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
 
 
 class EventLog(_Repo):
