@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import insert, or_, select, update
-
-from minipay.server import db
 from minipay.server.logs import log_context, new_request_id
 from minipay.server.ports import Clock, WebhookSender
 from minipay.server.settings import Settings
@@ -118,68 +115,10 @@ async def _claim(
 ) -> list[_Claimed]:
     """Lease up to ``limit`` due deliveries, at most ``per_endpoint`` to one endpoint (less its
     ``room`` entry: what is in flight already), none to an endpoint whose breaker is open."""
-    d, e, w = db.webhook_deliveries, db.outbox_events, db.webhook_endpoints
-    room = room or {}
-    full = [endpoint for endpoint, free in room.items() if free <= 0]
-    due_where = [
-        d.c.status == "pending",
-        d.c.next_attempt_at <= now,
-        or_(d.c.locked_until.is_(None), d.c.locked_until <= now),
-    ]
-    candidates = (
-        select(d.c.id, d.c.endpoint_id)
-        .join(w, w.c.id == d.c.endpoint_id)
-        .where(*due_where, or_(w.c.open_until.is_(None), w.c.open_until <= now))
-        .order_by(d.c.next_attempt_at, d.c.id)
-        .limit(limit if per_endpoint is None else max(limit * 4, 100))
-    )
-    if full:
-        candidates = candidates.where(d.c.endpoint_id.not_in(full))
-    chosen: list[int] = []
-    taken: dict[str, int] = {}
-    for delivery_id, endpoint_id in (await uow.conn.execute(candidates)).all():
-        if per_endpoint is not None:
-            allowed = min(per_endpoint, room.get(endpoint_id, per_endpoint))
-            if taken.get(endpoint_id, 0) >= allowed:
-                continue
-        taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
-        chosen.append(delivery_id)
-        if len(chosen) >= limit:
-            break
-    if not chosen:
-        return []
-    locking = select(d.c.id).where(d.c.id.in_(chosen), *due_where)
-    if uow.is_postgres:
-        locking = locking.with_for_update(skip_locked=True)  # another process may be claiming them
-    ids = [row[0] for row in (await uow.conn.execute(locking)).all()]
-    if not ids:
-        return []
     until = now + lease
-    await uow.conn.execute(update(d).where(d.c.id.in_(ids)).values(locked_until=until, updated_at=now))
-    rows = (
-        (
-            await uow.conn.execute(
-                select(
-                    d.c.id,
-                    d.c.endpoint_id,
-                    d.c.attempts,
-                    e.c.id.label("event_id"),
-                    e.c.type,
-                    e.c.created_at,
-                    e.c.data,
-                    w.c.url,
-                    w.c.secret,
-                    w.c.deleted_at,
-                )
-                .join(e, e.c.id == d.c.event_id)
-                .join(w, w.c.id == d.c.endpoint_id)
-                .where(d.c.id.in_(ids))
-                .order_by(d.c.next_attempt_at, d.c.id)
-            )
-        )
-        .mappings()
-        .all()
-    )
+    rows = await uow.webhooks.claim(now, limit, until, per_endpoint=per_endpoint, room=room)
+    if not rows:
+        return []
     await uow.commit()
     return [
         _Claimed(
@@ -378,7 +317,6 @@ async def _record_attempt(
     duration_ms: int,
     limits: DeliveryLimits,
 ) -> None:
-    d, w = db.webhook_deliveries, db.webhook_endpoints
     ok = status_code is not None and 200 <= status_code < 300
     attempts = item.attempts + (0 if item.endpoint_deleted else 1)
     values: dict[str, Any] = {
@@ -400,37 +338,20 @@ async def _record_attempt(
     opened: timedelta | None = None
     async with uow_factory() as uow:
         # Fenced by the lease: if our lease ran out and someone else claimed the row, leave it to them.
-        fenced = await uow.conn.execute(
-            update(d).where(d.c.id == item.delivery_id, d.c.locked_until == item.lease).values(**values)
-        )
+        fenced = await uow.webhooks.finish_attempt(item.delivery_id, item.lease, values)
         if not item.endpoint_deleted:
-            await uow.conn.execute(
-                insert(db.webhook_attempts).values(
-                    delivery_id=item.delivery_id,
-                    attempted_at=now,
-                    status_code=status_code,
-                    error=error,
-                    duration_ms=duration_ms,
-                )
+            await uow.webhooks.log_attempt(
+                item.delivery_id, at=now, status_code=status_code, error=error, duration_ms=duration_ms
             )
-            if fenced.rowcount == 1:
+            if fenced:
                 # The endpoint's circuit breaker: a success closes it, a failure adds to the streak.
                 if ok:
-                    await uow.conn.execute(
-                        update(w).where(w.c.id == item.endpoint_id).values(failure_streak=0, open_until=None)
-                    )
+                    await uow.webhooks.close_breaker(item.endpoint_id)
                 else:
-                    await uow.conn.execute(
-                        update(w).where(w.c.id == item.endpoint_id).values(failure_streak=w.c.failure_streak + 1)
-                    )
-                    streak = (
-                        await uow.conn.execute(select(w.c.failure_streak).where(w.c.id == item.endpoint_id))
-                    ).scalar_one()
+                    streak = await uow.webhooks.count_failure(item.endpoint_id)
                     opened = limits.pause(streak)
                     if opened is not None:
-                        await uow.conn.execute(
-                            update(w).where(w.c.id == item.endpoint_id).values(open_until=now + opened)
-                        )
+                        await uow.webhooks.open_breaker(item.endpoint_id, now + opened)
         await uow.commit()
     if not ok:
         log.info(

@@ -5,9 +5,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
-
-from minipay.server import db
 from minipay.server.domain import new_id
 from minipay.server.ports import Clock
 from minipay.server.uow import UnitOfWorkFactory
@@ -53,45 +50,27 @@ async def create_endpoint(
         "created_at": clock.now(),
         "failure_streak": 0,
     }
-    t = db.webhook_endpoints
     async with uow_factory() as uow:
         if max_endpoints is not None:
-            if uow.is_postgres:  # SQLite: BEGIN IMMEDIATE already makes this the only writer
-                lock_key = f"minipay.webhook_endpoints:{sub_mch_id or ''}"
-                await uow.conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(lock_key))))
-            owner = t.c.sub_mch_id.is_(None) if sub_mch_id is None else t.c.sub_mch_id == sub_mch_id
-            count = (
-                await uow.conn.execute(select(func.count()).select_from(t).where(owner, t.c.deleted_at.is_(None)))
-            ).scalar_one()
+            count = await uow.webhooks.count_endpoints(sub_mch_id)
             if count >= max_endpoints:
                 raise EndpointLimitReached(f"this key already has {count} webhook endpoints (at most {max_endpoints})")
-        await uow.conn.execute(insert(t).values(**values))
+        await uow.webhooks.add_endpoint(values)
         await uow.commit()
     values.pop("failure_streak")
     return _endpoint_view(values, with_secret=True)
 
 
-def _scoped(sub_mch_id: str | None) -> Any:
-    t = db.webhook_endpoints
-    return (
-        t.c.deleted_at.is_(None) if sub_mch_id is None else and_(t.c.deleted_at.is_(None), t.c.sub_mch_id == sub_mch_id)
-    )
-
-
 async def list_endpoints(uow_factory: UnitOfWorkFactory, *, sub_mch_id: str | None) -> list[dict[str, Any]]:
-    t = db.webhook_endpoints
     async with uow_factory() as uow:
-        rows = (await uow.conn.execute(select(t).where(_scoped(sub_mch_id)).order_by(t.c.created_at))).mappings().all()
+        rows = await uow.webhooks.endpoints(sub_mch_id)
     return [_endpoint_view(r, with_secret=False) for r in rows]
 
 
 async def delete_endpoint(
     uow_factory: UnitOfWorkFactory, endpoint_id: str, *, sub_mch_id: str | None, clock: Clock
 ) -> bool:
-    t = db.webhook_endpoints
     async with uow_factory() as uow:
-        result = await uow.conn.execute(
-            update(t).where(t.c.id == endpoint_id, _scoped(sub_mch_id)).values(deleted_at=clock.now())
-        )
+        deleted = await uow.webhooks.delete_endpoint(endpoint_id, sub_mch_id=sub_mch_id, now=clock.now())
         await uow.commit()
-    return result.rowcount == 1
+    return deleted

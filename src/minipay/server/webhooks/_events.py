@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
-
-from minipay.server import db
 from minipay.server.uow import UnitOfWorkFactory
 
 log = logging.getLogger("minipay.server.webhooks")
@@ -15,12 +12,8 @@ log = logging.getLogger("minipay.server.webhooks")
 
 async def get_event(uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id: str | None) -> dict[str, Any] | None:
     """One outbox event as delivered (``{"id", "type", "created", "data"}``) plus its ``deliveries`` log."""
-    e = db.outbox_events
-    query = select(e).where(e.c.id == event_id)
-    if sub_mch_id is not None:
-        query = query.where(e.c.sub_mch_id == sub_mch_id)
     async with uow_factory() as uow:
-        row = (await uow.conn.execute(query)).mappings().first()
+        row = await uow.webhooks.event(event_id, sub_mch_id=sub_mch_id)
     if row is None:
         return None
     return {
@@ -37,14 +30,8 @@ async def list_events(
     uow_factory: UnitOfWorkFactory, *, sub_mch_id: str | None, payment_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The newest outbox events first (without delivery logs)."""
-    e = db.outbox_events
-    query = select(e).order_by(e.c.created_at.desc(), e.c.id.desc()).limit(limit)
-    if sub_mch_id is not None:
-        query = query.where(e.c.sub_mch_id == sub_mch_id)
-    if payment_id is not None:
-        query = query.where(e.c.payment_id == payment_id)
     async with uow_factory() as uow:
-        rows = (await uow.conn.execute(query)).mappings().all()
+        rows = await uow.webhooks.events(sub_mch_id=sub_mch_id, payment_id=payment_id, limit=limit)
     return [
         {"id": r["id"], "type": r["type"], "created": int(r["created_at"].timestamp()), "data": r["data"]} for r in rows
     ]
@@ -55,33 +42,22 @@ async def delivery_log(
 ) -> list[dict[str, Any]]:
     """Every delivery of an event with its attempts (for the API and for support); with ``sub_mch_id``
     only the deliveries to that sub-merchant's own endpoints."""
-    d, a, w = db.webhook_deliveries, db.webhook_attempts, db.webhook_endpoints
-    query = select(d).where(d.c.event_id == event_id).order_by(d.c.id)
-    if sub_mch_id is not None:
-        query = query.join(w, w.c.id == d.c.endpoint_id).where(w.c.sub_mch_id == sub_mch_id)
     async with uow_factory() as uow:
-        deliveries = (await uow.conn.execute(query)).mappings().all()
-        out = []
-        for row in deliveries:
-            tries = (
-                (await uow.conn.execute(select(a).where(a.c.delivery_id == row["id"]).order_by(a.c.id)))
-                .mappings()
-                .all()
-            )
-            out.append(
+        deliveries = await uow.webhooks.deliveries(event_id, sub_mch_id=sub_mch_id)
+    return [
+        {
+            "endpoint_id": row["endpoint_id"],
+            "status": row["status"],
+            "attempts": [
                 {
-                    "endpoint_id": row["endpoint_id"],
-                    "status": row["status"],
-                    "attempts": [
-                        {
-                            "at": t["attempted_at"].isoformat(),
-                            "status_code": t["status_code"],
-                            "error": t["error"],
-                            "duration_ms": t["duration_ms"],
-                        }
-                        for t in tries
-                    ],
-                    "next_attempt_at": row["next_attempt_at"].isoformat() if row["next_attempt_at"] else None,
+                    "at": t["attempted_at"].isoformat(),
+                    "status_code": t["status_code"],
+                    "error": t["error"],
+                    "duration_ms": t["duration_ms"],
                 }
-            )
-    return out
+                for t in tries
+            ],
+            "next_attempt_at": row["next_attempt_at"].isoformat() if row["next_attempt_at"] else None,
+        }
+        for row, tries in deliveries
+    ]
