@@ -12,6 +12,10 @@ Body: ``{"id", "type", "created", "data"}``; header
 Verify on the receiving side::
 
     verify_webhook(raw_body, request.headers["Minipay-Signature"], secret)   # raises WebhookSignatureError
+
+Modules: ``_signing`` (the header), ``_addresses`` (URL checks, internal addresses, pinning),
+``_endpoints`` and ``_events`` (what the API reads and writes), ``_dispatch`` (delivery); the SQL is
+the unit of work's ``webhooks`` repository. Import every name from this package.
 """
 
 from __future__ import annotations
