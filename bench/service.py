@@ -10,6 +10,10 @@ way to run replicas, on one port), and a bare Starlette app (``bench/floor_app.p
 uvicorn (uvloop + httptools, access log off, same number of processes). Then it measures:
 
 - ``floor GET`` / ``floor POST``: the bare app (the floor);
+- ``FastAPI GET`` / ``FastAPI GET {id} + auth``: a bare FastAPI route, and one of the shape of
+  ``GET /v1/payments/{id}`` (path parameter, query flag, bearer header read by a dependency) doing
+  none of its work, under the same uvicorn: the part of the gap to the floor that is the framework's
+  own (information: the targets stay against the Starlette floor);
 - ``GET /healthz``;
 - ``POST /v1/payments``: creates payments, each one a ``unifiedorder`` round trip to the sandbox;
 - ``GET /v1/payments/{id}``: reads the payments just created (in turn);
@@ -88,6 +92,7 @@ class Stack:
     sandbox_url: str
     service_url: str
     floor_url: str
+    fastapi_url: str
     admin_key: str
     sub_key: str
     sub: dict[str, str]
@@ -160,7 +165,7 @@ def write_config(path: Path, *, database_url: str, service_url: str, sandbox_url
 
 
 def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
-    sandbox_port, service_port, floor_port = free_port(), free_port(), free_port()
+    sandbox_port, service_port, floor_port, fastapi_port = free_port(), free_port(), free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{service_port}"
     floor_url = f"http://127.0.0.1:{floor_port}"
@@ -181,6 +186,7 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
         sandbox_url=sandbox_url,
         service_url=service_url,
         floor_url=floor_url,
+        fastapi_url=f"http://127.0.0.1:{fastapi_port}",
         admin_key=keys["admin"],
         sub_key=keys[sub.sub_mch_id],
         sub={"sub_mch_id": sub.sub_mch_id, "sub_appid": sub.sub_appid, "currency": sub.settlement_currency},
@@ -229,9 +235,14 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
         stack.procs.append(service)
         floor = subprocess.Popen([*floor_cmd, *uvicorn_common], env=env, stdout=log, stderr=log)
         stack.procs.append(floor)
+        fastapi_cmd = [arg.replace("floor_app:app", "floor_app:fastapi_app") for arg in floor_cmd]
+        fastapi_cmd[fastapi_cmd.index(str(floor_port))] = str(fastapi_port)
+        fastapi = subprocess.Popen([*fastapi_cmd, *uvicorn_common], env=env, stdout=log, stderr=log)
+        stack.procs.append(fastapi)
         _wait_http(f"{sandbox_url}/sandbox/", sandbox, "the sandbox")
         _wait_http(f"{service_url}/healthz", service, "the service")
         _wait_http(f"{floor_url}/get", floor, "the floor app")
+        _wait_http(f"{stack.fastapi_url}/get", fastapi, "the FastAPI floor app")
     except BaseException:
         stack.stop()
         raise
@@ -591,6 +602,8 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
 
     floor_get = go(Case("floor GET", stack.floor_url, [Request("GET", "/get", {})]))
     floor_post = go(Case("floor POST", stack.floor_url, [Request("POST", "/post", xml_headers, sample_body)]))
+    fastapi_get = go(Case("FastAPI GET", stack.fastapi_url, [Request("GET", "/get", {})]))
+    fastapi_item = go(Case("FastAPI GET {id} + auth", stack.fastapi_url, [Request("GET", "/items/x1", auth)]))
     healthz = go(Case("GET /healthz", stack.service_url, [Request("GET", "/healthz", {})]))
 
     before = {p["id"] for p in pending_payments(stack, set())}
@@ -632,6 +645,8 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
     return [
         row("floor GET", floor_get),
         row("floor POST", floor_post),
+        row("FastAPI GET", fastapi_get, "floor GET", floor_get),
+        row("FastAPI GET {id} + auth", fastapi_item, "floor GET", floor_get),
         row("GET /healthz", healthz, "floor GET", floor_get),
         row("GET /v1/payments/{id}", get, "floor GET", floor_get),
         row("POST /v1/payments", post, "floor POST", floor_post),
@@ -656,6 +671,20 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
         (f"no errors or timeouts ({sum(r.errors for r in rows)})", all(r.errors == 0 for r in rows)),
     ]
     return checks
+
+
+def framework_share(rows: list[Row]) -> list[str]:
+    """How far each read case is from FastAPI's own floor for the same route shape (information, no target)."""
+    by = {r.case: r for r in rows}
+    out = []
+    for case, floor in (("GET /healthz", "FastAPI GET"), ("GET /v1/payments/{id}", "FastAPI GET {id} + auth")):
+        mine, ceiling = by.get(case), by.get(floor)
+        if mine and ceiling and ceiling.rps and ceiling.ratio:
+            out.append(
+                f"  {case}: {mine.rps / ceiling.rps:.2f}x of FastAPI's floor for the same route shape"
+                f" (which is itself {ceiling.ratio:.2f}x of the Starlette floor)"
+            )
+    return out
 
 
 def table(rows: list[Row]) -> str:
@@ -747,6 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
+    print()
+    for line in framework_share(rows):
+        print(line)
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from enum import Enum, IntEnum, StrEnum
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -262,3 +266,101 @@ def test_api_keys_compare_by_value_and_never_equal_a_plain_string() -> None:
     assert ApiKey(v.KEY) != ApiKey(v.OFFICIAL_KEY)
     assert ApiKey(v.KEY) != v.KEY
     assert ApiKey(ApiKey(v.KEY)) == ApiKey(v.KEY)
+
+
+# string_to_sign caches the order of each set of names and picks the values in C; the tests below
+# hold it to spec 3.1 written out plainly, for hostile text, ints, empties, changing value types.
+
+_HOSTILE_TEXT = st.lists(
+    st.text(max_size=10).filter(  # any Unicode text but lone surrogates: controls, "]]>", "&", "=" included
+        lambda t: not any("\ud800" <= c <= "\udfff" for c in t)
+    )
+    | st.sampled_from(["]]>", "&", "=", "&key=", "\r\n", "\x00", "中文", "😀", ""]),
+    max_size=3,
+).map("".join)
+_MIXED = st.dictionaries(
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True) | st.just("sign"),
+    _HOSTILE_TEXT | st.integers(min_value=0, max_value=10**12),
+    max_size=10,
+)
+
+
+def _reference_string_to_sign(fields: dict[str, str | int]) -> str:
+    return "&".join(f"{n}={fields[n]}" for n in sorted(fields, key=str.encode) if n != "sign" and str(fields[n]))
+
+
+@settings(deadline=None)
+@given(fields=_MIXED, key=_KEYS)
+def test_string_to_sign_is_spec_3_1_for_hostile_text_ints_and_empties(fields: dict[str, str | int], key: str) -> None:
+    expected = _reference_string_to_sign(fields)
+    assert string_to_sign(fields) == string_to_sign(fields) == expected  # the second from the cached order
+    md5 = hashlib.md5(f"{expected}&key={key}".encode(), usedforsecurity=False).hexdigest().upper()
+    assert sign(fields, key) == md5
+    hmac_sha256 = hmac.new(key.encode(), f"{expected}&key={key}".encode(), hashlib.sha256).hexdigest().upper()
+    assert sign(fields, ApiKey(key), "HMAC-SHA256") == hmac_sha256
+
+
+class _Count(IntEnum):
+    TEN = 10
+
+
+class _Plain(int, Enum):  # not an IntEnum: str() gives "_Plain.SEVEN"
+    SEVEN = 7
+
+
+class _Word(StrEnum):
+    WORD = "plain"
+
+    def __str__(self) -> str:  # what str() and format() would say: never what is sent
+        return "_Word.WORD"
+
+
+def test_the_same_names_with_other_value_types_sign_right_each_time() -> None:
+    assert string_to_sign({"a": "x", "b": 1}) == "a=x&b=1"
+    assert string_to_sign({"a": 1, "b": "y"}) == "a=1&b=y"
+    assert string_to_sign({"a": "x", "b": ""}) == "a=x"
+    assert string_to_sign({"a": "x", "b": None}) == "a=x"  # type: ignore[dict-item]
+    assert string_to_sign({"a": "x", "b": _Count.TEN}) == "a=x&b=10"
+    assert string_to_sign({"a": _Word.WORD, "b": 1}) == "a=plain&b=1"
+    for bad in (True, 1.5, b"x"):
+        with pytest.raises(TypeError, match="'b' must be str or int"):
+            string_to_sign({"a": "x", "b": bad})  # type: ignore[dict-item]
+    assert string_to_sign({"a": "x", "b": 1}) == "a=x&b=1"
+
+
+def test_an_enum_member_is_signed_as_the_text_encode_xml_sends() -> None:
+    fields: dict[str, str | int] = {
+        "appid": "wx8888888888888888",
+        "detail": _Plain.SEVEN,
+        "trade_type": _Word.WORD,
+        "total_fee": _Count.TEN,
+        "nonce_str": "n1",
+    }
+    signed = {**fields, "sign": sign(fields, v.KEY)}
+    verify(decode_xml(encode_xml(signed)), v.KEY)
+
+
+@settings(deadline=None)
+@given(key=st.text(min_size=30, max_size=34) | st.from_regex(r"[A-Za-z0-9]{32}", fullmatch=True))
+def test_a_plain_string_key_follows_the_api_key_rule(key: str) -> None:
+    try:
+        ApiKey(key)
+    except ConfigurationError:
+        with pytest.raises(ConfigurationError, match="32 letters or digits"):
+            sign({"a": "1", "b": "2"}, key)
+    else:
+        assert sign({"a": "1", "b": "2"}, key) == sign({"a": "1", "b": "2"}, ApiKey(key))
+
+
+@pytest.mark.parametrize("key", ["٣" * 32, "Ａ" * 32, "a" * 31 + "é", "a" * 31 + "_"], ids=["arabic", "wide", "e", "_"])
+def test_a_key_of_non_ascii_letters_or_digits_is_refused(key: str) -> None:
+    with pytest.raises(ConfigurationError):
+        sign({"a": "1", "b": "2"}, key)
+
+
+def test_the_cache_of_orders_stays_bounded() -> None:
+    from minipay.protocol import _signing
+
+    for i in range(_signing._MAX_ORDERS + 50):
+        assert string_to_sign({f"f{i}": "v", "g": i}) == f"f{i}=v&g={i}"
+    assert len(_signing._ORDERS) <= _signing._MAX_ORDERS

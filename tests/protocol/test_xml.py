@@ -6,6 +6,7 @@ import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
+from enum import IntEnum, StrEnum
 
 import pytest
 from hypothesis import given, settings
@@ -440,3 +441,78 @@ def test_plain_documents_take_the_fast_path(fields: dict[str, str], root: str) -
     plain = "".join(f"<{k}>{val}</{k}>" for k, val in fields.items())
     document = f"\n<{root}>\n  {plain}\n</{root}>\n".encode()
     assert _xml._fast_decode(document, document.decode(), root) is not None
+
+
+# encode_xml caches the markup of each (root, names, int places) layout and lays the values into it;
+# the tests below hold it to the per-field rules (the reference encoder here is spec 2.2 written
+# out plainly) for hostile text, for the same names with other value types, and to its bound.
+
+_HOSTILE = st.sampled_from(
+    ["]]>", "]]", "]", ">", "a]]>b", "]]]]>>", "x]]", "<![CDATA[x]]>", "]]><evil/><![CDATA[", "\r", "\r\n", "a\rb",
+     "\t", "\n", "&amp;", "<", "é", "中文", "😀", "\u2028", "\u00a0", ""]
+)  # fmt: skip
+_ANY_XML_TEXT = st.lists(st.text(alphabet=_XML_CHAR, max_size=12) | _HOSTILE, max_size=4).map("".join)
+_FIELD_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True).filter(
+    lambda n: not n.lower().startswith("xml")
+)
+
+
+def _reference_encoding(fields: dict[str, str | int], root: str = "xml") -> bytes:
+    def element(name: str, value: str | int) -> str:
+        if isinstance(value, int):
+            return f"<{name}>{value}</{name}>"
+        body = value.replace("]]>", "]]]]><![CDATA[>").replace("\r", "]]>&#13;<![CDATA[")
+        return f"<{name}><![CDATA[{body}]]></{name}>"
+
+    return f"<{root}>{''.join(element(n, val) for n, val in fields.items())}</{root}>".encode()
+
+
+@settings(deadline=None)
+@given(
+    fields=st.dictionaries(_FIELD_NAMES, _ANY_XML_TEXT | st.integers(min_value=0, max_value=10**12), max_size=12),
+    root=st.sampled_from(["xml", "root"]),
+)
+def test_hostile_text_and_ints_encode_as_the_spec_says_and_round_trip(fields: dict[str, str | int], root: str) -> None:
+    first, again = encode_xml(fields, root=root), encode_xml(fields, root=root)  # the second from the cached layout
+    assert first == again == _reference_encoding(fields, root)
+    assert decode_xml(first, root=root, max_bytes=1 << 20) == {n: str(val) for n, val in fields.items()}
+
+
+@settings(deadline=None)
+@given(text=_ANY_XML_TEXT, bad=st.sampled_from(_FORBIDDEN))
+def test_a_forbidden_character_is_refused_by_name_also_in_a_known_layout(text: str, bad: str) -> None:
+    encode_xml({"body": "ok", "detail": "ok"})  # the layout is known now
+    with pytest.raises(XMLError, match=r"'detail' contains a character XML 1\.0 cannot carry"):
+        encode_xml({"body": text, "detail": text + bad})
+
+
+class _Kind(IntEnum):
+    TWO = 2
+
+
+class _Word(StrEnum):
+    WORD = "plain"
+
+    def __str__(self) -> str:  # what str() and format() would say: never what is sent
+        return "_Word.WORD"
+
+
+def test_the_same_names_with_other_value_types_encode_right_each_time() -> None:
+    assert encode_xml({"a": "x", "b": 1}) == b"<xml><a><![CDATA[x]]></a><b>1</b></xml>"
+    assert encode_xml({"a": 1, "b": "y"}) == b"<xml><a>1</a><b><![CDATA[y]]></b></xml>"
+    assert encode_xml({"a": "x", "b": "1"}) == b"<xml><a><![CDATA[x]]></a><b><![CDATA[1]]></b></xml>"
+    assert encode_xml({"a": "x", "b": _Kind.TWO}) == b"<xml><a><![CDATA[x]]></a><b>2</b></xml>"
+    assert encode_xml({"a": _Word.WORD, "b": 1}) == b"<xml><a><![CDATA[plain]]></a><b>1</b></xml>"
+    assert encode_xml({"a": "]]>", "b": 1}) == b"<xml><a><![CDATA[]]]]><![CDATA[>]]></a><b>1</b></xml>"
+    for bad in (True, None, 1.5, b"x"):
+        with pytest.raises(XMLError, match="'b' must be str or int"):
+            encode_xml({"a": "x", "b": bad})  # type: ignore[dict-item]
+    assert encode_xml({"a": "x", "b": 1}) == b"<xml><a><![CDATA[x]]></a><b>1</b></xml>"
+
+
+def test_the_cache_of_layouts_stays_bounded() -> None:
+    from minipay.protocol import _xml
+
+    for i in range(_xml._MAX_LAYOUTS + 50):
+        assert encode_xml({f"f{i}": "v", "g": i}) == f"<xml><f{i}><![CDATA[v]]></f{i}><g>{i}</g></xml>".encode()
+    assert len(_xml._LAYOUTS) <= _xml._MAX_LAYOUTS

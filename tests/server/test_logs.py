@@ -23,22 +23,23 @@ def restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     access = logging.getLogger("minipay.access")
     access_state = (list(access.handlers), access.level, access.propagate)
+    uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    uvicorn_state = [(list(u.handlers), u.propagate) for u in uvicorn]
     # Other tests may have left a level on the loggers above ours: the root's level must decide here.
     parents = [logging.getLogger(name) for name in ("minipay", "minipay.server", "minipay.server.test")]
     parent_levels = [p.level for p in parents]
     for p in parents:
         p.setLevel(logging.NOTSET)
-    disabled = logging.root.manager.disable  # something earlier in the suite calls logging.disable(CRITICAL)
-    logging.disable(logging.NOTSET)
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
         access.handlers[:], access.level, access.propagate = access_state
+        for u, (u_handlers, u_propagate) in zip(uvicorn, uvicorn_state, strict=True):
+            u.handlers[:], u.propagate = u_handlers, u_propagate
         for p, lvl in zip(parents, parent_levels, strict=True):
             p.setLevel(lvl)
-        logging.disable(disabled)
 
 
 def test_the_format_defaults_to_text_on_a_terminal_and_json_elsewhere() -> None:
@@ -86,3 +87,16 @@ def test_text_logging_puts_the_request_id_and_the_ids_on_the_line(restore_loggin
 def test_with_the_access_log_off_no_access_line_is_even_built(restore_logging: None) -> None:
     configure_logging("json", "DEBUG", access_log=False, stream=io.StringIO())
     assert not logging.getLogger("minipay.access").isEnabledFor(logging.INFO)
+
+
+def test_uvicorn_s_own_access_log_is_cut_off_so_a_request_is_logged_once_without_its_query(
+    restore_logging: None,
+) -> None:
+    # uvicorn decides per connection with ``hasHandlers()`` whether to build its access line at all.
+    out = io.StringIO()
+    configure_logging("json", "DEBUG", stream=out)
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    assert not uvicorn_access.hasHandlers()
+    uvicorn_access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/v1/payments?cursor=x", "1.1", 200)
+    logging.getLogger("uvicorn.error").warning("still written")
+    assert [json.loads(line)["logger"] for line in out.getvalue().splitlines()] == ["uvicorn.error"]

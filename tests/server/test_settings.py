@@ -104,3 +104,29 @@ def test_the_gateway_fails_over_to_the_configured_hosts(tmp_path: Path, clean_en
     assert list(ClientGateway(load_settings(plain)).client_for("1900000110").hosts) == [
         "https://apihk.mch.weixin.qq.com"
     ]
+
+
+def test_lookups_by_id_follow_a_copy_with_other_sub_merchants(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "minipay.toml"
+    path.write_text(TOML)
+    settings = load_settings(path)
+    sub = settings.sub_merchant("1900000110")
+    assert sub is not None
+    assert sub.currency == "HKD"
+    assert settings.sub_merchant("1900000999") is None
+    main = settings.institution_for("wx8888888888888888", "1900000109")
+    assert main is not None
+    assert main.name == "main"
+    assert settings.institution_for("wx8888888888888888", "1900000999") is None
+    with pytest.raises(KeyError):
+        settings.institution("other")
+
+    other = sub.model_copy(update={"sub_mch_id": "1900000111", "currency": "JPY", "api_keys": []})
+    copied = settings.model_copy(update={"sub_merchants": [other]})
+    assert copied.sub_merchant("1900000110") is None
+    found = copied.sub_merchant("1900000111")
+    assert found is not None
+    assert found.currency == "JPY"
+    settings.sub_merchants.append(other)  # the same list, grown
+    assert settings.sub_merchant("1900000111") is found
+    assert "_index" not in repr(settings)

@@ -144,3 +144,31 @@ def test_the_pages_escape_what_they_show_and_refuse_cross_site_posts(page: Any, 
         f"{served.service_url}/try/clock", data={"seconds": "60"}, headers={"Origin": "https://evil.example"}
     )
     assert refused.status_code == 403
+
+
+def test_the_clock_panel_expires_an_unpaid_order_and_brings_the_next_days_bill(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    _open_shop(page, served, "Kyoto Sweets", "alice")
+    _log_in(page)
+    page.get_by_role("button", name="Buy Wagashi box").click()
+    _sheet(page).get_by_role("button", name="Cancel").click()
+    expect(page.get_by_test_id("backend-status")).to_have_text("pending")
+    before = page.get_by_test_id("clock").inner_text()
+    page.get_by_role("button", name="+31 min").click()  # past the 30 minutes the payment had
+    expect(page.get_by_test_id("clock")).not_to_have_text(before)
+    expect(page.get_by_test_id("backend-status")).to_have_text("closed", timeout=20_000)
+    expect(page.locator("#wire-list")).to_contain_text("/pay/closeorder", timeout=10_000)
+    screenshot(page, "try-expired")
+
+    page.get_by_role("link", name="Back to the shop").click()
+    page.get_by_role("button", name="Buy Tea bowl").click()
+    _sheet(page).get_by_role("button", name="Pay", exact=True).click()
+    expect(page.get_by_test_id("backend-status")).to_have_text("succeeded", timeout=20_000)
+    paid = page.locator(".status-card code").first.inner_text()
+    page.get_by_role("link", name="Back to the shop").click()
+    page.get_by_role("button", name="+1 day").click()
+    # The worker downloads and reconciles the day's bill of each sub-merchant: it is on the wire,
+    # with the order just paid in it.
+    bill = page.locator("#wire-list li.request", has_text="/pay/downloadbill").filter(has_text=paid)
+    expect(bill.first).to_contain_text("bill", timeout=30_000)

@@ -32,7 +32,7 @@ from typing import Any
 import aiosqlite
 from sqlalchemy.util.concurrency import await_
 
-__all__ = ["InLoopDBAPI", "WalSync"]
+__all__ = ["InLoopDBAPI", "WalSync", "begin_immediate"]
 
 
 async def _done() -> None:
@@ -48,7 +48,9 @@ class _Cursor(sqlite3.Cursor):
         # coroutine that is already done costs two greenlet switches, not a trip round the loop.
         await_(_done())
         if sql == "BEGIN IMMEDIATE":
-            self._begin_immediate()
+            connection = self.connection
+            assert isinstance(connection, _Connection)
+            connection.begin_immediate()
             return self
         super().execute(sql, parameters)
         return self
@@ -58,25 +60,24 @@ class _Cursor(sqlite3.Cursor):
         super().executemany(sql, seq_of_parameters)
         return self
 
-    def _begin_immediate(self) -> None:
-        conn = self.connection
-        assert isinstance(conn, _Connection)
+
+class _Connection(sqlite3.Connection):
+    busy_ms = 5000
+
+    def begin_immediate(self) -> None:
+        """``BEGIN IMMEDIATE``: at once when the write lock is free, else waited for in a thread."""
         try:
-            super().execute("PRAGMA busy_timeout=0")
+            self.execute("PRAGMA busy_timeout=0")
             try:
-                super().execute("BEGIN IMMEDIATE")
+                self.execute("BEGIN IMMEDIATE")
                 return
             finally:
-                super().execute(f"PRAGMA busy_timeout={conn.busy_ms}")
+                self.execute(f"PRAGMA busy_timeout={self.busy_ms}")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
         # Another process writes: wait for it (up to the busy timeout) in a thread, not on the loop.
-        await_(asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE"))
-
-
-class _Connection(sqlite3.Connection):
-    busy_ms = 5000
+        await_(asyncio.to_thread(self.execute, "BEGIN IMMEDIATE"))
 
     def cursor(self, factory: Any = None, server_side: bool = False) -> Any:
         return super().cursor(factory or _Cursor)
@@ -181,3 +182,14 @@ class WalSync:
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+
+
+def begin_immediate(connection: Any) -> bool:
+    """Run ``BEGIN IMMEDIATE`` on the driver connection under SQLAlchemy's ``connection`` directly
+    (not through ``exec_driver_sql``: a statement's machinery, at every write transaction); False
+    when it is not one of :class:`InLoopDBAPI`'s."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, _Connection):
+        return False
+    driver.begin_immediate()
+    return True

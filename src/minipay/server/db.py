@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
-from minipay.server._sqlite import InLoopDBAPI, WalSync
+from minipay.server._sqlite import InLoopDBAPI, WalSync, begin_immediate
 
 __all__ = [
     "SQLiteEngine",
@@ -364,4 +364,5 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool) -> None:
 
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not begin_immediate(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")

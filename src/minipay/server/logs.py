@@ -217,7 +217,8 @@ def configure_logging(
     access_log: bool = True,
     stream: IO[str] | None = None,
 ) -> logging.Handler:
-    """Send every log record (the service's, the SDK's, uvicorn's) to ``stream`` (stderr) in one format.
+    """Send every log record (the service's, the SDK's, uvicorn's but its access log) to ``stream``
+    (stderr) in one format.
 
     Replaces the root logger's handlers with one carrying :class:`ContextFilter`. The access log
     (``minipay.access``) is on at INFO whatever ``log_level`` is, unless ``access_log=False``: then it
@@ -233,10 +234,16 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(log_level.upper())
     # uvicorn's loggers write to the root's handler, in the same format.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # uvicorn's own access log stays off: ``minipay.access`` replaces it (route-aware, no query string).
+    # uvicorn writes it whenever the logger has a handler anywhere up its chain, so it is cut from the
+    # root: with it on, every request was formatted and written twice, its query string included.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
     access = logging.getLogger("minipay.access")
     access.handlers.clear()
     access.propagate = True

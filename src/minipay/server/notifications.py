@@ -68,9 +68,9 @@ def _policy(inst: InstitutionSettings) -> SignPolicy:
 def _institution(settings: Settings, fields: Mapping[str, str], kind: str) -> InstitutionSettings:
     if fields.get("return_code") != "SUCCESS":
         raise _Refused("return_code is not SUCCESS")
-    for inst in settings.institutions:
-        if inst.appid == fields.get("appid") and inst.mch_id == fields.get("mch_id"):
-            return inst
+    inst = settings.institution_for(fields.get("appid"), fields.get("mch_id"))
+    if inst is not None:
+        return inst
     log.warning("%s notification for a foreign appid/mch_id refused", kind)
     raise _Refused("unknown merchant")
 

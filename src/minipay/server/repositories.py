@@ -64,6 +64,39 @@ _SAVE_PAYMENT = update(db.payments).where(
 )
 _INSERT_EVENT = insert(db.payment_events)
 _INSERT_OUTBOX = insert(db.outbox_events)
+_INSERT_REFUND = insert(db.refunds)
+_SAVE_REFUND = update(db.refunds).where(
+    db.refunds.c.id == bindparam("b_id"), db.refunds.c.version == bindparam("b_version")
+)
+_INSERT_DELIVERY = insert(db.webhook_deliveries)
+_INSERT_IDEMPOTENCY_KEY = insert(db.idempotency_keys)
+_OUTBOX_KEY = select(db.outbox_events.c.id).where(db.outbox_events.c.event_key == bindparam("key"))
+_ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
+    db.webhook_endpoints.c.deleted_at.is_(None),
+    or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
+)
+_IDEMPOTENCY_KEY = select(db.idempotency_keys).where(
+    db.idempotency_keys.c.scope == bindparam("scope"), db.idempotency_keys.c.key == bindparam("key")
+)
+
+
+def _lookups(table: Any, *columns: str) -> dict[tuple[bool, bool], Any]:
+    """The select of one row of ``table`` by ``columns`` (parameters named after them), with or without
+    ``sub_mch_id`` and ``FOR UPDATE``: the four shapes a repository's ``get`` needs, built once."""
+    base = select(table).where(*(table.c[name] == bindparam(name) for name in columns))
+    by_sub = base.where(table.c.sub_mch_id == bindparam("sub_mch_id"))
+    return {
+        (False, False): base,
+        (False, True): base.with_for_update(),  # rendered on PostgreSQL; SQLite already holds the write lock
+        (True, False): by_sub,
+        (True, True): by_sub.with_for_update(),
+    }
+
+
+_PAYMENT_BY_ID = _lookups(db.payments, "id")
+_PAYMENT_BY_OUT_TRADE_NO = _lookups(db.payments, "mch_id", "out_trade_no")
+_REFUND_BY_ID = _lookups(db.refunds, "id")
+_REFUND_BY_OUT_REFUND_NO = _lookups(db.refunds, "mch_id", "out_refund_no")
 
 
 def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
@@ -99,23 +132,18 @@ class PaymentRepository(_Repo):
         bind(payment_id=payment.id, out_trade_no=payment.out_trade_no)
 
     async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
-        query = select(db.payments).where(db.payments.c.id == payment_id)
-        if sub_mch_id is not None:
-            query = query.where(db.payments.c.sub_mch_id == sub_mch_id)
-        return await self._one(query, for_update)
+        query = _PAYMENT_BY_ID[sub_mch_id is not None, for_update]
+        return await self._one(query, {"id": payment_id, "sub_mch_id": sub_mch_id})
 
     async def get_by_out_trade_no(
         self, mch_id: str, out_trade_no: str, *, sub_mch_id: str, for_update: bool = False
     ) -> Payment | None:
         """The payment of that sub-merchant with that ``out_trade_no`` (unique per sub-merchant)."""
-        t = db.payments
-        query = select(t).where(t.c.mch_id == mch_id, t.c.sub_mch_id == sub_mch_id, t.c.out_trade_no == out_trade_no)
-        return await self._one(query, for_update)
+        query = _PAYMENT_BY_OUT_TRADE_NO[True, for_update]
+        return await self._one(query, {"mch_id": mch_id, "out_trade_no": out_trade_no, "sub_mch_id": sub_mch_id})
 
-    async def _one(self, query: Any, for_update: bool) -> Payment | None:
-        if for_update:
-            query = query.with_for_update()  # rendered on PostgreSQL; SQLite already holds the write lock
-        row = (await self.conn.execute(query)).mappings().first()
+    async def _one(self, query: Any, params: dict[str, Any]) -> Payment | None:
+        row = (await self.conn.execute(query, params)).mappings().first()
         if row is None:
             return None
         # Every later log line of this request or job is about this payment.
@@ -167,23 +195,19 @@ class PaymentRepository(_Repo):
 
 class RefundRepository(_Repo):
     async def add(self, refund: Refund) -> None:
-        await self.conn.execute(insert(db.refunds).values(**_values(refund, _REFUND_FIELDS)))
+        await self.conn.execute(_INSERT_REFUND, _values(refund, _REFUND_FIELDS))
         bind(refund_id=refund.id, out_refund_no=refund.out_refund_no, payment_id=refund.payment_id)
 
     async def get(self, refund_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Refund | None:
-        query = select(db.refunds).where(db.refunds.c.id == refund_id)
-        if sub_mch_id is not None:
-            query = query.where(db.refunds.c.sub_mch_id == sub_mch_id)
-        return await self._one(query, for_update)
+        query = _REFUND_BY_ID[sub_mch_id is not None, for_update]
+        return await self._one(query, {"id": refund_id, "sub_mch_id": sub_mch_id})
 
     async def get_by_out_refund_no(self, mch_id: str, out_refund_no: str, *, for_update: bool = False) -> Refund | None:
-        query = select(db.refunds).where(db.refunds.c.mch_id == mch_id, db.refunds.c.out_refund_no == out_refund_no)
-        return await self._one(query, for_update)
+        query = _REFUND_BY_OUT_REFUND_NO[False, for_update]
+        return await self._one(query, {"mch_id": mch_id, "out_refund_no": out_refund_no})
 
-    async def _one(self, query: Any, for_update: bool) -> Refund | None:
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).mappings().first()
+    async def _one(self, query: Any, params: dict[str, Any]) -> Refund | None:
+        row = (await self.conn.execute(query, params)).mappings().first()
         if row is None:
             return None
         bind(refund_id=row["id"], out_refund_no=row["out_refund_no"], payment_id=row["payment_id"])
@@ -207,11 +231,8 @@ class RefundRepository(_Repo):
         values = _values(refund, _REFUND_FIELDS)
         values.pop("id")
         values["version"] = refund.version + 1
-        result = await self.conn.execute(
-            update(db.refunds)
-            .where(db.refunds.c.id == refund.id, db.refunds.c.version == refund.version)
-            .values(**values)
-        )
+        values["b_id"], values["b_version"] = refund.id, refund.version
+        result = await self.conn.execute(_SAVE_REFUND, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"refund {refund.id} changed concurrently")
         refund.version += 1
@@ -260,7 +281,7 @@ class Outbox(_Repo):
         refund_id: str | None = None,
     ) -> str | None:
         """Insert the event and its deliveries; returns the event id, or None when ``key`` exists already."""
-        existing = await self.conn.execute(select(db.outbox_events.c.id).where(db.outbox_events.c.event_key == key))
+        existing = await self.conn.execute(_OUTBOX_KEY, {"key": key})
         if existing.first() is not None:
             return None
         event_id = new_id("evt")
@@ -277,39 +298,34 @@ class Outbox(_Repo):
                 "created_at": now,
             },
         )
-        endpoints = await self.conn.execute(
-            select(db.webhook_endpoints.c.id).where(
-                db.webhook_endpoints.c.deleted_at.is_(None),
-                or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == sub_mch_id),
-            )
-        )
-        for (endpoint_id,) in endpoints.all():
+        endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
+        if endpoints:
             await self.conn.execute(
-                insert(db.webhook_deliveries).values(
-                    event_id=event_id,
-                    endpoint_id=endpoint_id,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
+                _INSERT_DELIVERY,
+                [
+                    {
+                        "event_id": event_id,
+                        "endpoint_id": endpoint_id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for (endpoint_id,) in endpoints
+                ],
             )
         return event_id
 
 
 class IdempotencyKeys(_Repo):
     async def get(self, scope: str, key: str) -> RowMapping | None:
-        query = select(db.idempotency_keys).where(
-            db.idempotency_keys.c.scope == scope, db.idempotency_keys.c.key == key
-        )
-        return (await self.conn.execute(query)).mappings().first()
+        return (await self.conn.execute(_IDEMPOTENCY_KEY, {"scope": scope, "key": key})).mappings().first()
 
     async def add(self, scope: str, key: str, request_hash: str, resource_id: str, now: datetime) -> None:
         await self.conn.execute(
-            insert(db.idempotency_keys).values(
-                scope=scope, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now
-            )
+            _INSERT_IDEMPOTENCY_KEY,
+            {"scope": scope, "key": key, "request_hash": request_hash, "resource_id": resource_id, "created_at": now},
         )
 
 

@@ -31,11 +31,12 @@ override single values; lists take JSON (``MINIPAY_ADMIN_API_KEYS='["..."]'``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -116,6 +117,15 @@ class SubMerchantSettings(BaseModel):
         return DEFAULT_CURRENCIES.check(value, "currency")
 
 
+@dataclass(frozen=True)
+class _Lookups:
+    source: tuple[list[InstitutionSettings], list[SubMerchantSettings]]
+    sizes: tuple[int, int]
+    institutions: dict[str, InstitutionSettings]
+    by_merchant: dict[tuple[str, str], InstitutionSettings]
+    sub_merchants: dict[str, SubMerchantSettings]
+
+
 class Settings(BaseSettings):
     """Everything the service needs; see the module docstring for the file format."""
 
@@ -163,6 +173,8 @@ class Settings(BaseSettings):
     console_signin_limit: int = Field(default=10, ge=1, le=10_000)
     console_signin_window: float = Field(default=300.0, gt=0)
 
+    _index: _Lookups | None = PrivateAttr(default=None)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -205,16 +217,37 @@ class Settings(BaseSettings):
         return bool(self.institutions)
 
     def institution(self, name: str) -> InstitutionSettings:
-        for inst in self.institutions:
-            if inst.name == name:
-                return inst
-        raise KeyError(name)
+        found = self._lookups().institutions.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def institution_for(self, appid: str | None, mch_id: str | None) -> InstitutionSettings | None:
+        """The institution with that ``appid`` and ``mch_id`` (what a WeChat notification names), or None."""
+        return self._lookups().by_merchant.get((appid or "", mch_id or ""))
 
     def sub_merchant(self, sub_mch_id: str) -> SubMerchantSettings | None:
-        for sub in self.sub_merchants:
-            if sub.sub_mch_id == sub_mch_id:
-                return sub
-        return None
+        return self._lookups().sub_merchants.get(sub_mch_id)
+
+    def _lookups(self) -> _Lookups:
+        # Looked up on every request: indexed once, and again only when the lists were replaced or
+        # grew (``model_copy(update=...)``, a test appending a sub-merchant).
+        index = self._index
+        if (
+            index is None
+            or index.source[0] is not self.institutions
+            or index.source[1] is not self.sub_merchants
+            or index.sizes != (len(self.institutions), len(self.sub_merchants))
+        ):
+            index = _Lookups(
+                source=(self.institutions, self.sub_merchants),
+                sizes=(len(self.institutions), len(self.sub_merchants)),
+                institutions={i.name: i for i in self.institutions},
+                by_merchant={(i.appid, i.mch_id): i for i in self.institutions},
+                sub_merchants={s.sub_mch_id: s for s in self.sub_merchants},
+            )
+            self._index = index
+        return index
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:

@@ -286,7 +286,9 @@ class ShopBackend:
             events = []
         hooks = [w for w in self.webhooks if (not payment_id or w.get("payment_id") == payment_id)]
         merged = [*events, *hooks]
-        merged.sort(key=lambda e: _instant(e.get("at")))
+        # A webhook's time has whole seconds only: within one second it follows the WeChat traffic
+        # that caused it (the sort is stable, so the sandbox's own order stays).
+        merged.sort(key=lambda e: (_instant(e.get("at")).replace(microsecond=0), e.get("type") == "webhook"))
         return merged[-40:]
 
     # -- webhooks ---------------------------------------------------------------------------------------
