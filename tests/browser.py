@@ -71,3 +71,50 @@ def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}-{width}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+#: Every visible form field without a label, and every visible text whose contrast with the
+#: background behind it is under WCAG AA (4.5:1; 3:1 for large text), as "what: where" lines.
+_A11Y_SCRIPT = """
+() => {
+  const problems = [];
+  const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const where = (el) => (el.id ? "#" + el.id : el.tagName.toLowerCase())
+    + " '" + (el.textContent || el.name || "").trim().slice(0, 40) + "'";
+  for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    if (!visible(el)) continue;
+    if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.getAttribute("aria-labelledby"))
+      problems.push("field without a label: " + where(el));
+  }
+  const rgb = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const background = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !visible(el)) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || el.closest("[aria-hidden=true], svg")) continue;
+    const fg = lum(rgb(style.color).slice(0, 3)), bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < needed) problems.push("contrast " + ratio.toFixed(2) + " < " + needed + ": " + where(el));
+  }
+  return problems;
+}
+"""
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """Unlabelled form fields and text under WCAG AA contrast on the page as shown (empty: none)."""
+    problems: list[str] = page.evaluate(_A11Y_SCRIPT)
+    return problems

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from minipay.server.worker import WorkerConfig
-from tests.browser import screenshot
+from tests.browser import accessibility_problems, screenshot
 from tests.e2e.live import LiveStack, live_stack
 from tests.e2e.stack import START, Stack
 
@@ -200,8 +200,9 @@ PAGES = [
 
 @pytest.mark.parametrize("width", ["desktop", "phone"])
 def test_every_console_page_fits_the_screen(width: str, request: pytest.FixtureRequest, live: dict[str, Any]) -> None:
-    """Each page at desktop and phone width: nothing wider than the screen (wide tables scroll inside
-    their own box), and a screenshot of each under build/screenshots/."""
+    """Each page at desktop and phone width: nothing wider than the screen, every field labelled,
+    text at WCAG AA contrast, no console error (a CSP refusal, a missing resource), and a screenshot
+    of each under build/screenshots/."""
     from playwright.sync_api import expect
 
     page = request.getfixturevalue("page" if width == "desktop" else "phone_page")
@@ -210,6 +211,7 @@ def test_every_console_page_fits_the_screen(width: str, request: pytest.FixtureR
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.goto(f"{running.service_url}/console/login")
     shots: list[Path] = [screenshot(page, "console-signin")]
+    assert accessibility_problems(page) == []
     page.get_by_label("API key").fill(running.stack.keys["admin"])
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(r"/console/overview$"))
@@ -219,5 +221,6 @@ def test_every_console_page_fits_the_screen(width: str, request: pytest.FixtureR
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{name} is {overflow}px wider than the {width} screen"
         shots.append(screenshot(page, f"console-{name}"))
+        assert accessibility_problems(page) == []
     assert all(p.stat().st_size > 0 for p in shots)
     assert problems == []

@@ -9,7 +9,7 @@ import pytest
 
 from minipay.protocol import decode_xml
 from minipay.sandbox import create_app, running
-from tests.browser import screenshot
+from tests.browser import accessibility_problems, screenshot
 from tests.profiles import LENIENT
 from tests.sandbox.conftest import HKD_APP, HKD_SUB, START, Receiver
 from tests.sandbox.test_loopback import signed
@@ -157,3 +157,37 @@ def test_the_dashboard_fits_the_screen(width: str, request: pytest.FixtureReques
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the dashboard is {overflow}px wider than the {width} screen"
         screenshot(page, "sandbox-dashboard")
+        assert accessibility_problems(page) == []
+
+
+def test_a_dashboard_form_posted_from_another_site_is_refused(page: object) -> None:
+    from playwright.sync_api import Page, expect
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    assert isinstance(page, Page)
+    with (
+        running(create_app(LENIENT, seed=5, start=START)) as sandbox,
+        httpx2.Client(base_url=sandbox.base_url) as http,
+    ):
+        target = f"{sandbox.base_url}/sandbox/ui/fault"
+
+        async def attack(request: Request) -> HTMLResponse:
+            return HTMLResponse(
+                f'<!doctype html><form id="f" method="post" action="{target}">'
+                '<input name="endpoint" value="unifiedorder"><input name="fault" value="SYSTEMERROR">'
+                '<input name="times" value="1000"></form><script>document.getElementById("f").submit()</script>'
+            )
+
+        with running(Starlette(routes=[Route("/", attack)])) as evil:
+            with page.expect_navigation(url=target):
+                page.goto(evil.base_url)
+            expect(page.locator("body")).to_contain_text("cross-site request refused")
+        assert http.get("/sandbox/faults").json()["faults"] == []
+        # The same form from the dashboard itself goes through.
+        page.goto(f"{sandbox.base_url}/sandbox/")
+        page.get_by_role("button", name="Switch fault on").click()
+        expect(page.get_by_role("status")).to_contain_text("Fault 1 on")
+        assert len(http.get("/sandbox/faults").json()["faults"]) == 1
