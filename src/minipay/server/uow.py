@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -75,14 +77,19 @@ _SAVE_PAYMENT = update(db.payments).where(
     db.payments.c.id == bindparam("b_id"), db.payments.c.version == bindparam("b_version")
 )
 _INSERT_EVENT = insert(db.payment_events)
-_INSERT_OUTBOX = insert(db.outbox_events)
 _INSERT_REFUND = insert(db.refunds)
 _SAVE_REFUND = update(db.refunds).where(
     db.refunds.c.id == bindparam("b_id"), db.refunds.c.version == bindparam("b_version")
 )
 _INSERT_DELIVERY = insert(db.webhook_deliveries)
 _INSERT_IDEMPOTENCY_KEY = insert(db.idempotency_keys)
-_OUTBOX_KEY = select(db.outbox_events.c.id).where(db.outbox_events.c.event_key == bindparam("key"))
+# One statement for "insert the event unless its key exists": the row's id back, or no row.
+_PUBLISH = {
+    name: dialect.insert(db.outbox_events)
+    .on_conflict_do_nothing(index_elements=["event_key"])
+    .returning(db.outbox_events.c.id)
+    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+}
 _ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
     db.webhook_endpoints.c.deleted_at.is_(None),
     or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
@@ -303,23 +310,19 @@ class Outbox(_Repo):
         refund_id: str | None = None,
     ) -> str | None:
         """Insert the event and its deliveries; returns the event id, or None when ``key`` exists already."""
-        existing = await self.conn.execute(_OUTBOX_KEY, {"key": key})
-        if existing.first() is not None:
-            return None
         event_id = new_id("evt")
-        await self.conn.execute(
-            _INSERT_OUTBOX,
-            {
-                "id": event_id,
-                "event_key": key,
-                "type": type,
-                "sub_mch_id": sub_mch_id,
-                "payment_id": payment_id,
-                "refund_id": refund_id,
-                "data": data,
-                "created_at": now,
-            },
-        )
+        row = {
+            "id": event_id,
+            "event_key": key,
+            "type": type,
+            "sub_mch_id": sub_mch_id,
+            "payment_id": payment_id,
+            "refund_id": refund_id,
+            "data": data,
+            "created_at": now,
+        }
+        if (await self.conn.execute(_PUBLISH[self.conn.dialect.name], row)).first() is None:
+            return None  # the key exists: published already
         endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
         if endpoints:
             await self.conn.execute(
