@@ -257,7 +257,7 @@ def simulator_router(plan: ServePlan, **transports: Any) -> Any:
     assert plan.world is not None
     assert plan.sandbox_app is not None
     names = {
-        sub.sub_mch_id: sub.name or f"Shop {sub.sub_mch_id}"
+        sub.sub_mch_id: sub.name or f"Merchant {sub.sub_mch_id}"
         for inst in plan.sandbox_app.state.sandbox.config.institutions
         for sub in inst.sub_merchants
     }

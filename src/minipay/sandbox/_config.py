@@ -55,7 +55,7 @@ class SubMerchant(_Model):
     settlement_currency: str
     sub_appid: str
     app_secret: str = Field(repr=False)
-    #: The name the payer sees on WeChat's pay sheet (``GET /sandbox/cashier``); default: the sub_mch_id.
+    #: The name the payer sees on WeChat's pay sheet (``GET /sandbox/cashier``); default: "Merchant <sub_mch_id>".
     name: str = ""
     allowed_fee_types: tuple[str, ...] = ()
     #: CNY already in today's pool at start (only used when ``rules.cny_pool`` is on).
