@@ -5,7 +5,7 @@
 
 Starts, on loopback ports of its own: a standalone sandbox (``minipay sandbox``), the service from a
 generated configuration (``minipay serve -c <config> --no-worker --no-access-log``; with
-``--replicas N``: ``uvicorn --factory minipay.server.api:app_from_env --workers N``, the documented
+``--replicas N``: ``uvicorn --factory minipay.server.asgi:app_from_env --workers N``, the documented
 way to run replicas, on one port), and a bare Starlette app (``bench/floor_app.py``) under the same
 uvicorn (uvloop + httptools, access log off, same number of processes). Then it measures:
 
@@ -214,7 +214,7 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
             service_cmd = [
                 _exe("uvicorn"),
                 "--factory",
-                "minipay.server.api:app_from_env",
+                "minipay.server.asgi:app_from_env",
                 "--port",
                 str(service_port),
                 "--workers",

@@ -10,9 +10,9 @@ Three parts on one sans-I/O protocol core:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from minipay._version import __version__
 
 if TYPE_CHECKING:
     from minipay.client import AsyncClient, Client

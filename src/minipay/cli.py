@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from minipay import __version__
+from minipay._version import __version__
 
 app = typer.Typer(
     name="minipay",

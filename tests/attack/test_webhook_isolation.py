@@ -17,7 +17,8 @@ from starlette.types import Receive, Scope, Send
 from minipay.server import db
 from minipay.server.webhooks import DeliveryLimits, deliver_webhooks
 from minipay.server.worker import Worker, WorkerConfig
-from tests.server.conftest import SUB1, SUB2, Receiver, World, make_world
+from tests.server.conftest import SUB1, SUB2, World, make_world
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 
 def _guide_blocks() -> list[str]:
     text = DOC.read_text(encoding="utf-8")
-    guide = text[text.index("# User guide") :]
+    guide = text[: text.index("\n## Reference\n")]  # the guide opens the page; the reference follows it
     return re.findall(r"```python\n(.*?)```", guide, flags=re.S)
 
 

@@ -2,19 +2,15 @@
 
 The tests are the composition root here (like ``minipay demo``): the sandbox delivers notifications
 to the service app, the service calls the sandbox, webhooks go to a receiver that checks the
-``Minipay-Signature`` on its own (an HMAC computed here, not the service's helper). Everything
+``Minipay-Signature`` on its own (``tests/webhook_receiver.py``). Everything
 follows the sandbox's virtual clock; nothing sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,10 +20,6 @@ from typing import Any
 import httpx2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from minipay.protocol import CHINA_TZ
 from minipay.sandbox import SandboxConfig
@@ -39,6 +31,7 @@ from minipay.server.bootstrap import build_container
 from minipay.server.worker import Worker, WorkerConfig, worker_jobs
 from minipay.server.worker.api import build_router
 from tests.profiles import LENIENT
+from tests.webhook_receiver import Receiver
 
 #: A fixed start keeps bills and ids stable: 2026-03-02 10:00 China time.
 START = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA_TZ)
@@ -90,49 +83,6 @@ class SandboxTime:
     def now(self) -> datetime:
         now: datetime = self._backend.now()
         return now
-
-
-@dataclass
-class Receiver:
-    """The merchant's webhook endpoint: records every delivery and verifies its signature."""
-
-    clock: SandboxTime
-    secret: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    fail_next: int = 0  # answer 500 to this many deliveries (the merchant's systems are down)
-
-    def app(self) -> Starlette:
-        async def hook(request: Request) -> Response:
-            body = await request.body()
-            if self.fail_next > 0:
-                self.fail_next -= 1
-                return JSONResponse({"error": "down for maintenance"}, status_code=500)
-            header = request.headers.get("minipay-signature", "")
-            problem = verify_signature(body, header, self.secret, now=int(time.time()))
-            if problem:
-                self.rejected.append(problem)
-                return JSONResponse({"error": problem}, status_code=400)
-            self.events.append(json.loads(body))
-            return JSONResponse({"ok": True})
-
-        return Starlette(routes=[Route("/hooks", hook, methods=["POST"])])
-
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events]
-
-
-def verify_signature(body: bytes, header: str, secret: str, *, now: int, tolerance: int = 300) -> str | None:
-    """``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``: None when valid, else the reason."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    if "t" not in parts or "v1" not in parts or not parts["t"].isdigit():
-        return "malformed Minipay-Signature"
-    if abs(now - int(parts["t"])) > tolerance:
-        return "stale Minipay-Signature"
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, parts["v1"]):
-        return "Minipay-Signature does not match"
-    return None
 
 
 @dataclass
@@ -274,7 +224,7 @@ async def running_stack(
     sandbox_app = create_sandbox_app(sandbox_config or LENIENT, seed=seed, start=START, notify_transport=to_service)
     backend = sandbox_app.state.sandbox
     clock = SandboxTime(backend)
-    receiver = Receiver(clock)
+    receiver = Receiver()
     sub_ids = [s.sub_mch_id for i in backend.config.institutions for s in i.sub_merchants]
     keys = {"admin": "adm_" + secrets.token_hex(20), **{s: "sk_" + secrets.token_hex(20) for s in sub_ids}}
     settings = sandbox_settings(

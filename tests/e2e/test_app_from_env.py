@@ -1,4 +1,4 @@
-"""Replicas started with ``uvicorn --factory minipay.server.api:app_from_env`` serve the worker's read API."""
+"""Replicas started with ``uvicorn --factory minipay.server.asgi:app_from_env`` serve the worker's read API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from minipay.server.api import app_from_env
+from minipay.server import api
+from minipay.server.asgi import app_from_env
 
 
 @pytest.mark.anyio
@@ -25,3 +26,15 @@ async def test_app_from_env_serves_the_reconciliation_and_queue_routes(
                 assert r.status_code == 401, (path, r.text)
     finally:
         await app.state.container.aclose()
+
+
+def test_the_old_factory_path_still_builds_the_same_app_with_a_deprecation_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "minipay.toml"
+    config.write_text(f'database_url = "sqlite+aiosqlite:///{(tmp_path / "m.db").as_posix()}"\n')
+    monkeypatch.setenv("MINIPAY_CONFIG", str(config))
+    with pytest.warns(DeprecationWarning, match=r"minipay\.server\.asgi:app_from_env"):
+        old = api.app_from_env()
+    new = app_from_env()
+    assert sorted(old.openapi()["paths"]) == sorted(new.openapi()["paths"])

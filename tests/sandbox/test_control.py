@@ -15,6 +15,7 @@ import pytest
 
 from minipay.protocol import ConfigurationError, encode_xml, sign
 from minipay.sandbox import SandboxConfig, create_app
+from minipay.sandbox._dashboard import SHOWN
 from tests.profiles import LENIENT
 from tests.sandbox.conftest import (
     APPID,
@@ -456,3 +457,16 @@ async def test_the_dashboard_escapes_every_value_that_came_from_a_request(make_s
     assert "9/&lt;svg/onload=alert(4)&gt;&#39;&amp;" in page  # the notify_url, escaped
     assert "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&amp;" in page  # the order's body, escaped
     assert "&#34;&gt;&lt;script&gt;alert(2)" in page  # the message, escaped
+
+
+async def test_the_dashboard_shows_the_newest_orders_and_says_how_many_there_are(sandbox: Sandbox) -> None:
+    for n in range(SHOWN + 2):
+        assert (await sandbox.order(f"MANY{n:04d}"))["result_code"] == "SUCCESS"
+    page = (await sandbox.http.get("/sandbox/")).text
+    assert f"The newest {SHOWN} of {SHOWN + 2} orders" in page
+    assert f"MANY{SHOWN + 1:04d}" in page  # the newest
+    assert "MANY0002" in page
+    assert "MANY0001" not in page  # the two oldest are left to /sandbox/state
+    assert "MANY0000" not in page
+    assert page.index(f"MANY{SHOWN + 1:04d}") < page.index("MANY0002")  # newest first
+    assert len((await sandbox.http.get("/sandbox/state")).json()["orders"]) == SHOWN + 2

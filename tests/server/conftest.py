@@ -8,7 +8,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,6 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from minipay.sandbox import SandboxConfig
 from minipay.sandbox import create_app as create_sandbox_app
@@ -30,6 +27,7 @@ from minipay.server.adapters import OffsetClock
 from minipay.server.api import create_app
 from minipay.server.settings import Settings
 from tests.profiles import LENIENT
+from tests.webhook_receiver import Receiver
 
 PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 START = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)  # 12:00 China time
@@ -135,29 +133,6 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path, _pg_sessi
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'minipay.db'}"
     return await fresh_pg_url(_pg_session)
-
-
-@dataclass
-class Receiver:
-    """A merchant's webhook endpoint: records every request it gets."""
-
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    status: int = 200
-    #: Real seconds the receiver takes before it answers (a slow merchant); ``arrivals`` counts the
-    #: requests that reached it, ``received`` only those it finished handling.
-    delay: float = 0.0
-    arrivals: int = 0
-
-    def app(self) -> Starlette:
-        async def hook(request: Request) -> Response:
-            self.arrivals += 1
-            body = await request.body()
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            self.received.append(({k.lower(): v for k, v in request.headers.items()}, body))
-            return JSONResponse({"ok": True}, status_code=self.status)
-
-        return Starlette(routes=[Route("/hooks", hook, methods=["POST"])])
 
 
 @dataclass

@@ -132,7 +132,7 @@ async def test_a_sub_merchant_key_cannot_aim_webhooks_at_internal_hosts(
 def test_sandbox_mode_allows_loopback_webhooks() -> None:
     from minipay.sandbox import SandboxConfig
     from minipay.serve import sandbox_settings
-    from minipay.server.webhooks import _check_url
+    from minipay.server.webhooks._addresses import _check_url
 
     config = SandboxConfig.default()
     keys = {"admin": "adm_" + "0" * 40} | {

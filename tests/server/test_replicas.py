@@ -72,7 +72,7 @@ def replicas(tmp_path: Path, replica_db: str) -> Iterator[list[str]]:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "minipay.server.api:app_from_env",
+                "minipay.server.asgi:app_from_env",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -10,7 +10,7 @@ from typing import Final
 
 import httpx2
 
-from minipay import __version__
+from minipay._version import __version__
 from minipay.client._base import BaseClient
 from minipay.client._events import ClientEvent, emit
 from minipay.client._operations import Operation

@@ -30,6 +30,8 @@ __all__ = ["dashboard_routes"]
 _HERE = Path(__file__).parent
 SCRIPT = _HERE / "static" / "dashboard.js"
 _MAX_FORM = 16 * 1024
+#: The page shows the newest this many orders, refunds and notifications (``/sandbox/state`` has all).
+SHOWN = 200
 #: After an action, the page scrolls back to the section it was taken in.
 _SECTION = {
     "advance": "clock",
@@ -73,8 +75,9 @@ def _environment() -> Any:
 
 def _render(backend: Backend, message: str | None, error: bool) -> str:
     world = [(inst, sub) for inst in backend.config.institutions for sub in inst.sub_merchants]
-    orders = [(order, backend.trade_state(order)) for order in backend.orders.values()]
-    orders.reverse()  # newest first
+    orders = list(backend.orders.values())
+    refunds = list(backend.refunds.values())
+    notifications = backend.notifications
     template = _environment().get_template("dashboard.html")
     return str(
         template.render(
@@ -82,9 +85,11 @@ def _render(backend: Backend, message: str | None, error: bool) -> str:
             message=message,
             error=error,
             world=world,
-            orders=orders,
-            refunds=list(reversed(list(backend.refunds.values()))),
-            notifications=list(reversed(backend.notifications)),
+            orders=[(order, backend.trade_state(order)) for order in reversed(orders[-SHOWN:])],
+            refunds=list(reversed(refunds[-SHOWN:])),
+            notifications=list(reversed(notifications[-SHOWN:])),
+            totals={"orders": len(orders), "refunds": len(refunds), "notifications": len(notifications)},
+            shown=SHOWN,
             faults=list(backend.faults),
             endpoints=ENDPOINTS,
             xml_faults=sorted(XML_FAULTS),
@@ -130,7 +135,7 @@ async def ui_action(request: Request) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _positive_int(text: str | None, name: str) -> int:
+def _int(text: str | None, name: str) -> int:
     try:
         return int(text or "")
     except ValueError:
@@ -147,7 +152,7 @@ async def _run(backend: Backend, action: str, form: dict[str, str]) -> str:
         return f"Clock advanced by {seconds:g} s."
     if action == "fault":
         body: dict[str, Any] = {"endpoint": form.get("endpoint", ""), "fault": form.get("fault", "")}
-        body["times"] = _positive_int(form.get("times") or "1", "times")
+        body["times"] = _int(form.get("times") or "1", "times")
         if form.get("sub_mch_id"):
             body["sub_mch_id"] = form["sub_mch_id"]
         if form.get("out_trade_no", "").strip():
@@ -155,7 +160,7 @@ async def _run(backend: Backend, action: str, form: dict[str, str]) -> str:
         fault = backend.add_fault(body)
         return f"Fault {fault.id} on: {fault.endpoint} answers {fault.fault} ({fault.times}×)."
     if action == "fault-remove":
-        fault_id = _positive_int(form.get("id"), "id")
+        fault_id = _int(form.get("id"), "id")
         kept = [f for f in backend.faults if f.id != fault_id]
         if len(kept) == len(backend.faults):
             raise ControlError(f"no fault {fault_id}", 404)
@@ -182,7 +187,7 @@ async def _run(backend: Backend, action: str, form: dict[str, str]) -> str:
         backend.force_close(form.get("out_trade_no", ""), form.get("sub_mch_id") or None)
         return f"{form.get('out_trade_no')} closed."
     if action == "resend":
-        n = await backend.resend(_positive_int(form.get("id"), "id"))
+        n = await backend.resend(_int(form.get("id"), "id"))
         return f"Notification {n.id} resent: {n.attempts[-1].verdict}."
     raise ControlError(f"unknown action {action!r}", 404)
 

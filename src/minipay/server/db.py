@@ -112,8 +112,6 @@ payments = Table(
     Column("cash_fee_type", String(3)),
     Column("notified_at", UTCDateTime),
     Column("last_error", String(400)),
-    Column("next_query_at", UTCDateTime),
-    Column("query_attempts", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -121,7 +119,6 @@ payments = Table(
     # may use the same number, and one must not learn (or squat) the other's numbers.
     UniqueConstraint("mch_id", "sub_mch_id", "out_trade_no", name="uq_payments_mch_id_sub_mch_id_out_trade_no"),
     Index("ix_payments_sub_mch_id_created_at", "sub_mch_id", "created_at"),
-    Index("ix_payments_status_next_query_at", "status", "next_query_at"),
 )
 
 refunds = Table(
@@ -139,14 +136,11 @@ refunds = Table(
     Column("refund_id", String(32)),
     Column("failure_code", String(64)),
     Column("succeeded_at", UTCDateTime),
-    Column("next_query_at", UTCDateTime),
-    Column("query_attempts", Integer, nullable=False, default=0),
     Column("version", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("mch_id", "out_refund_no", name="uq_refunds_mch_id_out_refund_no"),
     Index("ix_refunds_payment_id", "payment_id"),
-    Index("ix_refunds_status_next_query_at", "status", "next_query_at"),
 )
 
 payment_events = Table(

@@ -241,8 +241,6 @@ class Payment:
     cash_fee_type: str | None = None
     notified_at: datetime | None = None
     last_error: str | None = None
-    next_query_at: datetime | None = None
-    query_attempts: int = 0
     version: int = 0
     events: list[DomainEvent] = field(default_factory=list, repr=False)
 
@@ -277,7 +275,6 @@ class Payment:
         self.cash_fee = result.cash_fee
         self.cash_fee_type = result.cash_fee_type
         self.updated_at = now
-        self.next_query_at = None
         data = {"transaction_id": result.transaction_id, "paid_at": self.paid_at.isoformat()}
         if was_closed:
             self.paid_after_close = True
@@ -304,7 +301,6 @@ class Payment:
         self.status = PaymentStatus.CLOSED
         self.closed_at = now
         self.updated_at = now
-        self.next_query_at = None
         self.events.append(
             DomainEvent("closed", {"reason": reason}, webhook="payment.closed", key=f"payment.closed:{self.id}")
         )
@@ -377,8 +373,6 @@ class Refund:
     refund_id: str | None = None
     failure_code: str | None = None
     succeeded_at: datetime | None = None
-    next_query_at: datetime | None = None
-    query_attempts: int = 0
     version: int = 0
     events: list[DomainEvent] = field(default_factory=list, repr=False)
 
@@ -403,7 +397,6 @@ class Refund:
         self.refund_id = result.refund_id or self.refund_id
         self.succeeded_at = result.success_time or now
         self.updated_at = now
-        self.next_query_at = None
         self.events.append(
             DomainEvent(
                 "refund.succeeded",
@@ -422,7 +415,6 @@ class Refund:
         self.status = RefundStatus.FAILED
         self.failure_code = code
         self.updated_at = now
-        self.next_query_at = None
         self.events.append(
             DomainEvent(
                 "refund.failed", {"failure_code": code}, webhook="refund.failed", key=f"refund.failed:{self.id}"

@@ -85,7 +85,6 @@ log = logging.getLogger("minipay.server")
 
 PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeChat drops it
 _PREPAY_MARGIN = timedelta(minutes=5)
-FIRST_QUERY_DELAY = timedelta(seconds=60)  # "business time 1": query when no notification came
 MAX_AMOUNT = 2**63 - 1  # the amount columns are 64-bit integers (WeChat states no maximum)
 
 
@@ -243,7 +242,6 @@ class Services:
                 created_at=now,
                 updated_at=now,
                 expires_at=now + timedelta(seconds=expires_in),
-                next_query_at=now + FIRST_QUERY_DELAY,
             )
             await uow.payments.add(payment)
             if idempotency_key is not None:
@@ -484,7 +482,6 @@ class Services:
                 reason=reason,
                 created_at=now,
                 updated_at=now,
-                next_query_at=now + FIRST_QUERY_DELAY,
             )
             await uow.refunds.add(refund)
             # Bump the payment's version: a concurrent refund that read the same remainder must retry.

@@ -46,9 +46,20 @@ from pydantic_settings import (
 
 from minipay.protocol import DEFAULT_CURRENCIES, ApiKey
 
-__all__ = ["DEFAULT_DATABASE_URL", "InstitutionSettings", "Settings", "SubMerchantSettings", "load_settings"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "SHUTDOWN_GRACE",
+    "InstitutionSettings",
+    "Settings",
+    "SubMerchantSettings",
+    "load_settings",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///minipay.db"
+
+#: Real seconds a stopping app waits for its background tasks (worker, webhook dispatcher) to return
+#: after setting their stop event, before it cancels them.
+SHUTDOWN_GRACE = 10.0
 
 
 class InstitutionSettings(BaseModel):

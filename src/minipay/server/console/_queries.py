@@ -10,7 +10,8 @@ from sqlalchemy import and_, or_, select
 
 from minipay.server import db
 from minipay.server.domain import Payment, Refund
-from minipay.server.uow import UnitOfWorkFactory, _payment_from_row, _refund_from_row
+from minipay.server.repositories import _payment_from_row, _refund_from_row
+from minipay.server.uow import UnitOfWorkFactory
 from minipay.server.webhooks import delivery_log
 
 __all__ = ["PaymentFilter", "payment_events", "payment_refunds", "payment_webhooks", "search_payments"]

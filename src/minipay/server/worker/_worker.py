@@ -50,6 +50,7 @@ from minipay.protocol import (
     TradeStateError,
 )
 from minipay.server import db, tracing
+from minipay.server.bootstrap import Container
 from minipay.server.domain import ApplyOutcome, PaymentResult
 from minipay.server.logs import bind, log_context, new_request_id
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
@@ -192,17 +193,16 @@ class Worker:
         }
 
     @classmethod
-    def from_container(cls, container: Any, **kwargs: Any) -> Worker:
-        """Build from the service's composition root (anything with ``settings``, ``engine``,
-        ``gateway``, ``clock``, ``webhook_sender`` and ``uow_factory`` attributes)."""
+    def from_container(cls, container: Container, **kwargs: Any) -> Worker:
+        """Build from the service's composition root (:func:`~minipay.server.bootstrap.build_container`)."""
         return cls(
             settings=container.settings,
             engine=container.engine,
             gateway=container.gateway,
             clock=container.clock,
-            webhook_sender=getattr(container, "webhook_sender", None),
-            uow_factory=getattr(container, "uow_factory", None),
-            services=getattr(container, "services", None),
+            webhook_sender=container.webhook_sender,
+            uow_factory=container.uow_factory,
+            services=container.services,
             **kwargs,
         )
 

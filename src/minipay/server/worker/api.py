@@ -12,18 +12,20 @@ sub-merchant, a sub-merchant key only its own runs and discrepancies.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from minipay.server.api import SHUTDOWN_GRACE
-from minipay.server.logs import current_request_id
+from minipay.server.auth import Caller
+from minipay.server.bootstrap import Container
+from minipay.server.routes.errors import error_response
+from minipay.server.services import Principal
+from minipay.server.settings import SHUTDOWN_GRACE
 from minipay.server.worker._queue import JobQueue
 from minipay.server.worker._reconcile import Reconciler
 from minipay.server.worker._worker import Worker, WorkerConfig
@@ -38,35 +40,14 @@ log = logging.getLogger("minipay.worker")
 STOP_GRACE = SHUTDOWN_GRACE
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "request_id": current_request_id()}}, status_code=status
-    )
-
-
 class _NoBills:
     async def download(self, sub: Any, bill_date: date) -> None:  # pragma: no cover - reading never downloads
         raise RuntimeError("the reconciliation API only reads stored runs")
 
 
-def _scope(container: Any, authorization: str | None) -> list[str] | JSONResponse | None:
-    """None: the admin key (every sub-merchant); a list: the sub-merchant of the key; or an error."""
-    if not authorization or not authorization.startswith("Bearer "):
-        return _error(401, "unauthorized", "missing 'Authorization: Bearer <api key>'")
-    presented = authorization.removeprefix("Bearer ").strip().encode()
-    settings = container.settings
-    found: list[str] | bool | None = False
-    for key in settings.admin_api_keys:
-        if hmac.compare_digest(key.get_secret_value().encode(), presented):
-            found = None
-    for sub in settings.sub_merchants:
-        for key in sub.api_keys:  # every key is compared, each in constant time
-            if hmac.compare_digest(key.get_secret_value().encode(), presented):
-                found = [sub.sub_mch_id]
-    if found is False:
-        return _error(401, "unauthorized", "invalid API key")
-    assert found is None or isinstance(found, list)
-    return found
+def _scope(caller: Principal) -> list[str] | None:
+    """None: the admin key (every sub-merchant); else the key's own sub-merchant."""
+    return None if caller.sub_mch_id is None else [caller.sub_mch_id]
 
 
 def build_router() -> APIRouter:
@@ -74,45 +55,37 @@ def build_router() -> APIRouter:
     router = APIRouter(tags=["reconciliation"])
 
     @router.get("/v1/reconciliation/{day}")
-    async def get_reconciliation(
-        day: str, request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> JSONResponse:
+    async def get_reconciliation(day: str, request: Request, caller: Caller) -> JSONResponse:
         """Runs and discrepancies of one China-time bill day (``YYYY-MM-DD``)."""
-        container = request.app.state.container
-        scope = _scope(container, authorization)
-        if isinstance(scope, JSONResponse):
-            return scope
+        container: Container = request.app.state.container
         try:
             parsed = date.fromisoformat(day)
         except ValueError:
-            return _error(400, "invalid_request", "date must be YYYY-MM-DD")
+            return error_response(400, "invalid_request", "date must be YYYY-MM-DD")
         if len(day) != 10:
-            return _error(400, "invalid_request", "date must be YYYY-MM-DD")
+            return error_response(400, "invalid_request", "date must be YYYY-MM-DD")
         reconciler = Reconciler(container.engine, container.clock, _NoBills())
-        return JSONResponse(await reconciler.report(parsed, scope))
+        return JSONResponse(await reconciler.report(parsed, _scope(caller)))
 
     @router.get("/v1/worker/jobs")
-    async def get_worker_jobs(request: Request, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+    async def get_worker_jobs(request: Request, caller: Caller) -> JSONResponse:
         """Queue health (admin key only): counts per kind and status, overdue seconds, stalled and dead jobs."""
-        container = request.app.state.container
-        scope = _scope(container, authorization)
-        if isinstance(scope, JSONResponse):
-            return scope
-        if scope is not None:
-            return _error(403, "forbidden", "the worker's queue is visible to the admin key only")
+        container: Container = request.app.state.container
+        if caller.sub_mch_id is not None:
+            return error_response(403, "forbidden", "the worker's queue is visible to the admin key only")
         queue = JobQueue(container.engine, container.clock)
         return JSONResponse(await queue.overview())
 
     return router
 
 
-BackgroundTask = Callable[[Any, asyncio.Event], Coroutine[Any, Any, None]]
+BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def worker_task(config: WorkerConfig | None = None, **kwargs: Any) -> BackgroundTask:
     """The worker as a ``create_app`` background task: ticks until the app stops."""
 
-    async def run(container: Any, stop: asyncio.Event) -> None:
+    async def run(container: Container, stop: asyncio.Event) -> None:
         worker = Worker.from_container(container, config=config, **kwargs)
         done = anyio.Event()
 

@@ -1,0 +1,64 @@
+"""Bearer-key authentication: which API key (admin or sub-merchant) a request carries, checked in
+constant time, and the ops keys that guard the operations pages."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Request
+
+from minipay.server.services import Principal, ServiceError
+from minipay.server.settings import Settings
+
+__all__ = ["Caller", "install_api_keys", "key_digest", "ops_access", "principal"]
+
+
+def install_api_keys(app: FastAPI, settings: Settings) -> None:
+    """The keys of ``settings`` on ``app.state``: every API key with who it is (``auth_keys``), the
+    same indexed by SHA-256 (``auth_index``), and the ops keys (``ops_keys``)."""
+    keys: list[tuple[bytes, Principal]] = [
+        (k.get_secret_value().encode(), Principal(None)) for k in settings.admin_api_keys
+    ]
+    for sub in settings.sub_merchants:
+        keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
+    app.state.auth_keys = keys
+    app.state.auth_index = {key_digest(key): (key_digest(key), who) for key, who in keys}
+    app.state.ops_keys = [k.get_secret_value().encode() for k in settings.ops_api_keys]
+
+
+def key_digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+async def principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """Who the ``Authorization: Bearer <api key>`` of a request is: the admin (``sub_mch_id`` None)
+    or one sub-merchant; a 401 ``unauthorized`` error otherwise."""
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off per request.
+    if not authorization or not authorization.startswith("Bearer "):
+        raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
+    digest = key_digest(authorization.removeprefix("Bearer ").strip().encode())
+    # Keys are looked up by their SHA-256 (the lookup's timing tells nothing about a key), then the
+    # digest is compared in constant time.
+    entry: tuple[bytes, Principal] | None = request.app.state.auth_index.get(digest)
+    if entry is None or not hmac.compare_digest(entry[0], digest):
+        raise ServiceError("invalid API key", code="unauthorized", status=401)
+    return entry[1]
+
+
+def ops_access(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """With ``ops_api_keys`` configured, the operations pages need one of them as the bearer token."""
+    ops_keys: list[bytes] = request.app.state.ops_keys
+    if not ops_keys:
+        return
+    presented = (authorization or "").removeprefix("Bearer ").strip().encode()
+    found = False
+    for key in ops_keys:  # compare with every key, each in constant time
+        found |= hmac.compare_digest(key, presented)
+    if not found or not (authorization or "").startswith("Bearer "):
+        raise ServiceError("this page needs 'Authorization: Bearer <ops key>'", code="unauthorized", status=401)
+
+
+#: A route's caller, authenticated by its API key.
+Caller = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,120 @@
+"""Routes for sessions (``wx.login`` codes) and payments: create, read, list, pay params, close."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
+
+from minipay.server.auth import Caller
+from minipay.server.bootstrap import Container
+from minipay.server.domain import PaymentStatus
+from minipay.server.routes.schemas import (
+    IdemKey,
+    PaymentIn,
+    PaymentListOut,
+    PaymentOut,
+    SessionIn,
+    SessionOut,
+    error_responses,
+    replay_response,
+)
+from minipay.server.services import (
+    CreatePayment,
+    InvalidRequest,
+    payment_view,
+)
+
+__all__ = ["add_routes"]
+
+
+def add_routes(app: FastAPI, container: Container) -> None:
+    services = container.services
+
+    # -- sessions & payments ------------------------------------------------------------------------------
+
+    @app.post("/v1/sessions", tags=["payments"], response_model=SessionOut, responses=error_responses(400, 404, 408))
+    async def create_session(body: SessionIn, caller: Caller) -> dict[str, Any]:
+        """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
+        return await services.login(caller, body.code, body.sub_appid)
+
+    def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
+        return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
+
+    @app.post(
+        "/v1/payments",
+        status_code=201,
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=replay_response(PaymentOut) | error_responses(400, 404, 408, 409, 502),
+    )
+    async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONResponse:
+        cmd = CreatePayment(**body.model_dump())
+        payment, created = await services.create_payment(caller, cmd, idempotency_key)
+        return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
+
+    @app.get(
+        "/v1/payments/{payment_id}",
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=error_responses(400, 404, 502),
+    )
+    async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> JSONResponse:
+        payment = await (
+            services.sync_payment(caller, payment_id) if sync else services.get_payment(caller, payment_id)
+        )
+        # The view is built here to the documented shape: no response-model validation of it again.
+        return JSONResponse(_payment_json(payment))
+
+    @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=error_responses(400))
+    async def list_payments(
+        caller: Caller,
+        status: Annotated[str | None, Query(json_schema_extra={"enum": [s.value for s in PaymentStatus]})] = None,
+        out_trade_no: str | None = None,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        for value in (created_gte, created_lt):
+            if value is not None and value.tzinfo is None:
+                raise InvalidRequest("created_gte/created_lt need a timezone offset", code="invalid_field")
+            try:
+                if value is not None:
+                    value.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC equivalent
+            except OverflowError:
+                raise InvalidRequest("created_gte/created_lt is out of range", code="invalid_field") from None
+        rows, next_cursor = await services.list_payments(
+            caller,
+            status=status,
+            out_trade_no=out_trade_no,
+            created_gte=created_gte,
+            created_lt=created_lt,
+            cursor=cursor,
+            limit=limit,
+        )
+        return {
+            "data": [_payment_json(p, with_params=False) for p in rows],
+            "has_more": next_cursor is not None,
+            "next_cursor": next_cursor,
+        }
+
+    @app.post(
+        "/v1/payments/{payment_id}/pay-params",
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=error_responses(404, 409, 502),
+    )
+    async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
+        return _payment_json(await services.refresh_pay_params(caller, payment_id))
+
+    @app.post(
+        "/v1/payments/{payment_id}/close",
+        tags=["payments"],
+        response_model=PaymentOut,
+        responses=error_responses(404, 409, 502),
+    )
+    async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
+        return _payment_json(await services.close_payment(caller, payment_id))
