@@ -80,9 +80,15 @@ async def test_payments_list_filters_escapes_and_scopes_to_the_key(world: World)
 async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts_are_refused(world: World) -> None:
     payment = await world.create_payment(SUB1, amount=1000)
     await world.pay(payment)
+    pending = await world.create_payment(SUB1, amount=500)
     api = await sign_in(world, SUB1)
+    pending_page = (await api.get(f"/console/payments/{pending['id']}")).text
+    assert "Close payment" in pending_page
+    assert "/refund" not in pending_page  # nothing to refund yet
     url = f"/console/payments/{payment['id']}/refund"
-    csrf = csrf_of((await api.get(f"/console/payments/{payment['id']}")).text)
+    paid_page = (await api.get(f"/console/payments/{payment['id']}")).text
+    assert "Close payment" not in paid_page  # a paid payment cannot be closed
+    csrf = csrf_of(paid_page)
     body = {"csrf": csrf, "amount": "2.50", "idempotency_key": "k1"}
 
     cross = await api.post(url, data=body, headers={"Origin": "https://evil.example"})
