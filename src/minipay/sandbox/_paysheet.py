@@ -17,7 +17,6 @@ Everything shown is escaped (Jinja2 autoescape): order descriptions and replies 
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ from starlette.routing import Route
 from minipay.protocol import CHINA_TZ, cash_fee_cny, format_major
 from minipay.sandbox._backend import Backend
 from minipay.sandbox._cashier import PAY_OUTCOMES
+from minipay.sandbox._dashboard import _environment
 from minipay.sandbox._errors import ControlError
 
 __all__ = ["PAY_PARAMS", "paysheet_routes", "safe_return_to", "wire_events"]
@@ -41,20 +41,6 @@ STYLESHEET = _HERE.parent / "_web" / "minipay.css"
 #: The five parameters of ``wx.requestPayment`` (besides appId, which the client knows).
 PAY_PARAMS = ("timeStamp", "nonceStr", "package", "signType", "paySign")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-@functools.cache
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env
 
 
 def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
