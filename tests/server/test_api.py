@@ -526,6 +526,22 @@ async def test_health_readiness_and_metrics(world: World) -> None:
     assert "/v1/payments" in (await world.api.get("/openapi.json")).json()["paths"]
 
 
+async def test_healthz_answered_before_routing_is_the_routes_answer_and_still_counted(world: World) -> None:
+    # GET /healthz is answered by a plain ASGI layer ahead of the router: same body and headers as the
+    # FastAPI route, counted under its route in /metrics, with the request id; other methods still
+    # reach the router (405, as for any GET-only route).
+    response = await world.api.get("/healthz?probe=1", headers={"X-Request-Id": "probe-1"})
+    assert (response.status_code, response.content) == (200, b'{"status":"ok"}')
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == "15"
+    assert response.headers["x-request-id"] == "probe-1"
+    assert (await world.api.post("/healthz")).status_code == 405
+    assert (await world.api.head("/healthz")).status_code == 405
+    metrics = (await world.api.get("/metrics")).text
+    assert 'minipay_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in metrics
+    assert "/healthz" in (await world.api.get("/openapi.json")).json()["paths"]
+
+
 async def test_metrics_count_requests_by_route_template_and_unmatched_ones_as_other(world: World) -> None:
     await world.api.get("/v1/payments/pay_nope", headers=world.auth())
     await world.api.get("/no/such/path")

@@ -144,11 +144,7 @@ def create_app(
     app.state.wechat_monitor = wechat_monitor
 
     install_error_handlers(app)
-
-    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
     install_url_redaction()  # uvicorn's access log and httpx2 write whole URLs
-
     install_api_keys(app, settings)
     app.include_router(build_console_router(container))  # the ops console's pages, /console
 
@@ -160,6 +156,13 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+
+    # Plain ASGI layers, innermost first: /healthz answered before routing, the body-read deadline,
+    # then the observer that sees every request whole (metrics, access log, request id).
+    healthz_route = next(r for r in app.routes if getattr(r, "path", None) == "/healthz")
+    app.add_middleware(ops.LivenessMiddleware, route=healthz_route)
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -10,6 +10,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipay.server._http import Metrics
 from minipay.server.auth import ops_access
@@ -19,11 +20,47 @@ from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
 from minipay.server.routes.schemas import ErrorOut
 from minipay.server.settings import Settings
 
-__all__ = ["add_routes"]
+__all__ = ["LivenessMiddleware", "add_routes"]
 
 log = logging.getLogger("minipay.server")
 
 _HEALTHZ_BODY = b'{"status":"ok"}'
+_HEALTHZ_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-length", str(len(_HEALTHZ_BODY)).encode()), (b"content-type", b"application/json")],
+}
+_HEALTHZ_END = {"type": "http.response.body", "body": _HEALTHZ_BODY}
+
+
+class LivenessMiddleware:
+    """Answers ``GET /healthz`` before routing: the same answer as the route, without the router's
+    search and FastAPI's request handling (a liveness probe is asked often, by every orchestrator, and
+    says only that the process answers).
+
+    It sits inside :class:`~minipay.server._http.ObserveMiddleware`, so the probe is still counted
+    under its route in ``/metrics`` and gets its ``X-Request-Id``; the FastAPI route stays for the
+    OpenAPI document and is what answers should this layer be left out.
+    """
+
+    def __init__(self, app: ASGIApp, *, route: Any) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and _route_path(scope) == "/healthz":
+            scope["route"] = self.route
+            await send(dict(_HEALTHZ_START))
+            await send(_HEALTHZ_END)
+            return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    # The path the router matches: without the root path a proxy mounts the service under.
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def add_routes(
