@@ -7,18 +7,28 @@ notification reply). Nothing else: what the ASGI framework and the server cost.
 ``fastapi_app`` (FastAPI, what the service is written in, measured beside it to show how much of the
 gap to the Starlette floor is the framework's own): ``GET /get``, the same JSON from a bare FastAPI
 route; ``GET /items/{item_id}``, the shape of ``GET /v1/payments/{id}`` without its work: a path
-parameter, a query flag and an ``Authorization`` header read by an async dependency.
+parameter, a query flag and an ``Authorization`` header read by an async dependency;
+``GET /rows/{row_id}``, the same plus the one SQL read the service's GET makes (the payment's row by
+id, through the service's own engine and driver, ``MINIPAY_BENCH_DATABASE_URL``), answered as JSON:
+the floor of the remaining work of ``GET /v1/payments/{id}`` on FastAPI, without the service's
+domain mapping, payment parameters and view.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException
+from sqlalchemy import bindparam
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from minipay.server import db
 
 _REPLY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
 
@@ -35,7 +45,25 @@ async def post(request: Request) -> Response:
 app = Starlette(routes=[Route("/get", get), Route("/post", post, methods=["POST"])])
 
 
-fastapi_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+_engine: Any = None
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    global _engine
+    url = os.environ.get("MINIPAY_BENCH_DATABASE_URL")
+    _engine = db.create_engine(url) if url else None
+    try:
+        yield
+    finally:
+        if _engine is not None:
+            await _engine.dispose()
+
+
+fastapi_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=_lifespan)
+# The service's read: one row by primary key, bound parameters, on the reader engine (SQLite's
+# read-only pool; PostgreSQL autocommit).
+_ROW = db.payments.select().where(db.payments.c.id == bindparam("id"))
 
 
 async def _caller(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -52,3 +80,17 @@ async def fastapi_get() -> JSONResponse:
 @fastapi_app.get("/items/{item_id}")
 async def fastapi_item(item_id: str, caller: Annotated[str, Depends(_caller)], sync: bool = False) -> JSONResponse:
     return JSONResponse({"id": item_id, "sync": sync})
+
+
+@fastapi_app.get("/rows/{row_id}")
+async def fastapi_row(row_id: str, caller: Annotated[str, Depends(_caller)], sync: bool = False) -> JSONResponse:
+    if _engine is None:
+        raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL is not set")
+    reader = db.reader_engine(_engine)
+    async with reader.connect() as conn:
+        if db.is_postgres(reader):
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await conn.execute(_ROW, {"id": row_id})).mappings().first()
+    if row is None:
+        raise HTTPException(404)
+    return JSONResponse({k: v if isinstance(v, (str, int, bool)) or v is None else str(v) for k, v in row.items()})

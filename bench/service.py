@@ -14,6 +14,9 @@ uvicorn (uvloop + httptools, access log off, same number of processes). Then it 
   ``GET /v1/payments/{id}`` (path parameter, query flag, bearer header read by a dependency) doing
   none of its work, under the same uvicorn: the part of the gap to the floor that is the framework's
   own (information: the targets stay against the Starlette floor);
+- ``FastAPI GET {id} + auth + read``: that shape plus the one SQL read the service's GET makes
+  (the payment's row by id, the service's engine and driver, same database): the floor of the work
+  left in ``GET /v1/payments/{id}`` once the framework and the database are counted;
 - ``GET /healthz``;
 - ``POST /v1/payments``: creates payments, each one a ``unifiedorder`` round trip to the sandbox;
 - ``GET /v1/payments/{id}``: reads the payments just created (in turn);
@@ -237,7 +240,12 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
         stack.procs.append(floor)
         fastapi_cmd = [arg.replace("floor_app:app", "floor_app:fastapi_app") for arg in floor_cmd]
         fastapi_cmd[fastapi_cmd.index(str(floor_port))] = str(fastapi_port)
-        fastapi = subprocess.Popen([*fastapi_cmd, *uvicorn_common], env=env, stdout=log, stderr=log)
+        fastapi = subprocess.Popen(
+            [*fastapi_cmd, *uvicorn_common],
+            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url),
+            stdout=log,
+            stderr=log,
+        )
         stack.procs.append(fastapi)
         _wait_http(f"{sandbox_url}/sandbox/", sandbox, "the sandbox")
         _wait_http(f"{service_url}/healthz", service, "the service")
@@ -611,6 +619,9 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
     created = [p for p in pending_payments(stack, set()) if p["id"] not in before]
     ids = [p["id"] for p in created] or list(before)
     get = go(Case("GET /v1/payments/{id}", stack.service_url, [Request("GET", f"/v1/payments/{i}", auth) for i in ids]))
+    fastapi_row = go(
+        Case("FastAPI GET {id} + auth + read", stack.fastapi_url, [Request("GET", f"/rows/{i}", auth) for i in ids])
+    )
 
     # First-time notifications: one per pending payment, each sent once (the payments are created
     # through the service first, unmeasured when the POST case made too few).
@@ -648,6 +659,7 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
         row("FastAPI GET", fastapi_get, "floor GET", floor_get),
         row("FastAPI GET {id} + auth", fastapi_item, "floor GET", floor_get),
         row("GET /healthz", healthz, "floor GET", floor_get),
+        row("FastAPI GET {id} + auth + read", fastapi_row, "floor GET", floor_get),
         row("GET /v1/payments/{id}", get, "floor GET", floor_get),
         row("POST /v1/payments", post, "floor POST", floor_post),
         row("notify (first-time)", first, "floor POST", floor_post),
@@ -674,14 +686,19 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
 
 
 def framework_share(rows: list[Row]) -> list[str]:
-    """How far each read case is from FastAPI's own floor for the same route shape (information, no target)."""
+    """How far each read case is from FastAPI's own floors of the same route shape, bare and with the
+    same SQL read: the floor of the work left once the framework is counted (information, no target)."""
     by = {r.case: r for r in rows}
     out = []
-    for case, floor in (("GET /healthz", "FastAPI GET"), ("GET /v1/payments/{id}", "FastAPI GET {id} + auth")):
+    for case, floor in (
+        ("GET /healthz", "FastAPI GET"),
+        ("GET /v1/payments/{id}", "FastAPI GET {id} + auth"),
+        ("GET /v1/payments/{id}", "FastAPI GET {id} + auth + read"),
+    ):
         mine, ceiling = by.get(case), by.get(floor)
         if mine and ceiling and ceiling.rps and ceiling.ratio:
             out.append(
-                f"  {case}: {mine.rps / ceiling.rps:.2f}x of FastAPI's floor for the same route shape"
+                f"  {case}: {mine.rps / ceiling.rps:.2f}x of {floor!r}"
                 f" (which is itself {ceiling.ratio:.2f}x of the Starlette floor)"
             )
     return out
