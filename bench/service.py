@@ -672,8 +672,16 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
     get, health, post = by["GET /v1/payments/{id}"], by["GET /healthz"], by["POST /v1/payments"]
     first, dup = by["notify (first-time)"], by["notify (duplicate)"]
     first_target = 800 if db == "postgres" and replicas >= 2 else 500
+    get_target = f"GET /v1/payments/{{id}} >= 0.30x floor GET ({get.ratio or 0:.2f}x)"
+    read_floor = by.get("FastAPI GET {id} + auth + read")
+    if read_floor and read_floor.ratio is not None and read_floor.ratio < 0.30:
+        # Shown, not excused: the target stays missed, with the floor of the work that is left.
+        get_target += (
+            f"; out of reach in FastAPI on this machine: the route's shape with its one SQL read and"
+            f" nothing else reaches {read_floor.ratio:.2f}x"
+        )
     checks = [
-        (f"GET /v1/payments/{{id}} >= 0.30x floor GET ({get.ratio or 0:.2f}x)", (get.ratio or 0) >= 0.30),
+        (get_target, (get.ratio or 0) >= 0.30),
         (f"GET /v1/payments/{{id}} p99 < 25 ms ({get.p99_ms:.1f} ms)", get.p99_ms < 25),
         (f"GET /healthz >= 0.60x floor GET ({health.ratio or 0:.2f}x)", (health.ratio or 0) >= 0.60),
         (f"first-time notifications >= {first_target}/s ({first.rps:.0f}/s)", first.rps >= first_target),
