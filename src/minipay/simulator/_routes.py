@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -12,16 +11,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from minipay.protocol import format_major, parse_major
+from minipay._web import STYLESHEET, templates
+from minipay.protocol import CHINA_TZ, format_major, parse_major
 from minipay.simulator._shop import TEST_USERS, ShopBackend, ShopError, ShopSession, catalogue
 
 __all__ = ["build_router"]
 
 _HERE = Path(__file__).parent
-STYLESHEET = _HERE.parent / "_web" / "minipay.css"
 SCRIPT = _HERE / "static" / "try.js"
 COOKIE = "minipay_try"
-CHINA = timezone(timedelta(hours=8))
 #: Payment statuses after which the mini program stops asking.
 FINAL = frozenset({"succeeded", "closed", "partially_refunded", "refunded"})
 #: The clock panel's steps: seconds, label, what it shows.
@@ -30,15 +28,6 @@ CLOCK_STEPS = (
     (31 * 60, "+31 min", "an unpaid order expires (30 min)"),
     (24 * 3600, "+1 day", "yesterday's bill is downloaded and reconciled"),
 )
-
-
-def money(amount: int | None, currency: str | None) -> str:
-    if amount is None or currency is None:
-        return "—"
-    try:
-        return f"{format_major(amount, currency)} {currency}"
-    except Exception:
-        return f"{amount} {currency} (minor units)"
 
 
 def china_time(value: Any) -> str:
@@ -50,7 +39,7 @@ def china_time(value: Any) -> str:
         return str(value)
     if parsed.tzinfo is None:
         return str(value)
-    return parsed.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+    return parsed.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 _CLOSING_TAG = re.compile(r"(<xml>|</[A-Za-z0-9_]+>)(?=<)")
@@ -61,25 +50,9 @@ def xml_lines(text: str | None) -> str:
     return _CLOSING_TAG.sub("\\1\n", text or "")
 
 
-@functools.cache
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["money"] = money
-    env.filters["china_time"] = china_time
-    env.filters["xml_lines"] = xml_lines
-    return env
-
-
 def _html(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(str(_environment().get_template(name).render(**context)), status_code=status)
+    template = templates(_HERE / "templates", china_time=china_time, xml_lines=xml_lines).get_template(name)
+    return HTMLResponse(str(template.render(**context)), status_code=status)
 
 
 def _cross_site(request: Request) -> str | None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from minipay._web import SIGNATURE_HEADER, sign_webhook
 from minipay.server.logs import log_context, new_request_id
 from minipay.server.ports import Clock, WebhookSender
 from minipay.server.settings import Settings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
-from minipay.server.webhooks._signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("minipay.server.webhooks")
 
