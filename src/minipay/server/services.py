@@ -58,6 +58,7 @@ from minipay.server.errors import (
     UpstreamUnavailable,
 )
 from minipay.server.outcomes import apply_payment_result, apply_refund_result, mark_payment_closed
+from minipay.server.paging import Anchor, anchor_of, read_page
 from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
 from minipay.server.settings import Settings, SubMerchantSettings
 from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
@@ -417,27 +418,34 @@ class Services:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[Payment], str | None]:
-        after: tuple[datetime, str] | None = None
-        if cursor:
-            async with self.uow_factory().reading() as uow:
-                anchor = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
-            if anchor is None:
-                raise InvalidRequest("unknown cursor", code="invalid_cursor")
-            after = (anchor.created_at, anchor.id)
+        after = await self.payment_anchor(principal, cursor)
         if status is not None and status not in {s.value for s in PaymentStatus}:
             raise InvalidRequest(f"unknown status {status!r}", code="invalid_field")
+
+        async def fetch(n: int) -> list[Payment]:
+            async with self.uow_factory().reading() as uow:
+                return await uow.payments.search(
+                    sub_mch_id=principal.sub_mch_id,
+                    status=status,
+                    out_trade_no=out_trade_no,
+                    created_gte=created_gte,
+                    created_lt=created_lt,
+                    after=after,
+                    limit=n,
+                )
+
+        page = await read_page(fetch, limit)
+        return page.rows, page.next_cursor
+
+    async def payment_anchor(self, principal: Principal, cursor: str | None) -> Anchor | None:
+        """Where the page after ``cursor`` (a payment id the caller may see) starts; None: the first page."""
+        if not cursor:
+            return None
         async with self.uow_factory().reading() as uow:
-            rows = await uow.payments.search(
-                sub_mch_id=principal.sub_mch_id,
-                status=status,
-                out_trade_no=out_trade_no,
-                created_gte=created_gte,
-                created_lt=created_lt,
-                after=after,
-                limit=limit + 1,
-            )
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return rows[:limit], next_cursor
+            payment = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
+        if payment is None:
+            raise InvalidRequest("unknown cursor", code="invalid_cursor")
+        return anchor_of(payment)
 
     # -- refunds ---------------------------------------------------------------------------------------
 

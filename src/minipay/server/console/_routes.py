@@ -36,7 +36,8 @@ from minipay.server.console._render import STYLESHEET, render
 from minipay.server.console._session import COOKIE, LIFETIME, ConsoleSession, SessionCodec, derive_secret, same_origin
 from minipay.server.console._throttle import SignInThrottle
 from minipay.server.domain import PaymentStatus
-from minipay.server.services import NotFound, Principal, ServiceError
+from minipay.server.paging import read_page
+from minipay.server.services import InvalidRequest, NotFound, Principal, ServiceError
 from minipay.server.webhooks import list_endpoints
 
 __all__ = ["build_console_router"]
@@ -260,26 +261,24 @@ def build_console_router(container: Container) -> APIRouter:
             out_trade_no=(q.get("out_trade_no") or "").strip()[:64] or None,
             transaction_id=(q.get("transaction_id") or "").strip()[:64] or None,
         )
-        after = None
         cursor = q.get("after")
-        if cursor:
-            try:
-                anchor = await services.get_payment(me.principal, cursor)
-                after = (anchor.created_at, anchor.id)
-            except NotFound:
-                after = None
-        rows = await search_payments(
-            container.uow_factory, scope=me.scope, filters=filters, after=after, limit=PAGE_SIZE + 1
+        try:
+            after = await services.payment_anchor(me.principal, cursor)
+        except InvalidRequest:
+            after = None  # a payment no longer visible: back to the first page
+        found = await read_page(
+            lambda n: search_payments(container.uow_factory, scope=me.scope, filters=filters, after=after, limit=n),
+            PAGE_SIZE,
         )
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
         kept = {k: v for k, v in q.items() if k != "after" and v}
-        next_url = "/console/payments?" + urlencode({**kept, "after": rows[-1].id}) if more and rows else None
+        next_url = None
+        if found.next_cursor is not None:
+            next_url = "/console/payments?" + urlencode({**kept, "after": found.next_cursor})
         return page(
             request,
             "payments.html",
             me,
-            payments=rows,
+            payments=found.rows,
             q=q,
             next_url=next_url,
             first_url=("/console/payments?" + urlencode(kept) if cursor else None),
