@@ -8,6 +8,7 @@ the number of replicas (row lock + version check, see ``uow``).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from minipay.server.domain import (
@@ -15,6 +16,7 @@ from minipay.server.domain import (
     ApplyOutcome,
     Payment,
     PaymentResult,
+    Refund,
     RefundResult,
 )
 from minipay.server.ports import Clock
@@ -25,6 +27,8 @@ __all__ = [
     "apply_payment_result",
     "apply_refund_result",
     "mark_payment_closed",
+    "record_payment_events",
+    "record_refund_events",
 ]
 
 log = logging.getLogger("minipay.server")
@@ -116,14 +120,7 @@ async def apply_payment_result(
             payment_id=payment.id,
             sub_mch_id=payment.sub_mch_id,
         )
-        await uow.record(
-            payment.events,
-            source=source,
-            sub_mch_id=payment.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            webhook_data=payment_view(payment),
-        )
+        await record_payment_events(uow, payment, source=source, now=now)
         await uow.commit()
         return outcome
 
@@ -175,14 +172,7 @@ async def mark_payment_closed(
         outcome = payment.closed(now, reason=reason)
         if outcome is ApplyOutcome.APPLIED:
             await uow.payments.save(payment)
-            await uow.record(
-                payment.events,
-                source=source,
-                sub_mch_id=payment.sub_mch_id,
-                now=now,
-                payment_id=payment.id,
-                webhook_data=payment_view(payment),
-            )
+            await record_payment_events(uow, payment, source=source, now=now)
             await uow.commit()
         return outcome
 
@@ -267,16 +257,35 @@ async def apply_refund_result(
             refund_id=refund.id,
             sub_mch_id=refund.sub_mch_id,
         )
-        await uow.record(
-            refund.events,
-            source=source,
-            sub_mch_id=refund.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            refund_id=refund.id,
-            webhook_data={**refund_view(refund), "payment": payment_view(payment)},
-        )
+        await record_refund_events(uow, refund, payment, source=source, now=now)
         await uow.commit()
         return outcome
 
     return await retrying(uow_factory, work)
+
+
+async def record_payment_events(uow: UnitOfWork, payment: Payment, *, source: str, now: datetime) -> None:
+    """Store the payment's new events; each is a webhook that carries the payment as the API shows it."""
+    await uow.record(
+        payment.events,
+        source=source,
+        sub_mch_id=payment.sub_mch_id,
+        now=now,
+        payment_id=payment.id,
+        webhook_data=payment_view(payment),
+    )
+
+
+async def record_refund_events(
+    uow: UnitOfWork, refund: Refund, payment: Payment, *, source: str, now: datetime
+) -> None:
+    """Store the refund's new events; each webhook carries the refund with its payment."""
+    await uow.record(
+        refund.events,
+        source=source,
+        sub_mch_id=refund.sub_mch_id,
+        now=now,
+        payment_id=payment.id,
+        refund_id=refund.id,
+        webhook_data={**refund_view(refund), "payment": payment_view(payment)},
+    )

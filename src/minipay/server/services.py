@@ -57,7 +57,12 @@ from minipay.server.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from minipay.server.outcomes import apply_payment_result, apply_refund_result, mark_payment_closed
+from minipay.server.outcomes import (
+    apply_payment_result,
+    apply_refund_result,
+    mark_payment_closed,
+    record_refund_events,
+)
 from minipay.server.paging import Anchor, anchor_of, read_page
 from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
 from minipay.server.settings import Settings, SubMerchantSettings
@@ -565,15 +570,7 @@ class Services:
             # same out_refund_no (by a retry with the same Idempotency-Key, or by the worker).
             if current.events:
                 await uow.refunds.save(current)
-                await uow.record(
-                    current.events,
-                    source="api",
-                    sub_mch_id=current.sub_mch_id,
-                    now=now,
-                    payment_id=current.payment_id,
-                    refund_id=current.id,
-                    webhook_data={**refund_view(current), "payment": payment_view(current_payment)},
-                )
+                await record_refund_events(uow, current, current_payment, source="api", now=now)
                 await uow.commit()
             return current
 
