@@ -1,6 +1,7 @@
 """What the web-facing parts share: the sandbox dashboard, the service console and the /try simulator.
 
-* ``STYLESHEET``: the one stylesheet (``minipay.css``) each of them serves;
+* the one stylesheet (``STYLESHEET``, served by :func:`stylesheet`) and the headers of a page
+  nothing may frame (``PAGE_HEADERS``);
 * :func:`templates`: a Jinja2 environment over a templates folder, with the settings every page is
   rendered with (autoescape, ``StrictUndefined``) and the shared ``money`` filter;
 * the ``Minipay-Signature`` of the service's webhooks (:func:`sign_webhook`, :func:`verify_webhook`),
@@ -12,15 +13,18 @@ Imports no part of Minipay but ``protocol`` (for the currency table), so every p
 
 from __future__ import annotations
 
+from minipay._web._pages import PAGE_HEADERS, STYLESHEET, stylesheet
 from minipay._web._signature import SIGNATURE_HEADER, WebhookSignatureError, sign_webhook, verify_webhook
-from minipay._web._templates import STYLESHEET, money, templates
+from minipay._web._templates import money, templates
 
 __all__ = [
+    "PAGE_HEADERS",
     "SIGNATURE_HEADER",
     "STYLESHEET",
     "WebhookSignatureError",
     "money",
     "sign_webhook",
+    "stylesheet",
     "templates",
     "verify_webhook",
 ]

@@ -12,10 +12,7 @@ from minipay.protocol import format_major
 if TYPE_CHECKING:
     import jinja2
 
-__all__ = ["STYLESHEET", "money", "templates"]
-
-#: The one stylesheet of the console, the simulator and the sandbox's pages.
-STYLESHEET = Path(__file__).parent / "minipay.css"
+__all__ = ["money", "templates"]
 
 
 def money(amount: int | None, currency: str | None) -> str:

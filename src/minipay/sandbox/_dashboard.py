@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from minipay._web import templates
+from minipay._web import PAGE_HEADERS, templates
 from minipay.protocol import CHINA_TZ, build_pay_params, to_unix
 from minipay.sandbox._backend import Backend
 from minipay.sandbox._errors import ControlError
@@ -85,13 +85,7 @@ def _render(backend: Backend, message: str | None, error: bool) -> str:
 async def dashboard(request: Request) -> Response:
     backend: Backend = request.app.state.sandbox
     q = request.query_params
-    response = HTMLResponse(_render(backend, q.get("msg"), q.get("error") == "1"))
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
-    )
-    return response
+    return HTMLResponse(_render(backend, q.get("msg"), q.get("error") == "1"), headers=dict(PAGE_HEADERS))
 
 
 async def script(request: Request) -> Response:

@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from minipay._web import STYLESHEET, money
+from minipay._web import money, stylesheet
 from minipay.protocol import CHINA_TZ, cash_fee_cny
 from minipay.sandbox._backend import Backend
 from minipay.sandbox._cashier import PAY_OUTCOMES
@@ -207,10 +207,6 @@ async def wire(request: Request) -> Response:
         raise ControlError("limit must be an integer") from None
     out_trade_no = request.query_params.get("out_trade_no") or None
     return JSONResponse({"events": wire_events(backend, out_trade_no=out_trade_no, limit=limit)})
-
-
-async def stylesheet(request: Request) -> Response:
-    return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
 def paysheet_routes() -> list[Route]:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from minipay._web import STYLESHEET, templates
+from minipay._web import stylesheet, templates
 from minipay.protocol import CHINA_TZ, format_major, parse_major
 from minipay.simulator._shop import TEST_USERS, ShopBackend, ShopError, ShopSession, catalogue
 
@@ -278,9 +278,7 @@ def build_router(backend: ShopBackend) -> APIRouter:
             return JSONResponse({"error": problem}, status_code=400)
         return JSONResponse({"ok": True})
 
-    @router.get("/static/minipay.css")
-    async def stylesheet() -> Response:
-        return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    router.get("/static/minipay.css")(stylesheet)
 
     @router.get("/static/try.js")
     async def script() -> Response:

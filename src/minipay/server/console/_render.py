@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from minipay._web import STYLESHEET, templates
+from minipay._web import templates
 
-__all__ = ["STYLESHEET", "render"]
+__all__ = ["render"]
 
 _HERE = Path(__file__).parent
 

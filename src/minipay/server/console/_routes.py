@@ -12,8 +12,9 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from minipay._web import PAGE_HEADERS, stylesheet
 from minipay.protocol import FieldError, parse_major
 from minipay.server.bootstrap import Container
 from minipay.server.console._overview import (
@@ -32,7 +33,7 @@ from minipay.server.console._queries import (
     payment_webhooks,
     search_payments,
 )
-from minipay.server.console._render import STYLESHEET, render
+from minipay.server.console._render import render
 from minipay.server.console._session import COOKIE, LIFETIME, ConsoleSession, SessionCodec, derive_secret, same_origin
 from minipay.server.console._throttle import SignInThrottle
 from minipay.server.domain import PaymentStatus
@@ -64,14 +65,7 @@ class _Viewer:
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
-    response = HTMLResponse(body, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
-    )
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, "Referrer-Policy": "same-origin"})
 
 
 def _parse_day(text: str | None) -> date | None:
@@ -175,9 +169,7 @@ def build_console_router(container: Container) -> APIRouter:
 
     # -- assets -----------------------------------------------------------------------------------------
 
-    @router.get("/static/minipay.css")
-    async def stylesheet() -> Response:
-        return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    router.get("/static/minipay.css")(stylesheet)
 
     # -- sign-in ----------------------------------------------------------------------------------------
 
