@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from minipay._web import PAGE_HEADERS, stylesheet
 from minipay.protocol import FieldError, parse_major
+from minipay.server.auth import key_owner
 from minipay.server.bootstrap import Container
 from minipay.server.console._overview import (
     attention,
@@ -198,18 +199,14 @@ def build_console_router(container: Container) -> APIRouter:
         fields = await form(request)
         presented = (fields or {}).get("api_key", "").strip().encode()
         codec, _ = codec_for(request)
-        found: bytes | None = None
-        for key, _who in request.app.state.auth_keys:  # every key, each compared in constant time
-            if hmac.compare_digest(key, presented):
-                found = key
-        if not presented or found is None:
+        if not presented or key_owner(request, presented) is None:
             throttle.failed(client)
             return page(request, "login.html", None, 401, error="That API key is not valid here.")
         throttle.succeeded(client)
         response = RedirectResponse("/console", status_code=303)
         response.set_cookie(
             COOKIE,
-            codec.issue(found),
+            codec.issue(presented),
             max_age=LIFETIME,
             path="/console",
             httponly=True,
