@@ -17,8 +17,8 @@ from minipay.server.domain import (
     PaymentResult,
     RefundResult,
 )
-from minipay.server.ports import Clock
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.ports import Clock, UnitOfWorkPort, UnitOfWorkPortFactory
+from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
@@ -34,7 +34,7 @@ _DEAD_STATES = frozenset({"CLOSED", "REVOKED", "PAYERROR"})
 
 
 async def apply_payment_result(
-    uow_factory: UnitOfWorkFactory, result: PaymentResult, *, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, result: PaymentResult, *, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Apply a payment outcome from a verified notification (``source="notification"``) or an order
     query (``source="query"``): at most one transition, whatever the number of concurrent deliveries.
@@ -44,7 +44,7 @@ async def apply_payment_result(
     ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
     """
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         payment = await _find_payment(uow, result)
         if payment is None:
@@ -132,7 +132,7 @@ async def apply_payment_result(
     return await retrying(uow_factory, work)
 
 
-async def _already_applied(uow_factory: UnitOfWorkFactory, result: PaymentResult) -> bool:
+async def _already_applied(uow_factory: UnitOfWorkPortFactory, result: PaymentResult) -> bool:
     """A notification WeChat repeats (it does, until it reads our SUCCESS): answered from a read, with
     no write transaction, when the payment is paid with this very transaction, notified already,
     and the message matches it in every field the write path checks."""
@@ -151,7 +151,7 @@ async def _already_applied(uow_factory: UnitOfWorkFactory, result: PaymentResult
     )
 
 
-async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:
+async def _find_payment(uow: UnitOfWorkPort, result: PaymentResult) -> Payment | None:
     if result.mch_id and result.sub_mch_id:
         return await uow.payments.get_by_out_trade_no(
             result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id, for_update=True
@@ -163,11 +163,11 @@ async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | Non
 
 
 async def mark_payment_closed(
-    uow_factory: UnitOfWorkFactory, payment_id: str, *, reason: str, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, payment_id: str, *, reason: str, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Record that WeChat closed the order (closeorder SUCCESS / ORDERCLOSED, or a query said CLOSED)."""
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         payment = await uow.payments.get(payment_id, for_update=True)
         if payment is None:
@@ -190,7 +190,7 @@ async def mark_payment_closed(
 
 
 async def apply_refund_result(
-    uow_factory: UnitOfWorkFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Apply a refund outcome (decrypted notification or refund query): exactly once.
 
@@ -200,7 +200,7 @@ async def apply_refund_result(
     ``PROCESSING`` -> ``processing``. An unknown ``out_refund_no`` changes nothing.
     """
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         peek = await uow.refunds.get_by_out_refund_no(mch_id, result.out_refund_no)
         if peek is None:

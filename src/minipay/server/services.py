@@ -58,9 +58,16 @@ from minipay.server.errors import (
     UpstreamUnavailable,
 )
 from minipay.server.outcomes import apply_payment_result, apply_refund_result, mark_payment_closed
-from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
+from minipay.server.ports import (
+    Clock,
+    OrderRequest,
+    PaymentGateway,
+    RefundRequest,
+    UnitOfWorkPort,
+    UnitOfWorkPortFactory,
+)
 from minipay.server.settings import Settings, SubMerchantSettings
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
@@ -92,7 +99,7 @@ class Services:
     """The use cases bound to one container's ports (what the API and the worker call)."""
 
     def __init__(
-        self, *, settings: Settings, uow_factory: UnitOfWorkFactory, gateway: PaymentGateway, clock: Clock
+        self, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, gateway: PaymentGateway, clock: Clock
     ) -> None:
         self.settings = settings
         self.uow_factory = uow_factory
@@ -207,7 +214,7 @@ class Services:
         fingerprint = cmd.fingerprint()
         scope = f"{principal.scope}:payments"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Payment, bool]:
             now = self.clock.now()
             out_trade_no = cmd.out_trade_no or new_out_trade_no()
             taken = (
@@ -293,7 +300,7 @@ class Services:
         except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
-        async def phase2(uow: UnitOfWork) -> Payment:
+        async def phase2(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             if current is None:  # pragma: no cover
@@ -334,7 +341,7 @@ class Services:
             raise Conflict(f"WeChat says the order {payment.out_trade_no} is closed", code="payment_closed")
         unknown = is_unknown(exc)
 
-        async def record(uow: UnitOfWork) -> Payment:
+        async def record(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             assert current is not None
@@ -453,7 +460,7 @@ class Services:
         fingerprint = hashlib.sha256(json.dumps([payment_id, amount, reason]).encode()).hexdigest()
         scope = f"{principal.scope}:refunds"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Refund, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Refund, bool]:
             now = self.clock.now()
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id, for_update=True)
             if payment is None:
@@ -535,7 +542,7 @@ class Services:
                     extra={"refund_id": refund.id},
                 )
 
-        async def phase2(uow: UnitOfWork) -> Refund:
+        async def phase2(uow: UnitOfWorkPort) -> Refund:
             now = self.clock.now()
             current_payment = await uow.payments.get(refund.payment_id, for_update=True)
             current = await uow.refunds.get(refund.id, for_update=True)

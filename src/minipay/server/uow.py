@@ -15,6 +15,9 @@ Work that only reads uses ``async with uow_factory().reading() as uow:``: no wri
 SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on PostgreSQL no
 ``BEGIN``/``ROLLBACK`` round trips). Each statement reads the latest committed state, as under
 PostgreSQL's default READ COMMITTED.
+
+The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class is its SQL adapter
+(and the worker's and the console's, which also reach for the connection).
 """
 
 from __future__ import annotations
@@ -28,9 +31,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minipay.server import db, tracing
-from minipay.server.domain import (
-    DomainEvent,
-)
+from minipay.server.domain import DomainEvent
+from minipay.server.ports import UnitOfWorkPort
 from minipay.server.repositories import (
     ConcurrentUpdate,
     EventLog,
@@ -41,9 +43,10 @@ from minipay.server.repositories import (
     WebhookRepository,
 )
 
-__all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "retrying"]
+__all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "record_events", "retrying"]
 
 T = TypeVar("T")
+U = TypeVar("U", bound=UnitOfWorkPort)
 
 
 def _uow_attributes(uow: UnitOfWork) -> dict[str, Any]:
@@ -134,35 +137,61 @@ class UnitOfWork:
         webhook_data: dict[str, Any] | None = None,
     ) -> None:
         """Append the entity's new events to the log; publish the webhook ones to the outbox (same transaction)."""
-        for ev in events:
-            await self.events.append(
-                type=ev.type,
-                source=source,
-                data=dict(ev.data),
+        await record_events(
+            self,
+            events,
+            source=source,
+            sub_mch_id=sub_mch_id,
+            now=now,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            webhook_data=webhook_data,
+        )
+
+
+async def record_events(
+    uow: UnitOfWorkPort,
+    events: list[DomainEvent],
+    *,
+    source: str,
+    sub_mch_id: str,
+    now: datetime,
+    payment_id: str | None,
+    refund_id: str | None = None,
+    webhook_data: dict[str, Any] | None = None,
+) -> None:
+    """``UnitOfWorkPort.record`` over any unit of work's ``events`` and ``outbox``: each event is
+    logged, the ones merchants are told of published, and ``events`` emptied."""
+    for ev in events:
+        await uow.events.append(
+            type=ev.type,
+            source=source,
+            data=dict(ev.data),
+            now=now,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            sub_mch_id=sub_mch_id,
+        )
+        if ev.webhook is not None and ev.key is not None:
+            await uow.outbox.publish(
+                key=ev.key,
+                type=ev.webhook,
+                sub_mch_id=sub_mch_id,
+                data=dict(webhook_data or {}),
                 now=now,
                 payment_id=payment_id,
                 refund_id=refund_id,
-                sub_mch_id=sub_mch_id,
             )
-            if ev.webhook is not None and ev.key is not None:
-                await self.outbox.publish(
-                    key=ev.key,
-                    type=ev.webhook,
-                    sub_mch_id=sub_mch_id,
-                    data=dict(webhook_data or {}),
-                    now=now,
-                    payment_id=payment_id,
-                    refund_id=refund_id,
-                )
-        events.clear()
+    events.clear()
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
-async def retrying(factory: UnitOfWorkFactory, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 8) -> T:
+async def retrying(factory: Callable[[], U], work: Callable[[U], Awaitable[T]], *, attempts: int = 8) -> T:
     """Run ``work`` in a fresh unit of work, again when a concurrent writer won (``ConcurrentUpdate``,
-    a unique-key race, a PostgreSQL serialization failure or deadlock)."""
+    a unique-key race, a PostgreSQL serialization failure or deadlock). Any unit of work will do:
+    the SQL one, or another implementation of :class:`~minipay.server.ports.UnitOfWorkPort`."""
     last: Exception | None = None
     for _ in range(attempts):
         try:
