@@ -136,7 +136,7 @@ async def test_a_sub_merchant_key_cannot_aim_webhooks_at_internal_hosts(
 def test_sandbox_mode_allows_loopback_webhooks() -> None:
     from minipay.sandbox import SandboxConfig
     from minipay.serve import sandbox_settings
-    from minipay.server.webhooks._addresses import _check_url
+    from minipay.server.webhooks._addresses import check_url
 
     config = SandboxConfig.default()
     keys = {"admin": "adm_" + "0" * 40} | {
@@ -151,9 +151,9 @@ def test_sandbox_mode_allows_loopback_webhooks() -> None:
         keys=keys,
     )
     assert settings.allow_private_webhook_urls
-    assert _check_url("http://127.0.0.1:9000/hooks", allow_private=True) == "http://127.0.0.1:9000/hooks"
+    assert check_url("http://127.0.0.1:9000/hooks", allow_private=True) == "http://127.0.0.1:9000/hooks"
     with pytest.raises(ValueError, match="private"):
-        _check_url("http://127.0.0.1:9000/hooks")
+        check_url("http://127.0.0.1:9000/hooks")
 
 
 # -- sessions ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit of work over SQLAlchemy Core (async): one transaction with its repositories (``repositories.py``).
+"""Unit of work over SQLAlchemy Core (async): one transaction with its repositories (``repositories/``).
 
 One :class:`UnitOfWork` is one database transaction::
 
@@ -10,6 +10,9 @@ One :class:`UnitOfWork` is one database transaction::
 
 ``save`` raises :class:`ConcurrentUpdate` when another transaction changed the row meanwhile; the
 service layer retries the whole unit (``retrying``). Leaving the block without ``commit`` rolls back.
+The repositories hold every SQL statement; code that uses a unit of work calls their methods (the
+worker's queue ``uow.jobs``, its reconciliation ``uow.reconciliation``, the console's read model
+``uow.console``, the health probes ``uow.health``), never the connection.
 
 Work that only reads uses ``async with uow_factory().reading() as uow:``: no write transaction (on
 SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on PostgreSQL no
@@ -35,10 +38,14 @@ from minipay.server.domain import DomainEvent
 from minipay.server.ports import UnitOfWorkPort
 from minipay.server.repositories import (
     ConcurrentUpdate,
+    ConsoleQueries,
     EventLog,
+    HealthQueries,
     IdempotencyKeys,
+    JobRepository,
     Outbox,
     PaymentRepository,
+    ReconciliationRepository,
     RefundRepository,
     WebhookRepository,
 )
@@ -68,9 +75,14 @@ class UnitOfWork:
         self.outbox = Outbox(self)
         self.idempotency = IdempotencyKeys(self)
         self.webhooks = WebhookRepository(self)
+        self.jobs = JobRepository(self)
+        self.reconciliation = ReconciliationRepository(self)
+        self.console = ConsoleQueries(self)
+        self.health = HealthQueries(self)
 
     @property
     def conn(self) -> AsyncConnection:
+        """The transaction's connection: for the repositories only."""
         if self._conn is None:
             raise RuntimeError("the unit of work is not active: use `async with uow:`")
         return self._conn

@@ -7,7 +7,7 @@ from typing import Any
 
 from minipay.server.domain import new_id
 from minipay.server.ports import Clock, UnitOfWorkPortFactory
-from minipay.server.webhooks._addresses import _check_url
+from minipay.server.webhooks._addresses import check_url
 
 
 class EndpointLimitReached(Exception):
@@ -44,7 +44,7 @@ async def create_endpoint(
     values = {
         "id": new_id("we"),
         "sub_mch_id": sub_mch_id,
-        "url": _check_url(url, allow_private=allow_private),
+        "url": check_url(url, allow_private=allow_private),
         "secret": "whsec_" + secrets.token_hex(24),
         "created_at": clock.now(),
         "failure_streak": 0,
