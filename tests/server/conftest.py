@@ -283,8 +283,9 @@ async def make_world(
     in-process sandbox's world (default :data:`LENIENT`)."""
     fake = FakeDatabase() if database_url == FAKE else None
     if fake is not None:
-        # The container's engine is never connected: everything the service layer stores goes through
-        # the fake; what still reaches for SQL directly (readiness, backlog gauges, console) has no tables.
+        # Everything the service layer stores goes through the fake (the container's engine is never
+        # connected). The readiness ping, the backlog gauges and the console's read model are not part of
+        # the service layer's port: on the fake, readiness says "down" and the console cannot list.
         database_url = "sqlite+aiosqlite:///:memory:"
         overrides.setdefault("run_migrations", False)
     settings = build_settings(database_url, **overrides)
