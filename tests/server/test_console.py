@@ -9,7 +9,7 @@ import re
 import httpx2
 import pytest
 
-from tests.server.conftest import KEYS, SUB1, SUB2, World
+from tests.server.conftest import KEYS, SUB1, SUB2, World, on_the_fake
 
 ORIGIN = {"Origin": "http://minipay.test"}
 pytestmark = pytest.mark.anyio
@@ -109,6 +109,7 @@ async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts
     assert [r["amount"] for r in refunds] == [250]
 
 
+@on_the_fake
 async def test_repeated_wrong_keys_from_one_address_are_slowed_with_429(world: World) -> None:
     limit = world.settings.console_signin_limit
     service = world.service

@@ -64,9 +64,16 @@ from minipay.server.outcomes import (
     record_refund_events,
 )
 from minipay.server.paging import Anchor, anchor_of, read_page
-from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
+from minipay.server.ports import (
+    Clock,
+    OrderRequest,
+    PaymentGateway,
+    RefundRequest,
+    UnitOfWorkPort,
+    UnitOfWorkPortFactory,
+)
 from minipay.server.settings import Settings, SubMerchantSettings
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
@@ -98,7 +105,7 @@ class Services:
     """The use cases bound to one container's ports (what the API and the worker call)."""
 
     def __init__(
-        self, *, settings: Settings, uow_factory: UnitOfWorkFactory, gateway: PaymentGateway, clock: Clock
+        self, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, gateway: PaymentGateway, clock: Clock
     ) -> None:
         self.settings = settings
         self.uow_factory = uow_factory
@@ -213,7 +220,7 @@ class Services:
         fingerprint = cmd.fingerprint()
         scope = f"{principal.scope}:payments"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Payment, bool]:
             now = self.clock.now()
             out_trade_no = cmd.out_trade_no or new_out_trade_no()
             taken = (
@@ -299,7 +306,7 @@ class Services:
         except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
-        async def phase2(uow: UnitOfWork) -> Payment:
+        async def phase2(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             if current is None:  # pragma: no cover
@@ -340,7 +347,7 @@ class Services:
             raise Conflict(f"WeChat says the order {payment.out_trade_no} is closed", code="payment_closed")
         unknown = is_unknown(exc)
 
-        async def record(uow: UnitOfWork) -> Payment:
+        async def record(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             assert current is not None
@@ -466,7 +473,7 @@ class Services:
         fingerprint = hashlib.sha256(json.dumps([payment_id, amount, reason]).encode()).hexdigest()
         scope = f"{principal.scope}:refunds"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Refund, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Refund, bool]:
             now = self.clock.now()
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id, for_update=True)
             if payment is None:
@@ -548,7 +555,7 @@ class Services:
                     extra={"refund_id": refund.id},
                 )
 
-        async def phase2(uow: UnitOfWork) -> Refund:
+        async def phase2(uow: UnitOfWorkPort) -> Refund:
             now = self.clock.now()
             current_payment = await uow.payments.get(refund.payment_id, for_update=True)
             current = await uow.refunds.get(refund.id, for_update=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -22,12 +22,24 @@ SCRIPT = _HERE / "static" / "try.js"
 COOKIE = "minipay_try"
 #: Payment statuses after which the mini program stops asking.
 FINAL = frozenset({"succeeded", "closed", "partially_refunded", "refunded"})
-#: The clock panel's steps: seconds, label, what it shows.
-CLOCK_STEPS = (
+#: The clock panel's steps: seconds (or ``NEXT_BILL``), label, what it shows.
+NEXT_BILL = "next-bill"
+#: When "next day" lands: WeChat publishes a day's bill at 09:00 China time on T+1 and the service's
+#: worker fetches it from 10:00 (its default ``bill_ready_time``); a few minutes past that it is in.
+BILL_FETCHED = time(10, 5)
+CLOCK_STEPS: tuple[tuple[int | str, str, str], ...] = (
     (60, "+1 min", "notification retries, a refund completes"),
     (31 * 60, "+31 min", "an unpaid order expires (30 min)"),
-    (24 * 3600, "+1 day", "yesterday's bill is downloaded and reconciled"),
+    (NEXT_BILL, "Next day, 10:05", "today's bill is published, downloaded and reconciled"),
 )
+
+
+def seconds_to_next_bill(now: datetime) -> float:
+    """Seconds from ``now`` to 10:05 China time on the next China day: by then the bill of the China
+    day ``now`` is in has been published and fetched. (A flat +24 h would not do: before 10:00 China
+    time it lands before the bill is there.)"""
+    day = now.astimezone(CHINA_TZ).date() + timedelta(days=1)
+    return (datetime.combine(day, BILL_FETCHED, tzinfo=CHINA_TZ) - now).total_seconds()
 
 
 def china_time(value: Any) -> str:
@@ -252,11 +264,16 @@ def build_router(backend: ShopBackend) -> APIRouter:
         if not back.startswith("/try") or back.startswith("//"):
             back = "/try"
         try:
-            seconds = float(form.get("seconds", ""))
-            if not 0 < seconds <= 366 * 24 * 3600:
-                raise ValueError
+            if form.get("seconds") == NEXT_BILL:
+                seconds = seconds_to_next_bill(datetime.fromisoformat((await backend.clock())["now"]))
+            else:
+                seconds = float(form.get("seconds", ""))
+                if not 0 < seconds <= 366 * 24 * 3600:
+                    raise ValueError
         except ValueError:
             return await page(request, "shop", status=400, error="Advance the clock by 1 second to a year.")
+        except ShopError as exc:
+            return await page(request, "shop", status=exc.status, error=exc.message)
         try:
             await backend.clock(seconds)
         except ShopError as exc:

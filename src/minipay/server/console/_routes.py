@@ -357,9 +357,9 @@ def build_console_router(container: Container) -> APIRouter:
         if me is None:
             return to_login()
         now = container.clock.now()
-        hours = await buckets(container.engine, scope=me.scope, now=now, hourly=True)
-        days = await buckets(container.engine, scope=me.scope, now=now, hourly=False)
-        counts = await attention(container.engine, scope=me.scope, now=now)
+        hours = await buckets(container.uow_factory, scope=me.scope, now=now, hourly=True)
+        days = await buckets(container.uow_factory, scope=me.scope, now=now, hourly=False)
+        counts = await attention(container.uow_factory, scope=me.scope, now=now)
         refused = 0.0
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
@@ -390,13 +390,13 @@ def build_console_router(container: Container) -> APIRouter:
         me = viewer(request)
         if me is None:
             return to_login()
-        runs = await recent_runs(container.engine, scope=me.scope)
+        runs = await recent_runs(container.uow_factory, scope=me.scope)
         day = _parse_day(request.query_params.get("date"))
         if day is None and runs:
             day = runs[0]["bill_date"]
         report = None
         if day is not None:
-            report = await day_report(container.engine, day, scope=me.scope)
+            report = await day_report(container.uow_factory, day, scope=me.scope)
         return page(request, "reconciliation.html", me, runs=runs, day=day, report=report)
 
     # -- webhooks ---------------------------------------------------------------------------------------
@@ -407,13 +407,13 @@ def build_console_router(container: Container) -> APIRouter:
         if me is None:
             return to_login()
         endpoints = await list_endpoints(container.uow_factory, sub_mch_id=me.scope)
-        deliveries = await recent_deliveries(container.engine, scope=me.scope)
+        deliveries = await recent_deliveries(container.uow_factory, scope=me.scope)
         return page(request, "webhooks.html", me, endpoints=endpoints, deliveries=deliveries, notice=notice)
 
     @router.post("/webhooks/deliveries/{delivery_id}/retry")
     async def retry(request: Request, delivery_id: int) -> Response:
         async def run(request: Request, me: _Viewer, fields: dict[str, str]) -> Response:
-            if not await retry_delivery(container.engine, delivery_id, scope=me.scope, now=container.clock.now()):
+            if not await retry_delivery(container.uow_factory, delivery_id, scope=me.scope, now=container.clock.now()):
                 raise NotFound("no such failed delivery")
             return RedirectResponse("/console/webhooks?retried=1", status_code=303)
 
