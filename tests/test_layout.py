@@ -1,4 +1,5 @@
-"""Imports flow one way (style.md): protocol <- client <- server; protocol <- sandbox.
+"""Imports flow one way (style.md): protocol <- client <- server; protocol <- sandbox; and the shared
+web pieces, protocol <- _web <- sandbox, server, simulator.
 
 Walks every module of every part (AST, so lazy imports inside functions count too). Only the
 composition roots (the CLI, ``serve``, ``demo``) may wire the sandbox and the service together.
@@ -17,12 +18,15 @@ ROOT = Path(minipay.__file__).parent
 # part -> the minipay parts it may import (besides itself)
 ALLOWED = {
     "protocol": set(),
+    # What the web-facing parts share (the stylesheet, the Jinja2 setup, the webhook signature):
+    # it sits just above protocol, so the sandbox, the service and the simulator may all use it.
+    "_web": {"protocol"},
     "client": {"protocol"},
-    "sandbox": {"protocol"},
-    "server": {"protocol", "client"},
+    "sandbox": {"protocol", "_web"},
+    "server": {"protocol", "client", "_web"},
     # The /try mini program simulator is a merchant's shop backend: it reaches the service and the
     # sandbox over HTTP only, as a real shop would, so it imports neither; serve.py wires it in.
-    "simulator": {"protocol"},
+    "simulator": {"protocol", "_web"},
 }
 MODULES = set(ALLOWED) | {"cli", "serve", "demo", "_signcli"}
 COMPOSITION_ROOTS = {"cli.py", "serve.py", "demo.py", "_signcli.py", "__init__.py"}

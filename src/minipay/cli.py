@@ -20,6 +20,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Options several commands take, declared once.
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
+]
+DatabaseUrlOption = Annotated[str | None, typer.Option("--database-url", help="Overrides the configured database URL.")]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="The 32-character API key (visible to other users of this machine: prefer --key-env or the prompt).",
+    ),
+]
+KeyEnvOption = Annotated[str | None, typer.Option("--key-env", help="Read the API key from this environment variable.")]
+
 
 def _version_callback(value: bool) -> None:
     if value:
@@ -87,12 +101,8 @@ def serve_command(
 
 @db_app.command("upgrade")
 def db_upgrade_command(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
-    ] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "heads",
 ) -> None:
     """Apply the service's migrations (SQLite or PostgreSQL)."""
@@ -117,12 +127,8 @@ def db_upgrade_command(
 
 @db_app.command("current")
 def db_current_command(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
-    ] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """Print the database's current migration revision."""
     import asyncio
@@ -148,12 +154,8 @@ def db_current_command(
 
 @app.command("worker")
 def worker_command(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
-    ] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
     once: Annotated[bool, typer.Option("--once", help="Run every due job once, print a summary, exit.")] = False,
     name: Annotated[str | None, typer.Option(help="Worker name in the job leases (default: host:pid).")] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between two passes.")] = 1.0,
@@ -199,12 +201,8 @@ def worker_command(
 @app.command("reconcile")
 def reconcile_command(
     date: Annotated[str, typer.Option("--date", help="The China-time bill day, YYYY-MM-DD.")],
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="TOML configuration (default: $MINIPAY_CONFIG).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Overrides the configured database URL.")
-    ] = None,
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
     sub_mch_id: Annotated[
         list[str] | None, typer.Option("--sub-mch-id", help="Only this sub-merchant (repeatable).")
     ] = None,
@@ -334,8 +332,6 @@ def demo_command(
 
 # -- protocol tools (minipay sign, minipay verify) ----------------------------------------------------
 
-_KEY_HELP = "The 32-character API key (visible to other users of this machine: prefer --key-env or the prompt)."
-
 
 @app.command("sign")
 def sign_command(
@@ -343,10 +339,8 @@ def sign_command(
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="An <xml> body or a JSON object of fields ('-' = stdin).")
     ] = None,
-    key: Annotated[str | None, typer.Option("--key", help=_KEY_HELP)] = None,
-    key_env: Annotated[
-        str | None, typer.Option("--key-env", help="Read the API key from this environment variable.")
-    ] = None,
+    key: KeyOption = None,
+    key_env: KeyEnvOption = None,
     sign_type: Annotated[
         str | None, typer.Option("--sign-type", help="MD5 or HMAC-SHA256 (default: the sign_type field, else MD5).")
     ] = None,
@@ -376,10 +370,8 @@ def sign_command(
 @app.command("verify")
 def verify_command(
     file: Annotated[str, typer.Argument(help="The body of a response or notification ('-' = stdin).")],
-    key: Annotated[str | None, typer.Option("--key", help=_KEY_HELP)] = None,
-    key_env: Annotated[
-        str | None, typer.Option("--key-env", help="Read the API key from this environment variable.")
-    ] = None,
+    key: KeyOption = None,
+    key_env: KeyEnvOption = None,
     sign_type: Annotated[
         str | None, typer.Option("--sign-type", help="Force MD5 or HMAC-SHA256 (default: sign_type field or length).")
     ] = None,

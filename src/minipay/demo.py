@@ -184,21 +184,13 @@ async def _serve(
 
     ``tls`` (the sandbox's ``TLSMaterial``): HTTPS asking for a client certificate, with the
     sandbox's protocol class, which hands the certificate to the app (mutual TLS on /secapi)."""
-    import ssl
-
     import uvicorn
 
     options: dict[str, Any] = {}
     if tls is not None:
         from minipay.sandbox import SandboxH11Protocol
 
-        options = {
-            "http": SandboxH11Protocol,
-            "ssl_certfile": str(tls.server_cert),
-            "ssl_keyfile": str(tls.server_key),
-            "ssl_ca_certs": str(tls.ca_cert),
-            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
-        }
+        options = {"http": SandboxH11Protocol, **tls.uvicorn_options()}
     config = uvicorn.Config(
         app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2, access_log=False, **options
     )

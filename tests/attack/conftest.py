@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from tests.server.conftest import _pg_session, database_url, postgres_url, world
+from tests.server.conftest import _pg_session, _sqlite_template, database_url, postgres_url, world
 
-__all__ = ["_pg_session", "database_url", "postgres_url", "world"]
+__all__ = ["_pg_session", "_sqlite_template", "database_url", "postgres_url", "world"]

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from minipay.server import db
 from minipay.server.api import create_app
 from minipay.server.uow import ConcurrentUpdate
-from tests.server.conftest import KEYS, SUB1, SUB2, World, build_settings
+from tests.server.conftest import KEYS, SUB1, SUB2, World, build_settings, on_the_fake
 
 pytestmark = pytest.mark.anyio
 
@@ -37,12 +37,14 @@ async def paid_payment(world: World, amount: int = 1000) -> dict[str, Any]:
 # -- auth and scoping ---------------------------------------------------------------------------------
 
 
+@on_the_fake
 async def test_requests_without_or_with_a_wrong_key_get_401(world: World) -> None:
     assert error(await world.api.get("/v1/payments")) == (401, "unauthorized")
     assert error(await world.api.get("/v1/payments", headers={"Authorization": "Bearer nope"})) == (401, "unauthorized")
     assert error(await world.api.get("/v1/payments", headers={"Authorization": KEYS[SUB1]})) == (401, "unauthorized")
 
 
+@on_the_fake
 async def test_a_sub_merchant_key_sees_only_its_own_objects_and_the_admin_key_sees_all(world: World) -> None:
     mine = await paid_payment(world)
     theirs = await world.create_payment(SUB2, amount=500, currency="JPY")
@@ -79,6 +81,7 @@ async def test_a_sub_merchant_key_sees_only_its_own_objects_and_the_admin_key_se
     assert [e["type"] for e in own_events.json()["data"]] == ["payment.succeeded"]
 
 
+@on_the_fake
 async def test_webhook_endpoints_are_scoped_and_deletable(world: World) -> None:
     created = await world.api.post(
         "/v1/webhook-endpoints", json={"url": "https://a.example/h"}, headers=world.auth(SUB1)
@@ -115,6 +118,7 @@ INTERNAL_WEBHOOK_URLS = (
 )
 
 
+@on_the_fake
 async def test_a_sub_merchant_key_cannot_aim_webhooks_at_internal_hosts(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,7 +136,7 @@ async def test_a_sub_merchant_key_cannot_aim_webhooks_at_internal_hosts(
 def test_sandbox_mode_allows_loopback_webhooks() -> None:
     from minipay.sandbox import SandboxConfig
     from minipay.serve import sandbox_settings
-    from minipay.server.webhooks._addresses import _check_url
+    from minipay.server.webhooks._addresses import check_url
 
     config = SandboxConfig.default()
     keys = {"admin": "adm_" + "0" * 40} | {
@@ -147,14 +151,15 @@ def test_sandbox_mode_allows_loopback_webhooks() -> None:
         keys=keys,
     )
     assert settings.allow_private_webhook_urls
-    assert _check_url("http://127.0.0.1:9000/hooks", allow_private=True) == "http://127.0.0.1:9000/hooks"
+    assert check_url("http://127.0.0.1:9000/hooks", allow_private=True) == "http://127.0.0.1:9000/hooks"
     with pytest.raises(ValueError, match="private"):
-        _check_url("http://127.0.0.1:9000/hooks")
+        check_url("http://127.0.0.1:9000/hooks")
 
 
 # -- sessions ----------------------------------------------------------------------------------------------
 
 
+@on_the_fake
 async def test_sessions_return_the_openid_and_never_the_session_key(world: World) -> None:
     code = (await world.wx.post("/sandbox/login", json={"appid": "wx1234567890abcdef", "user": "bob"})).json()
     response = await world.api.post("/v1/sessions", json={"code": code["code"]}, headers=world.auth())
@@ -165,6 +170,7 @@ async def test_sessions_return_the_openid_and_never_the_session_key(world: World
     assert error(again) == (400, "invalid_code")  # single use
 
 
+@on_the_fake
 async def test_session_errors(world: World) -> None:
     assert error(await world.api.post("/v1/sessions", json={"code": "bogus"}, headers=world.auth())) == (
         400,
@@ -190,6 +196,24 @@ async def test_session_errors(world: World) -> None:
 # -- payments ------------------------------------------------------------------------------------------
 
 
+# What no database could store (a 64-bit overflow, NUL characters) is refused before it reaches one.
+UNSTORABLE_PAYMENTS = [
+    ({"amount": 2**63}, "invalid_field"),
+    ({"openid": "o\u0000x"}, "invalid_field"),
+    ({"metadata": {"k\u0000": "v"}}, "invalid_field"),
+    ({"metadata": {"k": "v\u0000"}}, "invalid_field"),
+]
+
+
+async def refused_payment(world: World, change: dict[str, Any], code: str) -> None:
+    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX"}
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (400, code)
+    assert await world.snapshot(("payments",)) == {"payments": []}
+
+
+@on_the_fake
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -197,7 +221,6 @@ async def test_session_errors(world: World) -> None:
         ({"amount": "1000"}, "invalid_request"),
         ({"amount": 0}, "invalid_field"),
         ({"amount": -5}, "invalid_field"),
-        ({"amount": 2**63}, "invalid_field"),  # more than the database can hold: 400, never a 500
         ({"currency": "EUR"}, "invalid_field"),
         ({"currency": "hkd"}, "invalid_field"),
         ({"description": ""}, "invalid_field"),
@@ -207,20 +230,19 @@ async def test_session_errors(world: World) -> None:
         ({"expires_in": 5}, "invalid_field"),
         ({"unexpected": 1}, "invalid_request"),
         ({"openid": None}, "invalid_request"),
-        ({"openid": "o\u0000x"}, "invalid_field"),
-        ({"metadata": {"k\u0000": "v"}}, "invalid_field"),
-        ({"metadata": {"k": "v\u0000"}}, "invalid_field"),
         ({"openid": "x" * 129}, "invalid_field"),
+        *UNSTORABLE_PAYMENTS,
     ],
 )
 async def test_invalid_payment_requests_get_400_and_create_nothing(
     world: World, change: dict[str, Any], code: str
 ) -> None:
-    body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX"}
-    body.update(change)
-    body = {k: v for k, v in body.items() if v is not None}
-    assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (400, code)
-    assert await world.snapshot(("payments",)) == {"payments": []}
+    await refused_payment(world, change, code)
+
+
+async def test_payments_no_database_could_store_get_400_never_a_500(world: World) -> None:
+    for change, code in UNSTORABLE_PAYMENTS:
+        await refused_payment(world, change, code)
 
 
 async def test_a_lone_surrogate_in_metadata_gets_400_and_creates_nothing(world: World) -> None:
@@ -232,6 +254,7 @@ async def test_a_lone_surrogate_in_metadata_gets_400_and_creates_nothing(world: 
     assert await world.snapshot(("payments",)) == {"payments": []}
 
 
+@on_the_fake
 async def test_malformed_json_gets_400(world: World) -> None:
     response = await world.api.post(
         "/v1/payments", content=b"{not json", headers={**world.auth(), "Content-Type": "application/json"}
@@ -239,6 +262,7 @@ async def test_malformed_json_gets_400(world: World) -> None:
     assert error(response) == (400, "invalid_request")
 
 
+@on_the_fake
 async def test_unknown_payment_route_and_method(world: World) -> None:
     assert error(await world.api.get("/v1/payments/pay_nope", headers=world.auth())) == (404, "not_found")
     assert error(await world.api.get("/v1/refunds/re_nope", headers=world.auth())) == (404, "not_found")
@@ -246,6 +270,7 @@ async def test_unknown_payment_route_and_method(world: World) -> None:
     assert error(await world.api.put("/v1/payments", headers=world.auth()))[0] == 405
 
 
+@on_the_fake
 async def test_same_idempotency_key_returns_the_same_payment_and_a_different_body_conflicts(world: World) -> None:
     openid = await world.login()
     body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
@@ -277,6 +302,7 @@ async def test_double_tap_with_one_idempotency_key_creates_one_order(world: Worl
     assert len(orders) == 1
 
 
+@on_the_fake
 async def test_reused_out_trade_no_conflicts(world: World) -> None:
     first = await world.create_payment(out_trade_no="ORDER-0001")
     assert first["out_trade_no"] == "ORDER-0001"
@@ -284,6 +310,7 @@ async def test_reused_out_trade_no_conflicts(world: World) -> None:
     assert error(await world.api.post("/v1/payments", json=body, headers=world.auth())) == (409, "out_trade_no_used")
 
 
+@on_the_fake
 async def test_lost_unified_order_answer_is_resolved_by_query_with_the_same_out_trade_no(world: World) -> None:
     openid = await world.login()
     await world.wx.post("/sandbox/faults", json={"endpoint": "unifiedorder", "fault": "lost_response", "times": 1})
@@ -302,6 +329,7 @@ async def test_lost_unified_order_answer_is_resolved_by_query_with_the_same_out_
     assert len(queries) == 1  # asked WeChat before calling unified order again
 
 
+@on_the_fake
 async def test_systemerror_on_unified_order_is_an_unknown_outcome_503(world: World) -> None:
     openid = await world.login()
     await world.wx.post("/sandbox/faults", json={"endpoint": "unifiedorder", "fault": "SYSTEMERROR", "times": 1})
@@ -313,6 +341,7 @@ async def test_systemerror_on_unified_order_is_an_unknown_outcome_503(world: Wor
     assert [(p["status"], p["last_error"]) for p in payments] == [("created", "SYSTEMERROR")]
 
 
+@on_the_fake
 async def test_definitive_wechat_refusal_gets_502_and_closes_the_local_payment(world: World) -> None:
     from datetime import timedelta
 
@@ -345,6 +374,7 @@ async def test_definitive_wechat_refusal_gets_502_and_closes_the_local_payment(w
     assert [(p["status"], p["last_error"]) for p in payments] == [("closed", "INVALID_REQUEST")]
 
 
+@on_the_fake
 async def test_list_payments_filters_and_pages(world: World) -> None:
     openid = await world.login()
     ids = []
@@ -380,6 +410,7 @@ async def test_list_payments_filters_and_pages(world: World) -> None:
     )
 
 
+@on_the_fake
 async def test_get_with_sync_true_queries_wechat(world: World) -> None:
     payment = await world.create_payment()
     await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
@@ -389,6 +420,7 @@ async def test_get_with_sync_true_queries_wechat(world: World) -> None:
     assert synced.json()["status"] == "succeeded"
 
 
+@on_the_fake
 async def test_pay_params_are_renewed_with_a_new_prepay_id_after_two_hours(world: World) -> None:
     payment = await world.create_payment(expires_in=6 * 3600)
     same = (await world.api.post(f"/v1/payments/{payment['id']}/pay-params", headers=world.auth())).json()
@@ -403,6 +435,7 @@ async def test_pay_params_are_renewed_with_a_new_prepay_id_after_two_hours(world
     assert error(done) == (409, "invalid_state")
 
 
+@on_the_fake
 async def test_close_then_pay_after_close_is_kept_and_flagged(world: World) -> None:
     payment = await world.create_payment()
     await world.advance(301)  # WeChat refuses to close an order younger than 5 minutes
@@ -417,6 +450,7 @@ async def test_close_then_pay_after_close_is_kept_and_flagged(world: World) -> N
     assert error(refund) == (409, "refund_not_allowed")
 
 
+@on_the_fake
 async def test_close_too_early_is_refused_and_close_of_a_paid_payment_conflicts(world: World) -> None:
     payment = await world.create_payment()
     early = await world.api.post(f"/v1/payments/{payment['id']}/close", headers=world.auth())
@@ -430,6 +464,7 @@ async def test_close_too_early_is_refused_and_close_of_a_paid_payment_conflicts(
 # -- refunds -------------------------------------------------------------------------------------------
 
 
+@on_the_fake
 async def test_refund_errors(world: World) -> None:
     pending = await world.create_payment()
     paid = await paid_payment(world)
@@ -449,6 +484,7 @@ async def test_refund_errors(world: World) -> None:
     assert await world.snapshot(("refunds",)) == {"refunds": []}
 
 
+@on_the_fake
 async def test_refund_retry_reuses_the_stored_out_refund_no(world: World) -> None:
     paid = await paid_payment(world)
     url = f"/v1/payments/{paid['id']}/refunds"
@@ -462,6 +498,7 @@ async def test_refund_retry_reuses_the_stored_out_refund_no(world: World) -> Non
     assert len(refunds) == 1
 
 
+@on_the_fake
 async def test_lost_refund_answer_is_retried_with_the_same_out_refund_no(world: World) -> None:
     paid = await paid_payment(world)
     await world.wx.post("/sandbox/faults", json={"endpoint": "refund", "fault": "lost_response", "times": 1})
@@ -495,6 +532,7 @@ async def test_concurrent_refunds_never_exceed_the_paid_amount(world: World) -> 
     assert current["status"] == "partially_refunded"
 
 
+@on_the_fake
 async def test_full_refund_reaches_refunded(world: World) -> None:
     paid = await paid_payment(world, amount=1000)
     url = f"/v1/payments/{paid['id']}/refunds"
@@ -526,6 +564,7 @@ async def test_health_readiness_and_metrics(world: World) -> None:
     assert "/v1/payments" in (await world.api.get("/openapi.json")).json()["paths"]
 
 
+@on_the_fake
 async def test_healthz_answered_before_routing_is_the_routes_answer_and_still_counted(world: World) -> None:
     # GET /healthz is answered by a plain ASGI layer ahead of the router: same body and headers as the
     # FastAPI route, counted under its route in /metrics, with the request id; other methods still
@@ -542,6 +581,7 @@ async def test_healthz_answered_before_routing_is_the_routes_answer_and_still_co
     assert "/healthz" in (await world.api.get("/openapi.json")).json()["paths"]
 
 
+@on_the_fake
 async def test_metrics_count_requests_by_route_template_and_unmatched_ones_as_other(world: World) -> None:
     await world.api.get("/v1/payments/pay_nope", headers=world.auth())
     await world.api.get("/no/such/path")
@@ -552,6 +592,7 @@ async def test_metrics_count_requests_by_route_template_and_unmatched_ones_as_ot
     assert "pay_nope" not in text
 
 
+@on_the_fake
 async def test_the_access_log_names_method_path_and_status_without_the_query(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -563,6 +604,7 @@ async def test_the_access_log_names_method_path_and_status_without_the_query(
     assert "secret-ish" not in lines[0]
 
 
+@on_the_fake
 async def test_a_refund_wechat_closes_fails_and_frees_the_amount(world: World) -> None:
     paid = await paid_payment(world, amount=1000)
     await world.wx.post(
@@ -581,6 +623,7 @@ async def test_a_refund_wechat_closes_fails_and_frees_the_amount(world: World) -
     assert again.json()["out_refund_no"] != first.json()["out_refund_no"]
 
 
+@on_the_fake
 async def test_an_expired_payment_gives_no_pay_params(world: World) -> None:
     payment = await world.create_payment(expires_in=120)
     await world.advance(121)
@@ -589,6 +632,7 @@ async def test_an_expired_payment_gives_no_pay_params(world: World) -> None:
     assert error(response) == (409, "payment_expired")
 
 
+@on_the_fake
 async def test_the_admin_key_names_the_sub_merchant_of_a_payment(world: World) -> None:
     openid = await world.login(SUB2)
     body = {"amount": 500, "currency": "JPY", "description": "Matcha", "openid": openid}
@@ -636,6 +680,7 @@ async def test_double_tapped_full_refund_with_one_key_returns_the_same_refund(wo
     assert {r["fields"]["out_refund_no"] for r in sent} == {responses[0].json()["out_refund_no"]}
 
 
+@on_the_fake
 async def test_an_empty_idempotency_key_is_refused(world: World) -> None:
     body = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": "oX"}
     response = await world.api.post("/v1/payments", json=body, headers={**world.auth(), "Idempotency-Key": ""})
@@ -672,6 +717,7 @@ async def test_the_payment_row_is_committed_before_wechat_is_called(world: World
     assert payment["status"] == "pending"
 
 
+@on_the_fake
 async def test_an_api_call_that_keeps_losing_races_answers_503_busy(world: World, monkeypatch: Any) -> None:
     async def always_raced(*_: Any, **__: Any) -> Any:
         raise ConcurrentUpdate("gave up after 8 attempts")
@@ -720,6 +766,7 @@ def _join_aiosqlite_threads() -> None:
             thread.join(timeout=5)
 
 
+@on_the_fake
 async def test_renewing_pay_params_of_an_order_paid_meanwhile_answers_it_succeeded(world: World) -> None:
     payment = await world.create_payment(expires_in=6 * 3600)
     await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
@@ -732,6 +779,7 @@ async def test_renewing_pay_params_of_an_order_paid_meanwhile_answers_it_succeed
     assert len(queries) == 1
 
 
+@on_the_fake
 async def test_renewing_pay_params_of_an_order_closed_at_wechat_closes_it_here(world: World) -> None:
     payment = await world.create_payment(expires_in=6 * 3600)
     await world.advance(301)
@@ -744,6 +792,7 @@ async def test_renewing_pay_params_of_an_order_closed_at_wechat_closes_it_here(w
     assert (await world.get(payment["id"]))["status"] == "closed"
 
 
+@on_the_fake
 async def test_closing_an_order_the_payer_just_paid_answers_the_succeeded_payment(world: World) -> None:
     payment = await world.create_payment()
     await world.wx.post("/sandbox/notify-mode", json={"mode": "never"})
@@ -754,6 +803,7 @@ async def test_closing_an_order_the_payer_just_paid_answers_the_succeeded_paymen
     assert (closed.json()["status"], closed.json()["paid_after_close"]) == ("succeeded", False)
 
 
+@on_the_fake
 async def test_a_close_whose_outcome_is_unknown_is_503_and_changes_nothing(world: World) -> None:
     payment = await world.create_payment()
     await world.advance(301)
@@ -766,6 +816,7 @@ async def test_a_close_whose_outcome_is_unknown_is_503_and_changes_nothing(world
     assert again.json()["status"] == "closed"  # WeChat had closed it: closing again is idempotent
 
 
+@on_the_fake
 async def test_an_unexpected_error_is_a_json_500_without_details(world: World, monkeypatch: Any) -> None:
     async def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a detail that must not leak")
@@ -779,6 +830,7 @@ async def test_an_unexpected_error_is_a_json_500_without_details(world: World, m
     assert response.json() == {"error": {"code": "internal_error", "message": "internal error", "request_id": rid}}
 
 
+@on_the_fake
 async def test_a_refund_stuck_in_change_keeps_its_amount_reserved(world: World) -> None:
     # CHANGE: the money left the merchant but did not reach the payer (card cancelled...); it is handled
     # by hand in the merchant platform. Refunding it again through the API would pay twice.
@@ -794,6 +846,7 @@ async def test_a_refund_stuck_in_change_keeps_its_amount_reserved(world: World) 
     assert error(again) == (409, "refund_not_allowed")
 
 
+@on_the_fake
 async def test_a_refusal_of_a_resent_refund_never_fails_a_refund_wechat_accepted(world: World) -> None:
     from minipay.protocol import BusinessError
 

@@ -9,7 +9,7 @@ import re
 import httpx2
 import pytest
 
-from tests.server.conftest import KEYS, SUB1, SUB2, World
+from tests.server.conftest import KEYS, SUB1, SUB2, World, on_the_fake
 
 ORIGIN = {"Origin": "http://minipay.test"}
 pytestmark = pytest.mark.anyio
@@ -109,6 +109,7 @@ async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts
     assert [r["amount"] for r in refunds] == [250]
 
 
+@on_the_fake
 async def test_repeated_wrong_keys_from_one_address_are_slowed_with_429(world: World) -> None:
     limit = world.settings.console_signin_limit
     service = world.service
@@ -133,3 +134,24 @@ async def test_repeated_wrong_keys_from_one_address_are_slowed_with_429(world: W
         # Another address is not held up by the guesser.
         other = await neighbour.post("/console/login", data={"api_key": KEYS[SUB1]}, headers=ORIGIN)
         assert other.status_code == 303
+
+
+async def test_the_payments_list_pages_by_the_last_payment_shown(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from minipay.server.console import _routes
+
+    monkeypatch.setattr(_routes, "PAGE_SIZE", 2)
+    made = [(await world.create_payment(SUB1))["out_trade_no"] for _ in range(3)]
+    await sign_in(world, SUB1)
+    first = (await world.api.get("/console/payments")).text
+    on_first = {n for n in made if n in first}
+    assert len(on_first) == 2
+    found = re.search(r'href="([^"]+)" rel="next"', first)
+    assert found, first
+    second = (await world.api.get(found.group(1).replace("&amp;", "&"))).text
+    assert {n for n in made if n in second} == set(made) - on_first
+    assert 'rel="next"' not in second
+    assert "First page" in second
+    # A cursor the key cannot see starts from the first page again.
+    other = await world.create_payment(SUB2)
+    again = (await world.api.get("/console/payments", params={"after": other["id"]})).text
+    assert {n for n in made if n in again} == on_first

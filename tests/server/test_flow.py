@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from minipay.server import db
 from minipay.server.webhooks import deliver_webhooks, verify_webhook
-from tests.server.conftest import World
+from tests.server.conftest import FAKE, World, make_world
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +83,11 @@ async def test_the_suite_really_runs_on_the_database_it_names(world: World, data
     async with engine.connect() as conn:
         version = (await conn.exec_driver_sql(probe)).scalar_one()
     assert ("PostgreSQL" in version) if expected == "postgresql" else version[0].isdigit()
+
+
+async def test_a_world_on_the_fake_keeps_the_services_rows_in_the_fake() -> None:
+    async with make_world(FAKE) as world:
+        payment = await world.create_payment()
+        assert world.fake is not None
+        assert [row["id"] for row in world.fake.rows("payments")] == [payment["id"]]
+        assert world.container.services.uow_factory == world.fake.unit_of_work

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from minipay.protocol import decode_xml, encode_xml, encrypt_req_info, sign
-from minipay.server import db
 from tests.profiles import STRICT_IN_PROCESS
-from tests.server.conftest import SUB1, SUB2, World, make_world
+from tests.server.conftest import FAKE, SUB1, SUB2, World, make_world, on_the_fake
 
 pytestmark = pytest.mark.anyio
 
@@ -56,14 +53,10 @@ async def post_notify(world: World, body: bytes, kind: str = "payment") -> tuple
 
 
 async def count(world: World, table: str, **where: Any) -> int:
-    t = db.metadata.tables[table]
-    query = select(func.count()).select_from(t)
-    for name, value in where.items():
-        query = query.where(t.c[name] == value)
-    async with world.container.engine.connect() as conn:
-        return int((await conn.execute(query)).scalar_one())
+    return await world.count(table, **where)
 
 
+@on_the_fake
 async def test_valid_notification_is_applied_and_answered_with_the_exact_success_xml(world: World) -> None:
     payment = await world.create_payment()
     response = await world.api.post("/wechatpay/notify/payment", content=notification(payment))
@@ -74,6 +67,7 @@ async def test_valid_notification_is_applied_and_answered_with_the_exact_success
     assert current["transaction_id"] == "4200000001202603020000000001"
 
 
+@on_the_fake
 async def test_duplicate_notification_is_acknowledged_once(world: World) -> None:
     payment = await world.create_payment()
     body = notification(payment)
@@ -84,6 +78,7 @@ async def test_duplicate_notification_is_acknowledged_once(world: World) -> None
     assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.succeeded") == 1
 
 
+@on_the_fake
 async def test_a_repeated_notification_is_answered_without_writing(world: World) -> None:
     payment = await world.create_payment()
     body = notification(payment)
@@ -108,6 +103,7 @@ async def test_fifty_concurrent_deliveries_make_one_transition(world: World) -> 
     assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 
+@on_the_fake
 async def test_late_notpay_query_never_undoes_a_success(world: World) -> None:
     from minipay.server.domain import ApplyOutcome, PaymentResult
     from minipay.server.services import apply_payment_result
@@ -133,6 +129,7 @@ async def test_late_notpay_query_never_undoes_a_success(world: World) -> None:
     assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 
+@on_the_fake
 @pytest.mark.parametrize(
     "case",
     [
@@ -186,6 +183,7 @@ async def test_hostile_or_foreign_notification_changes_nothing(world: World, cas
     assert (await world.get(payment["id"]))["status"] == "pending"
 
 
+@on_the_fake
 async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World) -> None:
     payment = await world.create_payment()
     before = await world.snapshot(("payments", "refunds"))
@@ -199,6 +197,7 @@ async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World
     assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.amount_mismatch") == 2
 
 
+@on_the_fake
 async def test_refund_notification_with_tampered_req_info_changes_nothing(world: World) -> None:
     payment = await world.create_payment()
     await world.pay(payment)
@@ -245,6 +244,7 @@ async def test_refund_notification_with_tampered_req_info_changes_nothing(world:
     assert (await world.get(payment["id"]))["status"] == "partially_refunded"
 
 
+@on_the_fake
 async def test_notification_never_creates_a_payment(world: World) -> None:
     fake = {
         "sub_appid": "wx1234567890abcdef",
@@ -259,8 +259,8 @@ async def test_notification_never_creates_a_payment(world: World) -> None:
     assert await count(world, "payments") == 0
 
 
-async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_downgrade(tmp_path: Path) -> None:
-    async with make_world(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", sign_type="HMAC-SHA256") as world:
+async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_downgrade() -> None:
+    async with make_world(FAKE, sign_type="HMAC-SHA256") as world:
         payment = await world.create_payment()
         before = await world.snapshot()
         status, reply = await post_notify(world, notification(payment))  # MD5, correctly signed with our key
@@ -270,12 +270,11 @@ async def test_with_hmac_sha256_configured_an_md5_notification_is_a_refused_down
         assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 
-async def test_an_hmac_notification_without_sign_type_is_applied_by_the_configured_algorithm(tmp_path: Path) -> None:
+async def test_an_hmac_notification_without_sign_type_is_applied_by_the_configured_algorithm() -> None:
     # Live HMAC-SHA256 notifications come without sign_type (the strict sandbox sends them so): the
     # institution's configured algorithm decides, never the message (absent must not mean MD5).
     strict = STRICT_IN_PROCESS.replace(notify={"asynchronous": False})
-    url = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
-    async with make_world(url, sign_type="HMAC-SHA256", sandbox_config=strict) as world:
+    async with make_world(FAKE, sign_type="HMAC-SHA256", sandbox_config=strict) as world:
         payment = await world.create_payment()
         await world.pay(payment)
         notes = (await world.wx.get("/sandbox/notifications", params={"out_trade_no": payment["out_trade_no"]})).json()
@@ -285,6 +284,7 @@ async def test_an_hmac_notification_without_sign_type_is_applied_by_the_configur
         assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 
+@on_the_fake
 async def test_forged_copies_sent_by_the_sandbox_are_refused_and_the_genuine_one_applied(world: World) -> None:
     payment = await world.create_payment()
     await world.wx.post("/sandbox/notify-mode", json={"mode": "never", "out_trade_no": payment["out_trade_no"]})
@@ -338,6 +338,7 @@ async def test_a_database_failure_is_answered_fail_in_xml_so_wechat_retries(worl
     assert (status, reply["return_code"]) == (200, "SUCCESS")
 
 
+@on_the_fake
 async def test_an_oversized_chunked_body_is_refused_while_streaming(world: World) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"<xml><return_code>SUCCESS</return_code><pad>"
@@ -352,6 +353,7 @@ async def test_an_oversized_chunked_body_is_refused_while_streaming(world: World
     assert await world.snapshot() == before
 
 
+@on_the_fake
 async def test_a_notification_without_fee_type_is_cny_and_refused_for_a_hkd_payment(world: World) -> None:
     payment = await world.create_payment()
     before = await world.snapshot(("payments", "refunds"))
@@ -362,6 +364,7 @@ async def test_a_notification_without_fee_type_is_cny_and_refused_for_a_hkd_paym
     assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.amount_mismatch") == 1
 
 
+@on_the_fake
 async def test_a_refund_notification_with_a_wrong_refund_fee_changes_nothing_and_raises_one_alert(
     world: World,
 ) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from minipay.protocol import decode_xml
 from minipay.server import db
@@ -23,7 +22,7 @@ from minipay.server.webhooks import (
     sign_webhook,
     verify_webhook,
 )
-from tests.server.conftest import SUB1, SUB2, World, make_world
+from tests.server.conftest import FAKE, SUB1, SUB2, World, make_world, on_the_fake
 from tests.server.test_notifications import notification, post_notify
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +62,7 @@ async def deliver(world: World) -> int:
     return await deliver_webhooks(world.container.uow_factory, world.container.webhook_sender, world.clock)
 
 
+@on_the_fake
 async def test_failed_deliveries_are_retried_with_backoff_and_logged(world: World) -> None:
     secret = await endpoint(world)
     payment = await world.create_payment()
@@ -84,13 +84,14 @@ async def test_failed_deliveries_are_retried_with_backoff_and_logged(world: Worl
     assert len({json.loads(b)["id"] for b in bodies}) == 1  # the same event id every time: receivers dedupe
     for headers, body in world.receiver.received:
         verify_webhook(body, headers["minipay-signature"], secret, now=int(headers["minipay-signature"][2:12]))
-    async with world.container.engine.connect() as conn:
-        event_id = (await conn.execute(select(db.outbox_events.c.id))).scalar_one()
+    [event] = (await world.api.get("/v1/events", headers=world.auth())).json()["data"]
+    event_id = event["id"]
     log = await delivery_log(world.container.uow_factory, event_id)
     assert [a["status_code"] for a in log[0]["attempts"]] == [500, 500, 200]
     assert log[0]["status"] == "succeeded"
 
 
+@on_the_fake
 async def test_deliveries_give_up_after_three_days(world: World) -> None:
     await endpoint(world)
     payment = await world.create_payment()
@@ -101,19 +102,17 @@ async def test_deliveries_give_up_after_three_days(world: World) -> None:
         attempts += await deliver(world)
         world.clock.advance(3600)
     assert 5 < attempts < 30
-    async with world.container.engine.connect() as conn:
-        status = (await conn.execute(select(db.webhook_deliveries.c.status))).scalar_one()
-        event_id, created = (await conn.execute(select(db.outbox_events.c.id, db.outbox_events.c.created_at))).one()
-    assert status == "failed"
-    tries = [
-        datetime.fromisoformat(a["at"])
-        for a in (await delivery_log(world.container.uow_factory, event_id))[0]["attempts"]
-    ]
+    [event] = (await world.api.get("/v1/events", headers=world.auth())).json()["data"]
+    [delivery] = await delivery_log(world.container.uow_factory, event["id"])
+    assert delivery["status"] == "failed"
+    created = datetime.fromtimestamp(event["created"], UTC)
+    tries = [datetime.fromisoformat(a["at"]) for a in delivery["attempts"]]
     assert len(tries) == attempts
     assert DELIVERY_WINDOW <= tries[-1] - created < DELIVERY_WINDOW + timedelta(hours=1)  # retried for the full 3 days
     assert all(b - a >= timedelta(minutes=1) for a, b in itertools.pairwise(tries))
 
 
+@on_the_fake
 async def test_endpoints_receive_only_their_sub_merchants_events_and_admin_endpoints_all(world: World) -> None:
     await endpoint(world, SUB2, "http://merchant.test/hooks")
     await endpoint(world, "admin", "http://merchant.test/hooks")
@@ -122,6 +121,7 @@ async def test_endpoints_receive_only_their_sub_merchants_events_and_admin_endpo
     assert await deliver(world) == 1  # only the admin endpoint: the event is SUB1's
 
 
+@on_the_fake
 async def test_pay_after_close_is_kept_flagged_and_announced(world: World) -> None:
     await endpoint(world)
     payment = await world.create_payment()
@@ -144,8 +144,8 @@ async def test_pay_after_close_is_kept_flagged_and_announced(world: World) -> No
     assert refund.status_code == 201
 
 
-async def test_the_in_app_dispatcher_delivers_without_the_worker(tmp_path: Path) -> None:
-    async with make_world(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", webhook_dispatch=True) as world:
+async def test_the_in_app_dispatcher_delivers_without_the_worker() -> None:
+    async with make_world(FAKE, webhook_dispatch=True) as world:
         await endpoint(world)
         payment = await world.create_payment()
         await world.pay(payment)  # the notification wakes the dispatcher
@@ -156,9 +156,8 @@ async def test_the_in_app_dispatcher_delivers_without_the_worker(tmp_path: Path)
         assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
 
 
-async def test_a_webhook_delivery_in_flight_when_the_app_stops_still_completes(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'stop.db'}"
-    async with make_world(url, webhook_dispatch=True) as world:
+async def test_a_webhook_delivery_in_flight_when_the_app_stops_still_completes() -> None:
+    async with make_world(FAKE, webhook_dispatch=True) as world:
         await endpoint(world)
         world.receiver.delay = 1.0  # the merchant answers after a second (real time)
         payment = await world.create_payment()
@@ -170,15 +169,11 @@ async def test_a_webhook_delivery_in_flight_when_the_app_stops_still_completes(t
         assert (world.receiver.arrivals, world.receiver.received) == (1, [])  # in flight as the app stops
     # The app has stopped: the delivery was answered and recorded, not cancelled half-way.
     assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(db.webhook_deliveries.c.status, db.webhook_deliveries.c.attempts))).all()
-    finally:
-        await engine.dispose()
-    assert [tuple(r) for r in rows] == [("succeeded", 1)]
+    assert world.fake is not None
+    assert [(d["status"], d["attempts"]) for d in world.fake.rows("webhook_deliveries")] == [("succeeded", 1)]
 
 
+@on_the_fake
 async def test_events_and_their_delivery_log_are_readable_by_their_owner(world: World) -> None:
     await endpoint(world)
     payment = await world.create_payment()

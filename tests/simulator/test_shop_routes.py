@@ -252,3 +252,43 @@ async def test_the_pay_sheet_refuses_unknown_orders_and_foreign_return_links(
     [request] = [e for e in wire["events"] if e["type"] == "request"]
     assert request["request"].startswith("<xml>")
     assert "<prepay_id>" in request["reply"]
+
+
+@pytest.mark.parametrize(
+    ("china_now", "lands"),
+    [
+        ("2026-12-06T01:00:00+08:00", "2026-12-07T10:05:00+08:00"),  # small hours: a flat +24 h is too early
+        ("2026-12-06T15:30:00+08:00", "2026-12-07T10:05:00+08:00"),
+        ("2026-12-06T23:59:59+08:00", "2026-12-07T10:05:00+08:00"),
+        ("2026-12-06T16:00:00+00:00", "2026-12-08T10:05:00+08:00"),  # 00:00 on the 7th in China
+    ],
+)
+def test_next_day_lands_after_the_worker_fetched_the_china_days_bill(china_now: str, lands: str) -> None:
+    from datetime import datetime, timedelta
+
+    from minipay.simulator._routes import seconds_to_next_bill
+
+    now = datetime.fromisoformat(china_now)
+    assert now + timedelta(seconds=seconds_to_next_bill(now)) == datetime.fromisoformat(lands)
+
+
+async def test_the_next_day_step_moves_the_shared_clock_to_1005_china_time_next_day(
+    world: tuple[Stack, ShopBackend, httpx2.AsyncClient],
+) -> None:
+    from datetime import datetime, time, timedelta
+
+    _, backend, shop = world
+    # At 01:00 China time, when "+24 h" used to land before the bill was published.
+    before = datetime.fromisoformat(
+        (await backend.sandbox().post("/sandbox/clock", json={"set": "2026-12-06T01:00:00+08:00"})).json()["now"]
+    )
+    moved = await shop.post(
+        "/try/clock", data={"seconds": "next-bill", "back": "/try"}, headers={"Origin": "http://shop"}
+    )
+    assert moved.status_code == 303, moved.text
+    china = datetime.fromisoformat((await backend.clock())["china_time"])
+    assert china.date() == before.astimezone(china.tzinfo).date() + timedelta(days=1)
+    assert time(10, 5) <= china.time() < time(10, 6)
+    page = (await shop.get("/try")).text
+    assert 'value="next-bill"' in page
+    assert "Next day, 10:05" in page

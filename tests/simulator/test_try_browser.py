@@ -182,7 +182,7 @@ def test_the_clock_panel_expires_an_unpaid_order_and_brings_the_next_days_bill(p
     expect(page.get_by_test_id("backend-status")).to_have_text("succeeded", timeout=20_000)
     paid = page.locator(".status-card code").first.inner_text()
     page.get_by_role("link", name="Back to the shop").click()
-    page.get_by_role("button", name="+1 day").click()
+    page.get_by_role("button", name="Next day, 10:05").click()
     # The worker downloads and reconciles the day's bill of each sub-merchant: it is on the wire,
     # with the order just paid in it.
     bill = page.locator("#wire-list li.request", has_text="/pay/downloadbill").filter(has_text=paid)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from minipay.client._async import AsyncClient
 from minipay.client._certs import ClientCertificate
-from minipay.client._errors import ResponseSignatureError
 from minipay.client._events import ClientEvent
 from minipay.client._handler import NotificationHandler, NotificationReply
 from minipay.client._models import (
@@ -62,6 +61,7 @@ from minipay.protocol import (
     ReadTimeoutError,
     RefundNotFoundError,
     RefundNotification,
+    ResponseSignatureError,
     SignatureError,
     TransportError,
     UnexpectedResponseError,

@@ -21,7 +21,6 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from minipay.client._certs import ClientCertificate, VerifyTypes
-from minipay.client._errors import ResponseSignatureError
 from minipay.client._events import LOGGER_NAME, EventHook
 from minipay.client._models import Code2SessionResult, parse_model
 from minipay.client._operations import (
@@ -55,7 +54,6 @@ from minipay.protocol import (
     RefundQueryRequest,
     RefundRequest,
     Secret,
-    SignatureError,
     SignPolicy,
     SignType,
     UnexpectedResponseError,
@@ -233,16 +231,11 @@ class BaseClient:
         return self._check_fields(prepared, fields)
 
     def _check_fields(self, prepared: Prepared, fields: Mapping[str, str]) -> dict[str, str]:
-        """``check_response``, with a signature failure re-raised carrying the call it answered."""
+        """``check_response``, then the identifiers the verified answer echoes must be the call's own."""
         operation = prepared.operation
-        try:
-            checked = check_response(
-                operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
-            )
-        except SignatureError as exc:
-            raise ResponseSignatureError(
-                str(exc), operation=operation.wire, ids=prepared.ids, outcome_unknown=not operation.idempotent
-            ) from None
+        checked = check_response(
+            operation.wire, fields, key=self._key, sign_type=self.sign_type, policy=self._policy, ids=prepared.ids
+        )
         # A verified answer proves it came from a holder of the key, not that it answers *this* call
         # (v2 echoes no request nonce): the identifiers it echoes must be ours.
         expected = {"appid": self.appid, **prepared.ids}

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from minipay.protocol._codes import business_error
-from minipay.protocol._errors import CommunicationError, SignatureError, UnexpectedResponseError
+from minipay.protocol._errors import (
+    CommunicationError,
+    ResponseSignatureError,
+    SignatureError,
+    UnexpectedResponseError,
+)
 from minipay.protocol._operations import OPERATION_TABLE, is_mutating
 from minipay.protocol._secrets import ApiKey
 from minipay.protocol._signing import DEFAULT_POLICY, SignPolicy, SignType, verify
@@ -35,7 +40,8 @@ def check_response(
 
     1. no ``return_code`` -> :class:`UnexpectedResponseError`; ``return_code=FAIL`` ->
        :class:`CommunicationError` (``return_msg`` in ``err_code_des``; no signature to check);
-    2. the signature, **before** anything else is believed: :class:`SignatureError` when missing or
+    2. the signature, **before** anything else is believed: :class:`ResponseSignatureError` (a
+       :class:`SignatureError` with ``operation``, ``ids`` and ``outcome_unknown``) when missing or
        wrong. ``sign_type`` is the algorithm of the request; a response that names another one is
        refused (no downgrade), and ``policy`` may pin HMAC-SHA256;
     3. ``result_code=FAIL`` -> the :class:`BusinessError` subclass of ``err_code`` (see
@@ -64,12 +70,14 @@ def check_response(
             fields=fields,
         )
     claimed = fields.get("sign_type")
-    if sign_type is not None and claimed and claimed != sign_type:
-        raise SignatureError(f"[{operation}] response signed with {claimed}, request used {sign_type}")
     try:
+        if sign_type is not None and claimed and claimed != sign_type:
+            raise SignatureError(f"signed with {claimed}, request used {sign_type}")
         verify(fields, key, sign_type, policy=policy)
     except SignatureError as exc:
-        raise SignatureError(f"[{operation}] response {exc}") from None
+        raise ResponseSignatureError(
+            f"response {exc}", operation=operation, ids=ids, outcome_unknown=is_mutating(operation)
+        ) from None
     result_code = fields.get("result_code")
     if result_code == "SUCCESS" or (result_code is None and not _has_result_layer(operation)):
         return dict(fields)

@@ -6,6 +6,7 @@ Every error Minipay raises derives from :class:`MinipayError`::
     ├── ConfigurationError        bad settings: unknown region, bad certificate, malformed API key
     ├── FieldError                a request field breaks a WeChat rule (also a ValueError)
     ├── SignatureError            missing, malformed, wrong or refused (downgraded) signature
+    │   └── ResponseSignatureError  ...of an answer: with the operation, the ids and outcome_unknown
     ├── XMLError                  a body the hardened codec refuses (DOCTYPE, entities, nesting, size...)
     ├── DecryptionError           a refund notification ``req_info`` that does not decrypt
     ├── LoginError                jscode2session answered an ``errcode``
@@ -42,6 +43,7 @@ __all__ = [
     "LoginError",
     "MinipayError",
     "ReadTimeoutError",
+    "ResponseSignatureError",
     "SignatureError",
     "TransportError",
     "UnexpectedResponseError",
@@ -154,6 +156,21 @@ class ReadTimeoutError(TransportError):
     """The request was sent but no answer came: the outcome is unknown; query before acting."""
 
     outcome_unknown = True
+
+
+class ResponseSignatureError(SignatureError, _OperationError):
+    """A WeChat answer whose signature is missing, wrong or refused by the pinned policy.
+
+    Still a :class:`SignatureError` (never a business error), carrying what every operation error
+    carries: ``operation``, the merchant's ``ids``, ``err_code``/``err_code_des`` (empty: an
+    unverified answer is not believed) and the two flags. ``outcome_unknown`` is true for the calls
+    that change state (``orders.create``, ``orders.close``, ``refunds.create``): the request reached
+    *something* that answered, and a damaged or tampered copy of a real success looks exactly like
+    this, so the caller must query before concluding the call failed (a refund recorded as "failed"
+    while WeChat paid it out invites a second refund).
+    """
+
+    retryable = False
 
 
 class WeChatError(_OperationError):

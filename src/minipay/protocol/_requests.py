@@ -95,6 +95,17 @@ class WeChatRequest(BaseModel):
             except ValidationError as exc:
                 raise field_error(exc) from None
 
+    # The merchant's own numbers follow one rule in every request that carries them.
+    @field_validator("out_trade_no", check_fields=False)
+    @classmethod
+    def _out_trade_no(cls, value: str) -> str:
+        return check_out_trade_no(value)
+
+    @field_validator("out_refund_no", check_fields=False)
+    @classmethod
+    def _out_refund_no(cls, value: str) -> str:
+        return check_out_refund_no(value)
+
     @field_validator("extra_fields")
     @classmethod
     def _check_extra(cls, value: dict[str, str]) -> dict[str, str]:
@@ -213,11 +224,6 @@ class UnifiedOrderRequest(WeChatRequest):
     def _detail(cls, value: str) -> str:
         return check_text(value, "detail", 6000, utf8_bytes=True)
 
-    @field_validator("out_trade_no")
-    @classmethod
-    def _out_trade_no(cls, value: str) -> str:
-        return check_out_trade_no(value)
-
     @field_validator("total_fee", mode="before")
     @classmethod
     def _amount(cls, value: object) -> int:
@@ -283,11 +289,6 @@ class OrderQueryRequest(_OrderRef):
     def _transaction_id(cls, value: str) -> str:
         return check_id(value, "transaction_id")
 
-    @field_validator("out_trade_no")
-    @classmethod
-    def _out_trade_no(cls, value: str) -> str:
-        return check_out_trade_no(value)
-
     @model_validator(mode="after")
     def _one_id(self) -> Self:
         if (self.transaction_id is None) == (self.out_trade_no is None):
@@ -301,11 +302,6 @@ class CloseOrderRequest(_OrderRef):
     operation: ClassVar[str] = "closeorder"
 
     out_trade_no: str
-
-    @field_validator("out_trade_no")
-    @classmethod
-    def _out_trade_no(cls, value: str) -> str:
-        return check_out_trade_no(value)
 
 
 class RefundRequest(_OrderRef):
@@ -333,16 +329,6 @@ class RefundRequest(_OrderRef):
     @classmethod
     def _other_ids(cls, value: str, info: Any) -> str:
         return check_id(value, info.field_name)
-
-    @field_validator("out_trade_no")
-    @classmethod
-    def _out_trade_no(cls, value: str) -> str:
-        return check_out_trade_no(value)
-
-    @field_validator("out_refund_no")
-    @classmethod
-    def _out_refund_no(cls, value: str) -> str:
-        return check_out_refund_no(value)
 
     @field_validator("total_fee", "refund_fee", mode="before")
     @classmethod
@@ -388,16 +374,6 @@ class RefundQueryRequest(_OrderRef):
     @classmethod
     def _other_ids(cls, value: str, info: Any) -> str:
         return check_id(value, info.field_name)
-
-    @field_validator("out_trade_no")
-    @classmethod
-    def _out_trade_no(cls, value: str) -> str:
-        return check_out_trade_no(value)
-
-    @field_validator("out_refund_no")
-    @classmethod
-    def _out_refund_no(cls, value: str) -> str:
-        return check_out_refund_no(value)
 
     @field_validator("offset", mode="before")
     @classmethod

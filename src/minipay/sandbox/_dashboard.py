@@ -10,20 +10,23 @@ on another site cannot pay, close, fault or move the clock of a developer's sand
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from minipay.protocol import CHINA_TZ, build_pay_params, format_major, to_unix
+from minipay._web import PAGE_HEADERS, templates
+from minipay.protocol import CHINA_TZ, build_pay_params, to_unix
 from minipay.sandbox._backend import Backend
 from minipay.sandbox._errors import ControlError
 from minipay.sandbox._faults import ENDPOINTS, LOGIN_FAULTS, XML_FAULTS
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["dashboard_routes"]
 
@@ -48,29 +51,9 @@ def _china(value: datetime | None, fmt: str = "%m-%d %H:%M:%S") -> str:
     return "—" if value is None else value.astimezone(CHINA_TZ).strftime(fmt)
 
 
-def _money(amount: int | None, currency: str | None) -> str:
-    if amount is None or not currency:
-        return "—"
-    try:
-        return f"{format_major(amount, currency)} {currency}"
-    except Exception:
-        return f"{amount} {currency} (minor units)"
-
-
-@functools.cache
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["china"] = _china
-    env.filters["money"] = _money
-    return env
+def _environment() -> jinja2.Environment:
+    """The sandbox's pages (the dashboard, the pay sheet and the wire share the templates folder)."""
+    return templates(_HERE / "templates", china=_china)
 
 
 def _render(backend: Backend, message: str | None, error: bool) -> str:
@@ -102,13 +85,7 @@ def _render(backend: Backend, message: str | None, error: bool) -> str:
 async def dashboard(request: Request) -> Response:
     backend: Backend = request.app.state.sandbox
     q = request.query_params
-    response = HTMLResponse(_render(backend, q.get("msg"), q.get("error") == "1"))
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
-    )
-    return response
+    return HTMLResponse(_render(backend, q.get("msg"), q.get("error") == "1"), headers=dict(PAGE_HEADERS))
 
 
 async def script(request: Request) -> Response:

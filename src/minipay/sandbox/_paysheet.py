@@ -24,10 +24,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from minipay.protocol import CHINA_TZ, cash_fee_cny, format_major
+from minipay._web import money, stylesheet
+from minipay.protocol import CHINA_TZ, cash_fee_cny
 from minipay.sandbox._backend import Backend
 from minipay.sandbox._cashier import PAY_OUTCOMES
 from minipay.sandbox._dashboard import _environment
@@ -36,8 +37,6 @@ from minipay.sandbox._errors import ControlError
 __all__ = ["PAY_PARAMS", "paysheet_routes", "safe_return_to", "wire_events"]
 
 _HERE = Path(__file__).parent
-#: The one stylesheet the console, the simulator and the sandbox share.
-STYLESHEET = _HERE.parent / "_web" / "minipay.css"
 #: The five parameters of ``wx.requestPayment`` (besides appId, which the client knows).
 PAY_PARAMS = ("timeStamp", "nonceStr", "package", "signType", "paySign")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -69,10 +68,6 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _money(amount: int, currency: str) -> str:
-    return f"{format_major(amount, currency)} {currency}"
-
-
 def _rate(currency: str, rate: int | None) -> str | None:
     """``1 HKD = 0.92 CNY`` (rates are CNY per major unit x 10^8)."""
     if rate is None or currency == "CNY":
@@ -95,11 +90,11 @@ def _sheet(backend: Backend, params: dict[str, str]) -> dict[str, Any]:
         "error": None,
         "merchant": name,
         "description": order.params.get("body", ""),
-        "amount": _money(order.total_fee, order.fee_type),
-        "cny": _money(cny, "CNY") if cny is not None else None,
+        "amount": money(order.total_fee, order.fee_type),
+        "cny": money(cny, "CNY") if cny is not None else None,
         "rate": _rate(order.fee_type, rate),
         "payer": order.user,
-        "wallet": _money(wallet, "CNY"),
+        "wallet": money(wallet, "CNY"),
         "state": backend.trade_state(order),
         "out_trade_no": order.out_trade_no,
     }
@@ -212,10 +207,6 @@ async def wire(request: Request) -> Response:
         raise ControlError("limit must be an integer") from None
     out_trade_no = request.query_params.get("out_trade_no") or None
     return JSONResponse({"events": wire_events(backend, out_trade_no=out_trade_no, limit=limit)})
-
-
-async def stylesheet(request: Request) -> Response:
-    return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
 def paysheet_routes() -> list[Route]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -31,14 +30,7 @@ def build_server(
 
     A second listener of the same app (the HTTPS port next to the plain one) takes
     ``lifespan="off"``: the app's ticker and state file belong to one server."""
-    options: dict[str, object] = {}
-    if tls is not None:
-        options = {
-            "ssl_certfile": str(tls.server_cert),
-            "ssl_keyfile": str(tls.server_key),
-            "ssl_ca_certs": str(tls.ca_cert),
-            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
-        }
+    options = tls.uvicorn_options() if tls is not None else {}
     config = uvicorn.Config(
         app,
         host=host,
@@ -48,7 +40,7 @@ def build_server(
         lifespan=lifespan,
         log_level=log_level,
         access_log=False,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
     return uvicorn.Server(config)
 

@@ -45,6 +45,16 @@ class TLSMaterial:
     def to_json(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.__dict__.items()}
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """``uvicorn.Config`` arguments of the HTTPS listener: it asks for a client certificate, verified
+        against the CA when one is sent (mutual TLS on ``/secapi``). Serve it with ``SandboxH11Protocol``."""
+        return {
+            "ssl_certfile": str(self.server_cert),
+            "ssl_keyfile": str(self.server_key),
+            "ssl_ca_certs": str(self.ca_cert),
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        }
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name(

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from minipay.server.services import Principal, ServiceError
 from minipay.server.settings import Settings
 
-__all__ = ["Caller", "install_api_keys", "key_digest", "ops_access", "principal"]
+__all__ = ["Caller", "install_api_keys", "key_digest", "key_owner", "ops_access", "principal"]
 
 
 def install_api_keys(app: FastAPI, settings: Settings) -> None:
@@ -38,12 +38,20 @@ async def principal(request: Request, authorization: Annotated[str | None, Heade
     # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off per request.
     if not authorization or not authorization.startswith("Bearer "):
         raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
-    digest = key_digest(authorization.removeprefix("Bearer ").strip().encode())
+    who = key_owner(request, authorization.removeprefix("Bearer ").strip().encode())
+    if who is None:
+        raise ServiceError("invalid API key", code="unauthorized", status=401)
+    return who
+
+
+def key_owner(request: Request, key: bytes) -> Principal | None:
+    """Who ``key`` is (the API's bearer token, the console's sign-in): None when it is no API key."""
     # Keys are looked up by their SHA-256 (the lookup's timing tells nothing about a key), then the
     # digest is compared in constant time.
+    digest = key_digest(key)
     entry: tuple[bytes, Principal] | None = request.app.state.auth_index.get(digest)
     if entry is None or not hmac.compare_digest(entry[0], digest):
-        raise ServiceError("invalid API key", code="unauthorized", status=401)
+        return None
     return entry[1]
 
 

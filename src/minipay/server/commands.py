@@ -13,7 +13,7 @@ from minipay.protocol import (
     TransportError,
 )
 from minipay.server.errors import Conflict
-from minipay.server.uow import UnitOfWork
+from minipay.server.ports import UnitOfWorkPort
 
 __all__ = [
     "CreatePayment",
@@ -98,7 +98,7 @@ def check_storable(value: str, field: str) -> None:
         raise FieldError(field, "must be valid Unicode (no lone surrogates)") from None
 
 
-async def replayed_id(uow: UnitOfWork, scope: str, key: str, fingerprint: str) -> str | None:
+async def replayed_id(uow: UnitOfWorkPort, scope: str, key: str, fingerprint: str) -> str | None:
     """The resource id stored for ``key`` (same request), None for a new key; 409 for another request."""
     row = await uow.idempotency.get(scope, key)
     if row is None:

@@ -8,9 +8,10 @@ which dependency is down (``/readyz``).
   says why), ``communication_error`` (``return_code=FAIL``), ``signature_error``, ``login_error``
   (jscode2session's ``errcode``, in ``err_code``), ``unexpected_response``, ``connect_error`` or
   ``outcome_unknown`` (timeout, connection lost). Only the last two mean WeChat was not reached.
-- :func:`refresh_backlog` runs when ``/metrics`` is scraped: ``minipay_worker_job_lag_seconds`` (how
-  long the oldest due job has waited), ``minipay_worker_jobs_due``, ``minipay_webhook_backlog`` (due
-  deliveries) and ``minipay_webhook_backlog_age_seconds`` (the oldest pending delivery's event age).
+- :class:`Backlog` is read (``uow.health.backlog``, :meth:`Backlog.from_rows`) when ``/metrics`` is
+  scraped: ``minipay_worker_job_lag_seconds`` (how long the oldest due job has waited),
+  ``minipay_worker_jobs_due``, ``minipay_webhook_backlog`` (due deliveries) and
+  ``minipay_webhook_backlog_age_seconds`` (the oldest pending delivery's event age).
 """
 
 from __future__ import annotations
@@ -21,13 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from minipay.server import db
-from minipay.server.ports import Clock
+from minipay.server.repositories import BacklogRows
 
-__all__ = ["Backlog", "ClientEvent", "WeChatMonitor", "WeChatStatus", "call_codes", "refresh_backlog"]
+__all__ = ["Backlog", "BacklogGauges", "ClientEvent", "WeChatMonitor", "WeChatStatus", "call_codes"]
 
 
 class ClientEvent(Protocol):
@@ -154,6 +152,17 @@ class Backlog:
     webhook_backlog: int
     webhook_backlog_age_seconds: float
 
+    @classmethod
+    def from_rows(cls, rows: BacklogRows, now: datetime) -> Backlog:
+        """The backlog at ``now`` (the service's clock: the sandbox's virtual one in sandbox mode)."""
+        oldest_job, oldest_delivery = rows.oldest_due_job, rows.oldest_pending_delivery
+        return cls(
+            job_lag_seconds=max((now - oldest_job).total_seconds(), 0.0) if oldest_job is not None else 0.0,
+            jobs_due=rows.jobs_due,
+            webhook_backlog=rows.deliveries_due,
+            webhook_backlog_age_seconds=max((now - oldest_delivery).total_seconds(), 0.0) if oldest_delivery else 0.0,
+        )
+
 
 class BacklogGauges:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -175,28 +184,3 @@ class BacklogGauges:
         self.jobs_due.set(backlog.jobs_due)
         self.webhooks.set(backlog.webhook_backlog)
         self.webhook_age.set(backlog.webhook_backlog_age_seconds)
-
-
-async def refresh_backlog(engine: AsyncEngine, clock: Clock) -> Backlog:
-    """Read the worker's and the webhooks' backlog (on the service's clock: the sandbox's virtual one
-    in sandbox mode)."""
-    from minipay.server.worker._tables import worker_jobs  # the worker package imports the API
-
-    now = clock.now()
-    j, d = worker_jobs.c, db.webhook_deliveries.c
-    async with engine.connect() as conn:
-        oldest_job, due = (
-            await conn.execute(select(func.min(j.run_at), func.count()).where(j.status == "pending", j.run_at <= now))
-        ).one()
-        backlog = (
-            await conn.execute(select(func.count()).where(d.status == "pending", d.next_attempt_at <= now))
-        ).scalar_one()
-        oldest_delivery = (
-            await conn.execute(select(func.min(d.created_at)).where(d.status == "pending"))
-        ).scalar_one_or_none()
-    return Backlog(
-        job_lag_seconds=max((now - oldest_job).total_seconds(), 0.0) if oldest_job is not None else 0.0,
-        jobs_due=int(due),
-        webhook_backlog=int(backlog),
-        webhook_backlog_age_seconds=max((now - oldest_delivery).total_seconds(), 0.0) if oldest_delivery else 0.0,
-    )

@@ -29,10 +29,9 @@ from minipay.protocol import (
     parse_refund_notification,
 )
 from minipay.server.domain import ApplyOutcome, PaymentResult, RefundResult
-from minipay.server.ports import Clock
+from minipay.server.ports import Clock, UnitOfWorkPortFactory
 from minipay.server.services import apply_payment_result, apply_refund_result
 from minipay.server.settings import InstitutionSettings, Settings
-from minipay.server.uow import UnitOfWorkFactory
 
 __all__ = ["NotifyReply", "handle_payment_notification", "handle_refund_notification", "reply"]
 
@@ -81,7 +80,7 @@ def _known_sub(settings: Settings, inst: InstitutionSettings, sub_mch_id: str | 
 
 
 async def handle_payment_notification(
-    body: bytes, *, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock
+    body: bytes, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, clock: Clock
 ) -> NotifyReply:
     found: list[InstitutionSettings] = []
 
@@ -121,7 +120,7 @@ async def handle_payment_notification(
 
 
 async def handle_refund_notification(
-    body: bytes, *, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock
+    body: bytes, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, clock: Clock
 ) -> NotifyReply:
     found: list[InstitutionSettings] = []
 

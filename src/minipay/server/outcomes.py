@@ -8,6 +8,7 @@ the number of replicas (row lock + version check, see ``uow``).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from minipay.server.domain import (
@@ -15,16 +16,19 @@ from minipay.server.domain import (
     ApplyOutcome,
     Payment,
     PaymentResult,
+    Refund,
     RefundResult,
 )
-from minipay.server.ports import Clock
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.ports import Clock, UnitOfWorkPort, UnitOfWorkPortFactory
+from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
     "apply_payment_result",
     "apply_refund_result",
     "mark_payment_closed",
+    "record_payment_events",
+    "record_refund_events",
 ]
 
 log = logging.getLogger("minipay.server")
@@ -34,7 +38,7 @@ _DEAD_STATES = frozenset({"CLOSED", "REVOKED", "PAYERROR"})
 
 
 async def apply_payment_result(
-    uow_factory: UnitOfWorkFactory, result: PaymentResult, *, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, result: PaymentResult, *, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Apply a payment outcome from a verified notification (``source="notification"``) or an order
     query (``source="query"``): at most one transition, whatever the number of concurrent deliveries.
@@ -44,7 +48,7 @@ async def apply_payment_result(
     ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
     """
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         payment = await _find_payment(uow, result)
         if payment is None:
@@ -116,14 +120,7 @@ async def apply_payment_result(
             payment_id=payment.id,
             sub_mch_id=payment.sub_mch_id,
         )
-        await uow.record(
-            payment.events,
-            source=source,
-            sub_mch_id=payment.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            webhook_data=payment_view(payment),
-        )
+        await record_payment_events(uow, payment, source=source, now=now)
         await uow.commit()
         return outcome
 
@@ -132,7 +129,7 @@ async def apply_payment_result(
     return await retrying(uow_factory, work)
 
 
-async def _already_applied(uow_factory: UnitOfWorkFactory, result: PaymentResult) -> bool:
+async def _already_applied(uow_factory: UnitOfWorkPortFactory, result: PaymentResult) -> bool:
     """A notification WeChat repeats (it does, until it reads our SUCCESS): answered from a read, with
     no write transaction, when the payment is paid with this very transaction, notified already,
     and the message matches it in every field the write path checks."""
@@ -151,7 +148,7 @@ async def _already_applied(uow_factory: UnitOfWorkFactory, result: PaymentResult
     )
 
 
-async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | None:
+async def _find_payment(uow: UnitOfWorkPort, result: PaymentResult) -> Payment | None:
     if result.mch_id and result.sub_mch_id:
         return await uow.payments.get_by_out_trade_no(
             result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id, for_update=True
@@ -163,11 +160,11 @@ async def _find_payment(uow: UnitOfWork, result: PaymentResult) -> Payment | Non
 
 
 async def mark_payment_closed(
-    uow_factory: UnitOfWorkFactory, payment_id: str, *, reason: str, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, payment_id: str, *, reason: str, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Record that WeChat closed the order (closeorder SUCCESS / ORDERCLOSED, or a query said CLOSED)."""
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         payment = await uow.payments.get(payment_id, for_update=True)
         if payment is None:
@@ -175,14 +172,7 @@ async def mark_payment_closed(
         outcome = payment.closed(now, reason=reason)
         if outcome is ApplyOutcome.APPLIED:
             await uow.payments.save(payment)
-            await uow.record(
-                payment.events,
-                source=source,
-                sub_mch_id=payment.sub_mch_id,
-                now=now,
-                payment_id=payment.id,
-                webhook_data=payment_view(payment),
-            )
+            await record_payment_events(uow, payment, source=source, now=now)
             await uow.commit()
         return outcome
 
@@ -190,7 +180,7 @@ async def mark_payment_closed(
 
 
 async def apply_refund_result(
-    uow_factory: UnitOfWorkFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, result: RefundResult, *, mch_id: str, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Apply a refund outcome (decrypted notification or refund query): exactly once.
 
@@ -200,7 +190,7 @@ async def apply_refund_result(
     ``PROCESSING`` -> ``processing``. An unknown ``out_refund_no`` changes nothing.
     """
 
-    async def work(uow: UnitOfWork) -> ApplyOutcome:
+    async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
         peek = await uow.refunds.get_by_out_refund_no(mch_id, result.out_refund_no)
         if peek is None:
@@ -267,16 +257,35 @@ async def apply_refund_result(
             refund_id=refund.id,
             sub_mch_id=refund.sub_mch_id,
         )
-        await uow.record(
-            refund.events,
-            source=source,
-            sub_mch_id=refund.sub_mch_id,
-            now=now,
-            payment_id=payment.id,
-            refund_id=refund.id,
-            webhook_data={**refund_view(refund), "payment": payment_view(payment)},
-        )
+        await record_refund_events(uow, refund, payment, source=source, now=now)
         await uow.commit()
         return outcome
 
     return await retrying(uow_factory, work)
+
+
+async def record_payment_events(uow: UnitOfWorkPort, payment: Payment, *, source: str, now: datetime) -> None:
+    """Store the payment's new events; each is a webhook that carries the payment as the API shows it."""
+    await uow.record(
+        payment.events,
+        source=source,
+        sub_mch_id=payment.sub_mch_id,
+        now=now,
+        payment_id=payment.id,
+        webhook_data=payment_view(payment),
+    )
+
+
+async def record_refund_events(
+    uow: UnitOfWorkPort, refund: Refund, payment: Payment, *, source: str, now: datetime
+) -> None:
+    """Store the refund's new events; each webhook carries the refund with its payment."""
+    await uow.record(
+        refund.events,
+        source=source,
+        sub_mch_id=refund.sub_mch_id,
+        now=now,
+        payment_id=payment.id,
+        refund_id=refund.id,
+        webhook_data={**refund_view(refund), "payment": payment_view(payment)},
+    )

@@ -57,10 +57,23 @@ from minipay.server.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from minipay.server.outcomes import apply_payment_result, apply_refund_result, mark_payment_closed
-from minipay.server.ports import Clock, OrderRequest, PaymentGateway, RefundRequest
+from minipay.server.outcomes import (
+    apply_payment_result,
+    apply_refund_result,
+    mark_payment_closed,
+    record_refund_events,
+)
+from minipay.server.paging import Anchor, anchor_of, read_page
+from minipay.server.ports import (
+    Clock,
+    OrderRequest,
+    PaymentGateway,
+    RefundRequest,
+    UnitOfWorkPort,
+    UnitOfWorkPortFactory,
+)
 from minipay.server.settings import Settings, SubMerchantSettings
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory, retrying
+from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
@@ -92,7 +105,7 @@ class Services:
     """The use cases bound to one container's ports (what the API and the worker call)."""
 
     def __init__(
-        self, *, settings: Settings, uow_factory: UnitOfWorkFactory, gateway: PaymentGateway, clock: Clock
+        self, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, gateway: PaymentGateway, clock: Clock
     ) -> None:
         self.settings = settings
         self.uow_factory = uow_factory
@@ -207,7 +220,7 @@ class Services:
         fingerprint = cmd.fingerprint()
         scope = f"{principal.scope}:payments"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Payment, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Payment, bool]:
             now = self.clock.now()
             out_trade_no = cmd.out_trade_no or new_out_trade_no()
             taken = (
@@ -293,7 +306,7 @@ class Services:
         except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
-        async def phase2(uow: UnitOfWork) -> Payment:
+        async def phase2(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             if current is None:  # pragma: no cover
@@ -334,7 +347,7 @@ class Services:
             raise Conflict(f"WeChat says the order {payment.out_trade_no} is closed", code="payment_closed")
         unknown = is_unknown(exc)
 
-        async def record(uow: UnitOfWork) -> Payment:
+        async def record(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
             current = await uow.payments.get(payment.id, for_update=True)
             assert current is not None
@@ -417,27 +430,34 @@ class Services:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[Payment], str | None]:
-        after: tuple[datetime, str] | None = None
-        if cursor:
-            async with self.uow_factory().reading() as uow:
-                anchor = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
-            if anchor is None:
-                raise InvalidRequest("unknown cursor", code="invalid_cursor")
-            after = (anchor.created_at, anchor.id)
+        after = await self.payment_anchor(principal, cursor)
         if status is not None and status not in {s.value for s in PaymentStatus}:
             raise InvalidRequest(f"unknown status {status!r}", code="invalid_field")
+
+        async def fetch(n: int) -> list[Payment]:
+            async with self.uow_factory().reading() as uow:
+                return await uow.payments.search(
+                    sub_mch_id=principal.sub_mch_id,
+                    status=status,
+                    out_trade_no=out_trade_no,
+                    created_gte=created_gte,
+                    created_lt=created_lt,
+                    after=after,
+                    limit=n,
+                )
+
+        page = await read_page(fetch, limit)
+        return page.rows, page.next_cursor
+
+    async def payment_anchor(self, principal: Principal, cursor: str | None) -> Anchor | None:
+        """Where the page after ``cursor`` (a payment id the caller may see) starts; None: the first page."""
+        if not cursor:
+            return None
         async with self.uow_factory().reading() as uow:
-            rows = await uow.payments.search(
-                sub_mch_id=principal.sub_mch_id,
-                status=status,
-                out_trade_no=out_trade_no,
-                created_gte=created_gte,
-                created_lt=created_lt,
-                after=after,
-                limit=limit + 1,
-            )
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return rows[:limit], next_cursor
+            payment = await uow.payments.get(cursor, sub_mch_id=principal.sub_mch_id)
+        if payment is None:
+            raise InvalidRequest("unknown cursor", code="invalid_cursor")
+        return anchor_of(payment)
 
     # -- refunds ---------------------------------------------------------------------------------------
 
@@ -453,7 +473,7 @@ class Services:
         fingerprint = hashlib.sha256(json.dumps([payment_id, amount, reason]).encode()).hexdigest()
         scope = f"{principal.scope}:refunds"
 
-        async def phase1(uow: UnitOfWork) -> tuple[Refund, bool]:
+        async def phase1(uow: UnitOfWorkPort) -> tuple[Refund, bool]:
             now = self.clock.now()
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id, for_update=True)
             if payment is None:
@@ -535,7 +555,7 @@ class Services:
                     extra={"refund_id": refund.id},
                 )
 
-        async def phase2(uow: UnitOfWork) -> Refund:
+        async def phase2(uow: UnitOfWorkPort) -> Refund:
             now = self.clock.now()
             current_payment = await uow.payments.get(refund.payment_id, for_update=True)
             current = await uow.refunds.get(refund.id, for_update=True)
@@ -557,15 +577,7 @@ class Services:
             # same out_refund_no (by a retry with the same Idempotency-Key, or by the worker).
             if current.events:
                 await uow.refunds.save(current)
-                await uow.record(
-                    current.events,
-                    source="api",
-                    sub_mch_id=current.sub_mch_id,
-                    now=now,
-                    payment_id=current.payment_id,
-                    refund_id=current.id,
-                    webhook_data={**refund_view(current), "payment": payment_view(current_payment)},
-                )
+                await record_refund_events(uow, current, current_payment, source="api", now=now)
                 await uow.commit()
             return current
 

@@ -1,4 +1,4 @@
-"""Unit of work over SQLAlchemy Core (async): one transaction with its repositories (``repositories.py``).
+"""Unit of work over SQLAlchemy Core (async): one transaction with its repositories (``repositories/``).
 
 One :class:`UnitOfWork` is one database transaction::
 
@@ -10,11 +10,17 @@ One :class:`UnitOfWork` is one database transaction::
 
 ``save`` raises :class:`ConcurrentUpdate` when another transaction changed the row meanwhile; the
 service layer retries the whole unit (``retrying``). Leaving the block without ``commit`` rolls back.
+The repositories hold every SQL statement; code that uses a unit of work calls their methods (the
+worker's queue ``uow.jobs``, its reconciliation ``uow.reconciliation``, the console's read model
+``uow.console``, the health probes ``uow.health``), never the connection.
 
 Work that only reads uses ``async with uow_factory().reading() as uow:``: no write transaction (on
 SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on PostgreSQL no
 ``BEGIN``/``ROLLBACK`` round trips). Each statement reads the latest committed state, as under
 PostgreSQL's default READ COMMITTED.
+
+The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class is its SQL adapter
+(and the worker's and the console's, which also reach for the connection).
 """
 
 from __future__ import annotations
@@ -28,22 +34,26 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minipay.server import db, tracing
-from minipay.server.domain import (
-    DomainEvent,
-)
+from minipay.server.domain import DomainEvent
+from minipay.server.ports import UnitOfWorkPort
 from minipay.server.repositories import (
     ConcurrentUpdate,
+    ConsoleQueries,
     EventLog,
+    HealthQueries,
     IdempotencyKeys,
+    JobRepository,
     Outbox,
     PaymentRepository,
+    ReconciliationRepository,
     RefundRepository,
     WebhookRepository,
 )
 
-__all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "retrying"]
+__all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "record_events", "retrying"]
 
 T = TypeVar("T")
+U = TypeVar("U", bound=UnitOfWorkPort)
 
 
 def _uow_attributes(uow: UnitOfWork) -> dict[str, Any]:
@@ -65,9 +75,14 @@ class UnitOfWork:
         self.outbox = Outbox(self)
         self.idempotency = IdempotencyKeys(self)
         self.webhooks = WebhookRepository(self)
+        self.jobs = JobRepository(self)
+        self.reconciliation = ReconciliationRepository(self)
+        self.console = ConsoleQueries(self)
+        self.health = HealthQueries(self)
 
     @property
     def conn(self) -> AsyncConnection:
+        """The transaction's connection: for the repositories only."""
         if self._conn is None:
             raise RuntimeError("the unit of work is not active: use `async with uow:`")
         return self._conn
@@ -134,35 +149,61 @@ class UnitOfWork:
         webhook_data: dict[str, Any] | None = None,
     ) -> None:
         """Append the entity's new events to the log; publish the webhook ones to the outbox (same transaction)."""
-        for ev in events:
-            await self.events.append(
-                type=ev.type,
-                source=source,
-                data=dict(ev.data),
+        await record_events(
+            self,
+            events,
+            source=source,
+            sub_mch_id=sub_mch_id,
+            now=now,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            webhook_data=webhook_data,
+        )
+
+
+async def record_events(
+    uow: UnitOfWorkPort,
+    events: list[DomainEvent],
+    *,
+    source: str,
+    sub_mch_id: str,
+    now: datetime,
+    payment_id: str | None,
+    refund_id: str | None = None,
+    webhook_data: dict[str, Any] | None = None,
+) -> None:
+    """``UnitOfWorkPort.record`` over any unit of work's ``events`` and ``outbox``: each event is
+    logged, the ones merchants are told of published, and ``events`` emptied."""
+    for ev in events:
+        await uow.events.append(
+            type=ev.type,
+            source=source,
+            data=dict(ev.data),
+            now=now,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            sub_mch_id=sub_mch_id,
+        )
+        if ev.webhook is not None and ev.key is not None:
+            await uow.outbox.publish(
+                key=ev.key,
+                type=ev.webhook,
+                sub_mch_id=sub_mch_id,
+                data=dict(webhook_data or {}),
                 now=now,
                 payment_id=payment_id,
                 refund_id=refund_id,
-                sub_mch_id=sub_mch_id,
             )
-            if ev.webhook is not None and ev.key is not None:
-                await self.outbox.publish(
-                    key=ev.key,
-                    type=ev.webhook,
-                    sub_mch_id=sub_mch_id,
-                    data=dict(webhook_data or {}),
-                    now=now,
-                    payment_id=payment_id,
-                    refund_id=refund_id,
-                )
-        events.clear()
+    events.clear()
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
-async def retrying(factory: UnitOfWorkFactory, work: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 8) -> T:
+async def retrying(factory: Callable[[], U], work: Callable[[U], Awaitable[T]], *, attempts: int = 8) -> T:
     """Run ``work`` in a fresh unit of work, again when a concurrent writer won (``ConcurrentUpdate``,
-    a unique-key race, a PostgreSQL serialization failure or deadlock)."""
+    a unique-key race, a PostgreSQL serialization failure or deadlock). Any unit of work will do:
+    the SQL one, or another implementation of :class:`~minipay.server.ports.UnitOfWorkPort`."""
     last: Exception | None = None
     for _ in range(attempts):
         try:

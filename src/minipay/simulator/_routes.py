@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -12,33 +11,35 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from minipay.protocol import format_major, parse_major
+from minipay._web import stylesheet, templates
+from minipay.protocol import CHINA_TZ, format_major, parse_major
 from minipay.simulator._shop import TEST_USERS, ShopBackend, ShopError, ShopSession, catalogue
 
 __all__ = ["build_router"]
 
 _HERE = Path(__file__).parent
-STYLESHEET = _HERE.parent / "_web" / "minipay.css"
 SCRIPT = _HERE / "static" / "try.js"
 COOKIE = "minipay_try"
-CHINA = timezone(timedelta(hours=8))
 #: Payment statuses after which the mini program stops asking.
 FINAL = frozenset({"succeeded", "closed", "partially_refunded", "refunded"})
-#: The clock panel's steps: seconds, label, what it shows.
-CLOCK_STEPS = (
+#: The clock panel's steps: seconds (or ``NEXT_BILL``), label, what it shows.
+NEXT_BILL = "next-bill"
+#: When "next day" lands: WeChat publishes a day's bill at 09:00 China time on T+1 and the service's
+#: worker fetches it from 10:00 (its default ``bill_ready_time``); a few minutes past that it is in.
+BILL_FETCHED = time(10, 5)
+CLOCK_STEPS: tuple[tuple[int | str, str, str], ...] = (
     (60, "+1 min", "notification retries, a refund completes"),
     (31 * 60, "+31 min", "an unpaid order expires (30 min)"),
-    (24 * 3600, "+1 day", "yesterday's bill is downloaded and reconciled"),
+    (NEXT_BILL, "Next day, 10:05", "today's bill is published, downloaded and reconciled"),
 )
 
 
-def money(amount: int | None, currency: str | None) -> str:
-    if amount is None or currency is None:
-        return "—"
-    try:
-        return f"{format_major(amount, currency)} {currency}"
-    except Exception:
-        return f"{amount} {currency} (minor units)"
+def seconds_to_next_bill(now: datetime) -> float:
+    """Seconds from ``now`` to 10:05 China time on the next China day: by then the bill of the China
+    day ``now`` is in has been published and fetched. (A flat +24 h would not do: before 10:00 China
+    time it lands before the bill is there.)"""
+    day = now.astimezone(CHINA_TZ).date() + timedelta(days=1)
+    return (datetime.combine(day, BILL_FETCHED, tzinfo=CHINA_TZ) - now).total_seconds()
 
 
 def china_time(value: Any) -> str:
@@ -50,7 +51,7 @@ def china_time(value: Any) -> str:
         return str(value)
     if parsed.tzinfo is None:
         return str(value)
-    return parsed.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+    return parsed.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 _CLOSING_TAG = re.compile(r"(<xml>|</[A-Za-z0-9_]+>)(?=<)")
@@ -61,25 +62,9 @@ def xml_lines(text: str | None) -> str:
     return _CLOSING_TAG.sub("\\1\n", text or "")
 
 
-@functools.cache
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["money"] = money
-    env.filters["china_time"] = china_time
-    env.filters["xml_lines"] = xml_lines
-    return env
-
-
 def _html(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(str(_environment().get_template(name).render(**context)), status_code=status)
+    template = templates(_HERE / "templates", china_time=china_time, xml_lines=xml_lines).get_template(name)
+    return HTMLResponse(str(template.render(**context)), status_code=status)
 
 
 def _cross_site(request: Request) -> str | None:
@@ -279,11 +264,16 @@ def build_router(backend: ShopBackend) -> APIRouter:
         if not back.startswith("/try") or back.startswith("//"):
             back = "/try"
         try:
-            seconds = float(form.get("seconds", ""))
-            if not 0 < seconds <= 366 * 24 * 3600:
-                raise ValueError
+            if form.get("seconds") == NEXT_BILL:
+                seconds = seconds_to_next_bill(datetime.fromisoformat((await backend.clock())["now"]))
+            else:
+                seconds = float(form.get("seconds", ""))
+                if not 0 < seconds <= 366 * 24 * 3600:
+                    raise ValueError
         except ValueError:
             return await page(request, "shop", status=400, error="Advance the clock by 1 second to a year.")
+        except ShopError as exc:
+            return await page(request, "shop", status=exc.status, error=exc.message)
         try:
             await backend.clock(seconds)
         except ShopError as exc:
@@ -305,9 +295,7 @@ def build_router(backend: ShopBackend) -> APIRouter:
             return JSONResponse({"error": problem}, status_code=400)
         return JSONResponse({"ok": True})
 
-    @router.get("/static/minipay.css")
-    async def stylesheet() -> Response:
-        return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    router.get("/static/minipay.css")(stylesheet)
 
     @router.get("/static/try.js")
     async def script() -> Response:

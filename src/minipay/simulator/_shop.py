@@ -12,11 +12,8 @@ page), and talks to the service and the sandbox over HTTP, as a merchant's serve
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,14 +21,13 @@ from typing import Any
 
 import httpx2
 
-from minipay.protocol import DEFAULT_CURRENCIES, format_major
+from minipay._web import WebhookSignatureError, money, verify_webhook
+from minipay.protocol import DEFAULT_CURRENCIES
 
 __all__ = ["TEST_USERS", "Product", "Shop", "ShopBackend", "ShopError", "ShopSession", "catalogue"]
 
 #: The payers to choose from (each a WeChat user of the sandbox, with a CNY wallet).
 TEST_USERS = ("alice", "bob", "carol")
-#: Tolerance of the webhook signature's timestamp (seconds of real time).
-SIGNATURE_TOLERANCE = 300
 
 
 class ShopError(Exception):
@@ -63,7 +59,7 @@ class Product:
 
     @property
     def price(self) -> str:
-        return f"{format_major(self.amount, self.currency)} {self.currency}"
+        return money(self.amount, self.currency)
 
 
 _CATALOGUE: dict[str, list[tuple[str, str, int]]] = {
@@ -89,19 +85,6 @@ class ShopSession:
     user: str
     openid: str | None = None
     payments: list[str] = field(default_factory=list)
-
-
-def verify_signature(body: bytes, header: str, secret: str, *, now: int) -> str | None:
-    """``Minipay-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``: None when valid, else why."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    if "t" not in parts or "v1" not in parts or not parts["t"].isdigit():
-        return "malformed Minipay-Signature"
-    if abs(now - int(parts["t"])) > SIGNATURE_TOLERANCE:
-        return "stale Minipay-Signature"
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, parts["v1"]):
-        return "Minipay-Signature does not match"
-    return None
 
 
 class ShopBackend:
@@ -309,8 +292,12 @@ class ShopBackend:
         """Check and keep one delivery; None when accepted, else why it was refused."""
         problem: str | None = "no webhook endpoint registered"
         for secret in self.webhook_secrets.values():
-            problem = verify_signature(body, header, secret, now=int(time.time()))
-            if problem is None:
+            try:
+                verify_webhook(body, header, secret)  # t= is real time, within five minutes
+            except WebhookSignatureError as exc:
+                problem = str(exc)
+            else:
+                problem = None
                 break
         try:
             event = json.loads(body)

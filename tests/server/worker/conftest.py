@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from minipay.server import db
+from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
 from minipay.server.worker import metadata
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -31,6 +32,11 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
+
+
+def units(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """Units of work over ``engine`` (what the queue and the reconciler take, like ``container.uow_factory``)."""
+    return lambda: UnitOfWork(engine)
 
 
 def postgres_reachable() -> bool:

@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minipay.server.worker import JobQueue, JobStatus
-from tests.server.worker.conftest import ManualClock
+from tests.server.worker.conftest import ManualClock, units
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_enqueue_is_idempotent_per_kind_and_key(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock)
+    queue = JobQueue(units(engine), clock)
     assert await queue.enqueue("payment.followup", "pay_1", {"payment_id": "pay_1"}) is True
     assert await queue.enqueue("payment.followup", "pay_1", {"payment_id": "other"}) is False
     assert await queue.enqueue("refund.followup", "pay_1") is True
@@ -26,7 +26,7 @@ async def test_enqueue_is_idempotent_per_kind_and_key(engine: AsyncEngine, clock
 
 
 async def test_only_due_jobs_are_claimed(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock, lease=timedelta(hours=1))
+    queue = JobQueue(units(engine), clock, lease=timedelta(hours=1))
     await queue.enqueue("k", "now")
     await queue.enqueue("k", "later", run_at=clock.now() + timedelta(minutes=5))
     jobs = await queue.claim("w1")
@@ -40,7 +40,7 @@ async def test_only_due_jobs_are_claimed(engine: AsyncEngine, clock: ManualClock
 async def test_a_leased_job_is_not_claimed_again_until_its_lease_expires(
     engine: AsyncEngine, clock: ManualClock
 ) -> None:
-    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    queue = JobQueue(units(engine), clock, lease=timedelta(seconds=30))
     await queue.enqueue("k", "a")
     (first,) = await queue.claim("w1")
     clock.advance(29)
@@ -53,7 +53,7 @@ async def test_a_leased_job_is_not_claimed_again_until_its_lease_expires(
 
 
 async def test_a_worker_that_lost_its_lease_cannot_finish_the_job(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    queue = JobQueue(units(engine), clock, lease=timedelta(seconds=30))
     await queue.enqueue("k", "a")
     (stale,) = await queue.claim("w1")
     clock.advance(31)
@@ -68,7 +68,7 @@ async def test_a_worker_that_lost_its_lease_cannot_finish_the_job(engine: AsyncE
 
 
 async def test_a_heartbeat_keeps_the_lease(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    queue = JobQueue(units(engine), clock, lease=timedelta(seconds=30))
     await queue.enqueue("k", "a")
     (job,) = await queue.claim("w1")
     clock.advance(20)
@@ -78,7 +78,7 @@ async def test_a_heartbeat_keeps_the_lease(engine: AsyncEngine, clock: ManualClo
 
 
 async def test_a_planned_follow_up_does_not_use_up_attempts(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock)
+    queue = JobQueue(units(engine), clock)
     await queue.enqueue("k", "a", {"n": 0})
     (job,) = await queue.claim("w1")
     assert await queue.retry(job, clock.now() + timedelta(seconds=10), payload={"n": 1}, count_attempt=False)
@@ -95,7 +95,7 @@ async def test_a_planned_follow_up_does_not_use_up_attempts(engine: AsyncEngine,
 
 
 async def test_concurrent_claimers_never_share_a_job(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock)
+    queue = JobQueue(units(engine), clock)
     await queue.enqueue_many([("k", f"job{i}", {}, None) for i in range(60)])
     claimed: list[int] = []
 
@@ -117,7 +117,7 @@ async def test_concurrent_claimers_never_share_a_job(engine: AsyncEngine, clock:
 
 
 async def test_the_overview_shows_counts_lateness_stalls_and_dead_jobs(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock, lease=timedelta(seconds=30))
+    queue = JobQueue(units(engine), clock, lease=timedelta(seconds=30))
     await queue.enqueue("a", "1")
     await queue.enqueue("a", "2")
     await queue.enqueue("b", "1", run_at=clock.now() + timedelta(hours=1))
@@ -136,7 +136,7 @@ async def test_the_overview_shows_counts_lateness_stalls_and_dead_jobs(engine: A
 
 
 async def test_dead_jobs_can_be_revived(engine: AsyncEngine, clock: ManualClock) -> None:
-    queue = JobQueue(engine, clock)
+    queue = JobQueue(units(engine), clock)
     await queue.enqueue("a", "1")
     (job,) = await queue.claim("w1")
     await queue.fail(job, "fixed since")
@@ -144,3 +144,19 @@ async def test_dead_jobs_can_be_revived(engine: AsyncEngine, clock: ManualClock)
     assert await queue.revive_dead() == 1
     (again,) = await queue.claim("w1")
     assert (again.id, again.attempts) == (job.id, 1)
+
+
+async def test_a_job_enqueued_in_a_unit_of_work_exists_only_if_it_commits(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    factory = units(engine)
+    queue = JobQueue(factory, clock)
+    async with factory() as uow:
+        assert await queue.enqueue("k", "rolled-back", uow=uow) is True
+    async with factory() as uow:
+        assert await queue.enqueue("k", "committed", uow=uow) is True
+        await uow.commit()
+    assert await queue.get("k", "rolled-back") is None
+    row = await queue.get("k", "committed")
+    assert row is not None
+    assert row["status"] == JobStatus.PENDING

@@ -21,7 +21,7 @@ from minipay.server.worker import (
     bill_data_from_rows,
     reconciliation_discrepancies,
 )
-from tests.server.worker.conftest import ManualClock
+from tests.server.worker.conftest import ManualClock, units
 
 pytestmark = pytest.mark.anyio
 
@@ -135,7 +135,7 @@ MATCHING = [
 
 async def test_a_bill_that_matches_the_ledger_gives_no_discrepancy(engine: AsyncEngine, clock: ManualClock) -> None:
     await _ledger(engine)
-    reconciler = Reconciler(engine, clock, FakeBills(MATCHING))
+    reconciler = Reconciler(units(engine), clock, FakeBills(MATCHING))
     run = await reconciler.reconcile(SUB, DAY)
     assert (run.status, run.bill_rows, run.ledger_rows, run.discrepancy_count) == ("ok", 3, 3, 0)
     report = await reconciler.report(DAY)
@@ -147,13 +147,13 @@ async def test_the_documented_domestic_partner_layout_reconciles_clean(engine: A
     """The spec's Chinese ALL layout (fixture: the MATCHING bill's trades, fees to 5 decimals)."""
     await _ledger(engine)
     body = (Path(__file__).parents[2] / "fixtures" / "domestic_partner_bill.csv").read_bytes()
-    reconciler = Reconciler(engine, clock, FakeBills(None, body=body))
+    reconciler = Reconciler(units(engine), clock, FakeBills(None, body=body))
     run = await reconciler.reconcile(SUB, DAY)
     assert (run.status, run.bill_rows, run.ledger_rows, run.discrepancy_count) == ("ok", 3, 3, 0)
     # the same bill with one payment changed is caught: the layout is really read, not skipped
     changed = body.replace(b"`25.00,`0.00,`0,`0", b"`24.00,`0.00,`0,`0")
     assert changed != body
-    run = await Reconciler(engine, clock, FakeBills(None, body=changed)).reconcile(SUB, DAY, replace=True)
+    run = await Reconciler(units(engine), clock, FakeBills(None, body=changed)).reconcile(SUB, DAY, replace=True)
     assert run.discrepancy_count == 1
 
 
@@ -162,7 +162,7 @@ async def test_an_extra_and_a_missing_trade_give_exactly_those_two_discrepancies
 ) -> None:
     await _ledger(engine)
     rows = [MATCHING[0], _trade_row("PHANTOM1", "4200000099", 100, NOON), MATCHING[2]]  # ORDER2 missing
-    reconciler = Reconciler(engine, clock, FakeBills(rows))
+    reconciler = Reconciler(units(engine), clock, FakeBills(rows))
     run = await reconciler.reconcile(SUB, DAY)
     assert (run.status, run.discrepancy_count) == ("discrepancies", 2)
     report = await reconciler.report(DAY)
@@ -176,7 +176,7 @@ async def test_an_extra_and_a_missing_trade_give_exactly_those_two_discrepancies
 async def test_reconciling_again_never_duplicates_rows(engine: AsyncEngine, clock: ManualClock) -> None:
     await _ledger(engine)
     bills = FakeBills([MATCHING[0]])
-    reconciler = Reconciler(engine, clock, bills)
+    reconciler = Reconciler(units(engine), clock, bills)
     first = await reconciler.reconcile(SUB, DAY)
     again = await reconciler.reconcile(SUB, DAY)  # a job taken over from a killed worker
     assert again == first
@@ -192,7 +192,7 @@ async def test_refund_job_discrepancies_are_recorded_once_and_survive_a_replaced
     engine: AsyncEngine, clock: ManualClock
 ) -> None:
     await _ledger(engine)
-    reconciler = Reconciler(engine, clock, FakeBills([MATCHING[0]]))
+    reconciler = Reconciler(units(engine), clock, FakeBills([MATCHING[0]]))
     await reconciler.reconcile(SUB, DAY)
     first = await reconciler.record_refund_missing(SUB.sub_mch_id, "ref_1", "REFUND1", "50300000001", "processing")
     again = await reconciler.record_refund_missing(SUB.sub_mch_id, "ref_1", "REFUND1", "50300000001", "processing")
@@ -212,18 +212,18 @@ async def test_no_bill_with_payments_in_the_ledger_reports_them_missing(
     engine: AsyncEngine, clock: ManualClock
 ) -> None:
     await _ledger(engine)
-    run = await Reconciler(engine, clock, FakeBills(None)).reconcile(SUB, DAY)
+    run = await Reconciler(units(engine), clock, FakeBills(None)).reconcile(SUB, DAY)
     assert (run.status, run.bill_rows, run.discrepancy_count) == ("discrepancies", 0, 3)
 
 
 async def test_a_day_without_trades_and_without_a_bill_is_clean(engine: AsyncEngine, clock: ManualClock) -> None:
-    run = await Reconciler(engine, clock, FakeBills(None)).reconcile(SUB, DAY - timedelta(days=1))
+    run = await Reconciler(units(engine), clock, FakeBills(None)).reconcile(SUB, DAY - timedelta(days=1))
     assert (run.status, run.discrepancy_count) == ("ok", 0)
 
 
 async def test_a_sub_merchant_key_sees_only_its_own_report(engine: AsyncEngine, clock: ManualClock) -> None:
     await _ledger(engine)
-    reconciler = Reconciler(engine, clock, FakeBills([]))
+    reconciler = Reconciler(units(engine), clock, FakeBills([]))
     await reconciler.reconcile(SUB, DAY)
     assert len((await reconciler.report(DAY, [SUB.sub_mch_id]))["discrepancies"]) == 3
     other = await reconciler.report(DAY, ["1900000111"])

@@ -12,9 +12,11 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from minipay._web import PAGE_HEADERS, stylesheet
 from minipay.protocol import FieldError, parse_major
+from minipay.server.auth import key_owner
 from minipay.server.bootstrap import Container
 from minipay.server.console._overview import (
     attention,
@@ -32,11 +34,12 @@ from minipay.server.console._queries import (
     payment_webhooks,
     search_payments,
 )
-from minipay.server.console._render import STYLESHEET, render
+from minipay.server.console._render import render
 from minipay.server.console._session import COOKIE, LIFETIME, ConsoleSession, SessionCodec, derive_secret, same_origin
 from minipay.server.console._throttle import SignInThrottle
 from minipay.server.domain import PaymentStatus
-from minipay.server.services import NotFound, Principal, ServiceError
+from minipay.server.paging import read_page
+from minipay.server.services import InvalidRequest, NotFound, Principal, ServiceError
 from minipay.server.webhooks import list_endpoints
 
 __all__ = ["build_console_router"]
@@ -63,14 +66,7 @@ class _Viewer:
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
-    response = HTMLResponse(body, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'"
-    )
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, "Referrer-Policy": "same-origin"})
 
 
 def _parse_day(text: str | None) -> date | None:
@@ -174,9 +170,7 @@ def build_console_router(container: Container) -> APIRouter:
 
     # -- assets -----------------------------------------------------------------------------------------
 
-    @router.get("/static/minipay.css")
-    async def stylesheet() -> Response:
-        return FileResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    router.get("/static/minipay.css")(stylesheet)
 
     # -- sign-in ----------------------------------------------------------------------------------------
 
@@ -205,18 +199,14 @@ def build_console_router(container: Container) -> APIRouter:
         fields = await form(request)
         presented = (fields or {}).get("api_key", "").strip().encode()
         codec, _ = codec_for(request)
-        found: bytes | None = None
-        for key, _who in request.app.state.auth_keys:  # every key, each compared in constant time
-            if hmac.compare_digest(key, presented):
-                found = key
-        if not presented or found is None:
+        if not presented or key_owner(request, presented) is None:
             throttle.failed(client)
             return page(request, "login.html", None, 401, error="That API key is not valid here.")
         throttle.succeeded(client)
         response = RedirectResponse("/console", status_code=303)
         response.set_cookie(
             COOKIE,
-            codec.issue(found),
+            codec.issue(presented),
             max_age=LIFETIME,
             path="/console",
             httponly=True,
@@ -260,26 +250,24 @@ def build_console_router(container: Container) -> APIRouter:
             out_trade_no=(q.get("out_trade_no") or "").strip()[:64] or None,
             transaction_id=(q.get("transaction_id") or "").strip()[:64] or None,
         )
-        after = None
         cursor = q.get("after")
-        if cursor:
-            try:
-                anchor = await services.get_payment(me.principal, cursor)
-                after = (anchor.created_at, anchor.id)
-            except NotFound:
-                after = None
-        rows = await search_payments(
-            container.uow_factory, scope=me.scope, filters=filters, after=after, limit=PAGE_SIZE + 1
+        try:
+            after = await services.payment_anchor(me.principal, cursor)
+        except InvalidRequest:
+            after = None  # a payment no longer visible: back to the first page
+        found = await read_page(
+            lambda n: search_payments(container.uow_factory, scope=me.scope, filters=filters, after=after, limit=n),
+            PAGE_SIZE,
         )
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
         kept = {k: v for k, v in q.items() if k != "after" and v}
-        next_url = "/console/payments?" + urlencode({**kept, "after": rows[-1].id}) if more and rows else None
+        next_url = None
+        if found.next_cursor is not None:
+            next_url = "/console/payments?" + urlencode({**kept, "after": found.next_cursor})
         return page(
             request,
             "payments.html",
             me,
-            payments=rows,
+            payments=found.rows,
             q=q,
             next_url=next_url,
             first_url=("/console/payments?" + urlencode(kept) if cursor else None),
@@ -369,9 +357,9 @@ def build_console_router(container: Container) -> APIRouter:
         if me is None:
             return to_login()
         now = container.clock.now()
-        hours = await buckets(container.engine, scope=me.scope, now=now, hourly=True)
-        days = await buckets(container.engine, scope=me.scope, now=now, hourly=False)
-        counts = await attention(container.engine, scope=me.scope, now=now)
+        hours = await buckets(container.uow_factory, scope=me.scope, now=now, hourly=True)
+        days = await buckets(container.uow_factory, scope=me.scope, now=now, hourly=False)
+        counts = await attention(container.uow_factory, scope=me.scope, now=now)
         refused = 0.0
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
@@ -402,13 +390,13 @@ def build_console_router(container: Container) -> APIRouter:
         me = viewer(request)
         if me is None:
             return to_login()
-        runs = await recent_runs(container.engine, scope=me.scope)
+        runs = await recent_runs(container.uow_factory, scope=me.scope)
         day = _parse_day(request.query_params.get("date"))
         if day is None and runs:
             day = runs[0]["bill_date"]
         report = None
         if day is not None:
-            report = await day_report(container.engine, day, scope=me.scope)
+            report = await day_report(container.uow_factory, day, scope=me.scope)
         return page(request, "reconciliation.html", me, runs=runs, day=day, report=report)
 
     # -- webhooks ---------------------------------------------------------------------------------------
@@ -419,13 +407,13 @@ def build_console_router(container: Container) -> APIRouter:
         if me is None:
             return to_login()
         endpoints = await list_endpoints(container.uow_factory, sub_mch_id=me.scope)
-        deliveries = await recent_deliveries(container.engine, scope=me.scope)
+        deliveries = await recent_deliveries(container.uow_factory, scope=me.scope)
         return page(request, "webhooks.html", me, endpoints=endpoints, deliveries=deliveries, notice=notice)
 
     @router.post("/webhooks/deliveries/{delivery_id}/retry")
     async def retry(request: Request, delivery_id: int) -> Response:
         async def run(request: Request, me: _Viewer, fields: dict[str, str]) -> Response:
-            if not await retry_delivery(container.engine, delivery_id, scope=me.scope, now=container.clock.now()):
+            if not await retry_delivery(container.uow_factory, delivery_id, scope=me.scope, now=container.clock.now()):
                 raise NotFound("no such failed delivery")
             return RedirectResponse("/console/webhooks?retried=1", status_code=303)
 

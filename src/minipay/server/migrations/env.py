@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from minipay.server.db import metadata
+from minipay.server.db import metadata, worker_metadata
 
-try:  # the worker's tables live in their own MetaData; autogenerate must know them too
-    from minipay.server.worker import metadata as worker_metadata
-
-    target_metadata = [metadata, worker_metadata]
-except ImportError:  # pragma: no cover
-    target_metadata = [metadata]
+# The worker's tables live in their own MetaData; autogenerate must know them too.
+target_metadata = [metadata, worker_metadata]
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - the CLI and the app always pass a connection

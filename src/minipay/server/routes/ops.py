@@ -9,14 +9,12 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
-from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipay.server._http import Metrics
 from minipay.server.auth import ops_access
 from minipay.server.bootstrap import Container
-from minipay.server.db import reader_engine
-from minipay.server.health import BacklogGauges, WeChatMonitor, refresh_backlog
+from minipay.server.health import Backlog, BacklogGauges, WeChatMonitor
 from minipay.server.routes.schemas import ErrorOut
 from minipay.server.settings import Settings
 
@@ -111,8 +109,8 @@ def add_routes(
         # "degraded": reads and notifications still work, and every replica shares that fate.
         database: dict[str, Any] = {"status": "up"}
         try:
-            async with reader_engine(container.engine).connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with container.uow_factory().reading() as uow:
+                await uow.health.ping()
         except Exception as exc:
             database = {"status": "down", "error": type(exc).__name__}
         wechat = wechat_monitor.status()
@@ -134,7 +132,10 @@ def add_routes(
         @app.get("/metrics", tags=["ops"], dependencies=ops, response_class=Response, responses=metrics_answers)
         async def metrics_endpoint() -> Response:
             try:
-                backlog_gauges.set(await refresh_backlog(container.engine, container.clock))
+                now = container.clock.now()
+                async with container.uow_factory().reading() as uow:
+                    rows = await uow.health.backlog(now)
+                backlog_gauges.set(Backlog.from_rows(rows, now))
             except Exception as exc:  # the request counters are still worth serving
                 log.warning("backlog metrics unavailable: %s", type(exc).__name__)
             return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")

@@ -13,13 +13,15 @@ Verify on the receiving side::
 
     verify_webhook(raw_body, request.headers["Minipay-Signature"], secret)   # raises WebhookSignatureError
 
-Modules: ``_signing`` (the header), ``_addresses`` (URL checks, internal addresses, pinning),
-``_endpoints`` and ``_events`` (what the API reads and writes), ``_dispatch`` (delivery); the SQL is
-the unit of work's ``webhooks`` repository. Import every name from this package.
+Modules: ``_addresses`` (URL checks, internal addresses, pinning), ``_endpoints`` and ``_events``
+(what the API reads and writes), ``_dispatch`` (delivery); the SQL is the unit of work's ``webhooks``
+repository. The header is signed and checked in ``minipay._web`` (the simulator's shop, a receiver,
+checks it with the same code) and re-exported here. Import every name from this package.
 """
 
 from __future__ import annotations
 
+from minipay._web import SIGNATURE_HEADER, WebhookSignatureError, sign_webhook, verify_webhook
 from minipay.server.webhooks._addresses import (
     InternalAddressRefused,
     Resolver,
@@ -36,7 +38,6 @@ from minipay.server.webhooks._dispatch import (
 )
 from minipay.server.webhooks._endpoints import EndpointLimitReached, create_endpoint, delete_endpoint, list_endpoints
 from minipay.server.webhooks._events import delivery_log, get_event, list_events
-from minipay.server.webhooks._signing import SIGNATURE_HEADER, WebhookSignatureError, sign_webhook, verify_webhook
 
 __all__ = [
     "DELIVERY_WINDOW",

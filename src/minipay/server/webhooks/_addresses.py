@@ -122,7 +122,7 @@ async def pin_address(host: str, port: int, resolver: Resolver) -> ipaddress.IPv
     return candidates[0]
 
 
-def _check_url(url: str, *, allow_private: bool = False) -> str:
+def check_url(url: str, *, allow_private: bool = False) -> str:
     """The URL as it will be stored: validated, with a numeric IPv4 host in its canonical form."""
     # Printable ASCII only (IDNs as punycode): no spaces, controls or NUL, which no column can hold.
     if len(url) > 2048 or not url.isascii() or not url.isprintable() or " " in url:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from minipay._web import SIGNATURE_HEADER, sign_webhook
 from minipay.server.logs import log_context, new_request_id
-from minipay.server.ports import Clock, WebhookSender
+from minipay.server.ports import Clock, UnitOfWorkPort, UnitOfWorkPortFactory, WebhookSender
 from minipay.server.settings import Settings
-from minipay.server.uow import UnitOfWork, UnitOfWorkFactory
-from minipay.server.webhooks._signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("minipay.server.webhooks")
 
@@ -105,7 +104,7 @@ def event_body(event_id: str, event_type: str, created: datetime, data: Mapping[
 
 
 async def _claim(
-    uow: UnitOfWork,
+    uow: UnitOfWorkPort,
     now: datetime,
     limit: int,
     lease: timedelta,
@@ -158,7 +157,7 @@ class WebhookDispatcher:
 
     def __init__(
         self,
-        uow_factory: UnitOfWorkFactory,
+        uow_factory: UnitOfWorkPortFactory,
         sender: WebhookSender,
         clock: Clock,
         *,
@@ -293,7 +292,7 @@ class WebhookDispatcher:
 
 
 async def deliver_webhooks(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: UnitOfWorkPortFactory,
     sender: WebhookSender,
     clock: Clock,
     *,
@@ -309,7 +308,7 @@ async def deliver_webhooks(
 
 
 async def _record_attempt(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: UnitOfWorkPortFactory,
     item: _Claimed,
     now: datetime,
     status_code: int | None,

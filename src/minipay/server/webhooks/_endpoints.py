@@ -6,9 +6,8 @@ import secrets
 from typing import Any
 
 from minipay.server.domain import new_id
-from minipay.server.ports import Clock
-from minipay.server.uow import UnitOfWorkFactory
-from minipay.server.webhooks._addresses import _check_url
+from minipay.server.ports import Clock, UnitOfWorkPortFactory
+from minipay.server.webhooks._addresses import check_url
 
 
 class EndpointLimitReached(Exception):
@@ -28,7 +27,7 @@ def _endpoint_view(row: Any, *, with_secret: bool) -> dict[str, Any]:
 
 
 async def create_endpoint(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: UnitOfWorkPortFactory,
     *,
     url: str,
     sub_mch_id: str | None,
@@ -45,7 +44,7 @@ async def create_endpoint(
     values = {
         "id": new_id("we"),
         "sub_mch_id": sub_mch_id,
-        "url": _check_url(url, allow_private=allow_private),
+        "url": check_url(url, allow_private=allow_private),
         "secret": "whsec_" + secrets.token_hex(24),
         "created_at": clock.now(),
         "failure_streak": 0,
@@ -61,14 +60,14 @@ async def create_endpoint(
     return _endpoint_view(values, with_secret=True)
 
 
-async def list_endpoints(uow_factory: UnitOfWorkFactory, *, sub_mch_id: str | None) -> list[dict[str, Any]]:
+async def list_endpoints(uow_factory: UnitOfWorkPortFactory, *, sub_mch_id: str | None) -> list[dict[str, Any]]:
     async with uow_factory() as uow:
         rows = await uow.webhooks.endpoints(sub_mch_id)
     return [_endpoint_view(r, with_secret=False) for r in rows]
 
 
 async def delete_endpoint(
-    uow_factory: UnitOfWorkFactory, endpoint_id: str, *, sub_mch_id: str | None, clock: Clock
+    uow_factory: UnitOfWorkPortFactory, endpoint_id: str, *, sub_mch_id: str | None, clock: Clock
 ) -> bool:
     async with uow_factory() as uow:
         deleted = await uow.webhooks.delete_endpoint(endpoint_id, sub_mch_id=sub_mch_id, now=clock.now())

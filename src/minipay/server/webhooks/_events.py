@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from minipay.server.uow import UnitOfWorkFactory
+from minipay.server.ports import UnitOfWorkPortFactory
 
 log = logging.getLogger("minipay.server.webhooks")
 
 
-async def get_event(uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id: str | None) -> dict[str, Any] | None:
+async def get_event(
+    uow_factory: UnitOfWorkPortFactory, event_id: str, *, sub_mch_id: str | None
+) -> dict[str, Any] | None:
     """One outbox event as delivered (``{"id", "type", "created", "data"}``) plus its ``deliveries`` log."""
     async with uow_factory() as uow:
         row = await uow.webhooks.event(event_id, sub_mch_id=sub_mch_id)
@@ -27,7 +29,7 @@ async def get_event(uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id
 
 
 async def list_events(
-    uow_factory: UnitOfWorkFactory, *, sub_mch_id: str | None, payment_id: str | None = None, limit: int = 50
+    uow_factory: UnitOfWorkPortFactory, *, sub_mch_id: str | None, payment_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The newest outbox events first (without delivery logs)."""
     async with uow_factory() as uow:
@@ -38,7 +40,7 @@ async def list_events(
 
 
 async def delivery_log(
-    uow_factory: UnitOfWorkFactory, event_id: str, *, sub_mch_id: str | None = None
+    uow_factory: UnitOfWorkPortFactory, event_id: str, *, sub_mch_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Every delivery of an event with its attempts (for the API and for support); with ``sub_mch_id``
     only the deliveries to that sub-merchant's own endpoints."""

@@ -7,6 +7,12 @@ workers may run against one PostgreSQL database; every job is idempotent.
 
 from __future__ import annotations
 
+from minipay.server.db import (
+    reconciliation_discrepancies,
+    reconciliation_runs,
+    worker_jobs,
+)
+from minipay.server.db import worker_metadata as metadata
 from minipay.server.worker._backoff import ACTIVE_QUERY, JOB_ERROR, REFUND_QUERY, Backoff, Schedule
 from minipay.server.worker._compare import (
     DISCREPANCY_KINDS,
@@ -26,12 +32,6 @@ from minipay.server.worker._reconcile import (
     RunRecord,
     bill_data_from_rows,
     china_day_bounds,
-)
-from minipay.server.worker._tables import (
-    metadata,
-    reconciliation_discrepancies,
-    reconciliation_runs,
-    worker_jobs,
 )
 from minipay.server.worker._worker import (
     BILL_RECONCILE,

@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minipay.protocol import CHINA_TZ, BillRow, CommunicationError
-from minipay.server import db
+from minipay.server.repositories import RunRecord
 from minipay.server.settings import Settings, SubMerchantSettings
+from minipay.server.uow import UnitOfWorkFactory
 from minipay.server.worker._compare import REFUND_JOB_KINDS, Discrepancy, RefundRecord, TradeRecord, compare
 from minipay.server.worker._queue import Clock
-from minipay.server.worker._tables import reconciliation_discrepancies, reconciliation_runs
 
 __all__ = [
     "BillData",
@@ -61,17 +59,6 @@ class BillSource(Protocol):
     async def download(self, sub: SubMerchantSettings, bill_date: date) -> BillData | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    bill_date: date
-    sub_mch_id: str
-    status: str  # ok | discrepancies | error | not_ready (the last is never stored)
-    bill_rows: int
-    ledger_rows: int
-    discrepancy_count: int
-    error: str | None = None
-
-
 def china_day_bounds(day: date) -> tuple[datetime, datetime]:
     """``[00:00, 24:00)`` of ``day`` in China time, as aware datetimes."""
     start = datetime.combine(day, time(0), tzinfo=CHINA_TZ)
@@ -81,43 +68,28 @@ def china_day_bounds(day: date) -> tuple[datetime, datetime]:
 class Reconciler:
     """Runs and stores reconciliations; reads them back for the API and the CLI."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, bill_source: BillSource) -> None:
-        self._engine = engine
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, bill_source: BillSource) -> None:
+        self._uow_factory = uow_factory
         self._clock = clock
         self._bills = bill_source
 
     async def ledger(self, sub_mch_id: str, day: date) -> tuple[list[TradeRecord], list[RefundRecord]]:
         """The ledger side of day ``day`` for one sub-merchant."""
         start, end = china_day_bounds(day)
-        p, r = db.payments, db.refunds
-        async with self._engine.connect() as conn:
-            pay_rows = (
-                await conn.execute(
-                    select(p.c.out_trade_no, p.c.transaction_id, p.c.amount, p.c.currency).where(
-                        p.c.sub_mch_id == sub_mch_id,
-                        p.c.status.in_(PAID_STATUSES),
-                        p.c.paid_at >= start,
-                        p.c.paid_at < end,
-                    )
-                )
-            ).all()
-            refund_rows = (
-                await conn.execute(
-                    select(p.c.out_trade_no, r.c.out_refund_no, r.c.refund_id, r.c.amount, r.c.currency)
-                    .select_from(r.join(p, p.c.id == r.c.payment_id))
-                    .where(
-                        r.c.sub_mch_id == sub_mch_id,
-                        r.c.status.in_(ACCEPTED_REFUND_STATUSES),
-                        r.c.created_at >= start,
-                        r.c.created_at < end,
-                    )
-                )
-            ).all()
-        trades = [TradeRecord(sub_mch_id, no, tid, int(amount), cur) for no, tid, amount, cur in pay_rows]
-        refunds = [
-            RefundRecord(sub_mch_id, no, rno, rid, int(amount), cur) for no, rno, rid, amount, cur in refund_rows
-        ]
-        return trades, refunds
+        async with self._uow_factory().reading() as uow:
+            payments = await uow.reconciliation.ledger_payments(
+                sub_mch_id, statuses=PAID_STATUSES, paid_gte=start, paid_lt=end
+            )
+            refunds = await uow.reconciliation.ledger_refunds(
+                sub_mch_id, statuses=ACCEPTED_REFUND_STATUSES, created_gte=start, created_lt=end
+            )
+        return (
+            [TradeRecord(sub_mch_id, p.out_trade_no, p.transaction_id, p.amount, p.currency) for p in payments],
+            [
+                RefundRecord(sub_mch_id, r.out_trade_no, r.out_refund_no, r.refund_id, r.amount, r.currency)
+                for r in refunds
+            ],
+        )
 
     async def reconcile(self, sub: SubMerchantSettings, day: date, *, replace: bool = False) -> RunRecord:
         """Reconcile one day of one sub-merchant and store the result.
@@ -159,52 +131,12 @@ class Reconciler:
         self, record: RunRecord, found: Sequence[Discrepancy], started: datetime, *, replace: bool
     ) -> None:
         now = self._clock.now()
-        runs, disc = reconciliation_runs, reconciliation_discrepancies
-        async with self._engine.begin() as conn:
-            if replace:
-                await conn.execute(
-                    delete(disc).where(
-                        disc.c.bill_date == record.bill_date,
-                        disc.c.sub_mch_id == record.sub_mch_id,
-                        disc.c.kind.not_in(REFUND_JOB_KINDS),  # those come from the refund job, not a bill
-                    )
-                )
-                await conn.execute(
-                    delete(runs).where(runs.c.bill_date == record.bill_date, runs.c.sub_mch_id == record.sub_mch_id)
-                )
-            await conn.execute(
-                insert(runs).values(
-                    bill_date=record.bill_date,
-                    sub_mch_id=record.sub_mch_id,
-                    status=record.status,
-                    bill_rows=record.bill_rows,
-                    ledger_rows=record.ledger_rows,
-                    discrepancy_count=record.discrepancy_count,
-                    error=record.error,
-                    started_at=started,
-                    finished_at=now,
-                )
+        async with self._uow_factory() as uow:
+            # The refund job's kinds come from the refund job, not a bill: a replaced run keeps them.
+            await uow.reconciliation.store_run(
+                record, found, started_at=started, now=now, replace=replace, keep_kinds=REFUND_JOB_KINDS
             )
-            if found:
-                await conn.execute(
-                    insert(disc),
-                    [
-                        {
-                            "bill_date": record.bill_date,
-                            "sub_mch_id": d.sub_mch_id,
-                            "kind": d.kind,
-                            "out_trade_no": d.out_trade_no,
-                            "transaction_id": d.transaction_id,
-                            "out_refund_no": d.out_refund_no,
-                            "refund_id": d.refund_id,
-                            "bill": dict(d.bill) if d.bill is not None else None,
-                            "ledger": dict(d.ledger) if d.ledger is not None else None,
-                            "detail": d.detail,
-                            "created_at": now,
-                        }
-                        for d in found
-                    ],
-                )
+            await uow.commit()
 
     async def record_refund_conflict(
         self, sub_mch_id: str, refund_id: str, out_refund_no: str, local: str, wechat: str
@@ -251,67 +183,33 @@ class Reconciler:
         if kind not in REFUND_JOB_KINDS:
             raise ValueError(f"not a refund-job discrepancy kind: {kind!r}")
         now = self._clock.now()
-        disc = reconciliation_discrepancies
-        async with self._engine.begin() as conn:
-            already = (
-                await conn.execute(
-                    select(disc.c.id).where(
-                        disc.c.kind == kind,
-                        disc.c.sub_mch_id == sub_mch_id,
-                        disc.c.out_refund_no == out_refund_no,
-                    )
-                )
-            ).first()
-            if already is not None:  # followed again, or the job ran twice (taken over from a dead worker)
-                return False
-            await conn.execute(
-                insert(disc).values(
-                    bill_date=now.astimezone(CHINA_TZ).date(),
-                    sub_mch_id=sub_mch_id,
-                    kind=kind,
-                    out_refund_no=out_refund_no,
-                    refund_id=refund_id,
-                    ledger=dict(ledger),
-                    bill=dict(bill),
-                    detail=detail,
-                    created_at=now,
-                )
+        async with self._uow_factory() as uow:
+            # Once: the refund is followed again, or the job ran twice (taken over from a dead worker).
+            added = await uow.reconciliation.add_refund_discrepancy_once(
+                kind,
+                sub_mch_id,
+                out_refund_no,
+                bill_date=now.astimezone(CHINA_TZ).date(),
+                refund_id=refund_id,
+                ledger=ledger,
+                bill=bill,
+                detail=detail,
+                now=now,
             )
-        return True
+            await uow.commit()
+        return added
 
     # -- reading -----------------------------------------------------------------------------------
 
     async def run(self, sub_mch_id: str, day: date) -> RunRecord | None:
-        runs = reconciliation_runs
-        async with self._engine.connect() as conn:
-            row = (
-                (await conn.execute(select(runs).where(and_(runs.c.bill_date == day, runs.c.sub_mch_id == sub_mch_id))))
-                .mappings()
-                .first()
-            )
-        if row is None:
-            return None
-        return RunRecord(
-            bill_date=row["bill_date"],
-            sub_mch_id=row["sub_mch_id"],
-            status=row["status"],
-            bill_rows=row["bill_rows"],
-            ledger_rows=row["ledger_rows"],
-            discrepancy_count=row["discrepancy_count"],
-            error=row["error"],
-        )
+        async with self._uow_factory().reading() as uow:
+            return await uow.reconciliation.run(sub_mch_id, day)
 
     async def report(self, day: date, sub_mch_ids: Sequence[str] | None = None) -> dict[str, Any]:
         """The JSON of ``GET /v1/reconciliation/{date}``; ``sub_mch_ids=None`` means every sub-merchant."""
-        runs, disc = reconciliation_runs, reconciliation_discrepancies
-        run_q = select(runs).where(runs.c.bill_date == day).order_by(runs.c.sub_mch_id)
-        disc_q = select(disc).where(disc.c.bill_date == day).order_by(disc.c.sub_mch_id, disc.c.id)
-        if sub_mch_ids is not None:
-            run_q = run_q.where(runs.c.sub_mch_id.in_(list(sub_mch_ids)))
-            disc_q = disc_q.where(disc.c.sub_mch_id.in_(list(sub_mch_ids)))
-        async with self._engine.connect() as conn:
-            run_rows = (await conn.execute(run_q)).mappings().all()
-            disc_rows = (await conn.execute(disc_q)).mappings().all()
+        async with self._uow_factory().reading() as uow:
+            run_rows = await uow.reconciliation.runs_of_day(day, sub_mch_ids=sub_mch_ids)
+            disc_rows = await uow.reconciliation.discrepancies_of_day(day, sub_mch_ids=sub_mch_ids)
         return {
             "date": day.isoformat(),
             "runs": [

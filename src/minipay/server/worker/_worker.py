@@ -39,7 +39,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minipay.protocol import (
@@ -49,9 +48,9 @@ from minipay.protocol import (
     OrderPaidError,
     TradeStateError,
 )
-from minipay.server import db, tracing
+from minipay.server import tracing
 from minipay.server.bootstrap import Container
-from minipay.server.domain import ApplyOutcome, PaymentResult
+from minipay.server.domain import OPEN_STATUSES, ApplyOutcome, PaymentResult
 from minipay.server.logs import bind, log_context, new_request_id
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.services import Services, apply_payment_result, apply_refund_result, mark_payment_closed
@@ -61,7 +60,6 @@ from minipay.server.webhooks import DeliveryLimits, WebhookDispatcher
 from minipay.server.worker._backoff import ACTIVE_QUERY, JOB_ERROR, REFUND_QUERY
 from minipay.server.worker._queue import Job, JobQueue
 from minipay.server.worker._reconcile import BillSource, ClientBillSource, Reconciler
-from minipay.server.worker._tables import worker_jobs
 
 __all__ = [
     "BILL_RECONCILE",
@@ -174,14 +172,14 @@ class Worker:
         self.uow_factory: UnitOfWorkFactory = uow_factory or (lambda: UnitOfWork(engine))
         self.config = config or WorkerConfig()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.queue = JobQueue(engine, clock, lease=self.config.lease)
+        self.queue = JobQueue(self.uow_factory, clock, lease=self.config.lease)
         self.services = services
         self._owned_bills = None
         if bill_source is None:
             self._owned_bills = ClientBillSource(settings, client_for=getattr(gateway, "client_for", None))
             bill_source = self._owned_bills
         self.bill_source = bill_source
-        self.reconciler = Reconciler(engine, clock, self.bill_source)
+        self.reconciler = Reconciler(self.uow_factory, clock, self.bill_source)
         self._bills_enqueued: set[str] = set()
         self._stop: anyio.Event | None = None
         self._webhooks: WebhookDispatcher | None = None
@@ -216,28 +214,14 @@ class Worker:
     async def schedule(self) -> int:
         """Enqueue the jobs that should exist and do not yet (idempotent; cheap when nothing is new)."""
         now = self.clock.now()
-        p, r, j = db.payments, db.refunds, worker_jobs
         new: list[tuple[str, str, Mapping[str, Any], datetime | None]] = []
-        async with self.engine.connect() as conn:
-            no_payment_job = ~exists().where(and_(j.c.kind == PAYMENT_FOLLOWUP, j.c.key == p.c.id))
-            rows = (
-                await conn.execute(
-                    select(p.c.id, p.c.created_at)
-                    .where(p.c.status.in_(["created", "pending"]), no_payment_job)
-                    .order_by(p.c.created_at)
-                    .limit(1000)
-                )
-            ).all()
-            for pid, created_at in rows:
-                new.append((PAYMENT_FOLLOWUP, pid, {"payment_id": pid}, created_at + self.config.query_delay))
-            no_refund_job = ~exists().where(and_(j.c.kind == REFUND_FOLLOWUP, j.c.key == r.c.id))
-            rows = (
-                await conn.execute(
-                    select(r.c.id, r.c.created_at).where(no_refund_job).order_by(r.c.created_at).limit(1000)
-                )
-            ).all()
-            for rid, created_at in rows:
-                new.append((REFUND_FOLLOWUP, rid, {"refund_id": rid}, created_at + self.config.refund_query_delay))
+        async with self.uow_factory().reading() as uow:
+            payments = await uow.jobs.unscheduled_payments(PAYMENT_FOLLOWUP, statuses=OPEN_STATUSES, limit=1000)
+            refunds = await uow.jobs.unscheduled_refunds(REFUND_FOLLOWUP, limit=1000)
+        for pid, created_at in payments:
+            new.append((PAYMENT_FOLLOWUP, pid, {"payment_id": pid}, created_at + self.config.query_delay))
+        for rid, created_at in refunds:
+            new.append((REFUND_FOLLOWUP, rid, {"refund_id": rid}, created_at + self.config.refund_query_delay))
         bill_keys: list[str] = []
         window: set[str] = set()
         if self.config.bills:
@@ -425,21 +409,15 @@ class Worker:
         return sub
 
     async def _payment_followup(self, job: Job) -> Mapping[str, Any]:
-        p = db.payments
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(p.c.status, p.c.out_trade_no, p.c.sub_mch_id, p.c.expires_at, p.c.created_at).where(
-                        p.c.id == job.key
-                    )
-                )
-            ).first()
-        if row is None:
+        async with self.uow_factory().reading() as uow:
+            payment = await uow.payments.get(job.key)
+        if payment is None:
             return {"outcome": "unknown_payment"}
-        status, out_trade_no, sub_mch_id, expires_at, created_at = row
+        out_trade_no, sub_mch_id = payment.out_trade_no, payment.sub_mch_id
+        expires_at, created_at = payment.expires_at, payment.created_at
         bind(out_trade_no=out_trade_no)
-        if status not in ("created", "pending"):
-            return {"outcome": "already_final", "status": status}
+        if payment.status not in OPEN_STATUSES:
+            return {"outcome": "already_final", "status": str(payment.status)}
         sub = self._sub(sub_mch_id)
         gateway = self.gateway
 
@@ -497,16 +475,12 @@ class Worker:
         return await apply_payment_result(self.uow_factory, result, source=source, clock=self.clock)
 
     async def _refund_followup(self, job: Job) -> Mapping[str, Any]:
-        r = db.refunds
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(r.c.status, r.c.out_refund_no, r.c.sub_mch_id, r.c.refund_id).where(r.c.id == job.key)
-                )
-            ).first()
-        if row is None:
+        async with self.uow_factory().reading() as uow:
+            found = await uow.refunds.get(job.key)
+        if found is None:
             return {"outcome": "unknown_refund"}
-        status, out_refund_no, sub_mch_id, wechat_refund_id = row
+        status, out_refund_no = str(found.status), found.out_refund_no
+        sub_mch_id, wechat_refund_id = found.sub_mch_id, found.refund_id
         bind(out_refund_no=out_refund_no)
         sub = self._sub(sub_mch_id)
         result = await self.gateway.query_refund(sub, out_refund_no)

@@ -64,7 +64,7 @@ def build_router() -> APIRouter:
             return error_response(400, "invalid_request", "date must be YYYY-MM-DD")
         if len(day) != 10:
             return error_response(400, "invalid_request", "date must be YYYY-MM-DD")
-        reconciler = Reconciler(container.engine, container.clock, _NoBills())
+        reconciler = Reconciler(container.uow_factory, container.clock, _NoBills())
         return JSONResponse(await reconciler.report(parsed, _scope(caller)))
 
     @router.get("/v1/worker/jobs")
@@ -73,7 +73,7 @@ def build_router() -> APIRouter:
         container: Container = request.app.state.container
         if caller.sub_mch_id is not None:
             return error_response(403, "forbidden", "the worker's queue is visible to the admin key only")
-        queue = JobQueue(container.engine, container.clock)
+        queue = JobQueue(container.uow_factory, container.clock)
         return JSONResponse(await queue.overview())
 
     return router

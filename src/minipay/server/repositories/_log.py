@@ -1,0 +1,123 @@
+"""The records written beside a state change: the append-only event log, the webhook outbox (an event
+and its deliveries), and the idempotency keys of the API's mutating calls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import RowMapping
+
+from minipay.server import db
+from minipay.server.domain import new_id
+from minipay.server.repositories._base import Repository
+
+__all__ = ["EventLog", "IdempotencyKeys", "Outbox"]
+
+_INSERT_EVENT = insert(db.payment_events)
+_INSERT_DELIVERY = insert(db.webhook_deliveries)
+_INSERT_IDEMPOTENCY_KEY = insert(db.idempotency_keys)
+# One statement for "insert the event unless its key exists": the row's id back, or no row.
+_PUBLISH = {
+    name: dialect.insert(db.outbox_events)
+    .on_conflict_do_nothing(index_elements=["event_key"])
+    .returning(db.outbox_events.c.id)
+    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+}
+_ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
+    db.webhook_endpoints.c.deleted_at.is_(None),
+    or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
+)
+_IDEMPOTENCY_KEY = select(db.idempotency_keys).where(
+    db.idempotency_keys.c.scope == bindparam("scope"), db.idempotency_keys.c.key == bindparam("key")
+)
+
+
+class EventLog(Repository):
+    """The append-only ``payment_events`` log (never updated, never deleted)."""
+
+    async def append(
+        self,
+        *,
+        type: str,
+        source: str,
+        data: dict[str, Any],
+        now: datetime,
+        payment_id: str | None = None,
+        refund_id: str | None = None,
+        sub_mch_id: str | None = None,
+    ) -> None:
+        await self.conn.execute(
+            _INSERT_EVENT,
+            {
+                "payment_id": payment_id,
+                "refund_id": refund_id,
+                "sub_mch_id": sub_mch_id,
+                "type": type,
+                "source": source,
+                "data": data,
+                "created_at": now,
+            },
+        )
+
+
+class Outbox(Repository):
+    """Webhook events, written in the transaction of the state change; one row per ``event_key``."""
+
+    async def publish(
+        self,
+        *,
+        key: str,
+        type: str,
+        sub_mch_id: str,
+        data: dict[str, Any],
+        now: datetime,
+        payment_id: str | None = None,
+        refund_id: str | None = None,
+    ) -> str | None:
+        """Insert the event and its deliveries; returns the event id, or None when ``key`` exists already."""
+        event_id = new_id("evt")
+        row = {
+            "id": event_id,
+            "event_key": key,
+            "type": type,
+            "sub_mch_id": sub_mch_id,
+            "payment_id": payment_id,
+            "refund_id": refund_id,
+            "data": data,
+            "created_at": now,
+        }
+        if (await self.conn.execute(_PUBLISH[self.conn.dialect.name], row)).first() is None:
+            return None  # the key exists: published already
+        endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
+        if endpoints:
+            await self.conn.execute(
+                _INSERT_DELIVERY,
+                [
+                    {
+                        "event_id": event_id,
+                        "endpoint_id": endpoint_id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for (endpoint_id,) in endpoints
+                ],
+            )
+        return event_id
+
+
+class IdempotencyKeys(Repository):
+    async def get(self, scope: str, key: str) -> RowMapping | None:
+        return (await self.conn.execute(_IDEMPOTENCY_KEY, {"scope": scope, "key": key})).mappings().first()
+
+    async def add(self, scope: str, key: str, request_hash: str, resource_id: str, now: datetime) -> None:
+        await self.conn.execute(
+            _INSERT_IDEMPOTENCY_KEY,
+            {"scope": scope, "key": key, "request_hash": request_hash, "resource_id": resource_id, "created_at": now},
+        )

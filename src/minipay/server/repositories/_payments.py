@@ -1,0 +1,174 @@
+"""The payment and refund repositories: load (optionally locked), insert, and save with a version check."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+
+from minipay.server import db
+from minipay.server.domain import MONEY_OUT_FAILURES, Payment, Refund, RefundStatus
+from minipay.server.logs import bind
+from minipay.server.repositories._base import (
+    PAYMENT_FIELDS,
+    REFUND_FIELDS,
+    ConcurrentUpdate,
+    Repository,
+    payment_from_row,
+    refund_from_row,
+)
+
+__all__ = ["PaymentRepository", "RefundRepository"]
+
+# The hot statements are built once and get their values as parameters: a statement built with
+# ``.values(...)`` embeds them, and SQLAlchemy then computes a cache key over every value each time.
+_INSERT_PAYMENT = insert(db.payments)
+_SAVE_PAYMENT = update(db.payments).where(
+    db.payments.c.id == bindparam("b_id"), db.payments.c.version == bindparam("b_version")
+)
+_INSERT_REFUND = insert(db.refunds)
+_SAVE_REFUND = update(db.refunds).where(
+    db.refunds.c.id == bindparam("b_id"), db.refunds.c.version == bindparam("b_version")
+)
+
+
+def _lookups(table: Any, *columns: str) -> dict[tuple[bool, bool], Any]:
+    """The select of one row of ``table`` by ``columns`` (parameters named after them), with or without
+    ``sub_mch_id`` and ``FOR UPDATE``: the four shapes a repository's ``get`` needs, built once."""
+    base = select(table).where(*(table.c[name] == bindparam(name) for name in columns))
+    by_sub = base.where(table.c.sub_mch_id == bindparam("sub_mch_id"))
+    return {
+        (False, False): base,
+        (False, True): base.with_for_update(),  # rendered on PostgreSQL; SQLite already holds the write lock
+        (True, False): by_sub,
+        (True, True): by_sub.with_for_update(),
+    }
+
+
+_PAYMENT_BY_ID = _lookups(db.payments, "id")
+_PAYMENT_BY_OUT_TRADE_NO = _lookups(db.payments, "mch_id", "out_trade_no")
+_REFUND_BY_ID = _lookups(db.refunds, "id")
+_REFUND_BY_OUT_REFUND_NO = _lookups(db.refunds, "mch_id", "out_refund_no")
+
+
+def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
+    out = {name: getattr(entity, name) for name in names}
+    if "status" in out:
+        out["status"] = str(out["status"])
+    return out
+
+
+class PaymentRepository(Repository):
+    async def add(self, payment: Payment) -> None:
+        await self.conn.execute(_INSERT_PAYMENT, _values(payment, PAYMENT_FIELDS))
+        bind(payment_id=payment.id, out_trade_no=payment.out_trade_no)
+
+    async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
+        query = _PAYMENT_BY_ID[sub_mch_id is not None, for_update]
+        return await self._one(query, {"id": payment_id, "sub_mch_id": sub_mch_id})
+
+    async def get_by_out_trade_no(
+        self, mch_id: str, out_trade_no: str, *, sub_mch_id: str, for_update: bool = False
+    ) -> Payment | None:
+        """The payment of that sub-merchant with that ``out_trade_no`` (unique per sub-merchant)."""
+        query = _PAYMENT_BY_OUT_TRADE_NO[True, for_update]
+        return await self._one(query, {"mch_id": mch_id, "out_trade_no": out_trade_no, "sub_mch_id": sub_mch_id})
+
+    async def _one(self, query: Any, params: dict[str, Any]) -> Payment | None:
+        row = (await self.conn.execute(query, params)).mappings().first()
+        if row is None:
+            return None
+        # Every later log line of this request or job is about this payment.
+        bind(payment_id=row["id"], out_trade_no=row["out_trade_no"])
+        return payment_from_row(row)
+
+    async def save(self, payment: Payment) -> None:
+        """Write every field if, and only if, nobody changed the row since it was read."""
+        values = _values(payment, PAYMENT_FIELDS)
+        values.pop("id")
+        values["version"] = payment.version + 1
+        values["b_id"], values["b_version"] = payment.id, payment.version
+        result = await self.conn.execute(_SAVE_PAYMENT, values)
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
+        payment.version += 1
+
+    async def search(
+        self,
+        *,
+        sub_mch_id: str | None,
+        status: str | None = None,
+        out_trade_no: str | None = None,
+        created_gte: datetime | None = None,
+        created_lt: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 20,
+    ) -> list[Payment]:
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        t = db.payments
+        query = select(t)
+        if sub_mch_id is not None:
+            query = query.where(t.c.sub_mch_id == sub_mch_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        if out_trade_no is not None:
+            query = query.where(t.c.out_trade_no == out_trade_no)
+        if created_gte is not None:
+            query = query.where(t.c.created_at >= created_gte)
+        if created_lt is not None:
+            query = query.where(t.c.created_at < created_lt)
+        if after is not None:
+            created, pid = after
+            query = query.where(or_(t.c.created_at < created, and_(t.c.created_at == created, t.c.id < pid)))
+        query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+        rows = (await self.conn.execute(query)).mappings().all()
+        return [payment_from_row(r) for r in rows]
+
+
+class RefundRepository(Repository):
+    async def add(self, refund: Refund) -> None:
+        await self.conn.execute(_INSERT_REFUND, _values(refund, REFUND_FIELDS))
+        bind(refund_id=refund.id, out_refund_no=refund.out_refund_no, payment_id=refund.payment_id)
+
+    async def get(self, refund_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Refund | None:
+        query = _REFUND_BY_ID[sub_mch_id is not None, for_update]
+        return await self._one(query, {"id": refund_id, "sub_mch_id": sub_mch_id})
+
+    async def get_by_out_refund_no(self, mch_id: str, out_refund_no: str, *, for_update: bool = False) -> Refund | None:
+        query = _REFUND_BY_OUT_REFUND_NO[False, for_update]
+        return await self._one(query, {"mch_id": mch_id, "out_refund_no": out_refund_no})
+
+    async def _one(self, query: Any, params: dict[str, Any]) -> Refund | None:
+        row = (await self.conn.execute(query, params)).mappings().first()
+        if row is None:
+            return None
+        bind(refund_id=row["id"], out_refund_no=row["out_refund_no"], payment_id=row["payment_id"])
+        return refund_from_row(row)
+
+    async def for_payment(self, payment_id: str) -> list[Refund]:
+        """The payment's refunds, oldest first."""
+        r = db.refunds
+        query = select(r).where(r.c.payment_id == payment_id).order_by(r.c.created_at, r.c.id)
+        return [refund_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
+
+    async def reserved_amount(self, payment_id: str) -> int:
+        """Sum of refunds that are not failed, or failed with the money still out (``CHANGE``): what is
+        no longer refundable."""
+        r = db.refunds
+        query = select(func.coalesce(func.sum(r.c.amount), 0)).where(
+            r.c.payment_id == payment_id,
+            or_(r.c.status != str(RefundStatus.FAILED), r.c.failure_code.in_(sorted(MONEY_OUT_FAILURES))),
+        )
+        return int((await self.conn.execute(query)).scalar_one())
+
+    async def save(self, refund: Refund) -> None:
+        values = _values(refund, REFUND_FIELDS)
+        values.pop("id")
+        values["version"] = refund.version + 1
+        values["b_id"], values["b_version"] = refund.id, refund.version
+        result = await self.conn.execute(_SAVE_REFUND, values)
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"refund {refund.id} changed concurrently")
+        refund.version += 1

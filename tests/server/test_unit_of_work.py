@@ -1,0 +1,406 @@
+"""The unit of work's contract, checked on SQLite, PostgreSQL and the in-memory fake (``fakes.py``): the
+service-layer tests that run on the fake lean on exactly these rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from minipay.server import db
+from minipay.server.domain import DomainEvent, Payment, PaymentStatus, Refund, RefundStatus
+from minipay.server.ports import UnitOfWorkPort
+from minipay.server.uow import ConcurrentUpdate, UnitOfWork, retrying
+from tests.server.conftest import START, SUB1, SUB2, fresh_pg_url, fresh_sqlite_url
+from tests.server.fakes import FakeDatabase
+
+pytestmark = pytest.mark.anyio
+
+MCH = "1900000109"
+
+
+@dataclass
+class Store:
+    name: str
+    factory: Callable[[], UnitOfWorkPort]
+    fake: FakeDatabase | None = None
+    engine: AsyncEngine | None = None
+
+    async def count(self, table: str, **where: Any) -> int:
+        if self.fake is not None:
+            return self.fake.count(table, **where)
+        assert self.engine is not None
+        t = db.metadata.tables[table]
+        query = select(func.count()).select_from(t).where(*(t.c[k] == v for k, v in where.items()))
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+
+@pytest.fixture(params=["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, _pg_session: dict[str, str], _sqlite_template: dict[str, Path]
+) -> AsyncIterator[Store]:
+    if request.param == "fake":
+        fake = FakeDatabase()
+        yield Store("fake", fake.unit_of_work, fake=fake)
+        return
+    if request.param == "sqlite":
+        url = await fresh_sqlite_url(_sqlite_template, tmp_path / "minipay.db")
+    else:
+        url = await fresh_pg_url(_pg_session)
+    engine = db.create_engine(url)
+    try:
+        yield Store(request.param, lambda: UnitOfWork(engine), engine=engine)
+    finally:
+        await engine.dispose()
+
+
+def payment(n: int | str, *, sub: str = SUB1, seconds: int = 0, **changes: Any) -> Payment:
+    values: dict[str, Any] = {
+        "id": f"pay_{n}",
+        "institution": "sandbox",
+        "appid": "wx8888888888888888",
+        "mch_id": MCH,
+        "sub_mch_id": sub,
+        "sub_appid": "wx1234567890abcdef",
+        "out_trade_no": f"ORDER{n}",
+        "amount": 1000,
+        "currency": "HKD",
+        "description": "Coffee",
+        "openid": "o-alice",
+        "client_ip": "127.0.0.1",
+        "created_at": START + timedelta(seconds=seconds),
+        "updated_at": START + timedelta(seconds=seconds),
+    }
+    return Payment(**(values | changes))
+
+
+def refund(
+    n: int,
+    paid: Payment,
+    amount: int,
+    status: RefundStatus = RefundStatus.PENDING,
+    failure_code: str | None = None,
+    *,
+    out_refund_no: str | None = None,
+) -> Refund:
+    at = START + timedelta(seconds=n)
+    return Refund(
+        id=f"re_{n}",
+        payment_id=paid.id,
+        sub_mch_id=paid.sub_mch_id,
+        mch_id=paid.mch_id,
+        out_refund_no=out_refund_no or f"R{n}",
+        amount=amount,
+        currency=paid.currency,
+        status=status,
+        failure_code=failure_code,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+async def add(store: Store, *entities: Payment | Refund) -> None:
+    async with store.factory() as uow:
+        for entity in entities:
+            if isinstance(entity, Payment):
+                await uow.payments.add(entity)
+            else:
+                await uow.refunds.add(entity)
+        await uow.commit()
+
+
+async def get(store: Store, payment_id: str) -> Payment | None:
+    async with store.factory().reading() as uow:
+        return await uow.payments.get(payment_id)
+
+
+async def test_work_is_seen_by_other_units_of_work_only_once_committed(store: Store) -> None:
+    async with store.factory() as uow:
+        await uow.payments.add(payment(1))
+        assert await uow.payments.get("pay_1") is not None  # its own writes, it sees
+        async with store.factory().reading() as other:
+            assert await other.payments.get("pay_1") is None
+    assert await get(store, "pay_1") is None  # left without commit: rolled back
+
+    async with store.factory() as uow:
+        await uow.payments.add(payment(2))
+        await uow.commit()
+        await uow.payments.add(payment(3))  # a new transaction, never committed
+    assert await get(store, "pay_2") is not None
+    assert await get(store, "pay_3") is None
+
+    async with store.factory() as uow:
+        await uow.payments.add(payment(4))
+        await uow.rollback()
+        await uow.commit()
+    assert await get(store, "pay_4") is None
+
+    with pytest.raises(RuntimeError, match="nothing to commit"):
+        async with store.factory().reading() as uow:
+            await uow.commit()
+
+
+async def test_save_is_conditional_on_the_version_read(store: Store) -> None:
+    paid = payment(1)
+    await add(store, paid, refund(1, paid, 100))
+    stale = await get(store, "pay_1")
+    assert stale is not None
+    async with store.factory() as uow:
+        current = await uow.payments.get("pay_1", for_update=True)
+        assert current is not None
+        current.last_error = "SYSTEMERROR"
+        await uow.payments.save(current)
+        assert current.version == 1
+        await uow.commit()
+    async with store.factory() as uow:
+        stale.last_error = "ORDERPAID"
+        with pytest.raises(ConcurrentUpdate):
+            await uow.payments.save(stale)
+    saved = await get(store, "pay_1")
+    assert saved is not None
+    assert (saved.version, saved.last_error) == (1, "SYSTEMERROR")
+
+    async with store.factory().reading() as uow:
+        stale_refund = await uow.refunds.get("re_1")
+    assert stale_refund is not None
+    for outcome in ("saved", "stale"):
+        async with store.factory() as uow:
+            if outcome == "saved":
+                fresh = await uow.refunds.get("re_1", for_update=True)
+                assert fresh is not None
+                fresh.accepted("5030000001", START)
+                await uow.refunds.save(fresh)
+                await uow.commit()
+            else:
+                with pytest.raises(ConcurrentUpdate):
+                    await uow.refunds.save(stale_refund)
+
+
+async def test_a_duplicate_key_raises_and_retrying_runs_the_work_again(store: Store) -> None:
+    await add(store, payment(1))
+    with pytest.raises(IntegrityError):  # (mch_id, sub_mch_id, out_trade_no) is unique
+        async with store.factory() as uow:
+            await uow.payments.add(payment(2, out_trade_no="ORDER1"))
+    await add(store, payment(3, sub=SUB2, out_trade_no="ORDER1"))  # another sub-merchant's numbers are its own
+    with pytest.raises(IntegrityError):
+        await add(store, payment(1, out_trade_no="OTHER"))  # the id
+    paid = payment(4)
+    await add(store, paid, refund(1, paid, 100))
+    with pytest.raises(IntegrityError):  # (mch_id, out_refund_no)
+        await add(store, refund(2, paid, 100, out_refund_no="R1"))
+    with pytest.raises(IntegrityError):  # a refund of no payment
+        await add(store, refund(3, payment(99), 100))
+
+    async with store.factory() as uow:
+        await uow.idempotency.add(f"{SUB1}:payments", "tap-1", "hash", "pay_1", START)
+        await uow.commit()
+    attempts = 0
+
+    async def work(uow: UnitOfWorkPort) -> str:
+        nonlocal attempts
+        attempts += 1
+        if await uow.idempotency.get(f"{SUB1}:payments", "tap-1") is None or attempts == 1:
+            await uow.idempotency.add(f"{SUB1}:payments", "tap-1", "hash", "pay_3", START)  # the key is taken
+        row = await uow.idempotency.get(f"{SUB1}:payments", "tap-1")
+        assert row is not None
+        return str(row["resource_id"])
+
+    assert await retrying(store.factory, work) == "pay_1"
+    assert attempts == 2
+
+
+async def test_payments_are_found_within_their_sub_merchant_and_listed_newest_first(store: Store) -> None:
+    await add(
+        store,
+        payment("a", seconds=1),
+        payment("b", seconds=2, status=PaymentStatus.PENDING),
+        payment("c", seconds=2),
+        payment("d", seconds=3, sub=SUB2),
+    )
+    async with store.factory().reading() as uow:
+        assert await uow.payments.get("pay_a", sub_mch_id=SUB2) is None
+        assert await uow.payments.get("pay_a", sub_mch_id=SUB1) == payment("a", seconds=1)  # every field kept
+        assert await uow.payments.get_by_out_trade_no(MCH, "ORDERa", sub_mch_id=SUB2) is None
+        by_number = await uow.payments.get_by_out_trade_no(MCH, "ORDERa", sub_mch_id=SUB1, for_update=True)
+        assert by_number is not None
+        assert by_number.id == "pay_a"
+
+        async def ids(**filters: Any) -> list[str]:
+            return [p.id for p in await uow.payments.search(**filters)]
+
+        two = START + timedelta(seconds=2)
+        assert await ids(sub_mch_id=SUB1) == ["pay_c", "pay_b", "pay_a"]  # a tie on created_at: id descending
+        assert await ids(sub_mch_id=None) == ["pay_d", "pay_c", "pay_b", "pay_a"]
+        assert await ids(sub_mch_id=SUB1, status="pending") == ["pay_b"]
+        assert await ids(sub_mch_id=None, out_trade_no="ORDERd") == ["pay_d"]
+        assert await ids(sub_mch_id=SUB1, out_trade_no="ORDERd") == []
+        assert await ids(sub_mch_id=None, created_gte=two, created_lt=two + timedelta(seconds=1)) == ["pay_c", "pay_b"]
+        assert await ids(sub_mch_id=SUB1, after=(two, "pay_c")) == ["pay_b", "pay_a"]
+        assert await ids(sub_mch_id=SUB1, limit=1) == ["pay_c"]
+
+
+async def test_refunds_reserve_their_amount_unless_they_failed_with_the_money_back(store: Store) -> None:
+    paid, other = payment(1), payment(2, sub=SUB2)
+    await add(
+        store,
+        paid,
+        other,
+        refund(5, paid, 1, RefundStatus.FAILED, "REFUNDCLOSE"),
+        refund(1, paid, 10),
+        refund(2, paid, 100, RefundStatus.PROCESSING),
+        refund(3, paid, 1000, RefundStatus.SUCCEEDED),
+        refund(4, paid, 10000, RefundStatus.FAILED, "CHANGE"),
+        refund(6, other, 7),
+    )
+    async with store.factory().reading() as uow:
+        assert await uow.refunds.reserved_amount(paid.id) == 11110
+        assert [r.id for r in await uow.refunds.for_payment(paid.id)] == ["re_1", "re_2", "re_3", "re_4", "re_5"]
+        assert await uow.refunds.get("re_1", sub_mch_id=SUB2) is None
+        assert await uow.refunds.get("re_1", sub_mch_id=SUB1) == refund(1, paid, 10)  # every field kept
+        assert await uow.refunds.get_by_out_refund_no("1900000999", "R1") is None
+        by_number = await uow.refunds.get_by_out_refund_no(MCH, "R6", for_update=True)
+        assert by_number is not None
+        assert by_number.payment_id == other.id
+
+
+async def endpoint(uow: UnitOfWorkPort, endpoint_id: str, sub: str | None, seconds: int = 0) -> None:
+    await uow.webhooks.add_endpoint(
+        {
+            "id": endpoint_id,
+            "sub_mch_id": sub,
+            "url": f"https://{endpoint_id}.example/hooks",
+            "secret": f"whsec_{endpoint_id}",
+            "created_at": START + timedelta(seconds=seconds),
+            "failure_streak": 0,
+        }
+    )
+
+
+async def test_endpoints_are_counted_listed_and_deleted_within_their_key(store: Store) -> None:
+    async with store.factory() as uow:
+        for n, sub in enumerate((SUB1, None, SUB2, SUB1), start=1):
+            await endpoint(uow, f"we_{n}", sub, seconds=n)
+        await uow.commit()
+    async with store.factory() as uow:
+        assert (await uow.webhooks.count_endpoints(SUB1), await uow.webhooks.count_endpoints(None)) == (2, 1)
+        assert [e["id"] for e in await uow.webhooks.endpoints(SUB1)] == ["we_1", "we_4"]
+        assert [e["id"] for e in await uow.webhooks.endpoints(None)] == ["we_1", "we_2", "we_3", "we_4"]
+        assert await uow.webhooks.delete_endpoint("we_1", sub_mch_id=SUB2, now=START) is False
+        assert await uow.webhooks.delete_endpoint("we_1", sub_mch_id=SUB1, now=START) is True
+        assert await uow.webhooks.delete_endpoint("we_1", sub_mch_id=SUB1, now=START) is False
+        assert await uow.webhooks.delete_endpoint("we_3", sub_mch_id=None, now=START) is True  # the admin's key
+        await uow.commit()
+    async with store.factory().reading() as uow:
+        assert await uow.webhooks.count_endpoints(SUB1) == 1
+        assert [e["id"] for e in await uow.webhooks.endpoints(None)] == ["we_2", "we_4"]
+
+
+async def test_events_are_logged_and_published_once_per_key_with_a_delivery_per_endpoint(store: Store) -> None:
+    paid = payment(1)
+    await add(store, paid)
+    async with store.factory() as uow:
+        for endpoint_id, sub in (("we_mine", SUB1), ("we_admin", None), ("we_theirs", SUB2), ("we_gone", SUB1)):
+            await endpoint(uow, endpoint_id, sub)
+        assert await uow.webhooks.delete_endpoint("we_gone", sub_mch_id=SUB1, now=START)
+        events = [
+            DomainEvent("succeeded", {"transaction_id": "42"}, webhook="payment.succeeded", key="payment.succeeded:1"),
+            DomainEvent("notified", {}),
+        ]
+        await uow.record(
+            events, source="notification", sub_mch_id=SUB1, now=START, payment_id=paid.id, webhook_data={"id": paid.id}
+        )
+        assert events == []
+        again = await uow.outbox.publish(
+            key="payment.succeeded:1", type="payment.succeeded", sub_mch_id=SUB1, data={}, now=START
+        )
+        assert again is None  # one row per logical event
+        await uow.commit()
+    assert await store.count("payment_events", payment_id=paid.id, source="notification") == 2
+    assert await store.count("outbox_events", payment_id=paid.id, type="payment.succeeded") == 1
+    async with store.factory().reading() as uow:
+        [published] = await uow.webhooks.events(sub_mch_id=SUB1, payment_id=paid.id, limit=10)
+        assert published["data"] == {"id": paid.id}
+        assert await uow.webhooks.events(sub_mch_id=SUB2, payment_id=None, limit=10) == []
+        assert await uow.webhooks.event(published["id"], sub_mch_id=SUB2) is None
+        found = await uow.webhooks.event(published["id"], sub_mch_id=SUB1)
+        assert found is not None
+        assert found["type"] == "payment.succeeded"
+        every = await uow.webhooks.deliveries(published["id"], sub_mch_id=None)
+        assert sorted(d["endpoint_id"] for d, _ in every) == ["we_admin", "we_mine"]
+        mine = await uow.webhooks.deliveries(published["id"], sub_mch_id=SUB1)
+        assert [(d["endpoint_id"], d["status"], list(tries)) for d, tries in mine] == [("we_mine", "pending", [])]
+
+
+def leased(rows: Any) -> list[tuple[str, int]]:
+    return sorted((r["endpoint_id"], r["data"]["n"]) for r in rows)
+
+
+async def test_deliveries_are_leased_per_endpoint_and_finished_only_under_their_lease(store: Store) -> None:
+    now = START
+    lease = now + timedelta(seconds=30)
+    async with store.factory() as uow:
+        await endpoint(uow, "we_a", SUB1)
+        await endpoint(uow, "we_b", SUB1)
+        for n in range(3):
+            await uow.outbox.publish(key=f"k{n}", type="payment.succeeded", sub_mch_id=SUB1, data={"n": n}, now=now)
+        await uow.commit()
+    async with store.factory() as uow:
+        first = await uow.webhooks.claim(now, 10, lease, per_endpoint=2)  # oldest due first, two per endpoint
+        assert leased(first) == [("we_a", 0), ("we_a", 1), ("we_b", 0), ("we_b", 1)]
+        assert first[0]["url"] == f"https://{first[0]['endpoint_id']}.example/hooks"
+        assert (first[0]["type"], first[0]["secret"], first[0]["deleted_at"]) == (
+            "payment.succeeded",
+            f"whsec_{first[0]['endpoint_id']}",
+            None,
+        )
+        await uow.commit()
+    async with store.factory() as uow:
+        assert leased(await uow.webhooks.claim(now, 10, lease, per_endpoint=2, room={"we_a": 0})) == [("we_b", 2)]
+        assert leased(await uow.webhooks.claim(now, 10, lease)) == [("we_a", 2)]
+        assert await uow.webhooks.claim(now, 10, lease) == []  # every one is leased
+        await uow.commit()
+
+    done = first[0]
+    async with store.factory() as uow:
+        values = {"status": "succeeded", "attempts": 1, "locked_until": None, "updated_at": now}
+        assert await uow.webhooks.finish_attempt(done["id"], now, values) is False  # not its lease
+        assert await uow.webhooks.finish_attempt(done["id"], lease, values) is True
+        await uow.webhooks.log_attempt(done["id"], at=now, status_code=200, error=None, duration_ms=5)
+        assert (await uow.webhooks.count_failure("we_b"), await uow.webhooks.count_failure("we_b")) == (1, 2)
+        await uow.webhooks.open_breaker("we_b", lease + timedelta(minutes=1))
+        await uow.commit()
+    async with store.factory() as uow:
+        [(delivery, tries)] = await uow.webhooks.deliveries(done["event_id"], sub_mch_id=None) and [
+            (d, t) for d, t in await uow.webhooks.deliveries(done["event_id"], sub_mch_id=None) if d["id"] == done["id"]
+        ]
+        assert (delivery["status"], [(t["status_code"], t["duration_ms"]) for t in tries]) == ("succeeded", [(200, 5)])
+        # The leases ran out: every pending delivery is due again, but none to the endpoint whose breaker is open.
+        again = await uow.webhooks.claim(lease, 10, lease + timedelta(seconds=30))
+        assert {r["endpoint_id"] for r in again} == {"we_a"}
+        assert len(again) == 2
+        await uow.webhooks.close_breaker("we_b")
+        assert [(e["failure_streak"], e["open_until"]) for e in await uow.webhooks.endpoints(SUB1)] == [(0, None)] * 2
+        assert leased(await uow.webhooks.claim(lease, 10, lease + timedelta(seconds=30))) == [
+            ("we_b", 0),
+            ("we_b", 1),
+            ("we_b", 2),
+        ]
+
+
+@pytest.mark.parametrize("store", ["fake", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_what_postgresql_cannot_store_the_fake_refuses_too(store: Store) -> None:
+    for n, bad in enumerate(
+        ({"description": "x" * 401}, {"description": "a\x00b"}, {"description": "\ud800"}, {"amount": 2**63})
+    ):
+        with pytest.raises(DBAPIError) as refused:
+            await add(store, payment(n, **bad))
+        assert not isinstance(refused.value, IntegrityError)  # not a race to retry
+    assert await store.count("payments") == 0
