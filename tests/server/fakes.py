@@ -408,6 +408,7 @@ class _Payments(_Repo):
         sub_mch_id: str | None,
         status: str | None = None,
         out_trade_no: str | None = None,
+        transaction_id: str | None = None,
         created_gte: datetime | None = None,
         created_lt: datetime | None = None,
         after: tuple[datetime, str] | None = None,
@@ -418,6 +419,7 @@ class _Payments(_Repo):
                 _owned(r, sub_mch_id)
                 and (status is None or r["status"] == status)
                 and (out_trade_no is None or r["out_trade_no"] == out_trade_no)
+                and (transaction_id is None or r["transaction_id"] == transaction_id)
                 and (created_gte is None or r["created_at"] >= created_gte)
                 and (created_lt is None or r["created_at"] < created_lt)
                 and (after is None or (r["created_at"], r["id"]) < after)

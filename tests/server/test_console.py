@@ -77,6 +77,31 @@ async def test_payments_list_filters_escapes_and_scopes_to_the_key(world: World)
     assert other["out_trade_no"] not in by_sub
 
 
+async def test_payments_list_finds_by_transaction_id_and_a_sub_key_cannot_widen_its_scope(world: World) -> None:
+    mine = await world.create_payment(SUB1, description="Tea")
+    paid = await world.create_payment(SUB1, description="Cake")
+    other = await world.create_payment(SUB2, description="Ramen")
+    await world.pay(paid)
+    transaction_id = (await world.api.get(f"/v1/payments/{paid['id']}", headers=world.auth(SUB1))).json()[
+        "transaction_id"
+    ]
+    assert transaction_id
+
+    await sign_in(world, SUB1)
+    found = (await world.api.get("/console/payments", params={"transaction_id": transaction_id})).text
+    assert paid["out_trade_no"] in found
+    assert mine["out_trade_no"] not in found
+    # A sub-merchant's key asking for another sub-merchant still sees only its own payments.
+    widened = (await world.api.get("/console/payments", params={"sub_mch_id": SUB2})).text
+    assert other["out_trade_no"] not in widened
+    assert mine["out_trade_no"] in widened
+
+    await sign_in(world, "admin")
+    assert other["out_trade_no"] not in (
+        await world.api.get("/console/payments", params={"transaction_id": transaction_id})
+    ).text
+
+
 async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts_are_refused(world: World) -> None:
     payment = await world.create_payment(SUB1, amount=1000)
     await world.pay(payment)

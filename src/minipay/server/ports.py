@@ -139,6 +139,7 @@ class PaymentStore(Protocol):
         sub_mch_id: str | None,
         status: str | None = None,
         out_trade_no: str | None = None,
+        transaction_id: str | None = None,
         created_gte: datetime | None = None,
         created_lt: datetime | None = None,
         after: tuple[datetime, str] | None = None,

@@ -22,9 +22,23 @@ async def search_payments(
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[Payment]:
-    """Newest first, ``limit`` rows after the (created_at, id) anchor of the previous page."""
+    """Newest first, ``limit`` rows after the (created_at, id) anchor of the previous page.
+
+    The payments repository's search, with the page's filters: an empty filter filters nothing, and a
+    sub-merchant filter outside the caller's scope finds nothing."""
+    if scope is not None and filters.sub_mch_id and filters.sub_mch_id != scope:
+        return []
     async with uow_factory().reading() as uow:
-        return await uow.console.search_payments(scope=scope, filters=filters, after=after, limit=limit)
+        return await uow.payments.search(
+            sub_mch_id=scope if scope is not None else (filters.sub_mch_id or None),
+            status=filters.status or None,
+            out_trade_no=filters.out_trade_no or None,
+            transaction_id=filters.transaction_id or None,
+            created_gte=filters.created_gte,
+            created_lt=filters.created_lt,
+            after=after,
+            limit=limit,
+        )
 
 
 async def payment_events(uow_factory: UnitOfWorkFactory, payment_id: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
-"""The console's read model: payment search with every filter of the payments page, a payment's event
-log and outbox events, and the overview's aggregates; always scoped to the caller (``scope`` None = the
-admin key, every sub-merchant)."""
+"""The console's read model: the payments page's filters, a payment's event log and outbox events, and
+the overview's aggregates; always scoped to the caller (``scope`` None = the admin key, every
+sub-merchant)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import RowMapping
 
 from minipay.server import db
-from minipay.server.domain import Payment
-from minipay.server.repositories._base import Repository, payment_from_row
+from minipay.server.repositories._base import Repository
 
 __all__ = ["Attention", "ConsoleQueries", "PaymentFilter"]
 
@@ -49,32 +48,6 @@ class Attention:
 
 
 class ConsoleQueries(Repository):
-    async def search_payments(
-        self, *, scope: str | None, filters: PaymentFilter, after: tuple[datetime, str] | None, limit: int
-    ) -> list[Payment]:
-        """Newest first, ``limit`` rows after the (created_at, id) anchor of the previous page."""
-        t = db.payments
-        query = select(t)
-        if scope is not None:
-            query = query.where(t.c.sub_mch_id == scope)
-        if filters.sub_mch_id:
-            query = query.where(t.c.sub_mch_id == filters.sub_mch_id)
-        if filters.status:
-            query = query.where(t.c.status == filters.status)
-        if filters.out_trade_no:
-            query = query.where(t.c.out_trade_no == filters.out_trade_no)
-        if filters.transaction_id:
-            query = query.where(t.c.transaction_id == filters.transaction_id)
-        if filters.created_gte is not None:
-            query = query.where(t.c.created_at >= filters.created_gte)
-        if filters.created_lt is not None:
-            query = query.where(t.c.created_at < filters.created_lt)
-        if after is not None:
-            created, pid = after
-            query = query.where(or_(t.c.created_at < created, and_(t.c.created_at == created, t.c.id < pid)))
-        query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
-        return [payment_from_row(r) for r in (await self.conn.execute(query)).mappings().all()]
-
     async def payment_events(self, payment_id: str) -> list[dict[str, Any]]:
         """The payment's ``payment_events`` (its own and its refunds'), oldest first."""
         e = db.payment_events

@@ -101,12 +101,14 @@ class PaymentRepository(Repository):
         sub_mch_id: str | None,
         status: str | None = None,
         out_trade_no: str | None = None,
+        transaction_id: str | None = None,
         created_gte: datetime | None = None,
         created_lt: datetime | None = None,
         after: tuple[datetime, str] | None = None,
         limit: int = 20,
     ) -> list[Payment]:
-        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page.
+        ``sub_mch_id`` None is every sub-merchant; every other ``None`` filters nothing."""
         t = db.payments
         query = select(t)
         if sub_mch_id is not None:
@@ -115,6 +117,8 @@ class PaymentRepository(Repository):
             query = query.where(t.c.status == status)
         if out_trade_no is not None:
             query = query.where(t.c.out_trade_no == out_trade_no)
+        if transaction_id is not None:
+            query = query.where(t.c.transaction_id == transaction_id)
         if created_gte is not None:
             query = query.where(t.c.created_at >= created_gte)
         if created_lt is not None:
