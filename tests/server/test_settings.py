@@ -106,6 +106,28 @@ def test_the_gateway_fails_over_to_the_configured_hosts(tmp_path: Path, clean_en
     ]
 
 
+@pytest.mark.anyio
+async def test_the_worker_s_own_bill_source_builds_its_clients_as_the_gateway_does(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Without the service's gateway, the reconciler's bill source opens one of its own: the same
+    failover hosts (and certificate, CA, timeouts) as the service's calls, closed with the source."""
+    from minipay.server.worker import ClientBillSource
+
+    path = tmp_path / "failover.toml"
+    path.write_text(TOML.replace('sign_type = "HMAC-SHA256"', 'sign_type = "HMAC-SHA256"\nfailover = ["US"]'))
+    settings = load_settings(path)
+    source = ClientBillSource(settings)
+    sub = settings.sub_merchant("1900000110")
+    assert sub is not None
+    client = source._client(sub)
+    assert list(client.hosts) == ["https://apihk.mch.weixin.qq.com", "https://apius.mch.weixin.qq.com"]
+    assert source._client(sub) is client
+    await source.aclose()
+    assert source._client(sub) is not client  # closed clients are not handed out again
+    await source.aclose()
+
+
 def test_lookups_by_id_follow_a_copy_with_other_sub_merchants(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     path = tmp_path / "minipay.toml"
     path.write_text(TOML)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 
 from minipay.protocol import CHINA_TZ, BillRow, CommunicationError
+from minipay.server.adapters import ClientGateway
 from minipay.server.repositories import RunRecord
 from minipay.server.settings import Settings, SubMerchantSettings
 from minipay.server.uow import UnitOfWorkFactory
@@ -253,7 +254,9 @@ class ClientBillSource:
     """Bills through the SDK (``bills.download``), one client per institution, built from ``Settings``.
 
     ``client_for`` reuses the service gateway's clients (``ClientGateway.client_for``); otherwise the
-    source builds its own, and ``transport`` lets tests talk to an in-process sandbox
+    source opens a :class:`~minipay.server.adapters.ClientGateway` of its own, so its clients are built
+    exactly as the service's are (certificate, CA, failover hosts, timeouts), and closes it in
+    :meth:`aclose`. ``transport`` lets tests talk to an in-process sandbox
     (``httpx2.ASGITransport(sandbox_app)``).
     """
 
@@ -263,28 +266,13 @@ class ClientBillSource:
         self._settings = settings
         self._client_for = client_for
         self._transport = transport
-        self._clients: dict[str, Any] = {}
+        self._gateway: ClientGateway | None = None
 
     def _client(self, sub: SubMerchantSettings) -> Any:
-        from minipay.client import AsyncClient
-
-        if self._client_for is not None:
-            return self._client_for(sub.sub_mch_id)
-
-        inst = self._settings.institution(sub.institution)
-        client = self._clients.get(inst.name)
-        if client is None:
-            client = AsyncClient(
-                appid=inst.appid,
-                mch_id=inst.mch_id,
-                api_key=inst.key(),
-                sign_type=inst.sign_type,
-                region=inst.region,
-                base_url=inst.base_url,
-                transport=self._transport,
-            )
-            self._clients[inst.name] = client
-        return client
+        if self._client_for is None:
+            self._gateway = ClientGateway(self._settings, transport=self._transport)
+            self._client_for = self._gateway.client_for
+        return self._client_for(sub.sub_mch_id)
 
     async def download(self, sub: SubMerchantSettings, bill_date: date) -> BillData | None:
         client = self._client(sub)
@@ -299,9 +287,10 @@ class ClientBillSource:
         return bill_data_from_rows(bill.rows, sub.sub_mch_id)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        """Close the clients this source opened (a gateway's own clients are the gateway's to close)."""
+        if self._gateway is not None:
+            gateway, self._gateway, self._client_for = self._gateway, None, None
+            await gateway.aclose()
 
 
 def bill_data_from_rows(rows: Sequence[BillRow], sub_mch_id: str) -> BillData:
