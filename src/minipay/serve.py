@@ -301,6 +301,7 @@ async def run_serve(
     """
     import uvicorn
 
+    from minipay._web import freeze_startup_heap
     from minipay.server.api import create_app
     from minipay.server.logs import configure_logging
 
@@ -335,4 +336,5 @@ async def run_serve(
     configure_logging(settings.log_format, settings.log_level, access_log=access_log)
     # The access log is one logger for both servers; the sandbox's login URL carries the app secret.
     logging.getLogger("uvicorn.access").addFilter(_redact_query_secrets)
+    freeze_startup_heap()  # the app is built: keep its objects out of the full collections' walk
     await asyncio.gather(*(server.serve() for server in servers))

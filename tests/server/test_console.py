@@ -97,9 +97,10 @@ async def test_payments_list_finds_by_transaction_id_and_a_sub_key_cannot_widen_
     assert mine["out_trade_no"] in widened
 
     await sign_in(world, "admin")
-    assert other["out_trade_no"] not in (
-        await world.api.get("/console/payments", params={"transaction_id": transaction_id})
-    ).text
+    assert (
+        other["out_trade_no"]
+        not in (await world.api.get("/console/payments", params={"transaction_id": transaction_id})).text
+    )
 
 
 async def test_a_refund_from_the_console_uses_the_api_rules_and_cross_site_posts_are_refused(world: World) -> None:

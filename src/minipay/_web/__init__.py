@@ -6,7 +6,8 @@
   rendered with (autoescape, ``StrictUndefined``) and the shared ``money`` filter;
 * the ``Minipay-Signature`` of the service's webhooks (:func:`sign_webhook`, :func:`verify_webhook`),
   made by the service and checked by a receiver such as the simulator's shop (the public names are
-  ``minipay.server.webhooks``'s).
+  ``minipay.server.webhooks``'s);
+* :func:`freeze_startup_heap`, which a serving process calls once, just before it serves.
 
 Imports no part of Minipay but ``protocol`` (for the currency table), so every part above it may use it.
 """
@@ -14,6 +15,7 @@ Imports no part of Minipay but ``protocol`` (for the currency table), so every p
 from __future__ import annotations
 
 from minipay._web._pages import PAGE_HEADERS, STYLESHEET, stylesheet
+from minipay._web._process import freeze_startup_heap
 from minipay._web._signature import SIGNATURE_HEADER, WebhookSignatureError, sign_webhook, verify_webhook
 from minipay._web._templates import money, templates
 
@@ -22,6 +24,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "STYLESHEET",
     "WebhookSignatureError",
+    "freeze_startup_heap",
     "money",
     "sign_webhook",
     "stylesheet",

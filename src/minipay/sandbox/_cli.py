@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
+from minipay._web import freeze_startup_heap
 from minipay.protocol import ConfigurationError
 from minipay.sandbox._app import create_app
 from minipay.sandbox._config import SandboxConfig
@@ -129,6 +130,7 @@ def sandbox_main(
         # --tls: everything over HTTPS on one port; lenient without --tls: plain HTTP only.
         server = build_server(app, host=host, port=port, tls=material, log_level="info")
         echo(banner(config, f"{'https' if tls else 'http'}://{shown}:{port}", material, state))
+        freeze_startup_heap()
         server.run()
         return
     # Strict: plain HTTP stays for every path (a third-party client changes only its base URL; its
@@ -144,4 +146,5 @@ def sandbox_main(
     async def serve_both() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
 
+    freeze_startup_heap()  # built: the app's objects stay out of the full collections' walk
     asyncio.run(serve_both())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from minipay._web import freeze_startup_heap
 from minipay.server.api import create_app
 from minipay.server.settings import load_settings
 from minipay.server.worker.api import build_router
@@ -21,5 +22,11 @@ __all__ = ["app_from_env"]
 
 
 def app_from_env() -> FastAPI:
-    """The app from ``$MINIPAY_CONFIG`` + ``MINIPAY_*`` env, with the worker's read API mounted."""
-    return create_app(load_settings(), routers=[build_router()])
+    """The app from ``$MINIPAY_CONFIG`` + ``MINIPAY_*`` env, with the worker's read API mounted.
+
+    Called once per server process (uvicorn's ``--factory``), it is the last step before serving: what
+    the process holds now lives as long as it does, so it is frozen out of the garbage collector's full
+    collections (:func:`minipay._web.freeze_startup_heap`)."""
+    app = create_app(load_settings(), routers=[build_router()])
+    freeze_startup_heap()
+    return app
