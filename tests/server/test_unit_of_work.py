@@ -337,6 +337,8 @@ async def test_events_are_logged_and_published_once_per_key_with_a_delivery_per_
         assert sorted(d["endpoint_id"] for d, _ in every) == ["we_admin", "we_mine"]
         mine = await uow.webhooks.deliveries(published["id"], sub_mch_id=SUB1)
         assert [(d["endpoint_id"], d["status"], list(tries)) for d, tries in mine] == [("we_mine", "pending", [])]
+        [(delivery, _)] = mine
+        assert (delivery["attempts"], delivery["next_attempt_at"], delivery["created_at"]) == (0, START, START)
 
 
 def leased(rows: Any) -> list[tuple[str, int]]:

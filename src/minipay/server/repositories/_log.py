@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy import bindparam, insert, literal, or_, select, true
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import RowMapping
@@ -31,6 +31,32 @@ _ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
     db.webhook_endpoints.c.deleted_at.is_(None),
     or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
 )
+_DELIVERY_COLUMNS = ("event_id", "endpoint_id", "status", "attempts", "next_attempt_at", "created_at", "updated_at")
+
+
+def _publish_with_deliveries() -> Any:
+    """PostgreSQL: the outbox row and one delivery per endpoint of the sub-merchant in one statement
+    (data-modifying CTEs), the event's id back, or no row when its key exists. It is what the three
+    statements of :meth:`Outbox.publish` do, in one round trip instead of two or three."""
+    t, e = db.outbox_events, db.webhook_endpoints
+    event = (
+        postgresql_dialect.insert(t)
+        .values({c.name: bindparam(c.name, type_=c.type) for c in t.columns})
+        .on_conflict_do_nothing(index_elements=["event_key"])
+        .returning(t.c.id)
+        .cte("event")
+    )
+    now = bindparam("created_at", type_=t.c.created_at.type)
+    endpoints = (
+        select(event.c.id, e.c.id, literal("pending"), literal(0), now, now, now)
+        .select_from(event.join(e, true()))
+        .where(_ENDPOINTS_FOR.whereclause)  # type: ignore[arg-type]
+    )
+    deliveries = insert(db.webhook_deliveries).from_select(_DELIVERY_COLUMNS, endpoints).cte("deliveries")
+    return select(event.c.id).add_cte(deliveries)
+
+
+_PUBLISH_WITH_DELIVERIES = _publish_with_deliveries()
 _IDEMPOTENCY_KEY = select(db.idempotency_keys).where(
     db.idempotency_keys.c.scope == bindparam("scope"), db.idempotency_keys.c.key == bindparam("key")
 )
@@ -90,6 +116,9 @@ class Outbox(Repository):
             "data": data,
             "created_at": now,
         }
+        if self._uow.is_postgres:
+            found = await self.conn.execute(_PUBLISH_WITH_DELIVERIES, {**row, "sub": sub_mch_id})
+            return event_id if found.first() is not None else None
         if (await self.conn.execute(_PUBLISH[self.conn.dialect.name], row)).first() is None:
             return None  # the key exists: published already
         endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
