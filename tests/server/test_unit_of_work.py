@@ -42,6 +42,16 @@ class Store:
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def event_types(self, payment_id: str) -> list[str]:
+        """The payment's logged event types, in the order they were written."""
+        if self.fake is not None:
+            return [r["type"] for r in self.fake.rows("payment_events") if r["payment_id"] == payment_id]
+        assert self.engine is not None
+        e = db.payment_events
+        query = select(e.c.type).where(e.c.payment_id == payment_id).order_by(e.c.id)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
 
 @pytest.fixture(params=["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(
@@ -146,6 +156,28 @@ async def test_work_is_seen_by_other_units_of_work_only_once_committed(store: St
     with pytest.raises(RuntimeError, match="nothing to commit"):
         async with store.factory().reading() as uow:
             await uow.commit()
+
+
+async def test_logged_events_are_kept_with_the_commit_in_their_order_and_dropped_without_it(store: Store) -> None:
+    paid = payment(1)
+    await add(store, paid)
+
+    def log(uow: UnitOfWorkPort, type: str) -> Any:
+        return uow.events.append(type=type, source="api", data={"n": type}, now=START, payment_id=paid.id)
+
+    async with store.factory() as uow:
+        await log(uow, "left")  # never committed
+    async with store.factory() as uow:
+        await log(uow, "rolled-back")
+        await uow.rollback()
+        await log(uow, "first")
+        await log(uow, "second")
+        await uow.commit()
+        await log(uow, "third")  # the next transaction: left without a commit
+    async with store.factory() as uow:
+        await log(uow, "fourth")
+        await uow.commit()
+    assert await store.event_types(paid.id) == ["first", "second", "fourth"]
 
 
 async def test_save_is_conditional_on_the_version_read(store: Store) -> None:

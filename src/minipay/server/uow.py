@@ -112,6 +112,7 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._conn = self._conn, None
+        self.events.discard()
         if conn is None:
             return
         try:
@@ -131,10 +132,12 @@ class UnitOfWork:
         """Commit; statements after it run in a new transaction (begun at the first one)."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work has nothing to commit")
+        await self.events.flush()  # the event rows of the transaction, in one statement
         await self.conn.commit()
         self._committed = True
 
     async def rollback(self) -> None:
+        self.events.discard()
         await self.conn.rollback()
 
     async def record(

@@ -13,7 +13,7 @@ from sqlalchemy.engine import RowMapping
 
 from minipay.server import db
 from minipay.server.domain import new_id
-from minipay.server.repositories._base import Repository
+from minipay.server.repositories._base import Repository, Transaction
 
 __all__ = ["EventLog", "IdempotencyKeys", "Outbox"]
 
@@ -63,7 +63,17 @@ _IDEMPOTENCY_KEY = select(db.idempotency_keys).where(
 
 
 class EventLog(Repository):
-    """The append-only ``payment_events`` log (never updated, never deleted)."""
+    """The append-only ``payment_events`` log (never updated, never deleted).
+
+    Appended rows are written together, in one statement, when the unit of work commits
+    (:meth:`flush`), and dropped when it rolls back: a use case that logs two or three events pays
+    one round trip for them. Nothing reads the log inside the transaction that writes it (the
+    console reads it afterwards), so the order of the rows and their transaction are all that matter,
+    and both are kept."""
+
+    def __init__(self, uow: Transaction) -> None:
+        super().__init__(uow)
+        self._pending: list[dict[str, Any]] = []
 
     async def append(
         self,
@@ -76,18 +86,27 @@ class EventLog(Repository):
         refund_id: str | None = None,
         sub_mch_id: str | None = None,
     ) -> None:
-        await self.conn.execute(
-            _INSERT_EVENT,
+        self._pending.append(
             {
                 "payment_id": payment_id,
                 "refund_id": refund_id,
                 "sub_mch_id": sub_mch_id,
                 "type": type,
                 "source": source,
-                "data": data,
+                "data": dict(data),  # as it is now, not as it may be at the commit
                 "created_at": now,
-            },
+            }
         )
+
+    async def flush(self) -> None:
+        """Write the rows appended since the last flush (the unit of work calls it before committing)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            await self.conn.execute(_INSERT_EVENT, rows)
+
+    def discard(self) -> None:
+        """Forget the rows not written yet (the unit of work rolled back or ended without a commit)."""
+        self._pending.clear()
 
 
 class Outbox(Repository):
