@@ -11,13 +11,19 @@ parameter, a query flag and an ``Authorization`` header read by an async depende
 ``GET /rows/{row_id}``, the same plus the one SQL read the service's GET makes (the payment's row by
 id, through the service's own engine and driver, ``MINIPAY_BENCH_DATABASE_URL``), answered as JSON:
 the floor of the remaining work of ``GET /v1/payments/{id}`` on FastAPI, without the service's
-domain mapping, payment parameters and view.
+domain mapping, payment parameters and view; ``POST /writes/{row_id}``, a POST route that reads its
+body and runs the statements a first-time payment notification runs, through the service's own
+repositories and unit of work (the read that answers duplicates; then the locked row, its
+conditional update, an event row and an outbox event, committed): the floor of the remaining work of
+a first-time notification on FastAPI, without the notification's parse, signature check and
+checks against the order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -29,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from minipay.server import db
+from minipay.server.uow import UnitOfWork
 
 _REPLY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
 
@@ -94,3 +101,29 @@ async def fastapi_row(row_id: str, caller: Annotated[str, Depends(_caller)], syn
     if row is None:
         raise HTTPException(404)
     return JSONResponse({k: v if isinstance(v, (str, int, bool)) or v is None else str(v) for k, v in row.items()})
+
+
+@fastapi_app.post("/writes/{row_id}")
+async def fastapi_writes(row_id: str, request: Request) -> Response:
+    if _engine is None:
+        raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL is not set")
+    await request.body()
+    async with UnitOfWork(_engine).reading() as uow:
+        if await uow.payments.get(row_id) is None:  # the duplicate check's read
+            raise HTTPException(404)
+    async with UnitOfWork(_engine) as uow:
+        payment = await uow.payments.get(row_id, for_update=True)
+        if payment is None:
+            raise HTTPException(404)
+        await uow.payments.save(payment)  # the conditional update (the version moves on)
+        await uow.events.append(type="bench", source="bench", data={}, now=payment.updated_at, payment_id=row_id)
+        await uow.outbox.publish(
+            key=f"bench:{secrets.token_hex(8)}",
+            type="bench",
+            sub_mch_id=payment.sub_mch_id,
+            data={},
+            now=payment.updated_at,
+            payment_id=row_id,
+        )
+        await uow.commit()
+    return Response(_REPLY, media_type="application/xml")
