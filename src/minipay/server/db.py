@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,6 +42,8 @@ from sqlalchemy.types import TypeDecorator
 from minipay.server._sqlite import InLoopDBAPI, WalSync, begin_immediate
 
 __all__ = [
+    "REFUND_JOB_KINDS",
+    "REFUND_JOB_ROWS",
     "SQLiteEngine",
     "UTCDateTime",
     "create_engine",
@@ -286,6 +289,12 @@ reconciliation_runs = Table(
     UniqueConstraint("bill_date", "sub_mch_id", name="uq_reconciliation_runs_date_sub_mch"),
 )
 
+#: The discrepancy kinds the refund follow-up job records (a bill run never does): one row per refund
+#: and kind, however often the refund is followed or by how many workers at once.
+REFUND_JOB_KINDS = ("refund_status_mismatch", "refund_missing_at_wechat")
+#: Their rows, as the predicate of the partial unique index (literal: an ON CONFLICT target must repeat it).
+REFUND_JOB_ROWS = text("kind IN ({})".format(", ".join(f"'{kind}'" for kind in REFUND_JOB_KINDS)))
+
 #: Every difference between a bill and the ledger. Append-only: nothing here edits money.
 reconciliation_discrepancies = Table(
     "reconciliation_discrepancies",
@@ -303,6 +312,15 @@ reconciliation_discrepancies = Table(
     Column("detail", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_reconciliation_discrepancies_date", "bill_date", "sub_mch_id"),
+    Index(
+        "uq_reconciliation_discrepancies_refund_job",
+        "kind",
+        "sub_mch_id",
+        "out_refund_no",
+        unique=True,
+        sqlite_where=REFUND_JOB_ROWS,
+        postgresql_where=REFUND_JOB_ROWS,
+    ),
 )
 
 

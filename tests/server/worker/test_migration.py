@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from minipay.server.db import create_engine
 from minipay.server.migrations import alembic_config, current_revision, upgrade
-from minipay.server.worker import metadata
+from minipay.server.worker import metadata, reconciliation_discrepancies
 from tests.server.worker.conftest import PG_URL, require_postgres
 
 pytestmark = pytest.mark.anyio
@@ -74,6 +76,71 @@ async def test_the_worker_revision_matches_the_worker_tables_on_postgres() -> No
         assert await current_revision(engine) == single_head()
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+async def _repeated_refund_discrepancies_are_removed_by_0006(engine: AsyncEngine) -> None:
+    await upgrade(engine, "0005_drop_query_columns")
+    d = reconciliation_discrepancies
+    now = datetime(2026, 3, 2, 4, tzinfo=UTC)
+    rows = [
+        ("refund_missing_at_wechat", "R1"),  # kept (the first)
+        ("refund_missing_at_wechat", "R1"),  # removed: it repeats the first
+        ("refund_status_mismatch", "R1"),  # kept: another kind
+        ("refund_missing_at_wechat", "R2"),  # kept: another refund
+        ("missing_in_bill", None),  # a bill run's rows are not refund-job rows: both kept
+        ("missing_in_bill", None),
+    ]
+    async with engine.begin() as conn:
+        for kind, out_refund_no in rows:
+            await conn.execute(
+                insert(d).values(
+                    bill_date=date(2026, 3, 2), sub_mch_id="1900000110", kind=kind,
+                    out_refund_no=out_refund_no, detail="", created_at=now,
+                )
+            )  # fmt: skip
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(d.c.id, d.c.kind, d.c.out_refund_no).order_by(d.c.id))).all()
+    assert [(row.id, row.kind, row.out_refund_no) for row in left] == [
+        (1, "refund_missing_at_wechat", "R1"),
+        (3, "refund_status_mismatch", "R1"),
+        (4, "refund_missing_at_wechat", "R2"),
+        (5, "missing_in_bill", None),
+        (6, "missing_in_bill", None),
+    ]
+    async with engine.connect() as conn:
+        with pytest.raises(IntegrityError):
+            await conn.execute(
+                insert(d).values(
+                    bill_date=date(2026, 3, 2), sub_mch_id="1900000110", kind="refund_missing_at_wechat",
+                    out_refund_no="R2", detail="", created_at=now,
+                )
+            )  # fmt: skip
+
+
+async def test_0006_keeps_the_first_of_repeated_refund_job_discrepancies(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    try:
+        await _repeated_refund_discrepancies_are_removed_by_0006(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_0006_keeps_the_first_of_repeated_refund_job_discrepancies_on_postgres() -> None:
+    require_postgres()
+    schema = f"worker_mig_{secrets.token_hex(4)}"
+    admin = create_async_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        await _repeated_refund_discrepancies_are_removed_by_0006(engine)
     finally:
         await engine.dispose()
         async with admin.begin() as conn:

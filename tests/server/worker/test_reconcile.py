@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -206,6 +207,50 @@ async def test_refund_job_discrepancies_are_recorded_once_and_survive_a_replaced
         ("refund_missing_at_wechat", "REFUND1", "50300000001"),
         ("refund_status_mismatch", "REFUND1", None),
     ]
+
+
+async def test_two_workers_following_one_refund_at_once_record_its_discrepancy_once(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """A job taken over from a worker thought dead runs twice at once: the first unit of work has
+    added the row and not committed yet when the second tries (on PostgreSQL the second waits on the
+    unique index, on SQLite for the writer), and the second adds nothing."""
+
+    async def add(uow: UnitOfWork) -> bool:
+        return await uow.reconciliation.add_refund_discrepancy_once(
+            "refund_missing_at_wechat",
+            SUB.sub_mch_id,
+            "REFUND1",
+            bill_date=DAY,
+            refund_id="50300000001",
+            ledger={"refund": "ref_1"},
+            bill={"refund_status": "REFUNDNOTEXIST"},
+            detail="missing at WeChat",
+            now=clock.now(),
+        )
+
+    async def second() -> bool:
+        async with UnitOfWork(engine) as uow:
+            added = await add(uow)
+            await uow.commit()
+        return added
+
+    async with UnitOfWork(engine) as first:
+        first_added = await add(first)
+        later = asyncio.create_task(second())
+        await asyncio.sleep(0.3)
+        assert not later.done()  # waiting for the first transaction
+        await first.commit()
+    assert (first_added, await later) == (True, False)
+    async with engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(reconciliation_discrepancies))).scalar_one()
+    assert count == 1
+    with pytest.raises(ValueError, match="not a refund-job discrepancy kind"):
+        async with UnitOfWork(engine) as uow:
+            await uow.reconciliation.add_refund_discrepancy_once(
+                "missing_in_bill", SUB.sub_mch_id, "REFUND1", bill_date=DAY, refund_id=None,
+                ledger={}, bill={}, detail="", now=clock.now(),
+            )  # fmt: skip
 
 
 async def test_no_bill_with_payments_in_the_ledger_reports_them_missing(

@@ -9,6 +9,8 @@ from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import RowMapping
 
 from minipay.server import db
@@ -23,6 +25,16 @@ __all__ = [
 ]
 
 _runs, _disc = db.reconciliation_runs, db.reconciliation_discrepancies
+# A refund-job discrepancy unless that refund has one of that kind: the row's id back, or no row.
+_ADD_REFUND_DISCREPANCY = {
+    name: dialect.insert(_disc)
+    .on_conflict_do_nothing(
+        index_elements=[_disc.c.kind, _disc.c.sub_mch_id, _disc.c.out_refund_no],
+        index_where=db.REFUND_JOB_ROWS,
+    )
+    .returning(_disc.c.id)
+    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,32 +223,25 @@ class ReconciliationRepository(Repository):
         detail: str,
         now: datetime,
     ) -> bool:
-        """Record a discrepancy of a refund unless one of that ``kind`` exists for it; True when added."""
-        already = (
-            await self.conn.execute(
-                select(_disc.c.id).where(
-                    _disc.c.kind == kind,
-                    _disc.c.sub_mch_id == sub_mch_id,
-                    _disc.c.out_refund_no == out_refund_no,
-                )
-            )
-        ).first()
-        if already is not None:
-            return False
-        await self.conn.execute(
-            insert(_disc).values(
-                bill_date=bill_date,
-                sub_mch_id=sub_mch_id,
-                kind=kind,
-                out_refund_no=out_refund_no,
-                refund_id=refund_id,
-                ledger=dict(ledger),
-                bill=dict(bill),
-                detail=detail,
-                created_at=now,
-            )
-        )
-        return True
+        """Record a discrepancy of a refund unless one of that ``kind`` exists for it; True when added.
+
+        One statement (``INSERT … ON CONFLICT DO NOTHING`` on the table's unique index of refund-job
+        rows): two workers following the same refund at once add one row, never two."""
+        if kind not in db.REFUND_JOB_KINDS:
+            raise ValueError(f"not a refund-job discrepancy kind: {kind!r}")
+        row = {
+            "bill_date": bill_date,
+            "sub_mch_id": sub_mch_id,
+            "kind": kind,
+            "out_refund_no": out_refund_no,
+            "refund_id": refund_id,
+            "ledger": dict(ledger),
+            "bill": dict(bill),
+            "detail": detail,
+            "created_at": now,
+        }
+        added = await self.conn.execute(_ADD_REFUND_DISCREPANCY[self.conn.dialect.name], row)
+        return added.first() is not None
 
     # -- reading a day
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from minipay.server import db
+
 __all__ = [
     "DISCREPANCY_KINDS",
     "REFUND_JOB_KINDS",
@@ -37,8 +39,9 @@ DISCREPANCY_KINDS: Final = (
     "refund_missing_at_wechat",  # a refund WeChat accepted (refund_id held) that its refund query no longer knows
 )
 
-#: Kinds recorded by the refund follow-up job, not by a bill run (a bill run's replace keeps them).
-REFUND_JOB_KINDS: Final = ("refund_status_mismatch", "refund_missing_at_wechat")
+#: Kinds recorded by the refund follow-up job, not by a bill run (a bill run's replace keeps them);
+#: the table holds one row per refund and kind (``db.REFUND_JOB_KINDS``, its unique index).
+REFUND_JOB_KINDS: Final = db.REFUND_JOB_KINDS
 
 
 @dataclass(frozen=True, slots=True)

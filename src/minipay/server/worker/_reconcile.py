@@ -181,8 +181,6 @@ class Reconciler:
         detail: str,
         refund_id: str | None = None,
     ) -> bool:
-        if kind not in REFUND_JOB_KINDS:
-            raise ValueError(f"not a refund-job discrepancy kind: {kind!r}")
         now = self._clock.now()
         async with self._uow_factory() as uow:
             # Once: the refund is followed again, or the job ran twice (taken over from a dead worker).
