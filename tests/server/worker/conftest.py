@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,23 +76,23 @@ async def _sqlite_engine(tmp_path: Path) -> AsyncEngine:
     return engine
 
 
-async def _postgres_engine() -> tuple[AsyncEngine, str]:
-    # A schema of its own per test: runs never see each other's rows, nor the service's tables.
-    schema = f"worker_test_{secrets.token_hex(4)}"
+@asynccontextmanager
+async def postgres_schema(prefix: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on an empty PostgreSQL schema of its own (``search_path``), dropped with everything in
+    it afterwards: runs never see each other's rows, nor the service's tables."""
+    require_postgres()
+    schema = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_async_engine(PG_URL)
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    await admin.dispose()
     engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    await _create_tables(engine)
-    return engine, schema
-
-
-async def _drop_schema(schema: str) -> None:
-    admin = create_async_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await admin.dispose()
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -101,10 +102,6 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield eng
         await eng.dispose()
         return
-    require_postgres()
-    eng, schema = await _postgres_engine()
-    try:
+    async with postgres_schema("worker_test") as eng:
+        await _create_tables(eng)
         yield eng
-    finally:
-        await eng.dispose()
-        await _drop_schema(schema)

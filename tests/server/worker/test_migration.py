@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,15 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from minipay.server.db import create_engine
 from minipay.server.migrations import alembic_config, current_revision, upgrade
 from minipay.server.worker import metadata, reconciliation_discrepancies
-from tests.server.worker.conftest import PG_URL, require_postgres
+from tests.server.worker.conftest import postgres_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -65,22 +64,11 @@ async def test_the_worker_revision_matches_the_worker_tables(tmp_path: Path) -> 
 
 @pytest.mark.postgres
 async def test_the_worker_revision_matches_the_worker_tables_on_postgres() -> None:
-    require_postgres()
-    schema = f"worker_mig_{secrets.token_hex(4)}"
-    admin = create_async_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
+    async with postgres_schema("worker_mig") as engine:
         await upgrade(engine)
         assert await current_revision(engine) == single_head()
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 async def _repeated_refund_discrepancies_are_removed_by_0006(engine: AsyncEngine) -> None:
@@ -133,16 +121,5 @@ async def test_0006_keeps_the_first_of_repeated_refund_job_discrepancies(tmp_pat
 
 @pytest.mark.postgres
 async def test_0006_keeps_the_first_of_repeated_refund_job_discrepancies_on_postgres() -> None:
-    require_postgres()
-    schema = f"worker_mig_{secrets.token_hex(4)}"
-    admin = create_async_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
+    async with postgres_schema("worker_mig") as engine:
         await _repeated_refund_discrepancies_are_removed_by_0006(engine)
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
