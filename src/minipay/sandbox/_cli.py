@@ -126,11 +126,11 @@ def sandbox_main(
     if material is not None:
         app.state.sandbox.tls_files = material.to_json()
     shown = f"[{host}]" if ":" in host else host
+    freeze_startup_heap()  # the app is built: its objects stay out of the full collections' walk
     if tls or material is None:
         # --tls: everything over HTTPS on one port; lenient without --tls: plain HTTP only.
         server = build_server(app, host=host, port=port, tls=material, log_level="info")
         echo(banner(config, f"{'https' if tls else 'http'}://{shown}:{port}", material, state))
-        freeze_startup_heap()
         server.run()
         return
     # Strict: plain HTTP stays for every path (a third-party client changes only its base URL; its
@@ -146,5 +146,4 @@ def sandbox_main(
     async def serve_both() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
 
-    freeze_startup_heap()  # built: the app's objects stay out of the full collections' walk
     asyncio.run(serve_both())

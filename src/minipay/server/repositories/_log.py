@@ -20,13 +20,13 @@ __all__ = ["EventLog", "IdempotencyKeys", "Outbox"]
 _INSERT_EVENT = insert(db.payment_events)
 _INSERT_DELIVERY = insert(db.webhook_deliveries)
 _INSERT_IDEMPOTENCY_KEY = insert(db.idempotency_keys)
-# One statement for "insert the event unless its key exists": the row's id back, or no row.
-_PUBLISH = {
-    name: dialect.insert(db.outbox_events)
+# SQLite: one statement for "insert the event unless its key exists": the row's id back, or no row
+# (PostgreSQL writes the event and its deliveries at once: _PUBLISH_WITH_DELIVERIES below).
+_PUBLISH = (
+    sqlite_dialect.insert(db.outbox_events)
     .on_conflict_do_nothing(index_elements=["event_key"])
     .returning(db.outbox_events.c.id)
-    for name, dialect in (("sqlite", sqlite_dialect), ("postgresql", postgresql_dialect))
-}
+)
 _ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
     db.webhook_endpoints.c.deleted_at.is_(None),
     or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
@@ -138,7 +138,7 @@ class Outbox(Repository):
         if self._uow.is_postgres:
             found = await self.conn.execute(_PUBLISH_WITH_DELIVERIES, {**row, "sub": sub_mch_id})
             return event_id if found.first() is not None else None
-        if (await self.conn.execute(_PUBLISH[self.conn.dialect.name], row)).first() is None:
+        if (await self.conn.execute(_PUBLISH, row)).first() is None:
             return None  # the key exists: published already
         endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
         if endpoints:
