@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import secrets
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Container, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "SandboxWorld",
     "ServePlan",
     "free_port",
+    "free_ports",
     "plan_serve",
     "run_in_loop",
     "run_serve",
@@ -44,11 +46,58 @@ def _redact_query_secrets(record: logging.LogRecord) -> bool:
     return True
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> Container[int]:
+    """The ports the kernel hands to outgoing connections (Linux's default when it cannot be read)."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` now, for servers another process is about to start.
+
+    A port the kernel picks (bind to port 0) comes from its ephemeral range, the range it also
+    gives every outgoing connection: in the second or two before the other process binds it, any
+    connection made on the machine can take it, and the server fails with "address already in
+    use". These are picked outside that range, checked bindable while held together, and never
+    handed out twice by this process.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(1024, 65536) if p not in ephemeral and p not in _handed_out]
+    random.shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(held) == count:
+                break
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        while len(held) < count:  # every port is ephemeral on this machine: the kernel's pick is all there is
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            held.append(sock)
+        ports = [int(sock.getsockname()[1]) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+    _handed_out.update(ports)
+    return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """One port from :func:`free_ports`."""
+    return free_ports(1, host)[0]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from minipay.serve import free_port
+from minipay.serve import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def _serve(
     tmp_path: Path, *extra: str, ports: tuple[int, int, int] | None = None
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """A real ``minipay serve`` in sandbox mode, ready; and the world it printed."""
-    port, sandbox_port, tls_port = ports or (free_port(), free_port(), free_port())
+    port, sandbox_port, tls_port = ports or free_ports(3)
     creds = tmp_path / "creds.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     command = [sys.executable, "-c", "from minipay.cli import main; main()", "serve"]
@@ -100,7 +100,8 @@ def test_serve_runs_the_worker_in_process_and_stops_it_cleanly(tmp_path: Path) -
 def test_a_restarted_serve_still_knows_the_pending_orders(tmp_path: Path) -> None:
     # The sandbox's orders are kept in .minipay/sandbox.sqlite3 next to the service's database: an
     # order the database holds as pending can still be paid (and notified) after a restart.
-    ports = (free_port(), free_port(), free_port())
+    port, sandbox_port, tls_port = free_ports(3)
+    ports = (port, sandbox_port, tls_port)
     proc, world = _serve(tmp_path, "--no-worker", ports=ports)
     sub = world["sub_merchants"][0]
     auth = {"Authorization": f"Bearer {sub['api_key']}"}

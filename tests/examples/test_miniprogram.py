@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from minipay.serve import free_port
+from minipay.serve import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_a_user_pays_in_the_mini_program(tmp_path: Path) -> None:
             [npm, "ci", "--no-audit", "--no-fund"], cwd=MINIPROGRAM, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    port, sandbox_port, shop_port = free_port(), free_port(), free_port()
+    port, sandbox_port, shop_port = free_ports(3)
     creds, shop_db = tmp_path / "creds.json", tmp_path / "shop.db"
     serve = [sys.executable, "-c", "from minipay.cli import main; main()", "serve", "--port", str(port)]
     serve += ["--sandbox-port", str(sandbox_port), "--credentials-out", str(creds), "--no-access-log"]

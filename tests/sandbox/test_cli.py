@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from minipay.protocol import ConfigurationError
 from minipay.sandbox._cli import banner, prepare, sandbox_main
+from minipay.serve import free_ports
 from tests.sandbox.conftest import KEY, MCH_ID
 
 
@@ -93,21 +93,8 @@ def test_a_speed_the_clock_cannot_run_at_is_a_clear_error(speed: float) -> None:
     assert lines[0].startswith("error: invalid sandbox config: clock.speed")
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports: the sockets are held open together while the kernel picks
-    them (picked one after the other, a port just released could come back twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_minipay_sandbox_command_serves_and_prints_its_credentials(tmp_path: Path) -> None:
-    [port] = _free_ports(1)
+    [port] = free_ports(1)
     state = tmp_path / "state.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tls_dir = tmp_path / "tls"
@@ -139,7 +126,7 @@ def test_minipay_sandbox_command_serves_and_prints_its_credentials(tmp_path: Pat
 
 
 def test_minipay_sandbox_strict_serves_http_and_mutual_tls_https(tmp_path: Path) -> None:
-    port, tls_port = _free_ports(2)
+    port, tls_port = free_ports(2)
     tls_dir = tmp_path / "tls"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-c", "from minipay.cli import main; main()", "sandbox", "--port", str(port),

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from minipay.protocol import decode_xml
-from minipay.serve import free_port
+from minipay.serve import free_ports
 from minipay.server import db
 from tests.server.conftest import KEYS, SUB1, make_world
 from tests.server.test_notifications import SUCCESS_XML, notification
@@ -64,7 +64,7 @@ def replicas(tmp_path: Path, replica_db: str) -> Iterator[list[str]]:
     config = tmp_path / "minipay.toml"
     write_config(config, replica_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")} | {"MINIPAY_CONFIG": str(config)}
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     procs = [
         subprocess.Popen(
             [

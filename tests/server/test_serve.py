@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from minipay.serve import free_port
+from minipay.serve import free_ports
 
 pytestmark = pytest.mark.slow
 
 
 def test_serve_without_configuration_runs_sandbox_mode_and_takes_a_payment(tmp_path: Path) -> None:
-    port, sandbox_port, tls_port = free_port(), free_port(), free_port()
+    port, sandbox_port, tls_port = free_ports(3)
     creds = tmp_path / "creds.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     proc = subprocess.Popen(
@@ -150,3 +150,43 @@ def test_the_access_log_filter_masks_the_app_secret_and_the_login_code() -> None
     assert "S3CR3T" not in line
     assert "C0DE" not in line
     assert "appid=wx1" in line
+
+
+def test_free_ports_are_distinct_bindable_and_out_of_the_kernels_ephemeral_range() -> None:
+    import socket
+
+    from minipay.serve import _ephemeral_ports
+
+    ephemeral = _ephemeral_ports()
+    first, second = free_ports(5), free_ports(5)
+    assert len(set(first + second)) == 10  # never handed out twice by one process
+    for port in first + second:
+        assert port not in ephemeral
+        assert 1024 <= port <= 65535
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_skip_a_port_something_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import minipay.serve as serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        # Only the busy port and one other are outside the "ephemeral range": the busy one is passed over.
+        everything_else = range(1024, 65536)
+        monkeypatch.setattr(serve, "_ephemeral_ports", lambda: _Except(everything_else, {busy, busy + 1}))
+        assert serve.free_ports(1) == [busy + 1]
+
+
+class _Except:
+    """A port range minus some ports, standing in for the kernel's ephemeral range."""
+
+    def __init__(self, ports: range, outside: set[int]) -> None:
+        self.ports, self.outside = ports, outside
+
+    def __contains__(self, port: object) -> bool:
+        return port in self.ports and port not in self.outside

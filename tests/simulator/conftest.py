@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from minipay.serve import free_port
+from minipay.serve import free_ports
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One sandbox-mode ``minipay serve`` (with its worker) for the module's tests."""
     root = tmp_path_factory.mktemp("serve")
-    port, sandbox_port, tls_port = free_port(), free_port(), free_port()
+    port, sandbox_port, tls_port = free_ports(3)
     creds = root / "creds.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
     log = (root / "serve.log").open("wb")
