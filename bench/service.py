@@ -52,7 +52,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ import httpx2 as httpx
 
 from minipay.protocol import encode_xml, sign
 from minipay.sandbox import SandboxConfig
+from minipay.serve import free_ports
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -74,13 +74,6 @@ WRK_HOWTO = "wrk not found: using the built-in generator (Debian/Ubuntu: apt-get
 
 
 # -- the processes ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _exe(name: str) -> str:
@@ -172,7 +165,7 @@ def write_config(path: Path, *, database_url: str, service_url: str, sandbox_url
 
 
 def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
-    sandbox_port, service_port, floor_port, fastapi_port = free_port(), free_port(), free_port(), free_port()
+    sandbox_port, service_port, floor_port, fastapi_port = free_ports(4)
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{service_port}"
     floor_url = f"http://127.0.0.1:{floor_port}"
