@@ -38,6 +38,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\basynchronous\b", "synchronous"),
     (r"\bacross tasks\b", "across threads"),
     (r"\basync_client\b", "client"),
+    # The async client sends over aiohttp (minipay/client/_aiohttp.py); the sync one over httpx2's own pool.
+    (r"transport=AiohttpTransport\((\w+)\)", r"verify=\1"),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 import anyio
 import httpx2
 
+from minipay.client._aiohttp import AiohttpTransport
 from minipay.client._base import BaseClient, BillType, Prepared
 from minipay.client._certs import ClientCertificate, VerifyTypes, build_ssl_context
 from minipay.client._events import EventHook
@@ -125,7 +126,7 @@ class AsyncClient(PureMethods):
             # One TLS context: with a certificate it is offered only to servers that ask for one
             # (WeChat's /secapi hosts), so every call can share the connection pool.
             context = build_ssl_context(verify, cert, mch_id=self._core.mch_id)
-            self._http = self._own(httpx2.AsyncClient(verify=context, timeout=self._timeout))
+            self._http = self._own(httpx2.AsyncClient(transport=AiohttpTransport(context), timeout=self._timeout))
         self.orders = AsyncOrders(self)
         self.refunds = AsyncRefunds(self)
         self.bills = AsyncBills(self)
