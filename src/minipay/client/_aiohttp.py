@@ -124,7 +124,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         key = (url.scheme, url.host)
         if key not in self._proxy_cache:
             proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
-            if proxy is not None and urllib.request.proxy_bypass_environment(url.host, self._proxies):
+            if proxy is not None and urllib.request.proxy_bypass(url.host):
                 proxy = None
             self._proxy_cache[key] = proxy
         return self._proxy_cache[key]
