@@ -19,9 +19,9 @@ What stays as it was with httpx2's own transport:
   have gone out is a read error or a protocol error (the outcome is unknown);
 - timeouts are the request's httpx2 timeouts (connect, pool, read);
 - the body is returned as sent: httpx2 decodes any ``Content-Encoding`` itself;
-- proxies from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``, read once when the
-  transport is made, as httpx2 does (aiohttp's own ``trust_env`` would read them, and ``~/.netrc``,
-  in a thread on every request);
+- proxies from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (read when the transport is made, as
+  httpx2 does) and ``NO_PROXY`` (read at the first request to each host); aiohttp's own
+  ``trust_env`` would read them, and ``~/.netrc``, in a thread on every request;
 - HTTP/1.1, keep-alive connections closed after 5 idle seconds, at most 100 connections.
 
 It needs asyncio (the service, and any ``asyncio.run``). Under another event loop, give the client
