@@ -7,6 +7,7 @@ import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from minipay.protocol import decode_xml
 from minipay.server import db
 from minipay.server.webhooks import (
     DELIVERY_WINDOW,
+    WebhookDispatcher,
     WebhookSignatureError,
     backoff,
     deliver_webhooks,
@@ -154,6 +156,55 @@ async def test_the_in_app_dispatcher_delivers_without_the_worker() -> None:
                 break
             await asyncio.sleep(0.01)
         assert [json.loads(body)["type"] for _, body in world.receiver.received] == ["payment.succeeded"]
+
+
+async def test_a_burst_of_wakes_with_nothing_due_costs_one_claim_per_idle_gap() -> None:
+    # Every applied notification wakes the dispatcher, also where no endpoint will receive its event:
+    # after a claim that found nothing, the wakes of the next idle_gap seconds are answered by one claim.
+    async with make_world(FAKE) as world:
+        claims = 0
+        factory = world.container.uow_factory
+
+        def counting() -> Any:
+            nonlocal claims
+            claims += 1
+            return factory()
+
+        async def storm(idle_gap: float) -> int:
+            nonlocal claims
+            claims = 0
+            dispatcher = WebhookDispatcher(counting, world.container.webhook_sender, world.clock)
+            stop, wake = asyncio.Event(), asyncio.Event()
+            running = asyncio.create_task(dispatcher.run(stop, interval=5.0, wake=wake, idle_gap=idle_gap))
+            for _ in range(50):  # 0.5 s of wakes, one every 10 ms
+                wake.set()
+                await asyncio.sleep(0.01)
+            stop.set()
+            wake.set()
+            await asyncio.wait_for(running, 2)
+            return claims
+
+        assert await storm(idle_gap=0.1) <= 8  # ~5 gaps in 0.5 s, not one claim per wake
+        assert await storm(idle_gap=0.0) > 20  # what the gap saves
+
+        # Once something is due, it goes out within the gap; while claims find work, wakes are at once.
+        await endpoint(world)
+        dispatcher = WebhookDispatcher(factory, world.container.webhook_sender, world.clock)
+        stop, wake = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, interval=5.0, wake=wake, idle_gap=0.1))
+        try:
+            await asyncio.sleep(0.05)  # the first claim found nothing
+            for n in range(1, 4):
+                await world.pay(await world.create_payment())
+                wake.set()
+                started = asyncio.get_running_loop().time()
+                while len(world.receiver.received) < n:
+                    assert asyncio.get_running_loop().time() - started < 0.5, "the delivery waited for the interval"
+                    await asyncio.sleep(0.005)
+        finally:
+            stop.set()
+            wake.set()
+            await asyncio.wait_for(running, 2)
 
 
 async def test_a_webhook_delivery_in_flight_when_the_app_stops_still_completes() -> None:
