@@ -222,10 +222,10 @@ class WebhookDispatcher:
         cancels them (their rows are left to the lease).
 
         After a pump that found nothing due, a ``wake`` is answered no sooner than ``idle_gap``
-        seconds after that pump started: every applied notification sets ``wake``, also where no endpoint will ever receive
-        its event, and without the gap each wake under load costs a claim transaction (8% of a
-        first-time notification's throughput on PostgreSQL without endpoints). While pumps find
-        deliveries, wakes are answered at once."""
+        seconds after that pump started: every applied notification sets ``wake``, also where no
+        endpoint will ever receive its event, and without the gap each wake under load costs a claim
+        transaction (8% of a first-time notification's throughput on PostgreSQL without endpoints).
+        While pumps find deliveries, wakes are answered at once."""
         try:
             await self._run(stop, interval, wake or asyncio.Event(), idle_gap)
         finally:
