@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from minipay.client import AsyncClient, ConnectError, ReadTimeoutError
+from minipay.client import AsyncClient, ConfigurationError, ConnectError, ReadTimeoutError
 from minipay.client._aiohttp import AiohttpTransport
 from minipay.serve import free_port
 from tests.client.pki import Issued, issue, make_ca
@@ -251,7 +252,7 @@ def test_one_client_serves_one_event_loop() -> None:
 
 
 def test_the_transport_holds_no_secret_in_its_repr() -> None:
-    transport = AiohttpTransport(__import__("ssl").create_default_context())
+    transport = AiohttpTransport(ssl.create_default_context())
     assert repr(transport) == "AiohttpTransport(open=False)"
 
 
@@ -297,3 +298,70 @@ def test_an_async_refund_goes_through_mutual_tls(tmp_path: Path, ca: Issued) -> 
                     return {"refund_fee": refund.refund_fee, "found": query.find("AIOR0001") is not None}
 
             assert asyncio.run(main()) == {"refund_fee": 300, "found": True}
+
+
+def test_a_server_closing_after_each_answer_never_turns_into_a_connect_error() -> None:
+    # A connection the server closed right after answering, without "Connection: close", may be
+    # reused before the event loop has seen the close: that request fails as sent (for the SDK:
+    # outcome unknown), never as "not sent", which would invite a blind resend of a write.
+    async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await server.read_request(reader)
+        writer.write(_answer(b"<xml/>"))
+        await writer.drain()
+
+    async def main() -> None:
+        async with Server(close_after_answer) as server:
+            transport = AiohttpTransport(ssl.create_default_context())
+            async with httpx2.AsyncClient(transport=transport) as http:
+                failures: list[httpx2.TransportError] = []
+                for _ in range(300):  # until the race has happened a few times (about one in two here)
+                    if len(failures) == 5:
+                        break
+                    try:
+                        await http.post(server.url + "/pay/unifiedorder", content=b"<xml/>")
+                    except httpx2.TransportError as exc:
+                        failures.append(exc)
+            assert failures, "the race this test is about did not happen"
+            never_sent = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.ProxyError)
+            assert not [exc for exc in failures if isinstance(exc, never_sent)]
+
+    asyncio.run(main())
+
+
+def test_cookies_are_kept_by_httpx2_alone_and_the_answer_is_httpx2s() -> None:
+    async def sets_a_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(_answer(SESSION, headers={"Set-Cookie": "sid=abc; Path=/"}))
+            await writer.drain()
+
+    async def main() -> None:
+        async with Server(sets_a_cookie) as server:
+            transport = AiohttpTransport(ssl.create_default_context())
+            async with httpx2.AsyncClient(transport=transport) as http:
+                site = server.url.replace("127.0.0.1", "localhost")  # aiohttp's jar keeps no cookie of an IP
+                first = await http.get(site + "/one")
+                assert first.elapsed.total_seconds() >= 0  # httpx2 timed and closed the answer
+                assert first.http_version == "HTTP/1.1"
+                await http.get(site + "/two")
+                http.cookies.clear()
+                await http.get(site + "/three")
+            sent = [headers.get("cookie") for _, headers, _ in server.requests]
+            assert sent == [None, "sid=abc", None]
+
+    asyncio.run(main())
+
+
+def test_proxies_are_read_as_httpx2_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with Server(_login_answers) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url.removeprefix("http://"))  # no scheme: an http:// proxy
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            async with _client("http://wechat.example.test") as client:
+                await client.code_to_session("wx1111111111111111", SECRET, "c")
+            assert proxy.requests[0][0].startswith("GET http://wechat.example.test/")
+
+    asyncio.run(main())
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1080")
+    with pytest.raises(ConfigurationError, match="ALL_PROXY") as caught:
+        _client("http://wechat.example.test")
+    assert "pw" not in str(caught.value)

@@ -22,7 +22,15 @@ What stays as it was with httpx2's own transport:
 - proxies from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (read when the transport is made, as
   httpx2 does) and ``NO_PROXY`` (read at the first request to each host); aiohttp's own
   ``trust_env`` would read them, and ``~/.netrc``, in a thread on every request;
-- HTTP/1.1, keep-alive connections closed after 5 idle seconds, at most 100 connections.
+- HTTP/1.1, at most 100 connections; cookies only in httpx2's jar.
+
+One difference remains: httpcore2 polls an idle connection's socket before reusing it, aiohttp
+learns that the server closed it when the event loop handles the close. A request sent on a
+connection whose close is still on its way fails with ``RemoteProtocolError`` (for the SDK: sent,
+outcome unknown; the service then queries the order) where httpcore2 would have opened a new
+connection. Idle connections are dropped after 4 s, before servers that close them after 5 s
+(uvicorn's default) can; a server that closes a connection right after an answer without saying
+``Connection: close`` will see this now and then.
 
 It needs asyncio (the service, and any ``asyncio.run``). Under another event loop, give the client
 httpx2's own transport: ``AsyncClient(..., transport=httpx2.AsyncHTTPTransport(verify=...))``.
@@ -39,11 +47,17 @@ import aiohttp
 import httpx2
 from yarl import URL
 
+from minipay.protocol import ConfigurationError
+
 __all__ = ["AiohttpTransport"]
 
-#: httpx2's defaults (``httpx2.Limits()``): the same pool size and keep-alive expiry.
+#: httpx2's pool size (``httpx2.Limits()``).
 _MAX_CONNECTIONS = 100
-_KEEPALIVE_EXPIRY = 5.0
+#: A second under the 5 s after which many servers (uvicorn's default) close an idle connection:
+#: a connection is dropped here before the server can close it under a new request.
+_KEEPALIVE_EXPIRY = 4.0
+#: Request headers aiohttp must not see: it frames the body it is given itself.
+_FRAMING = frozenset({b"transfer-encoding", b"content-length"})
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -54,8 +68,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._proxies = urllib.request.getproxies_environment()
+        self._proxies = _environment_proxies()
         self._proxy_cache: dict[tuple[str, str], str | None] = {}
+        if "_retry_connection" not in aiohttp.ClientSession.ATTRS:  # aiohttp < 3.11: see _session_for
+            raise ConfigurationError(f"aiohttp {aiohttp.__version__} resends requests on its own: 3.11 or later needed")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(open={self._session is not None and not self._session.closed})"
@@ -70,6 +86,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector=connector,
             auto_decompress=False,
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # cookies are httpx2's business (the client's jar)
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -93,27 +110,33 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         timeout = aiohttp.ClientTimeout(
             total=None,
             # aiohttp's ``connect`` covers the wait for a pooled connection as well as making one.
-            connect=None if connect is None or pool is None else connect + pool,
+            connect=None if connect is None and pool is None else (connect or 0.0) + (pool or 0.0),
             sock_connect=connect,
             sock_read=timeouts.get("read"),
         )
         body = await request.aread()
+        # As httpx2 encoded it (no second quoting); credentials in the URL are already httpx2's
+        # Authorization header. Header names keep their case; aiohttp frames the body itself.
+        url = URL(str(request.url), encoded=True).with_user(None)
+        raw = request.headers.raw
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() not in _FRAMING]
         try:
             async with session.request(
                 request.method,
-                URL(str(request.url), encoded=True),  # as httpx2 encoded it: no second quoting
-                data=body if body else None,
-                headers=list(request.headers.multi_items()),
+                url,
+                data=body if body or request.method not in ("GET", "HEAD") else None,
+                headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
                 proxy=self._proxy_for(request.url),
             ) as answer:
                 content = await answer.read()
+                version = f"HTTP/{answer.version.major}.{answer.version.minor}" if answer.version else "HTTP/1.1"
                 return httpx2.Response(
                     answer.status,
                     headers=list(answer.raw_headers),
-                    content=content,
-                    extensions={"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode()},
+                    stream=httpx2.ByteStream(content),  # httpx2 decodes any Content-Encoding as it reads
+                    extensions={"http_version": version.encode(), "reason_phrase": (answer.reason or "").encode()},
                 )
         except aiohttp.ClientError as exc:
             raise _httpx_error(exc, request) from exc
@@ -133,6 +156,24 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _environment_proxies() -> dict[str, str]:
+    """``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` as httpx2 reads them: a value without a scheme is
+    an ``http://`` proxy; a SOCKS or other proxy is refused here (aiohttp speaks to HTTP proxies only)."""
+    proxies = {}
+    for scheme, value in urllib.request.getproxies_environment().items():
+        if scheme not in ("http", "https", "all") or not value:
+            continue
+        if "://" not in value:
+            value = "http://" + value
+        if not value.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"{scheme.upper()}_PROXY: only http:// and https:// proxies can carry the async client's requests; "
+                "for another kind pass transport=httpx2.AsyncHTTPTransport(...)"
+            )
+        proxies[scheme] = value
+    return proxies
 
 
 def _httpx_error(exc: aiohttp.ClientError, request: httpx2.Request) -> httpx2.TransportError:
