@@ -16,7 +16,10 @@ body and runs the statements a first-time payment notification runs, through the
 repositories and unit of work (the read that answers duplicates; then the locked row, its
 conditional update, an event row and an outbox event, committed): the floor of the remaining work of
 a first-time notification on FastAPI, without the notification's parse, signature check and
-checks against the order.
+checks against the order; ``POST /verified-writes/{row_id}``, the same after parsing a signed
+notification and checking its signature with the institution's key (``MINIPAY_BENCH_API_KEY``),
+what no notification can skip: the floor of a first-time notification but for its checks against
+the order and the service's HTTP guards.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from minipay.protocol import parse_payment_notification
 from minipay.server import db
 from minipay.server.uow import UnitOfWork
 
@@ -103,11 +107,10 @@ async def fastapi_row(row_id: str, caller: Annotated[str, Depends(_caller)], syn
     return JSONResponse({k: v if isinstance(v, (str, int, bool)) or v is None else str(v) for k, v in row.items()})
 
 
-@fastapi_app.post("/writes/{row_id}")
-async def fastapi_writes(row_id: str, request: Request) -> Response:
+async def _notify_statements(row_id: str) -> None:
+    """The statements of a first-time payment notification, through the service's repositories."""
     if _engine is None:
         raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL is not set")
-    await request.body()
     async with UnitOfWork(_engine).reading() as uow:
         if await uow.payments.get(row_id) is None:  # the duplicate check's read
             raise HTTPException(404)
@@ -126,4 +129,22 @@ async def fastapi_writes(row_id: str, request: Request) -> Response:
             payment_id=row_id,
         )
         await uow.commit()
+
+
+@fastapi_app.post("/writes/{row_id}")
+async def fastapi_writes(row_id: str, request: Request) -> Response:
+    await request.body()
+    await _notify_statements(row_id)
+    return Response(_REPLY, media_type="application/xml")
+
+
+@fastapi_app.post("/verified-writes/{row_id}")
+async def fastapi_verified_writes(row_id: str, request: Request) -> Response:
+    # The same, after what no notification can skip: its XML parsed, its signature checked with the
+    # institution's key (MINIPAY_BENCH_API_KEY) and its fields typed, by the protocol core.
+    key = os.environ.get("MINIPAY_BENCH_API_KEY")
+    if not key:
+        raise HTTPException(503, "MINIPAY_BENCH_API_KEY is not set")
+    parse_payment_notification(await request.body(), key)
+    await _notify_statements(row_id)
     return Response(_REPLY, media_type="application/xml")

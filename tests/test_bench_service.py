@@ -1,0 +1,78 @@
+"""``bench/service.py``'s verdicts: a target missed stays missed, and says so with its floor when the
+floor itself is below the target (the run itself is CI's smoke run, ``--quick``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+_BENCH = Path(__file__).resolve().parents[1] / "bench" / "service.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("minipay_bench_service", _BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+bench = _load()
+
+
+def _rows(**rps: float) -> list[Any]:
+    figures = {
+        "floor GET": 30000.0,
+        "floor POST": 30000.0,
+        "FastAPI GET {id} + auth + read": 3000.0,
+        "GET /v1/payments/{id}": 2000.0,
+        "GET /healthz": 25000.0,
+        "POST /v1/payments": 400.0,
+        "notify (first-time)": 650.0,
+        "notify (duplicate)": 2000.0,
+    }
+    figures.update({name.replace("_", " "): value for name, value in rps.items()})
+    rows = []
+    for case, value in figures.items():
+        floor = None if case.startswith("floor") else "floor GET" if "GET" in case else "floor POST"
+        rows.append(bench.Row(case, value, 5.0, 10.0, 0, 1000, floor, figures[floor] if floor else None))
+    return rows
+
+
+def _verdict(rows: list[Any], db: str, replicas: int, starts: str) -> tuple[str, bool]:
+    (found,) = [check for check in bench.targets(rows, db, replicas) if check[0].startswith(starts)]
+    return found
+
+
+def test_a_first_time_miss_names_the_most_complete_floor_when_that_floor_is_below_the_target() -> None:
+    rows = _rows()
+    rows.append(bench.Row("FastAPI POST + notify's SQL", 820.0, 5, 10, 0, 1000, "floor POST", 30000.0))
+    rows.append(bench.Row("FastAPI POST + notify's parse + SQL", 770.0, 5, 10, 0, 1000, "floor POST", 30000.0))
+    text, met = _verdict(rows, "postgres", 2, "first-time")
+    assert not met
+    assert "out of reach" in text
+    assert "parse, signature check and statements and nothing else reaches 770/s" in text
+
+
+def test_a_first_time_miss_above_its_floor_is_only_a_miss() -> None:
+    rows = _rows()
+    rows.append(bench.Row("FastAPI POST + notify's parse + SQL", 900.0, 5, 10, 0, 1000, "floor POST", 30000.0))
+    text, met = _verdict(rows, "postgres", 2, "first-time")
+    assert not met
+    assert "out of reach" not in text
+    assert _verdict(rows, "sqlite", 1, "first-time")[1]  # 650/s against 500/s
+
+
+def test_the_get_ratio_miss_shows_its_fastapi_floor() -> None:
+    text, met = _verdict(_rows(), "sqlite", 1, "GET /v1/payments/{id} >= 0.30x")
+    assert not met
+    assert "out of reach in FastAPI on this machine" in text
+    assert "reaches 0.10x" in text
