@@ -26,7 +26,7 @@ What stays as it was with httpx2's own transport:
 
 One difference remains: httpcore2 polls an idle connection's socket before reusing it, aiohttp
 learns that the server closed it when the event loop handles the close. A request sent on a
-connection whose close is still on its way fails with ``RemoteProtocolError`` (for the SDK: sent,
+connection whose close is still on its way fails with a read or protocol error (for the SDK: sent,
 outcome unknown; the service then queries the order) where httpcore2 would have opened a new
 connection. Idle connections are dropped after 4 s, before servers that close them after 5 s
 (uvicorn's default) can; a server that closes a connection right after an answer without saying
