@@ -3,29 +3,11 @@ floor itself is below the target (the run itself is CI's smoke run, ``--quick``)
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench" / "service.py"
+from tests.bench_scripts import load_bench
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("minipay_bench_service", _BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
-
-
-bench = _load()
+bench = load_bench("service")
 
 
 def _rows(**rps: float) -> list[Any]:

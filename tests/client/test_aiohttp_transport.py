@@ -24,7 +24,7 @@ from minipay.client import AsyncClient, ConfigurationError, ConnectError, ReadTi
 from minipay.client._aiohttp import AiohttpTransport
 from minipay.serve import free_port
 from tests.client.pki import Issued, issue, make_ca
-from tests.client.test_tls_loopback import NOTIFY_URL, tls_sandbox
+from tests.client.test_tls_loopback import NOTIFY_URL, mutual_tls_options, tls_sandbox
 
 SECRET = "s3cr+t/with=odd&chars"
 ORDER = {
@@ -274,17 +274,7 @@ def test_an_async_refund_goes_through_mutual_tls(tmp_path: Path, ca: Issued) -> 
             code = control.post("/sandbox/login", json={"appid": sub["sub_appid"], "user": "aio"}).json()["code"]
 
             async def main() -> dict[str, Any]:
-                async with AsyncClient(
-                    appid=inst["appid"],
-                    mch_id=inst["mch_id"],
-                    api_key=inst["api_key"],
-                    sub_mch_id=sub["sub_mch_id"],
-                    sub_appid=sub["sub_appid"],
-                    base_url=base_url,
-                    login_base_url=base_url,
-                    cert=cert,
-                    verify=str(tmp_path / "ca.pem"),
-                ) as client:
+                async with AsyncClient(**mutual_tls_options(base_url, inst, sub, cert, tmp_path / "ca.pem")) as client:
                     session = await client.code_to_session(sub["sub_appid"], sub["app_secret"], code)
                     order = await client.orders.create(**{**ORDER, "sub_openid": session.openid})
                     params = dict(client.pay_params(order.prepay_id))

@@ -65,6 +65,24 @@ def tls_sandbox(tmp_path: Path, ca: Issued) -> Iterator[str]:
         thread.join(10)
 
 
+def mutual_tls_options(
+    base_url: str, inst: dict[str, Any], sub: dict[str, Any], cert: ClientCertificate, ca_file: Path
+) -> dict[str, Any]:
+    """Client settings for the sandbox's institution ``inst`` and sub-merchant ``sub`` (from
+    ``/sandbox/merchants``) behind :func:`tls_sandbox`: its certificate, trusting the test CA."""
+    return {
+        "appid": inst["appid"],
+        "mch_id": inst["mch_id"],
+        "api_key": inst["api_key"],
+        "sub_mch_id": sub["sub_mch_id"],
+        "sub_appid": sub["sub_appid"],
+        "base_url": base_url,
+        "login_base_url": base_url,
+        "cert": cert,
+        "verify": str(ca_file),
+    }
+
+
 @pytest.fixture(scope="module")
 def ca() -> Issued:
     return make_ca()
@@ -79,17 +97,7 @@ def test_a_refund_goes_through_mutual_tls_with_a_p12_certificate(tmp_path: Path,
             world = control.get("/sandbox/merchants").json()
             inst = world["institutions"][0]
             sub = inst["sub_merchants"][0]
-            with Client(
-                appid=inst["appid"],
-                mch_id=inst["mch_id"],
-                api_key=inst["api_key"],
-                sub_mch_id=sub["sub_mch_id"],
-                sub_appid=sub["sub_appid"],
-                base_url=base_url,
-                login_base_url=base_url,
-                cert=cert,
-                verify=str(tmp_path / "ca.pem"),
-            ) as client:
+            with Client(**mutual_tls_options(base_url, inst, sub, cert, tmp_path / "ca.pem")) as client:
                 code = control.post("/sandbox/login", json={"appid": sub["sub_appid"], "user": "tls"}).json()["code"]
                 session = client.code_to_session(sub["sub_appid"], sub["app_secret"], code)
                 order = client.orders.create(

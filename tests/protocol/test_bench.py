@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-_BENCH = Path(__file__).resolve().parents[2] / "bench" / "protocol.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("minipay_bench_protocol", _BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+from tests.bench_scripts import load_bench
 
 
 def test_the_benchmark_runs_every_case_and_prints_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load()
+    bench = load_bench("protocol")
     status = bench.main(["--rounds", "1", "--number", "3"])
     out = capsys.readouterr().out
     assert status in (0, 1)  # 1 = a target missed, which a 3-operation run says nothing about
@@ -44,7 +27,7 @@ def test_the_benchmark_runs_every_case_and_prints_the_ratios(capsys: pytest.Capt
 
 
 def test_the_benchmark_gives_logging_back_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load()
+    bench = load_bench("protocol")
     logging.disable(logging.DEBUG)
     try:
         bench.main(["--rounds", "1", "--number", "1"])
@@ -56,7 +39,7 @@ def test_the_benchmark_gives_logging_back_as_it_found_it(capsys: pytest.CaptureF
 
 
 def test_both_sides_of_the_benchmark_do_the_same_work() -> None:
-    bench = _load()
+    bench = load_bench("protocol")
     client = bench._wechatpy_client()
     key = bench.mp.ApiKey(bench.KEY)
     bench._check_equivalence(client, key)  # (c) included: the same fields and signature on both sides
