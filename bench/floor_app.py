@@ -13,8 +13,8 @@ id, through the service's own engine and driver, ``MINIPAY_BENCH_DATABASE_URL``)
 the floor of the remaining work of ``GET /v1/payments/{id}`` on FastAPI, without the service's
 domain mapping, payment parameters and view; ``POST /writes/{row_id}``, a POST route that reads its
 body and runs the statements a first-time payment notification runs, through the service's own
-repositories and unit of work (the read that answers duplicates; then the locked row, its
-conditional update, an event row and an outbox event, committed): the floor of the remaining work of
+repositories and unit of work (the read that answers duplicates; then, decided on it, its
+conditional update, an event row and an outbox event, sent at commit): the floor of the remaining work of
 a first-time notification on FastAPI, without the notification's parse, signature check and
 checks against the order; ``POST /verified-writes/{row_id}``, the same after parsing a signed
 notification and checking its signature with the institution's key (``MINIPAY_BENCH_API_KEY``),
@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from minipay.protocol import parse_payment_notification
 from minipay.server import db
-from minipay.server.uow import UnitOfWork
+from minipay.server.uow import UnitOfWork, retrying
 
 _REPLY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
 
@@ -108,14 +108,21 @@ async def fastapi_row(row_id: str, caller: Annotated[str, Depends(_caller)], syn
 
 
 async def _notify_statements(row_id: str) -> None:
-    """The statements of a first-time payment notification, through the service's repositories."""
+    """The statements of a first-time payment notification, through the service's repositories and
+    unit of work, as ``apply_payment_result`` runs them: the read that answers duplicates, then the
+    writes decided on it (the conditional update, an event row, an outbox event), sent at commit; on
+    a concurrent change, again on the locked row."""
     if _engine is None:
         raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL is not set")
-    async with UnitOfWork(_engine).reading() as uow:
-        if await uow.payments.get(row_id) is None:  # the duplicate check's read
-            raise HTTPException(404)
-    async with UnitOfWork(_engine) as uow:
-        payment = await uow.payments.get(row_id, for_update=True)
+    engine = _engine
+    async with UnitOfWork(engine).reading() as uow:
+        seen = await uow.payments.get(row_id)  # the duplicate check's read
+    if seen is None:
+        raise HTTPException(404)
+    snapshot = [seen]
+
+    async def work(uow: UnitOfWork) -> None:
+        payment = snapshot.pop() if snapshot else await uow.payments.get(row_id, for_update=True)
         if payment is None:
             raise HTTPException(404)
         await uow.payments.save(payment)  # the conditional update (the version moves on)
@@ -129,6 +136,8 @@ async def _notify_statements(row_id: str) -> None:
             payment_id=row_id,
         )
         await uow.commit()
+
+    await retrying(lambda: UnitOfWork(engine).writing_at_commit() if snapshot else UnitOfWork(engine), work)
 
 
 @fastapi_app.post("/writes/{row_id}")

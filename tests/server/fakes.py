@@ -212,6 +212,9 @@ class FakeUnitOfWork:
         self.read_only = True
         return self
 
+    def writing_at_commit(self) -> Self:
+        return self  # its writes are its own until commit() anyway
+
     async def __aenter__(self) -> Self:
         self._active = True
         return self

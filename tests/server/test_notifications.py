@@ -103,6 +103,54 @@ async def test_fifty_concurrent_deliveries_make_one_transition(world: World) -> 
     assert (await world.get(payment["id"]))["status"] == "succeeded"
 
 
+async def test_a_notification_decided_on_a_stale_read_is_applied_once(world: World) -> None:
+    # The notification's payment is read without a lock, and the first write attempt decides on that
+    # read. Here an order query applies the same success between that read and the write: the
+    # notification's conditional write must lose, start over on the locked row, and change nothing.
+    from minipay.protocol import OrderQueryResponse, PaymentNotification
+    from minipay.server.domain import ApplyOutcome, PaymentResult
+    from minipay.server.services import apply_payment_result
+
+    payment = await world.create_payment()
+    fields = decode_xml(notification(payment))
+    del fields["sign"]
+    query = PaymentResult.from_query(OrderQueryResponse.from_fields({**fields, "trade_state": "SUCCESS"}))
+    notified = PaymentResult.from_notification(PaymentNotification.from_fields(fields))
+    factory = world.container.uow_factory
+    reads = 0
+
+    class Interleaving:
+        def __init__(self) -> None:
+            self.uow = factory()
+
+        def reading(self) -> Interleaving:
+            self.uow.reading()
+            return self
+
+        def writing_at_commit(self) -> Interleaving:
+            self.uow.writing_at_commit()
+            return self
+
+        async def __aenter__(self) -> Any:
+            return await self.uow.__aenter__()
+
+        async def __aexit__(self, *exc: Any) -> None:
+            nonlocal reads
+            await self.uow.__aexit__(*exc)
+            if self.uow.read_only and reads == 0:
+                reads += 1  # the notification's unlocked read is done: the query wins the race now
+                outcome = await apply_payment_result(factory, query, source="query", clock=world.clock)
+                assert outcome is ApplyOutcome.APPLIED
+
+    outcome = await apply_payment_result(Interleaving, notified, source="notification", clock=world.clock)
+    assert reads == 1
+    assert outcome is ApplyOutcome.DUPLICATE
+    assert (await world.get(payment["id"]))["status"] == "succeeded"
+    assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1
+    assert await count(world, "outbox_events", payment_id=payment["id"], type="payment.succeeded") == 1
+    assert await count(world, "payment_events", payment_id=payment["id"], type="notification.duplicate") == 1
+
+
 @on_the_fake
 async def test_late_notpay_query_never_undoes_a_success(world: World) -> None:
     from minipay.server.domain import ApplyOutcome, PaymentResult

@@ -438,3 +438,95 @@ async def test_what_postgresql_cannot_store_the_fake_refuses_too(store: Store) -
             await add(store, payment(n, **bad))
         assert not isinstance(refused.value, IntegrityError)  # not a race to retry
     assert await store.count("payments") == 0
+
+
+async def _decide_and_write(
+    store: Store, seen: Payment, *, key: str, events: int = 2, publishes: int = 1, commit: bool = True
+) -> None:
+    """What a notification's first attempt does: no read, a save of the row it read before, its event
+    rows, its outbox event(s), then the commit."""
+    async with store.factory().writing_at_commit() as uow:
+        seen.last_error = key
+        seen.updated_at = START + timedelta(seconds=1)
+        await uow.payments.save(seen)
+        for n in range(events):
+            await uow.events.append(
+                type=f"{key}-{n}", source="notification", data={"n": n}, now=START, payment_id=seen.id, sub_mch_id=SUB1
+            )
+        for n in range(publishes):
+            await uow.outbox.publish(
+                key=f"{key}:{n}",
+                type="payment.succeeded",
+                sub_mch_id=SUB1,
+                data={"n": n},
+                now=START,
+                payment_id=seen.id,
+            )
+        if commit:
+            await uow.commit()
+
+
+@pytest.mark.parametrize(("events", "publishes"), [(2, 1), (0, 0), (1, 0), (9, 1), (2, 2)])
+async def test_writes_sent_at_commit_are_kept_whole(store: Store, events: int, publishes: int) -> None:
+    # (2, 1) is a notification's shape (one statement on PostgreSQL); (9, 1) and (2, 2) are written one
+    # statement after the other, in a transaction.
+    await add(store, payment(1))
+    async with store.factory() as uow:
+        await endpoint(uow, "we_mine", SUB1)
+        await uow.commit()
+    seen = await get(store, "pay_1")
+    assert seen is not None
+    await _decide_and_write(store, seen, key="A", events=events, publishes=publishes)
+    assert seen.version == 1
+    saved = await get(store, "pay_1")
+    assert saved is not None
+    assert (saved.version, saved.last_error, saved.updated_at) == (1, "A", START + timedelta(seconds=1))
+    assert await store.event_types("pay_1") == [f"A-{n}" for n in range(events)]
+    assert await store.count("outbox_events", payment_id="pay_1") == publishes
+    assert await store.count("webhook_deliveries", endpoint_id="we_mine") == publishes
+
+
+async def test_writes_sent_at_commit_on_a_stale_read_write_nothing(store: Store) -> None:
+    await add(store, payment(1))
+    stale = await get(store, "pay_1")
+    fresh = await get(store, "pay_1")
+    assert stale is not None
+    assert fresh is not None
+    await _decide_and_write(store, fresh, key="first")
+    with pytest.raises(ConcurrentUpdate):
+        await _decide_and_write(store, stale, key="second")
+    assert stale.version == 0  # unchanged: nothing was written
+    saved = await get(store, "pay_1")
+    assert saved is not None
+    assert (saved.version, saved.last_error) == (1, "first")
+    assert await store.event_types("pay_1") == ["first-0", "first-1"]
+    assert await store.count("outbox_events", payment_id="pay_1") == 1
+
+
+async def test_writes_sent_at_commit_are_dropped_without_it_and_a_published_key_is_kept_once(store: Store) -> None:
+    await add(store, payment(1))
+    seen = await get(store, "pay_1")
+    assert seen is not None
+    await _decide_and_write(store, seen, key="A", commit=False)
+    assert await store.event_types("pay_1") == []
+    assert (await get(store, "pay_1")).version == 0  # type: ignore[union-attr]
+    seen = await get(store, "pay_1")
+    assert seen is not None
+    await _decide_and_write(store, seen, key="A")
+    again = await get(store, "pay_1")
+    assert again is not None
+    await _decide_and_write(store, again, key="A")  # the same outbox key: the save and the log go on
+    assert (await get(store, "pay_1")).version == 2  # type: ignore[union-attr]
+    assert await store.event_types("pay_1") == ["A-0", "A-1", "A-0", "A-1"]
+    assert await store.count("outbox_events", payment_id="pay_1") == 1
+
+
+@pytest.mark.postgres
+async def test_a_unit_of_work_that_writes_at_commit_reads_nothing(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url)
+    try:
+        async with UnitOfWork(engine).writing_at_commit() as uow:
+            with pytest.raises(RuntimeError, match="reads nothing"):
+                await uow.payments.get("pay_1")
+    finally:
+        await engine.dispose()

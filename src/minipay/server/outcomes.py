@@ -48,9 +48,17 @@ async def apply_payment_result(
     ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
     """
 
+    # A notification's payment is read first, without a write transaction (it answers a repeated
+    # notification on its own). The first attempt decides on that snapshot instead of reading the row
+    # again under a lock: every write below is conditional on the version it read (``save`` raises
+    # ConcurrentUpdate when another writer came first, and ``retrying`` starts over with a locked
+    # read), and the fields it checks against the message never change once set. That attempt reads
+    # nothing, so on PostgreSQL its writes go in one statement at commit (uow.writing_at_commit).
+    snapshot: list[Payment] = []
+
     async def work(uow: UnitOfWorkPort) -> ApplyOutcome:
         now = clock.now()
-        payment = await _find_payment(uow, result)
+        payment = snapshot.pop() if snapshot else await _find_payment(uow, result)
         if payment is None:
             log.warning(
                 "payment result for unknown order refused",
@@ -124,24 +132,35 @@ async def apply_payment_result(
         await uow.commit()
         return outcome
 
-    if source == "notification" and await _already_applied(uow_factory, result):
-        return ApplyOutcome.DUPLICATE
-    return await retrying(uow_factory, work)
+    if source == "notification":
+        payment = await _read_for_notification(uow_factory, result)
+        if payment is not None:
+            if _already_applied(payment, result):
+                return ApplyOutcome.DUPLICATE
+            snapshot.append(payment)
+
+    def unit_of_work() -> UnitOfWorkPort:
+        # Deciding on the snapshot, the attempt reads nothing: its writes can go at commit.
+        return uow_factory().writing_at_commit() if snapshot else uow_factory()
+
+    return await retrying(unit_of_work, work)
 
 
-async def _already_applied(uow_factory: UnitOfWorkPortFactory, result: PaymentResult) -> bool:
-    """A notification WeChat repeats (it does, until it reads our SUCCESS): answered from a read, with
-    no write transaction, when the payment is paid with this very transaction, notified already,
-    and the message matches it in every field the write path checks."""
+async def _read_for_notification(uow_factory: UnitOfWorkPortFactory, result: PaymentResult) -> Payment | None:
+    """The payment a paid notification names, read with no write transaction; None when the message
+    lacks the ids to look it up that way or names no payment (the locked read decides then)."""
     if result.trade_state not in _PAID_STATES or not (result.mch_id and result.sub_mch_id and result.transaction_id):
-        return False
+        return None
     async with uow_factory().reading() as uow:
-        payment = await uow.payments.get_by_out_trade_no(
-            result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id
-        )
+        return await uow.payments.get_by_out_trade_no(result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id)
+
+
+def _already_applied(payment: Payment, result: PaymentResult) -> bool:
+    """A notification WeChat repeats (it does, until it reads our SUCCESS) is answered from the read,
+    with no write transaction, when the payment is paid with this very transaction, notified already,
+    and the message matches it in every field the write path checks."""
     return (
-        payment is not None
-        and payment.status in PAID_STATUSES
+        payment.status in PAID_STATUSES
         and payment.notified_at is not None
         and payment.transaction_id == result.transaction_id
         and payment.mismatch(result) is None

@@ -241,7 +241,8 @@ class WebhookStore(Protocol):
 
 class UnitOfWorkPort(Protocol):
     """One transaction over the repositories: ``async with`` it; ``commit()`` keeps the work, leaving
-    the block without it rolls back. ``reading()`` (before ``async with``) makes it read-only.
+    the block without it rolls back. ``reading()`` (before ``async with``) makes it read-only;
+    ``writing_at_commit()`` makes it a unit of work that reads nothing (its writes may be sent at commit).
 
     Writes are conditional on the version read (``ConcurrentUpdate``) and unique keys are enforced
     (``IntegrityError``): ``uow.retrying`` runs the work again in a fresh unit of work for both.
@@ -266,6 +267,11 @@ class UnitOfWorkPort(Protocol):
     def webhooks(self) -> WebhookStore: ...
 
     def reading(self) -> Self: ...
+
+    def writing_at_commit(self) -> Self:
+        """Before ``async with``: the work reads nothing, its writes may wait for ``commit()``
+        (``ConcurrentUpdate`` may then come from the commit)."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -19,6 +19,11 @@ SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on Postg
 ``BEGIN``/``ROLLBACK`` round trips). Each statement reads the latest committed state, as under
 PostgreSQL's default READ COMMITTED.
 
+Work that only writes, having decided on rows read before (its saves conditional on the versions it
+read), uses ``uow_factory().writing_at_commit()``: on PostgreSQL its writes are sent at ``commit()``
+as one statement, with no transaction round trips (``repositories._batch``); elsewhere it is an
+ordinary unit of work. Such a unit of work reads nothing: its ``conn`` is refused.
+
 The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class is its SQL adapter
 (and the worker's and the console's, which also reach for the connection).
 """
@@ -48,6 +53,8 @@ from minipay.server.repositories import (
     ReconciliationRepository,
     RefundRepository,
     WebhookRepository,
+    WriteBatch,
+    batch_statement,
 )
 
 __all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "record_events", "retrying"]
@@ -69,6 +76,7 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._committed = False
         self._span: Any = None
+        self._batch: WriteBatch | None = None
         self.payments = PaymentRepository(self)
         self.refunds = RefundRepository(self)
         self.events = EventLog(self)
@@ -84,8 +92,15 @@ class UnitOfWork:
     def conn(self) -> AsyncConnection:
         """The transaction's connection: for the repositories only."""
         if self._conn is None:
+            if self._batch is not None:
+                raise RuntimeError("a unit of work that writes at commit reads nothing")
             raise RuntimeError("the unit of work is not active: use `async with uow:`")
         return self._conn
+
+    @property
+    def batch(self) -> WriteBatch | None:
+        """The writes waiting for ``commit()`` (see :meth:`writing_at_commit`), or None: write now."""
+        return self._batch
 
     @property
     def is_postgres(self) -> bool:
@@ -96,6 +111,13 @@ class UnitOfWork:
         self.read_only = True
         return self
 
+    def writing_at_commit(self) -> Self:
+        """Make this a unit of work that reads nothing and sends its writes at commit (before
+        ``async with``; PostgreSQL only, a no-op elsewhere): see the module docstring."""
+        if self.is_postgres and not self.read_only:
+            self._batch = WriteBatch()
+        return self
+
     async def __aenter__(self) -> Self:
         self._span = tracing.start_span("db.unit_of_work", _uow_attributes(self)) if tracing.enabled() else None
         if self.read_only:
@@ -104,6 +126,8 @@ class UnitOfWork:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             self._conn = conn
             return self
+        if self._batch is not None:
+            return self  # no connection until the commit
         self._conn = await self.engine.connect()
         await self._conn.begin()
         return self
@@ -113,7 +137,11 @@ class UnitOfWork:
     ) -> None:
         conn, self._conn = self._conn, None
         self.events.discard()
+        if self._batch is not None:
+            self._batch = WriteBatch()  # what was not committed is forgotten
         if conn is None:
+            if self._span is not None:
+                tracing.end_span(self._span, exc)
             return
         try:
             if conn.in_transaction():
@@ -132,9 +160,42 @@ class UnitOfWork:
         """Commit; statements after it run in a new transaction (begun at the first one)."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work has nothing to commit")
+        if self._batch is not None:
+            await self._commit_batch(self._batch)
+            return
         await self.events.flush()  # the event rows of the transaction, in one statement
         await self.conn.commit()
         self._committed = True
+
+    async def _commit_batch(self, batch: WriteBatch) -> None:
+        events = self.events.take()
+        self._batch = WriteBatch()
+        if not batch.fits(len(events)):
+            # Written one statement after the other, in a transaction of their own.
+            async with self.engine.connect() as conn:
+                await conn.begin()
+                for payment, values in batch.saves:
+                    await PaymentRepository.save_values(conn, payment, values)
+                if events:
+                    await EventLog.write(conn, events)
+                for row in batch.outbox:
+                    await Outbox.write(conn, row, postgres=True)
+                await conn.commit()
+            self._after_saves(batch)
+            return
+        statement = batch_statement(save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox))
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            saved = (await conn.execute(statement, batch.parameters(events))).scalar_one()
+        if saved != 1:
+            payment = batch.saves[0][0]
+            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
+        self._after_saves(batch)
+
+    @staticmethod
+    def _after_saves(batch: WriteBatch) -> None:
+        for payment, _ in batch.saves:
+            payment.version += 1
 
     async def rollback(self) -> None:
         self.events.discard()

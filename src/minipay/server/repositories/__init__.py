@@ -5,6 +5,8 @@ over SQLAlchemy Core (async), one module per area.
   load, optionally locked; insert; save with a version check);
 - ``uow.events``, ``uow.outbox``, ``uow.idempotency``: :class:`EventLog`, :class:`Outbox`,
   :class:`IdempotencyKeys` (``_log``);
+- the writes of a unit of work that sends them at commit: :class:`WriteBatch`, :func:`batch_statement`
+  (``_batch``: on PostgreSQL, a save, its event rows and its outbox event in one statement);
 - ``uow.webhooks``: :class:`WebhookRepository` (``_webhooks``: endpoints, events, deliveries and their leases);
 - ``uow.jobs``: :class:`JobRepository` (``_jobs``: the worker's job queue);
 - ``uow.reconciliation``: :class:`ReconciliationRepository` (``_reconciliation``: the ledger, runs, discrepancies);
@@ -27,6 +29,7 @@ from minipay.server.repositories._base import (
     payment_from_row,
     refund_from_row,
 )
+from minipay.server.repositories._batch import WriteBatch, batch_statement
 from minipay.server.repositories._console import Attention, ConsoleQueries, PaymentFilter
 from minipay.server.repositories._health import BacklogRows, HealthQueries
 from minipay.server.repositories._jobs import Job, JobRepository, JobStatus, QueueOverview, job_from_row
@@ -67,6 +70,8 @@ __all__ = [
     "RunRecord",
     "Transaction",
     "WebhookRepository",
+    "WriteBatch",
+    "batch_statement",
     "job_from_row",
     "payment_from_row",
     "refund_from_row",

@@ -4,12 +4,15 @@ row mappers that turn ``payments`` and ``refunds`` rows into domain entities."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server.domain import Payment, PaymentStatus, Refund, RefundStatus
+
+if TYPE_CHECKING:
+    from minipay.server.repositories._batch import WriteBatch
 
 __all__ = [
     "PAYMENT_FIELDS",
@@ -47,11 +50,14 @@ def refund_from_row(row: RowMapping) -> Refund:
 
 
 class Transaction(Protocol):
-    """What a repository needs of its unit of work: the connection of the transaction, and which
-    database it is."""
+    """What a repository needs of its unit of work: the connection of the transaction, which
+    database it is, and the writes waiting for the commit (``uow.writing_at_commit()``), if any."""
 
     @property
     def conn(self) -> AsyncConnection: ...
+
+    @property
+    def batch(self) -> WriteBatch | None: ...
 
     @property
     def is_postgres(self) -> bool: ...

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, insert, literal, or_, select, true
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server import db
 from minipay.server.domain import new_id
@@ -101,8 +102,16 @@ class EventLog(Repository):
     async def flush(self) -> None:
         """Write the rows appended since the last flush (the unit of work calls it before committing)."""
         if self._pending:
-            rows, self._pending = self._pending, []
-            await self.conn.execute(_INSERT_EVENT, rows)
+            await self.write(self.conn, self.take())
+
+    def take(self) -> list[dict[str, Any]]:
+        """The rows appended since the last flush, handed over to be written (a batched commit)."""
+        rows, self._pending = self._pending, []
+        return rows
+
+    @staticmethod
+    async def write(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        await conn.execute(_INSERT_EVENT, rows)
 
     def discard(self) -> None:
         """Forget the rows not written yet (the unit of work rolled back or ended without a commit)."""
@@ -135,14 +144,25 @@ class Outbox(Repository):
             "data": data,
             "created_at": now,
         }
-        if self._uow.is_postgres:
-            found = await self.conn.execute(_PUBLISH_WITH_DELIVERIES, {**row, "sub": sub_mch_id})
-            return event_id if found.first() is not None else None
-        if (await self.conn.execute(_PUBLISH, row)).first() is None:
-            return None  # the key exists: published already
-        endpoints = (await self.conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
+        batch = self._uow.batch
+        if batch is not None:
+            # Sent at the commit; an existing key then writes nothing, as here.
+            batch.outbox.append(row)
+            return event_id
+        return event_id if await self.write(self.conn, row, postgres=self._uow.is_postgres) else None
+
+    @staticmethod
+    async def write(conn: AsyncConnection, row: dict[str, Any], *, postgres: bool) -> bool:
+        """Insert the event ``row`` and its deliveries; False when its key exists (nothing written)."""
+        event_id, sub_mch_id, now = row["id"], row["sub_mch_id"], row["created_at"]
+        if postgres:
+            found = await conn.execute(_PUBLISH_WITH_DELIVERIES, {**row, "sub": sub_mch_id})
+            return found.first() is not None
+        if (await conn.execute(_PUBLISH, row)).first() is None:
+            return False  # the key exists: published already
+        endpoints = (await conn.execute(_ENDPOINTS_FOR, {"sub": sub_mch_id})).all()
         if endpoints:
-            await self.conn.execute(
+            await conn.execute(
                 _INSERT_DELIVERY,
                 [
                     {
@@ -157,7 +177,7 @@ class Outbox(Repository):
                     for (endpoint_id,) in endpoints
                 ],
             )
-        return event_id
+        return True
 
 
 class IdempotencyKeys(Repository):

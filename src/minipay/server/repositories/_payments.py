@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server import db
 from minipay.server.domain import MONEY_OUT_FAILURES, Payment, Refund, RefundStatus
@@ -85,15 +86,25 @@ class PaymentRepository(Repository):
         return payment_from_row(row)
 
     async def save(self, payment: Payment) -> None:
-        """Write every field if, and only if, nobody changed the row since it was read."""
+        """Write every field if, and only if, nobody changed the row since it was read (in a unit of
+        work that writes at commit: then, and ``ConcurrentUpdate`` comes from the commit)."""
         values = _values(payment, PAYMENT_FIELDS)
         values.pop("id")
         values["version"] = payment.version + 1
         values["b_id"], values["b_version"] = payment.id, payment.version
-        result = await self.conn.execute(_SAVE_PAYMENT, values)
+        batch = self._uow.batch
+        if batch is not None:
+            batch.saves.append((payment, values))
+            return
+        await self.save_values(self.conn, payment, values)
+        payment.version += 1
+
+    @staticmethod
+    async def save_values(conn: AsyncConnection, payment: Payment, values: dict[str, Any]) -> None:
+        """The conditional update of :meth:`save`, with its values."""
+        result = await conn.execute(_SAVE_PAYMENT, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
-        payment.version += 1
 
     async def search(
         self,
