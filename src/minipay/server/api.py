@@ -146,13 +146,14 @@ def create_app(
     install_error_handlers(app)
     install_url_redaction()  # uvicorn's access log and httpx2 write whole URLs
     install_api_keys(app, settings)
-    app.include_router(build_console_router(container))  # the ops console's pages, /console
-
-    ops.add_routes(app, container, settings, metrics, wechat_monitor, backlog_gauges)
+    # The router tries routes in the order they were added, a path match each: the busiest first
+    # (WeChat's notifications, then the API); no two of these groups share a path.
+    notify.add_routes(app, container, settings, metrics, wake)
     payments.add_routes(app, container)
     refunds.add_routes(app, container)
     webhooks.add_routes(app, container)
-    notify.add_routes(app, container, settings, metrics, wake)
+    ops.add_routes(app, container, settings, metrics, wechat_monitor, backlog_gauges)
+    app.include_router(build_console_router(container))  # the ops console's pages, /console
 
     for router in routers:
         app.include_router(router)

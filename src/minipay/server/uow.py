@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -77,16 +78,53 @@ class UnitOfWork:
         self._committed = False
         self._span: Any = None
         self._batch: WriteBatch | None = None
-        self.payments = PaymentRepository(self)
-        self.refunds = RefundRepository(self)
-        self.events = EventLog(self)
-        self.outbox = Outbox(self)
-        self.idempotency = IdempotencyKeys(self)
-        self.webhooks = WebhookRepository(self)
-        self.jobs = JobRepository(self)
-        self.reconciliation = ReconciliationRepository(self)
-        self.console = ConsoleQueries(self)
-        self.health = HealthQueries(self)
+
+    # The repositories, each made when first used (a unit of work uses two or three of them).
+
+    @cached_property
+    def payments(self) -> PaymentRepository:
+        return PaymentRepository(self)
+
+    @cached_property
+    def refunds(self) -> RefundRepository:
+        return RefundRepository(self)
+
+    @cached_property
+    def events(self) -> EventLog:
+        return EventLog(self)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self)
+
+    @cached_property
+    def webhooks(self) -> WebhookRepository:
+        return WebhookRepository(self)
+
+    @cached_property
+    def jobs(self) -> JobRepository:
+        return JobRepository(self)
+
+    @cached_property
+    def reconciliation(self) -> ReconciliationRepository:
+        return ReconciliationRepository(self)
+
+    @cached_property
+    def console(self) -> ConsoleQueries:
+        return ConsoleQueries(self)
+
+    @cached_property
+    def health(self) -> HealthQueries:
+        return HealthQueries(self)
+
+    def _discard_events(self) -> None:
+        events: EventLog | None = self.__dict__.get("events")
+        if events is not None:
+            events.discard()
 
     @property
     def conn(self) -> AsyncConnection:
@@ -136,7 +174,7 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._conn = self._conn, None
-        self.events.discard()
+        self._discard_events()
         if self._batch is not None:
             self._batch = WriteBatch()  # what was not committed is forgotten
         if conn is None:
@@ -198,7 +236,7 @@ class UnitOfWork:
             payment.version += 1
 
     async def rollback(self) -> None:
-        self.events.discard()
+        self._discard_events()
         await self.conn.rollback()
 
     async def record(
