@@ -449,3 +449,37 @@ async def test_a_refund_notification_with_a_wrong_refund_fee_changes_nothing_and
     assert await world.snapshot(("payments", "refunds")) == before
     assert await count(world, "payment_events", refund_id=refund.json()["id"], type="refund_amount_mismatch") == 2
     assert await count(world, "outbox_events", refund_id=refund.json()["id"], type="payment.amount_mismatch") == 1
+
+
+@on_the_fake
+async def test_notifications_are_answered_before_routing_and_observed_as_their_route(world: World) -> None:
+    import httpx2
+
+    payment = await world.create_payment()
+    body = notification(payment)
+    response = await world.api.post(
+        "/wechatpay/notify/payment", content=body, headers={"X-Request-Id": "req-notify-early-1"}
+    )
+    assert (response.status_code, response.content) == (200, SUCCESS_XML)
+    assert response.headers["content-type"] == "application/xml"
+    assert response.headers["x-request-id"] == "req-notify-early-1"
+    metrics = (await world.api.get("/metrics")).text
+    assert 'minipay_http_requests_total{method="POST",route="/wechatpay/notify/payment",status="200"} 1.0' in metrics
+    assert 'minipay_notifications_total{kind="payment",outcome="applied"} 1.0' in metrics
+    # Other methods go on to the router, which knows the route and its method.
+    assert (await world.api.get("/wechatpay/notify/payment")).status_code == 405
+    # Under a proxy's mount point, the path the router would match.
+    mounted = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=world.service, root_path="/pay"), base_url="http://minipay.test"
+    )
+    async with mounted:
+        again = await mounted.post("/pay/wechatpay/notify/payment", content=body)
+    assert (again.status_code, again.content) == (200, SUCCESS_XML)
+    # The router itself answers the same routes, should the early layer be left out.
+    routed = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=world.service.router), base_url="http://minipay.test"
+    )
+    async with routed:
+        direct = await routed.post("/wechatpay/notify/payment", content=body)
+    assert (direct.status_code, direct.content) == (200, SUCCESS_XML)
+    assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1

@@ -148,7 +148,7 @@ def create_app(
     install_api_keys(app, settings)
     # The router tries routes in the order they were added, a path match each: the busiest first
     # (WeChat's notifications, then the API); no two of these groups share a path.
-    notify.add_routes(app, container, settings, metrics, wake)
+    notify_routes = notify.add_routes(app, container, settings, metrics, wake)
     payments.add_routes(app, container)
     refunds.add_routes(app, container)
     webhooks.add_routes(app, container)
@@ -158,9 +158,11 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    # Plain ASGI layers, innermost first: /healthz answered before routing, the body-read deadline,
-    # then the observer that sees every request whole (metrics, access log, request id).
+    # Plain ASGI layers, innermost first: /healthz and WeChat's notifications answered before
+    # routing, the body-read deadline, then the observer that sees every request whole (metrics,
+    # access log, request id).
     healthz_route = next(r for r in app.routes if getattr(r, "path", None) == "/healthz")
+    app.add_middleware(notify.EarlyRoutes, routes=notify_routes)
     app.add_middleware(ops.LivenessMiddleware, route=healthz_route)
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)

@@ -1,13 +1,22 @@
-"""The WeChat callback routes (payment and refund notifications): bounded body reads, XML answers."""
+"""The WeChat callback routes (payment and refund notifications): bounded body reads, XML answers.
+
+Each is a plain ASGI endpoint (:class:`NotifyEndpoint`): it takes the raw request and answers XML,
+so none of FastAPI's per-request work (dependency solving, the request and response objects, its
+exception layers) applies to it. The busiest route of the service is answered before routing, by
+:class:`EarlyRoutes`, inside the observer (metrics, request id) and the body-read deadline; the
+routes stay in the router, which answers them when that layer is left out.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipay.server._guards import BodyReadTimeout
 from minipay.server._http import Metrics
@@ -15,71 +24,163 @@ from minipay.server.bootstrap import Container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.settings import Settings
 
-__all__ = ["add_routes"]
+__all__ = ["EarlyRoutes", "NotifyEndpoint", "add_routes"]
 
 log = logging.getLogger("minipay.server")
 
 NotifyHandler = Callable[..., Awaitable[NotifyReply]]
 
+_CONTENT_LENGTH = b"content-length"
+_XML_HEADERS = (b"content-type", b"application/xml")
 
-def add_routes(app: FastAPI, container: Container, settings: Settings, metrics: Metrics, wake: asyncio.Event) -> None:
 
-    # -- WeChat callbacks -------------------------------------------------------------------------------
+class _Disconnected(Exception):
+    """The client went away before its body was in."""
 
-    async def _capped_body(request: Request) -> bytes | None:
-        limit = settings.notify_max_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return None
+
+class _Reads:
+    """How many notification bodies are being read now (both routes together)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+
+class NotifyEndpoint:
+    """``POST /wechatpay/notify/{kind}``: the body read within its size cap and time limit, the
+    handler's answer as XML. Anyone can send to these URLs (the signature is checked once the body
+    is in): the time to send a body and the number of bodies read at once are bounded, so slow
+    senders cannot pile up. It never answers 500: a failure inside is a FAIL that WeChat retries."""
+
+    def __init__(
+        self,
+        kind: str,
+        handler: NotifyHandler,
+        *,
+        settings: Settings,
+        container: Container,
+        metrics: Metrics,
+        wake: asyncio.Event,
+        reads: _Reads,
+    ) -> None:
+        self.kind, self.handler, self.settings, self.container = kind, handler, settings, container
+        self.wake, self.reads = wake, reads
+        self._counters: dict[str, Any] = {}
+        self._metric = metrics.notifications
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings
+        if self.reads.now >= settings.notify_max_concurrent_reads:
+            await self._answer(send, reply(False, "too many notifications at once; retry", 503))
+            return
+        self.reads.now += 1
+        try:
+            async with asyncio.timeout(settings.notify_read_timeout):
+                body = await self._capped_body(scope, receive)
+        except (TimeoutError, BodyReadTimeout):
+            log.debug("%s notification body not received in time", self.kind)
+            await self._answer(send, reply(False, "request body timeout", 408))
+            return
+        except _Disconnected:
+            # Nobody reads an answer now, and it is no error.
+            log.debug("client disconnected before its request body was read: POST %s", scope["path"])
+            return
+        finally:
+            self.reads.now -= 1
+        if body is None:
+            await self._answer(send, reply(False, "body too large", 413))
+            return
+        container = self.container
+        try:
+            result = await self.handler(
+                body, settings=settings, uow_factory=container.uow_factory, clock=container.clock
+            )
+        except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
+            log.exception("%s notification could not be processed", self.kind)
+            result = reply(False, "temporarily unavailable", 503)
+        await self._answer(send, result)
+
+    async def _capped_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The body, or None when it is (or says it is) larger than ``notify_max_bytes``."""
+        limit = self.settings.notify_max_bytes
+        for name, value in scope["headers"]:
+            if name == _CONTENT_LENGTH and (not value.isdigit() or int(value) > limit):
+                return None
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 return None
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-    def _xml(result: NotifyReply, kind: str) -> Response:
-        metrics.notifications.labels(kind, result.outcome.split(":")[0]).inc()
-        if result.outcome in ("applied",):
-            wake.set()
-        return Response(result.content, status_code=result.status_code, media_type="application/xml")
+    async def _answer(self, send: Send, result: NotifyReply) -> None:
+        outcome = result.outcome.split(":")[0]
+        counter = self._counters.get(outcome)
+        if counter is None:
+            counter = self._counters[outcome] = self._metric.labels(self.kind, outcome)
+        counter.inc()
+        if result.outcome == "applied":
+            self.wake.set()
+        content = result.content
+        headers = [_XML_HEADERS, (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": result.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
-    reading = 0  # notification bodies being read now
 
-    async def _notify(request: Request, kind: str, handler: NotifyHandler) -> Response:
-        # Anyone can send to these URLs (the signature is checked once the body is in): the time to
-        # send a body and the number of bodies read at once are bounded, so slow senders cannot pile up.
-        nonlocal reading
-        if reading >= settings.notify_max_concurrent_reads:
-            return _xml(reply(False, "too many notifications at once; retry", 503), kind)
-        reading += 1
-        try:
-            async with asyncio.timeout(settings.notify_read_timeout):
-                body = await _capped_body(request)
-        except (TimeoutError, BodyReadTimeout):
-            log.debug("%s notification body not received in time", kind)
-            return _xml(reply(False, "request body timeout", 408), kind)
-        finally:
-            reading -= 1
-        if body is None:
-            return _xml(reply(False, "body too large", 413), kind)
-        try:
-            result = await handler(body, settings=settings, uow_factory=container.uow_factory, clock=container.clock)
-        except Exception:  # database down...: WeChat retries on FAIL, so say so in its own format
-            log.exception("%s notification could not be processed", kind)
-            result = reply(False, "temporarily unavailable", 503)
-        return _xml(result, kind)
+class EarlyRoutes:
+    """Plain ASGI: answers the given routes (exact path, their methods) before the router searches
+    the route table, with the route's own ASGI endpoint; ``scope["route"]`` is set as the router
+    would, so metrics count the request under its route. Anything else goes on to ``app``."""
 
-    async def notify_payment(request: Request) -> Response:
-        return await _notify(request, "payment", handle_payment_notification)
+    def __init__(self, app: ASGIApp, *, routes: list[Route]) -> None:
+        self.app = app
+        self.routes = {route.path: route for route in routes}
 
-    async def notify_refund(request: Request) -> Response:
-        return await _notify(request, "refund", handle_refund_notification)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]  # the path the router matches: without a proxy's mount point
+            route = self.routes.get(path)
+            if route is not None and route.methods is not None and scope["method"] in route.methods:
+                scope["route"] = route
+                await route.endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
-    # Plain Starlette routes: they take the raw request and answer XML, so FastAPI's per-request
-    # dependency solving and response handling would be work for nothing on the busiest route
-    # (3% of a first-time notification's CPU in a py-spy profile).
-    app.add_route("/wechatpay/notify/payment", notify_payment, methods=["POST"], include_in_schema=False)
-    app.add_route("/wechatpay/notify/refund", notify_refund, methods=["POST"], include_in_schema=False)
+
+def add_routes(
+    app: FastAPI, container: Container, settings: Settings, metrics: Metrics, wake: asyncio.Event
+) -> list[Route]:
+    """Add the two notification routes; returns them (for :class:`EarlyRoutes`)."""
+    reads = _Reads()
+    common: dict[str, Any] = {
+        "settings": settings,
+        "container": container,
+        "metrics": metrics,
+        "wake": wake,
+        "reads": reads,
+    }
+    routes = [
+        Route(
+            "/wechatpay/notify/payment",
+            NotifyEndpoint("payment", handle_payment_notification, **common),
+            methods=["POST"],
+            include_in_schema=False,
+        ),
+        Route(
+            "/wechatpay/notify/refund",
+            NotifyEndpoint("refund", handle_refund_notification, **common),
+            methods=["POST"],
+            include_in_schema=False,
+        ),
+    ]
+    app.router.routes.extend(routes)
+    return routes
