@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from minipay.server import db
 from minipay.server.domain import (
     MONEY_OUT_FAILURES,
+    PAYMENT_FIXED_FIELDS,
     DomainEvent,
     Payment,
     PaymentStatus,
@@ -396,7 +397,7 @@ class _Payments(_Repo):
         return None if row is None else _payment(row)
 
     async def save(self, payment: Payment) -> None:
-        values = _fields(payment)
+        values = {k: v for k, v in _fields(payment).items() if k not in PAYMENT_FIXED_FIELDS}
         values["version"] = payment.version + 1
         matched = self._uow.update(
             "payments", lambda r: r["id"] == payment.id and r["version"] == payment.version, values

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from minipay.protocol import PaymentNotification, RefundNotification
 from minipay.server.domain import (
+    PAYMENT_FIXED_FIELDS,
     ApplyOutcome,
     Payment,
     PaymentResult,
@@ -170,6 +171,7 @@ def test_any_sequence_of_answers_pays_at_most_once_and_never_moves_back(
     steps: list[tuple[str, str, int]],
 ) -> None:
     p = payment(status=PaymentStatus.PENDING)
+    fixed = {name: getattr(p, name) for name in PAYMENT_FIXED_FIELDS}
     refunded = 0
     for kind, state, amount in steps:
         before = p.status
@@ -191,6 +193,8 @@ def test_any_sequence_of_answers_pays_at_most_once_and_never_moves_back(
         # Forward only (closed -> succeeded is the flagged pay-after-close).
         assert ORDER[p.status] >= ORDER[before]
         assert p.refunded_amount == refunded <= p.amount
+        # What a save leaves as it is never changes (repositories write the other fields only).
+        assert {name: getattr(p, name) for name in PAYMENT_FIXED_FIELDS} == fixed
     paid_events = [e for e in p.events if e.webhook in ("payment.succeeded", "payment.paid_after_close")]
     assert len(paid_events) <= 1
     assert (p.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)) == (

@@ -216,6 +216,21 @@ async def test_save_is_conditional_on_the_version_read(store: Store) -> None:
                     await uow.refunds.save(stale_refund)
 
 
+async def test_save_writes_what_a_payment_may_change_and_leaves_what_it_never_does(store: Store) -> None:
+    await add(store, payment(1))
+    seen = await get(store, "pay_1")
+    assert seen is not None
+    seen.description, seen.amount, seen.metadata = "Tea", 1, {"x": "y"}  # fixed: not written
+    seen.last_error, seen.notified_at = "SYSTEMERROR", START  # written
+    async with store.factory() as uow:
+        await uow.payments.save(seen)
+        await uow.commit()
+    saved = await get(store, "pay_1")
+    assert saved is not None
+    assert (saved.description, saved.amount, saved.metadata) == ("Coffee", 1000, {})
+    assert (saved.last_error, saved.notified_at, saved.version) == ("SYSTEMERROR", START, 1)
+
+
 async def test_a_duplicate_key_raises_and_retrying_runs_the_work_again(store: Store) -> None:
     await add(store, payment(1))
     with pytest.raises(IntegrityError):  # (mch_id, sub_mch_id, out_trade_no) is unique

@@ -29,6 +29,7 @@ from minipay.protocol import (
 
 __all__ = [
     "MONEY_OUT_FAILURES",
+    "PAYMENT_FIXED_FIELDS",
     "ApplyOutcome",
     "DomainError",
     "Payment",
@@ -355,6 +356,30 @@ class Payment:
             PaymentStatus.REFUNDED if self.refunded_amount == self.amount else PaymentStatus.PARTIALLY_REFUNDED
         )
         self.updated_at = now
+
+
+#: What a payment is created with and never changes afterwards: the order WeChat was asked for and
+#: whose it is. Saving a payment writes every other field (the repositories rely on it: an update
+#: carries half the values).
+PAYMENT_FIXED_FIELDS = frozenset(
+    {
+        "id",
+        "institution",
+        "appid",
+        "mch_id",
+        "sub_mch_id",
+        "sub_appid",
+        "out_trade_no",
+        "amount",
+        "currency",
+        "description",
+        "openid",
+        "client_ip",
+        "attach",
+        "metadata",
+        "created_at",
+    }
+)
 
 
 @dataclass(slots=True)

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from minipay.server.domain import Payment, PaymentStatus, Refund, RefundStatus
+from minipay.server.domain import PAYMENT_FIXED_FIELDS, Payment, PaymentStatus, Refund, RefundStatus
 
 if TYPE_CHECKING:
     from minipay.server.repositories._batch import WriteBatch
 
 __all__ = [
     "PAYMENT_FIELDS",
+    "PAYMENT_SAVED_FIELDS",
     "REFUND_FIELDS",
     "ConcurrentUpdate",
     "Repository",
@@ -31,6 +32,8 @@ class ConcurrentUpdate(Exception):
 
 #: The columns of ``payments`` / ``refunds``: every field of the entity but its pending events.
 PAYMENT_FIELDS = [f.name for f in dataclasses.fields(Payment) if f.name != "events"]
+#: The columns a payment's save writes: all but what it never changes (``domain.PAYMENT_FIXED_FIELDS``).
+PAYMENT_SAVED_FIELDS = [name for name in PAYMENT_FIELDS if name not in PAYMENT_FIXED_FIELDS]
 REFUND_FIELDS = [f.name for f in dataclasses.fields(Refund) if f.name != "events"]
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 
 from minipay.server import db
 from minipay.server.domain import Payment
+from minipay.server.repositories._base import PAYMENT_SAVED_FIELDS
 
 __all__ = ["MAX_EVENT_ROWS", "WriteBatch", "batch_statement"]
 
@@ -82,7 +83,7 @@ def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
         saved = (
             update(p)
             .where(p.c.id == bindparam("p_b_id"), p.c.version == bindparam("p_b_version"))
-            .values({c.name: bindparam(f"p_{c.name}", type_=c.type) for c in p.columns if c.name != "id"})
+            .values({name: bindparam(f"p_{name}", type_=p.c[name].type) for name in PAYMENT_SAVED_FIELDS})
             .returning(p.c.id)
             .cte("saved")
         )

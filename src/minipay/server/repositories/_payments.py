@@ -14,6 +14,7 @@ from minipay.server.domain import MONEY_OUT_FAILURES, Payment, Refund, RefundSta
 from minipay.server.logs import bind
 from minipay.server.repositories._base import (
     PAYMENT_FIELDS,
+    PAYMENT_SAVED_FIELDS,
     REFUND_FIELDS,
     ConcurrentUpdate,
     Repository,
@@ -88,8 +89,7 @@ class PaymentRepository(Repository):
     async def save(self, payment: Payment) -> None:
         """Write every field if, and only if, nobody changed the row since it was read (in a unit of
         work that writes at commit: then, and ``ConcurrentUpdate`` comes from the commit)."""
-        values = _values(payment, PAYMENT_FIELDS)
-        values.pop("id")
+        values = _values(payment, PAYMENT_SAVED_FIELDS)  # what a payment never changes is left as it is
         values["version"] = payment.version + 1
         values["b_id"], values["b_version"] = payment.id, payment.version
         batch = self._uow.batch
