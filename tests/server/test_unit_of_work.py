@@ -545,3 +545,64 @@ async def test_a_unit_of_work_that_writes_at_commit_reads_nothing(postgres_url: 
                 await uow.payments.get("pay_1")
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_reads_on_the_driver_give_what_sqlalchemy_gives(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url)
+    try:
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        await add(store, payment(1, metadata={"order": "A-1", "ünï": "cödé"}, expires_at=START + timedelta(hours=2)))
+        async with UnitOfWork(engine).reading() as uow:  # autocommit: on the driver
+            assert uow.autocommit
+            by_id = await uow.payments.get("pay_1", sub_mch_id=SUB1)
+            by_number = await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1)
+            assert await uow.payments.get("pay_1", sub_mch_id=SUB2) is None
+        async with UnitOfWork(engine) as uow:  # in a transaction: through SQLAlchemy
+            assert not uow.autocommit
+            through_sqlalchemy = await uow.payments.get("pay_1", for_update=True)
+        assert by_id == by_number == through_sqlalchemy
+        assert by_id is not None
+        assert by_id.metadata == {"order": "A-1", "ünï": "cödé"}
+        assert by_id.created_at == START
+        assert by_id.created_at.utcoffset() == timedelta(0)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_errors_on_the_driver_are_sqlalchemys_and_a_lost_connection_is_not_reused(postgres_url: str) -> None:
+    from sqlalchemy import Integer, insert, literal, literal_column, select, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from minipay.server.repositories._pg import PgStatement
+
+    engine = db.create_engine(postgres_url, pool_size=1)
+    try:
+        await add(Store("postgres", lambda: UnitOfWork(engine), engine=engine), payment(1))
+        duplicate = (
+            insert(db.payments).from_select(["id"], select(literal("pay_1"))).returning(db.payments.c.id).cte("dup")
+        )
+        with pytest.raises(IntegrityError) as caught:
+            async with engine.connect() as conn:
+                await PgStatement(select(duplicate.c.id)).fetchrow(conn, {})
+        assert getattr(caught.value.orig, "sqlstate", None) in ("23502", "23505")  # not null / unique
+        with pytest.raises(DBAPIError) as failed:
+            async with engine.connect() as conn:
+                await PgStatement(select(literal_column("1 / 0", Integer).label("x"))).fetchrow(conn, {})
+        assert getattr(failed.value.orig, "sqlstate", None) == "22012"  # division by zero
+
+        async with engine.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await conn.rollback()
+            admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+            async with admin.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await admin.dispose()
+            with pytest.raises(OperationalError):
+                await PgStatement(select(literal(1).label("one"))).fetchrow(conn, {})
+        async with engine.connect() as conn:  # the one pooled connection was replaced
+            assert await PgStatement(select(literal(1).label("one"))).fetchrow(conn, {}) == {"one": 1}
+    finally:
+        await engine.dispose()

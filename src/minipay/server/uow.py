@@ -136,6 +136,11 @@ class UnitOfWork:
         return self._conn
 
     @property
+    def autocommit(self) -> bool:
+        """A read-only unit of work on PostgreSQL: each statement commits on its own."""
+        return self.read_only and self.is_postgres
+
+    @property
     def batch(self) -> WriteBatch | None:
         """The writes waiting for ``commit()`` (see :meth:`writing_at_commit`), or None: write now."""
         return self._batch
@@ -223,8 +228,11 @@ class UnitOfWork:
             return
         statement = batch_statement(save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox))
         async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            saved = (await conn.execute(statement, batch.parameters(events))).scalar_one()
+            # One statement on the driver itself, outside any transaction: atomic on its own. Nothing
+            # else runs on this connection (a statement of SQLAlchemy's would begin a transaction
+            # that closing the connection rolls back).
+            answer = await statement.fetchrow(conn, batch.parameters(events))
+        saved = 0 if answer is None else answer["saved"]
         if saved != 1:
             payment = batch.saves[0][0]
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")

@@ -4,7 +4,8 @@ row mappers that turn ``payments`` and ``refunds`` rows into domain entities."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +38,7 @@ PAYMENT_SAVED_FIELDS = [name for name in PAYMENT_FIELDS if name not in PAYMENT_F
 REFUND_FIELDS = [f.name for f in dataclasses.fields(Refund) if f.name != "events"]
 
 
-def payment_from_row(row: RowMapping) -> Payment:
+def payment_from_row(row: Mapping[Any, Any]) -> Payment:
     """A :class:`Payment` from a ``payments`` row (every column selected)."""
     values = {name: row[name] for name in PAYMENT_FIELDS}
     values["status"] = PaymentStatus(values["status"])
@@ -61,6 +62,12 @@ class Transaction(Protocol):
 
     @property
     def batch(self) -> WriteBatch | None: ...
+
+    @property
+    def autocommit(self) -> bool:
+        """Each statement commits on its own, outside any transaction of SQLAlchemy's (a read-only
+        unit of work on PostgreSQL): statements may run on the driver itself (``repositories._pg``)."""
+        ...
 
     @property
     def is_postgres(self) -> bool: ...

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from minipay.server import db
 from minipay.server.domain import Payment
 from minipay.server.repositories._base import PAYMENT_SAVED_FIELDS
+from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["MAX_EVENT_ROWS", "WriteBatch", "batch_statement"]
 
@@ -60,17 +61,17 @@ class WriteBatch:
         return params
 
 
-_STATEMENTS: dict[tuple[bool, int, bool], Select[Any]] = {}
+_STATEMENTS: dict[tuple[bool, int, bool], PgStatement] = {}
 
 
-def batch_statement(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
-    """The one statement for a batch of that shape (built once per shape): it returns one row, the
-    number of payment rows saved (0 when the version check failed, and then nothing was written;
-    1 when there was no save)."""
+def batch_statement(*, save: bool, event_rows: int, publish: bool) -> PgStatement:
+    """The one statement for a batch of that shape (built once per shape), run on the driver
+    (``repositories._pg``): it returns one row, ``saved``, the number of payment rows saved (0 when
+    the version check failed, and then nothing was written; 1 when there was no save)."""
     key = (save, event_rows, publish)
     statement = _STATEMENTS.get(key)
     if statement is None:
-        statement = _STATEMENTS[key] = _build(save=save, event_rows=event_rows, publish=publish)
+        statement = _STATEMENTS[key] = PgStatement(_build(save=save, event_rows=event_rows, publish=publish))
     return statement
 
 
@@ -115,5 +116,5 @@ def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
         )
         ctes.append(event)
         ctes.append(insert(db.webhook_deliveries).from_select(_DELIVERY_COLUMNS, endpoints).cte("deliveries"))
-    result = select(func.count()).select_from(saved) if saved is not None else select(literal(1))
-    return result.add_cte(*ctes)
+    saved_rows = select(func.count()).select_from(saved).scalar_subquery() if saved is not None else literal(1)
+    return select(saved_rows.label("saved")).add_cte(*ctes)

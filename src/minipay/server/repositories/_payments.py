@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from minipay.server.repositories._base import (
     payment_from_row,
     refund_from_row,
 )
+from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["PaymentRepository", "RefundRepository"]
 
@@ -51,6 +52,17 @@ def _lookups(table: Any, *columns: str) -> dict[tuple[bool, bool], Any]:
 
 _PAYMENT_BY_ID = _lookups(db.payments, "id")
 _PAYMENT_BY_OUT_TRADE_NO = _lookups(db.payments, "mch_id", "out_trade_no")
+# The lookups of a read-only unit of work on PostgreSQL (a notification's duplicate check, the API's
+# GET) run on the driver itself: repositories._pg.
+_ON_THE_DRIVER = {
+    id(q): PgStatement(q) for lookups in (_PAYMENT_BY_ID, _PAYMENT_BY_OUT_TRADE_NO) for q in lookups.values()
+}
+
+
+def _on_the_driver(query: Any) -> PgStatement:
+    return _ON_THE_DRIVER[id(query)]
+
+
 _REFUND_BY_ID = _lookups(db.refunds, "id")
 _REFUND_BY_OUT_REFUND_NO = _lookups(db.refunds, "mch_id", "out_refund_no")
 
@@ -79,7 +91,11 @@ class PaymentRepository(Repository):
         return await self._one(query, {"mch_id": mch_id, "out_trade_no": out_trade_no, "sub_mch_id": sub_mch_id})
 
     async def _one(self, query: Any, params: dict[str, Any]) -> Payment | None:
-        row = (await self.conn.execute(query, params)).mappings().first()
+        row: Mapping[Any, Any] | None
+        if self._uow.autocommit:
+            row = await _on_the_driver(query).fetchrow(self.conn, params)
+        else:
+            row = (await self.conn.execute(query, params)).mappings().first()
         if row is None:
             return None
         # Every later log line of this request or job is about this payment.
