@@ -483,3 +483,59 @@ async def test_notifications_are_answered_before_routing_and_observed_as_their_r
         direct = await routed.post("/wechatpay/notify/payment", content=body)
     assert (direct.status_code, direct.content) == (200, SUCCESS_XML)
     assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1
+
+
+async def test_repeats_of_an_applied_notification_are_answered_from_memory_and_nothing_else_is(world: World) -> None:
+    from minipay.server.domain import ApplyOutcome
+    from minipay.server.notifications import handle_payment_notification
+    from minipay.server.outcomes import AppliedNotifications
+
+    payment = await world.create_payment()
+    factory = world.container.uow_factory
+    opened = 0
+
+    def counting() -> Any:
+        nonlocal opened
+        opened += 1
+        return factory()
+
+    applied = AppliedNotifications()
+
+    async def deliver(body: bytes) -> str:
+        c = world.container
+        reply = await handle_payment_notification(
+            body, settings=c.settings, uow_factory=counting, clock=c.clock, applied=applied
+        )
+        return reply.outcome
+
+    body = notification(payment)
+    assert await deliver(body) == str(ApplyOutcome.APPLIED)
+    assert len(applied) == 0  # applied now, but only a read that finds it applied is remembered
+    opened = 0
+    assert await deliver(body) == str(ApplyOutcome.DUPLICATE)
+    assert (opened, len(applied)) == (1, 1)  # read once
+    opened = 0
+    for _ in range(3):
+        assert await deliver(body) == str(ApplyOutcome.DUPLICATE)
+    assert opened == 0  # no unit of work at all
+    # Any other message about the payment is read and checked again: here a second transaction.
+    other = notification(payment, transaction_id="4200000001202603020000000002")
+    assert await deliver(other) == "refused:mismatch"
+    assert opened > 0
+    assert await count(world, "payment_events", payment_id=payment["id"], type="succeeded") == 1
+
+
+def test_applied_notifications_are_bounded_oldest_first() -> None:
+    from minipay.server.domain import PaymentResult
+    from minipay.server.outcomes import AppliedNotifications
+
+    def result(n: int) -> PaymentResult:
+        return PaymentResult(out_trade_no=f"O{n}", trade_state="SUCCESS", transaction_id=f"42{n}")
+
+    applied = AppliedNotifications(capacity=2)
+    for n in (1, 2, 2, 3):
+        applied.add(result(n))
+    assert (result(1) in applied, result(2) in applied, result(3) in applied, len(applied)) == (False, True, True, 2)
+    none = AppliedNotifications(capacity=0)
+    none.add(result(1))
+    assert len(none) == 0
