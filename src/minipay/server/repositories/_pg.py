@@ -85,8 +85,9 @@ class PgStatement:
             if str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST):
                 await conn.invalidate(error)  # the server ended the session
             raise _translate(compiled.sql, params, error) from error
-        except (asyncpg.InterfaceError, OSError) as error:
-            # The connection is gone or unusable: never hand it out again.
+        except Exception as error:
+            # Not the server's answer (the connection is gone, or asyncpg lost track of it: an
+            # InterfaceError, an InternalClientError, an OSError): never hand it out again.
             await conn.invalidate(error)
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
         if record is None:
