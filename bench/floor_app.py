@@ -8,10 +8,10 @@ notification reply). Nothing else: what the ASGI framework and the server cost.
 gap to the Starlette floor is the framework's own): ``GET /get``, the same JSON from a bare FastAPI
 route; ``GET /items/{item_id}``, the shape of ``GET /v1/payments/{id}`` without its work: a path
 parameter, a query flag and an ``Authorization`` header read by an async dependency;
-``GET /rows/{row_id}``, the same plus the one SQL read the service's GET makes (the payment's row by
-id, through the service's own engine and driver, ``MINIPAY_BENCH_DATABASE_URL``), answered as JSON:
-the floor of the remaining work of ``GET /v1/payments/{id}`` on FastAPI, without the service's
-domain mapping, payment parameters and view; ``POST /writes/{row_id}``, a POST route that reads its
+``GET /rows/{row_id}``, the same plus the one SQL read the service's GET makes (the payment by id,
+through the service's own read-only unit of work and repository, ``MINIPAY_BENCH_DATABASE_URL``),
+answered as a small JSON document: the floor of the remaining work of ``GET /v1/payments/{id}`` on
+FastAPI, without the service's payment parameters and view; ``POST /writes/{row_id}``, a POST route that reads its
 body and runs the statements a first-time payment notification runs, through the service's own
 repositories and unit of work (the read that answers duplicates; then, decided on it, its
 conditional update, an event row and an outbox event, sent at commit): the floor of the remaining work of
@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException
-from sqlalchemy import bindparam
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -72,9 +71,6 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 fastapi_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=_lifespan)
-# The service's read: one row by primary key, bound parameters, on the reader engine (SQLite's
-# read-only pool; PostgreSQL autocommit).
-_ROW = db.payments.select().where(db.payments.c.id == bindparam("id"))
 
 
 async def _caller(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -97,14 +93,11 @@ async def fastapi_item(item_id: str, caller: Annotated[str, Depends(_caller)], s
 async def fastapi_row(row_id: str, caller: Annotated[str, Depends(_caller)], sync: bool = False) -> JSONResponse:
     if _engine is None:
         raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL is not set")
-    reader = db.reader_engine(_engine)
-    async with reader.connect() as conn:
-        if db.is_postgres(reader):
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-        row = (await conn.execute(_ROW, {"id": row_id})).mappings().first()
-    if row is None:
+    async with UnitOfWork(_engine).reading() as uow:
+        payment = await uow.payments.get(row_id)
+    if payment is None:
         raise HTTPException(404)
-    return JSONResponse({k: v if isinstance(v, (str, int, bool)) or v is None else str(v) for k, v in row.items()})
+    return JSONResponse({"id": payment.id, "status": str(payment.status), "amount": payment.amount})
 
 
 async def _notify_statements(row_id: str) -> None:
