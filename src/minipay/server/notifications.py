@@ -29,7 +29,6 @@ from minipay.protocol import (
     parse_refund_notification,
 )
 from minipay.server.domain import ApplyOutcome, PaymentResult, RefundResult
-from minipay.server.outcomes import AppliedNotifications
 from minipay.server.ports import Clock, UnitOfWorkPortFactory
 from minipay.server.services import apply_payment_result, apply_refund_result
 from minipay.server.settings import InstitutionSettings, Settings
@@ -81,12 +80,7 @@ def _known_sub(settings: Settings, inst: InstitutionSettings, sub_mch_id: str | 
 
 
 async def handle_payment_notification(
-    body: bytes,
-    *,
-    settings: Settings,
-    uow_factory: UnitOfWorkPortFactory,
-    clock: Clock,
-    applied: AppliedNotifications | None = None,
+    body: bytes, *, settings: Settings, uow_factory: UnitOfWorkPortFactory, clock: Clock
 ) -> NotifyReply:
     found: list[InstitutionSettings] = []
 
@@ -117,7 +111,7 @@ async def handle_payment_notification(
     if not notification.out_trade_no:
         return reply(False, "missing out_trade_no", 400)
     result = PaymentResult.from_notification(notification)
-    outcome = await apply_payment_result(uow_factory, result, source="notification", clock=clock, applied=applied)
+    outcome = await apply_payment_result(uow_factory, result, source="notification", clock=clock)
     if outcome is ApplyOutcome.UNKNOWN:
         return reply(False, "unknown order", outcome="refused:unknown_order")
     if outcome is ApplyOutcome.MISMATCH:

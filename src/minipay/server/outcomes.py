@@ -24,7 +24,6 @@ from minipay.server.uow import retrying
 from minipay.server.views import payment_view, refund_view
 
 __all__ = [
-    "AppliedNotifications",
     "apply_payment_result",
     "apply_refund_result",
     "mark_payment_closed",
@@ -38,50 +37,15 @@ _PAID_STATES = frozenset({"SUCCESS", "REFUND"})
 _DEAD_STATES = frozenset({"CLOSED", "REVOKED", "PAYERROR"})
 
 
-class AppliedNotifications:
-    """The payment notifications this process found applied already, to answer their repeats with no
-    read at all (WeChat repeats a notification until it reads our SUCCESS; a retry storm then costs
-    the database nothing).
-
-    Only what cannot stop being true is kept: a message that matched, field for field, a payment
-    paid with its transaction and notified (payments never leave the paid states, and neither the
-    order's fields nor its transaction id change once set). The whole message is the key, so a
-    message that differs in any field is read and checked again. Bounded: the oldest go first.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self._seen: dict[PaymentResult, None] = {}
-
-    def __contains__(self, result: PaymentResult) -> bool:
-        return result in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def add(self, result: PaymentResult) -> None:
-        if result in self._seen or self.capacity <= 0:
-            return
-        if len(self._seen) >= self.capacity:
-            del self._seen[next(iter(self._seen))]
-        self._seen[result] = None
-
-
 async def apply_payment_result(
-    uow_factory: UnitOfWorkPortFactory,
-    result: PaymentResult,
-    *,
-    source: str,
-    clock: Clock,
-    applied: AppliedNotifications | None = None,
+    uow_factory: UnitOfWorkPortFactory, result: PaymentResult, *, source: str, clock: Clock
 ) -> ApplyOutcome:
     """Apply a payment outcome from a verified notification (``source="notification"``) or an order
     query (``source="query"``): at most one transition, whatever the number of concurrent deliveries.
 
     Nothing is created for an unknown ``out_trade_no``; ids that do not match the stored payment
     change nothing; an amount or currency mismatch changes nothing but is logged and raises a
-    ``payment.amount_mismatch`` webhook (once per distinct mismatching message). ``applied``: the
-    notifications found applied already, answered ``DUPLICATE`` without a read (and added to).
+    ``payment.amount_mismatch`` webhook (once per distinct mismatching message).
     """
 
     # A notification's payment is read first, without a write transaction (it answers a repeated
@@ -169,13 +133,9 @@ async def apply_payment_result(
         return outcome
 
     if source == "notification":
-        if applied is not None and result in applied:
-            return ApplyOutcome.DUPLICATE
         payment = await _read_for_notification(uow_factory, result)
         if payment is not None:
             if _already_applied(payment, result):
-                if applied is not None:
-                    applied.add(result)
                 return ApplyOutcome.DUPLICATE
             snapshot.append(payment)
 

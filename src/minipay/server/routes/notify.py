@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,7 +22,6 @@ from minipay.server._guards import BodyReadTimeout
 from minipay.server._http import Metrics
 from minipay.server.bootstrap import Container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
-from minipay.server.outcomes import AppliedNotifications
 from minipay.server.settings import Settings
 
 __all__ = ["EarlyRoutes", "NotifyEndpoint", "add_routes"]
@@ -173,8 +171,7 @@ def add_routes(
     routes = [
         Route(
             "/wechatpay/notify/payment",
-            # Repeats of notifications found applied are answered from memory (outcomes.AppliedNotifications).
-            NotifyEndpoint("payment", partial(handle_payment_notification, applied=AppliedNotifications()), **common),
+            NotifyEndpoint("payment", handle_payment_notification, **common),
             methods=["POST"],
             include_in_schema=False,
         ),
