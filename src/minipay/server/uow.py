@@ -32,9 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from functools import cached_property
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -68,6 +67,33 @@ def _uow_attributes(uow: UnitOfWork) -> dict[str, Any]:
     return {"db.system": uow.engine.dialect.name, "db.read_only": uow.read_only}
 
 
+R = TypeVar("R")
+
+
+class _Repository(Generic[R]):
+    """A unit of work's repository attribute: made on first use, then kept in the instance (this
+    descriptor defines no ``__set__``, so the instance's own attribute is found first from then on)."""
+
+    def __init__(self, make: Callable[[UnitOfWork], R]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, uow: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, uow: UnitOfWork, owner: type) -> R: ...
+
+    def __get__(self, uow: UnitOfWork | None, owner: type) -> R | Self:
+        if uow is None:
+            return self
+        repository = uow.__dict__[self.name] = self.make(uow)
+        return repository
+
+
 class UnitOfWork:
     """One transaction with its repositories. Use as ``async with``; call ``commit()`` to keep the work."""
 
@@ -80,46 +106,16 @@ class UnitOfWork:
         self._batch: WriteBatch | None = None
 
     # The repositories, each made when first used (a unit of work uses two or three of them).
-
-    @cached_property
-    def payments(self) -> PaymentRepository:
-        return PaymentRepository(self)
-
-    @cached_property
-    def refunds(self) -> RefundRepository:
-        return RefundRepository(self)
-
-    @cached_property
-    def events(self) -> EventLog:
-        return EventLog(self)
-
-    @cached_property
-    def outbox(self) -> Outbox:
-        return Outbox(self)
-
-    @cached_property
-    def idempotency(self) -> IdempotencyKeys:
-        return IdempotencyKeys(self)
-
-    @cached_property
-    def webhooks(self) -> WebhookRepository:
-        return WebhookRepository(self)
-
-    @cached_property
-    def jobs(self) -> JobRepository:
-        return JobRepository(self)
-
-    @cached_property
-    def reconciliation(self) -> ReconciliationRepository:
-        return ReconciliationRepository(self)
-
-    @cached_property
-    def console(self) -> ConsoleQueries:
-        return ConsoleQueries(self)
-
-    @cached_property
-    def health(self) -> HealthQueries:
-        return HealthQueries(self)
+    payments = _Repository(PaymentRepository)
+    refunds = _Repository(RefundRepository)
+    events = _Repository(EventLog)
+    outbox = _Repository(Outbox)
+    idempotency = _Repository(IdempotencyKeys)
+    webhooks = _Repository(WebhookRepository)
+    jobs = _Repository(JobRepository)
+    reconciliation = _Repository(ReconciliationRepository)
+    console = _Repository(ConsoleQueries)
+    health = _Repository(HealthQueries)
 
     def _discard_events(self) -> None:
         events: EventLog | None = self.__dict__.get("events")

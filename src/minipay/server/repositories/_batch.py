@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, insert, literal, or_, select, true, union_all, update
+from sqlalchemy import Select, bindparam, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 
 from minipay.server import db
 from minipay.server.domain import Payment
 from minipay.server.repositories._base import PAYMENT_SAVED_FIELDS
+from minipay.server.repositories._log import deliveries_for
 from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["MAX_EVENT_ROWS", "WriteBatch", "batch_statement"]
@@ -33,7 +34,6 @@ MAX_EVENT_ROWS = 6
 
 _EVENT_COLUMNS = ("payment_id", "refund_id", "sub_mch_id", "type", "source", "data", "created_at")
 _OUTBOX_COLUMNS = tuple(c.name for c in db.outbox_events.columns)
-_DELIVERY_COLUMNS = ("event_id", "endpoint_id", "status", "attempts", "next_attempt_at", "created_at", "updated_at")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def batch_statement(*, save: bool, event_rows: int, publish: bool) -> PgStatemen
 
 
 def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
-    p, e, o, w = db.payments, db.payment_events, db.outbox_events, db.webhook_endpoints
+    p, e, o = db.payments, db.payment_events, db.outbox_events
     ctes: list[Any] = []
     gate: Any = None
     saved: Any = None
@@ -108,13 +108,7 @@ def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
             .returning(o.c.id)
             .cte("event")
         )
-        now = bindparam("o_created_at", type_=o.c.created_at.type)
-        endpoints = (
-            select(event.c.id, w.c.id, literal("pending"), literal(0), now, now, now)
-            .select_from(event.join(w, true()))
-            .where(w.c.deleted_at.is_(None), or_(w.c.sub_mch_id.is_(None), w.c.sub_mch_id == bindparam("o_sub")))
-        )
         ctes.append(event)
-        ctes.append(insert(db.webhook_deliveries).from_select(_DELIVERY_COLUMNS, endpoints).cte("deliveries"))
+        ctes.append(deliveries_for(event, created_at="o_created_at", sub="o_sub"))
     saved_rows = select(func.count()).select_from(saved).scalar_subquery() if saved is not None else literal(1)
     return select(saved_rows.label("saved")).add_cte(*ctes)

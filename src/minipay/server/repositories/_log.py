@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, literal, or_, select, true
+from sqlalchemy import and_, bindparam, insert, literal, or_, select, true
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import RowMapping
@@ -16,7 +16,7 @@ from minipay.server import db
 from minipay.server.domain import new_id
 from minipay.server.repositories._base import Repository, Transaction
 
-__all__ = ["EventLog", "IdempotencyKeys", "Outbox"]
+__all__ = ["EventLog", "IdempotencyKeys", "Outbox", "deliveries_for"]
 
 _INSERT_EVENT = insert(db.payment_events)
 _INSERT_DELIVERY = insert(db.webhook_deliveries)
@@ -28,18 +28,38 @@ _PUBLISH = (
     .on_conflict_do_nothing(index_elements=["event_key"])
     .returning(db.outbox_events.c.id)
 )
-_ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(
-    db.webhook_endpoints.c.deleted_at.is_(None),
-    or_(db.webhook_endpoints.c.sub_mch_id.is_(None), db.webhook_endpoints.c.sub_mch_id == bindparam("sub")),
-)
+
+
+def _live_endpoints_of(sub: str) -> Any:
+    """The endpoints an event of the sub-merchant (parameter ``sub``) goes to: its own and the admin's
+    (``sub_mch_id`` NULL), not deleted."""
+    e = db.webhook_endpoints
+    return and_(e.c.deleted_at.is_(None), or_(e.c.sub_mch_id.is_(None), e.c.sub_mch_id == bindparam(sub)))
+
+
+_ENDPOINTS_FOR = select(db.webhook_endpoints.c.id).where(_live_endpoints_of("sub"))
 _DELIVERY_COLUMNS = ("event_id", "endpoint_id", "status", "attempts", "next_attempt_at", "created_at", "updated_at")
+
+
+def deliveries_for(event: Any, *, created_at: str, sub: str) -> Any:
+    """PostgreSQL: the CTE that inserts one pending delivery per live endpoint of the sub-merchant
+    (parameter ``sub``; the admin's endpoints too) for each row of ``event`` (a CTE returning the
+    outbox event's ``id``), due at parameter ``created_at``."""
+    e = db.webhook_endpoints
+    now = bindparam(created_at, type_=db.outbox_events.c.created_at.type)
+    endpoints = (
+        select(event.c.id, e.c.id, literal("pending"), literal(0), now, now, now)
+        .select_from(event.join(e, true()))
+        .where(_live_endpoints_of(sub))
+    )
+    return insert(db.webhook_deliveries).from_select(_DELIVERY_COLUMNS, endpoints).cte("deliveries")
 
 
 def _publish_with_deliveries() -> Any:
     """PostgreSQL: the outbox row and one delivery per endpoint of the sub-merchant in one statement
     (data-modifying CTEs), the event's id back, or no row when its key exists. It is what the three
     statements of :meth:`Outbox.publish` do, in one round trip instead of two or three."""
-    t, e = db.outbox_events, db.webhook_endpoints
+    t = db.outbox_events
     event = (
         postgresql_dialect.insert(t)
         .values({c.name: bindparam(c.name, type_=c.type) for c in t.columns})
@@ -47,14 +67,7 @@ def _publish_with_deliveries() -> Any:
         .returning(t.c.id)
         .cte("event")
     )
-    now = bindparam("created_at", type_=t.c.created_at.type)
-    endpoints = (
-        select(event.c.id, e.c.id, literal("pending"), literal(0), now, now, now)
-        .select_from(event.join(e, true()))
-        .where(_ENDPOINTS_FOR.whereclause)  # type: ignore[arg-type]
-    )
-    deliveries = insert(db.webhook_deliveries).from_select(_DELIVERY_COLUMNS, endpoints).cte("deliveries")
-    return select(event.c.id).add_cte(deliveries)
+    return select(event.c.id).add_cte(deliveries_for(event, created_at="created_at", sub="sub"))
 
 
 _PUBLISH_WITH_DELIVERIES = _publish_with_deliveries()
