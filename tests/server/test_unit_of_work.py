@@ -524,6 +524,12 @@ async def test_writes_sent_at_commit_are_dropped_without_it_and_a_published_key_
     assert seen is not None
     await _decide_and_write(store, seen, key="A", commit=False)
     assert await store.event_types("pay_1") == []
+    async with store.factory().writing_at_commit() as uow:
+        await uow.events.append(type="dropped", source="api", data={}, now=START, payment_id="pay_1")
+        await uow.rollback()
+        await uow.events.append(type="kept", source="api", data={}, now=START, payment_id="pay_1")
+        await uow.commit()
+    assert await store.event_types("pay_1") == ["kept"]
     assert (await get(store, "pay_1")).version == 0  # type: ignore[union-attr]
     seen = await get(store, "pay_1")
     assert seen is not None
@@ -532,7 +538,7 @@ async def test_writes_sent_at_commit_are_dropped_without_it_and_a_published_key_
     assert again is not None
     await _decide_and_write(store, again, key="A")  # the same outbox key: the save and the log go on
     assert (await get(store, "pay_1")).version == 2  # type: ignore[union-attr]
-    assert await store.event_types("pay_1") == ["A-0", "A-1", "A-0", "A-1"]
+    assert await store.event_types("pay_1") == ["kept", "A-0", "A-1", "A-0", "A-1"]
     assert await store.count("outbox_events", payment_id="pay_1") == 1
 
 

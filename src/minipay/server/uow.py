@@ -241,6 +241,9 @@ class UnitOfWork:
 
     async def rollback(self) -> None:
         self._discard_events()
+        if self._batch is not None:
+            self._batch = WriteBatch()  # nothing was sent: forgetting it is the rollback
+            return
         await self.conn.rollback()
 
     async def record(

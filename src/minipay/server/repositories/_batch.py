@@ -3,11 +3,11 @@ and the outbox event with its deliveries.
 
 A unit of work that reads nothing inside its transaction (it decided on a row read before, and its
 save is conditional on that row's version) does not need a transaction of its own: on PostgreSQL one
-statement is atomic. :class:`WriteBatch` collects those writes, and :func:`write_batch` sends them as
-one statement of data-modifying CTEs, in autocommit: no ``BEGIN``, no ``COMMIT``, one round trip
-where a transaction takes five. Every insert is gated on the save (``WHERE EXISTS (SELECT FROM
-saved)``): when another writer changed the row since it was read, nothing is written and the caller
-gets :class:`ConcurrentUpdate`, as from the save itself.
+statement is atomic. :class:`WriteBatch` collects those writes, and ``UnitOfWork.commit`` sends them
+as one statement of data-modifying CTEs (:func:`batch_statement`), in autocommit: no ``BEGIN``, no
+``COMMIT``, one round trip where a transaction takes five. Every insert is gated on the save
+(``WHERE EXISTS (SELECT FROM saved)``): when another writer changed the row since it was read,
+nothing is written and the caller gets :class:`ConcurrentUpdate`, as from the save itself.
 
 Shapes beyond one save, a few event rows and one outbox event are not built: they are written one
 statement after the other in a transaction, as any unit of work does (:meth:`WriteBatch.fits`).
