@@ -26,10 +26,11 @@ from minipay.server.repositories._base import (
     ConcurrentUpdate,
     Repository,
     Transaction,
+    WriteBatch,
     payment_from_row,
     refund_from_row,
 )
-from minipay.server.repositories._batch import WriteBatch, batch_statement
+from minipay.server.repositories._batch import batch_statement
 from minipay.server.repositories._console import Attention, ConsoleQueries, PaymentFilter
 from minipay.server.repositories._health import BacklogRows, HealthQueries
 from minipay.server.repositories._jobs import Job, JobRepository, JobStatus, QueueOverview, job_from_row

@@ -1,27 +1,31 @@
-"""What every repository shares: the transaction it runs in, the ``ConcurrentUpdate`` signal, and the
+"""What every repository shares: the transaction it runs in (and the writes it may send at commit,
+:class:`WriteBatch`), the ``ConcurrentUpdate`` signal, and the
 row mappers that turn ``payments`` and ``refunds`` rows into domain entities."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from minipay.server import db
 from minipay.server.domain import PAYMENT_FIXED_FIELDS, Payment, PaymentStatus, Refund, RefundStatus
 
-if TYPE_CHECKING:
-    from minipay.server.repositories._batch import WriteBatch
-
 __all__ = [
+    "BATCH_EVENT_COLUMNS",
+    "BATCH_OUTBOX_COLUMNS",
+    "MAX_EVENT_ROWS",
     "PAYMENT_FIELDS",
     "PAYMENT_SAVED_FIELDS",
     "REFUND_FIELDS",
     "ConcurrentUpdate",
     "Repository",
     "Transaction",
+    "WriteBatch",
     "payment_from_row",
     "refund_from_row",
 ]
@@ -51,6 +55,38 @@ def refund_from_row(row: RowMapping) -> Refund:
     values = {name: row[name] for name in REFUND_FIELDS}
     values["status"] = RefundStatus(values["status"])
     return Refund(**values)
+
+
+#: The most event-log rows one batched statement carries (a notification logs two or three).
+MAX_EVENT_ROWS = 6
+#: The columns of the rows a batch writes: event-log rows, outbox events.
+BATCH_EVENT_COLUMNS = ("payment_id", "refund_id", "sub_mch_id", "type", "source", "data", "created_at")
+BATCH_OUTBOX_COLUMNS = tuple(c.name for c in db.outbox_events.columns)
+
+
+@dataclass
+class WriteBatch:
+    """What a unit of work will write at its commit: at most one payment save (its values, the
+    version it read), event-log rows, outbox events (each with the sub-merchant its deliveries are for)."""
+
+    saves: list[tuple[Payment, dict[str, Any]]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def fits(self, event_rows: int) -> bool:
+        """Whether these writes (with ``event_rows`` log rows) go in one statement."""
+        return len(self.saves) <= 1 and len(self.outbox) <= 1 and event_rows <= MAX_EVENT_ROWS
+
+    def parameters(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The bound values of ``repositories._batch.batch_statement`` for these writes."""
+        params: dict[str, Any] = {}
+        for _, values in self.saves:
+            params.update({f"p_{name}": value for name, value in values.items()})
+        for i, row in enumerate(events):
+            params.update({f"e{i}_{name}": row[name] for name in BATCH_EVENT_COLUMNS})
+        for row in self.outbox:
+            params.update({f"o_{name}": row[name] for name in BATCH_OUTBOX_COLUMNS})
+            params["o_sub"] = row["sub_mch_id"]
+        return params
 
 
 class Transaction(Protocol):

@@ -15,50 +15,22 @@ statement after the other in a transaction, as any unit of work does (:meth:`Wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, bindparam, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 
 from minipay.server import db
-from minipay.server.domain import Payment
-from minipay.server.repositories._base import PAYMENT_SAVED_FIELDS
+from minipay.server.repositories._base import (
+    BATCH_EVENT_COLUMNS,
+    BATCH_OUTBOX_COLUMNS,
+    PAYMENT_SAVED_FIELDS,
+    WriteBatch,
+)
 from minipay.server.repositories._log import deliveries_for
 from minipay.server.repositories._pg import PgStatement
 
-__all__ = ["MAX_EVENT_ROWS", "WriteBatch", "batch_statement"]
-
-#: The most event-log rows one batched statement carries (a notification logs two or three).
-MAX_EVENT_ROWS = 6
-
-_EVENT_COLUMNS = ("payment_id", "refund_id", "sub_mch_id", "type", "source", "data", "created_at")
-_OUTBOX_COLUMNS = tuple(c.name for c in db.outbox_events.columns)
-
-
-@dataclass
-class WriteBatch:
-    """What a unit of work will write at its commit: at most one payment save (its values, the
-    version it read), event-log rows, outbox events (each with the sub-merchant its deliveries are for)."""
-
-    saves: list[tuple[Payment, dict[str, Any]]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-
-    def fits(self, event_rows: int) -> bool:
-        """Whether these writes (with ``event_rows`` log rows) go in one statement."""
-        return len(self.saves) <= 1 and len(self.outbox) <= 1 and event_rows <= MAX_EVENT_ROWS
-
-    def parameters(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """The bound values of :func:`batch_statement` for these writes."""
-        params: dict[str, Any] = {}
-        for _, values in self.saves:
-            params.update({f"p_{name}": value for name, value in values.items()})
-        for i, row in enumerate(events):
-            params.update({f"e{i}_{name}": row[name] for name in _EVENT_COLUMNS})
-        for row in self.outbox:
-            params.update({f"o_{name}": row[name] for name in _OUTBOX_COLUMNS})
-            params["o_sub"] = row["sub_mch_id"]
-        return params
+__all__ = ["WriteBatch", "batch_statement"]
 
 
 _STATEMENTS: dict[tuple[bool, int, bool], PgStatement] = {}
@@ -95,15 +67,17 @@ def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
 
     if event_rows:
         rows = [
-            gated(select(*(bindparam(f"e{i}_{name}", type_=e.c[name].type) for name in _EVENT_COLUMNS)))
+            gated(select(*(bindparam(f"e{i}_{name}", type_=e.c[name].type) for name in BATCH_EVENT_COLUMNS)))
             for i in range(event_rows)
         ]
         source = rows[0] if event_rows == 1 else union_all(*rows)
-        ctes.append(insert(e).from_select(_EVENT_COLUMNS, source).cte("logged"))
+        ctes.append(insert(e).from_select(BATCH_EVENT_COLUMNS, source).cte("logged"))
     if publish:
         event = (
             postgresql_dialect.insert(o)
-            .from_select(_OUTBOX_COLUMNS, gated(select(*(bindparam(f"o_{c.name}", type_=c.type) for c in o.columns))))
+            .from_select(
+                BATCH_OUTBOX_COLUMNS, gated(select(*(bindparam(f"o_{c.name}", type_=c.type) for c in o.columns)))
+            )
             .on_conflict_do_nothing(index_elements=["event_key"])
             .returning(o.c.id)
             .cte("event")
