@@ -231,7 +231,6 @@ async def test_hostile_or_foreign_notification_changes_nothing(world: World, cas
     assert (await world.get(payment["id"]))["status"] == "pending"
 
 
-@on_the_fake
 async def test_wrong_amount_changes_no_payment_but_records_an_alert(world: World) -> None:
     payment = await world.create_payment()
     before = await world.snapshot(("payments", "refunds"))

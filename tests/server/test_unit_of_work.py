@@ -456,14 +456,22 @@ async def test_what_postgresql_cannot_store_the_fake_refuses_too(store: Store) -
 
 
 async def _decide_and_write(
-    store: Store, seen: Payment, *, key: str, events: int = 2, publishes: int = 1, commit: bool = True
+    store: Store,
+    seen: Payment,
+    *,
+    key: str,
+    events: int = 2,
+    publishes: int = 1,
+    commit: bool = True,
+    save: bool = True,
 ) -> None:
-    """What a notification's first attempt does: no read, a save of the row it read before, its event
-    rows, its outbox event(s), then the commit."""
+    """What a notification's first attempt does: no read, a save of the row it read before (not for
+    an amount mismatch's alert), its event rows, its outbox event(s), then the commit."""
     async with store.factory().writing_at_commit() as uow:
         seen.last_error = key
         seen.updated_at = START + timedelta(seconds=1)
-        await uow.payments.save(seen)
+        if save:
+            await uow.payments.save(seen)
         for n in range(events):
             await uow.events.append(
                 type=f"{key}-{n}", source="notification", data={"n": n}, now=START, payment_id=seen.id, sub_mch_id=SUB1
@@ -481,24 +489,34 @@ async def _decide_and_write(
             await uow.commit()
 
 
-@pytest.mark.parametrize(("events", "publishes"), [(2, 1), (0, 0), (1, 0), (9, 1), (2, 2)])
-async def test_writes_sent_at_commit_are_kept_whole(store: Store, events: int, publishes: int) -> None:
-    # (2, 1) is a notification's shape (one statement on PostgreSQL); (9, 1) and (2, 2) are written one
-    # statement after the other, in a transaction.
+@pytest.mark.parametrize(
+    ("events", "publishes", "save"),
+    [(2, 1, True), (0, 0, True), (1, 0, True), (9, 1, True), (2, 2, True), (1, 1, False)],
+)
+async def test_writes_sent_at_commit_are_kept_whole(store: Store, events: int, publishes: int, save: bool) -> None:
+    # (2, 1) is a notification's shape and (1, 1) without a save an amount mismatch's alert (one
+    # statement each on PostgreSQL); (9, 1) and (2, 2) are written one statement after the other, in
+    # a transaction.
     await add(store, payment(1))
     async with store.factory() as uow:
         await endpoint(uow, "we_mine", SUB1)
         await uow.commit()
     seen = await get(store, "pay_1")
     assert seen is not None
-    await _decide_and_write(store, seen, key="A", events=events, publishes=publishes)
-    assert seen.version == 1
+    await _decide_and_write(store, seen, key="A", events=events, publishes=publishes, save=save)
+    assert seen.version == int(save)
     saved = await get(store, "pay_1")
     assert saved is not None
-    assert (saved.version, saved.last_error, saved.updated_at) == (1, "A", START + timedelta(seconds=1))
+    if save:
+        assert (saved.version, saved.last_error, saved.updated_at) == (1, "A", START + timedelta(seconds=1))
+    else:
+        assert (saved.version, saved.last_error) == (0, None)
     assert await store.event_types("pay_1") == [f"A-{n}" for n in range(events)]
     assert await store.count("outbox_events", payment_id="pay_1") == publishes
     assert await store.count("webhook_deliveries", endpoint_id="we_mine") == publishes
+    async with store.factory().reading() as uow:
+        published = await uow.webhooks.events(sub_mch_id=SUB1, payment_id="pay_1", limit=10)
+    assert sorted(e["data"]["n"] for e in published) == list(range(publishes))
 
 
 async def test_writes_sent_at_commit_on_a_stale_read_write_nothing(store: Store) -> None:
@@ -610,5 +628,36 @@ async def test_errors_on_the_driver_are_sqlalchemys_and_a_lost_connection_is_not
                 await PgStatement(select(literal(1).label("one"))).fetchrow(conn, {})
         async with engine.connect() as conn:  # the one pooled connection was replaced
             assert await PgStatement(select(literal(1).label("one"))).fetchrow(conn, {}) == {"one": 1}
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_lost_connection_on_the_driver_renews_every_pooled_one(postgres_url: str) -> None:
+    # After a database restart every pooled connection is gone: one failure, not one per connection.
+    from sqlalchemy import literal, select, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from minipay.server.repositories._pg import PgStatement
+
+    engine = db.create_engine(postgres_url, pool_size=3)
+    one = PgStatement(select(literal(1).label("one")))
+    try:
+        async with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+            pids = [(await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() for conn in (a, b, c)]
+            for conn in (a, b, c):
+                await conn.rollback()
+        admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as other:
+            for pid in pids:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await admin.dispose()
+        with pytest.raises(OperationalError):
+            async with engine.connect() as conn:
+                await one.fetchrow(conn, {})
+        for _ in range(3):  # each of the other two would fail too if only the one had been dropped
+            async with engine.connect() as conn:
+                assert await one.fetchrow(conn, {}) == {"one": 1}
     finally:
         await engine.dispose()

@@ -73,22 +73,31 @@ class PgStatement:
         compiled = self._compiled
         if compiled is None:
             compiled = self._compiled = self._compile(conn.dialect)
-        args = []
-        for name, held, process in compiled.binds:
-            value = params[name] if held is _GIVEN else held
-            args.append(value if process is None else process(value))
+        try:
+            args = []
+            for name, held, process in compiled.binds:
+                value = params[name] if held is _GIVEN else held
+                args.append(value if process is None else process(value))
+        except Exception as error:  # a missing parameter, a naive datetime: as SQLAlchemy says it
+            raise exc.StatementError(str(error), compiled.sql, None, error, hide_parameters=True) from error
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         try:
             record = await driver.fetchrow(compiled.sql, *args)
+        except asyncpg.DataError as error:
+            # An argument the driver refused before sending anything: the connection is fine.
+            raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
         except asyncpg.PostgresError as error:
-            if str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST):
-                await conn.invalidate(error)  # the server ended the session
+            if str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST) or driver.is_closed():
+                await _lost(conn, raw, error)
             raise _translate(compiled.sql, params, error) from error
         except Exception as error:
             # Not the server's answer (the connection is gone, or asyncpg lost track of it: an
             # InterfaceError, an InternalClientError, an OSError): never hand it out again.
-            await conn.invalidate(error)
+            if driver.is_closed():
+                await _lost(conn, raw, error)
+            else:
+                await conn.invalidate(error)
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
         if record is None:
             return None
@@ -98,8 +107,17 @@ class PgStatement:
         }
 
 
-#: SQLSTATEs after which the session is gone: connection exceptions, and the server shutting it down.
-_SESSION_LOST = ("08", "57P01", "57P02", "57P03")
+#: SQLSTATEs after which the session is gone: connection exceptions, the server shutting it down or
+#: ending an idle session, a transaction it can no longer use.
+_SESSION_LOST = ("08", "57P01", "57P02", "57P03", "57P05", "25P03")
+
+
+async def _lost(conn: AsyncConnection, raw: Any, error: BaseException) -> None:
+    """The connection is gone: as SQLAlchemy does on a disconnect, every connection the pool holds
+    is made to reconnect at its next use (after a database restart they are all gone), and this one
+    is invalidated now."""
+    conn.sync_engine.pool._invalidate(raw, error)  # SQLAlchemy's own step on a disconnect
+    await conn.invalidate(error)
 
 
 def _translate(sql: str, params: Mapping[str, Any], error: asyncpg.PostgresError) -> exc.DBAPIError:

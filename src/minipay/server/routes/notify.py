@@ -81,8 +81,11 @@ class NotifyEndpoint:
             await self._answer(send, reply(False, "request body timeout", 408))
             return
         except _Disconnected:
-            # Nobody reads an answer now, and it is no error.
+            # It is no error: a 400 that nobody reads (the server drops it), so that the request is
+            # observed as the client's failure, not the service's.
             log.debug("client disconnected before its request body was read: POST %s", scope["path"])
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
             return
         finally:
             self.reads.now -= 1
