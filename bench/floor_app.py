@@ -11,11 +11,11 @@ parameter, a query flag and an ``Authorization`` header read by an async depende
 ``GET /rows/{row_id}``, the same plus the one SQL read the service's GET makes (the payment by id,
 through the service's own read-only unit of work and repository, ``MINIPAY_BENCH_DATABASE_URL``),
 answered as a small JSON document: the floor of the remaining work of ``GET /v1/payments/{id}`` on
-FastAPI, without the service's payment parameters and view; ``POST /writes/{row_id}``, a POST route that reads its
-body and runs the statements a first-time payment notification runs, through the service's own
-repositories and unit of work (the read that answers duplicates; then, decided on it, its
-conditional update, an event row and an outbox event, sent at commit): the floor of the remaining work of
-a first-time notification on FastAPI, without the notification's parse, signature check and
+FastAPI, without the service's payment parameters and view; ``POST /writes/{row_id}``, a POST route
+that reads its body and runs the statements a first-time payment notification runs, through the
+service's own repositories and unit of work (the read that answers duplicates; then, decided on it,
+its conditional update, an event row and an outbox event, sent at commit): the floor of the
+remaining work of a first-time notification on FastAPI, without the notification's parse, signature check and
 checks against the order; ``POST /verified-writes/{row_id}``, the same after parsing a signed
 notification and checking its signature with the institution's key (``MINIPAY_BENCH_API_KEY``),
 what no notification can skip: the floor of a first-time notification but for its checks against

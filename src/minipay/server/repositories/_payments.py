@@ -103,9 +103,10 @@ class PaymentRepository(Repository):
         return payment_from_row(row)
 
     async def save(self, payment: Payment) -> None:
-        """Write every field if, and only if, nobody changed the row since it was read (in a unit of
-        work that writes at commit: then, and ``ConcurrentUpdate`` comes from the commit)."""
-        values = _values(payment, PAYMENT_SAVED_FIELDS)  # what a payment never changes is left as it is
+        """Write every field a payment may change (``domain.PAYMENT_FIXED_FIELDS`` never do) if, and only
+        if, nobody changed the row since it was read (in a unit of work that writes at commit: then,
+        and ``ConcurrentUpdate`` comes from the commit)."""
+        values = _values(payment, PAYMENT_SAVED_FIELDS)
         values["version"] = payment.version + 1
         values["b_id"], values["b_version"] = payment.id, payment.version
         batch = self._uow.batch
