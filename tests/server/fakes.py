@@ -213,6 +213,9 @@ class FakeUnitOfWork:
         self.read_only = True
         return self
 
+    def looking_up(self) -> Self:
+        return self.reading()
+
     def writing_at_commit(self) -> Self:
         return self  # its writes are its own until commit() anyway
 

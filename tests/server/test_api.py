@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from minipay.server import db
 from minipay.server.api import create_app
+from minipay.server.routes.early import EarlyRoutes
+from minipay.server.routes.payments import PaymentRead
 from minipay.server.uow import ConcurrentUpdate
 from tests.server.conftest import KEYS, SUB1, SUB2, World, build_settings, on_the_fake
 
@@ -579,6 +581,66 @@ async def test_healthz_answered_before_routing_is_the_routes_answer_and_still_co
     metrics = (await world.api.get("/metrics")).text
     assert 'minipay_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in metrics
     assert "/healthz" in (await world.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_the_payment_read_answered_before_routing_is_the_routes_answer(world: World) -> None:
+    # GET /v1/payments/{id} without a query string is answered by a plain ASGI endpoint ahead of the
+    # router (routes.early); with one (here ?sync=false, which changes nothing) by the FastAPI route.
+    # Both must answer alike: status, headers in their order, body (pay_params are signed afresh
+    # at every read: their nonce, time stamp and signature differ), errors included.
+    early_items = [m.kwargs["items"] for m in world.service.user_middleware if m.cls is EarlyRoutes]
+    assert [type(item) for items in early_items for item in items] == [PaymentRead]
+    pending = await world.create_payment()
+    paid = await world.create_payment(amount=2000)
+    await world.pay(paid)
+    other = await world.create_payment(SUB2)
+
+    async def both(path: str, headers: dict[str, str]) -> tuple[httpx2.Response, httpx2.Response]:
+        headers = {**headers, "X-Request-Id": "same-request"}
+        early = await world.api.get(path, headers=headers)
+        routed = await world.api.get(path + "?sync=false", headers=headers)
+        return early, routed
+
+    def fresh(body: dict[str, Any]) -> dict[str, Any]:
+        params = body.get("pay_params")
+        if params is not None:
+            body["pay_params"] = {k: v for k, v in params.items() if k not in ("nonceStr", "timeStamp", "paySign")}
+        return body
+
+    cases = [
+        (f"/v1/payments/{pending['id']}", world.auth()),
+        (f"/v1/payments/{paid['id']}", world.auth()),
+        (f"/v1/payments/{paid['id']}", world.auth("admin")),
+        (f"/v1/payments/{other['id']}", world.auth()),  # another sub-merchant's: 404
+        ("/v1/payments/pay_nope", world.auth()),
+        (f"/v1/payments/{paid['id']}", {}),
+        (f"/v1/payments/{paid['id']}", {"Authorization": "Bearer sk_wrong"}),
+        (f"/v1/payments/{paid['id']}", {"Authorization": "Basic abc"}),
+        ("/v1/payments/%E6%94%AF%E4%BB%98", world.auth()),
+    ]
+    statuses = []
+    for path, headers in cases:
+        early, routed = await both(path, headers)
+        statuses.append(early.status_code)
+        assert early.status_code == routed.status_code, path
+        assert early.headers.multi_items() == routed.headers.multi_items(), path
+        if "pay_params" in early.text and early.json()["pay_params"] is not None:
+            assert fresh(early.json()) == fresh(routed.json()), path
+            assert set(early.json()["pay_params"]) == set(routed.json()["pay_params"])
+        else:
+            assert early.content == routed.content, path
+    assert statuses == [200, 200, 200, 404, 404, 401, 401, 401, 404]
+    assert (await world.get(pending["id"]))["pay_params"]["package"] == pending["pay_params"]["package"]
+
+    # Counted under the route; other methods, a trailing slash or a longer path are the router's.
+    metrics = (await world.api.get("/metrics")).text
+    assert 'minipay_http_requests_total{method="GET",route="/v1/payments/{payment_id}",status="200"} 7.0' in metrics
+    assert (await world.api.head(f"/v1/payments/{paid['id']}", headers=world.auth())).status_code == 405
+    slash = await world.api.get("/v1/payments/", headers=world.auth())
+    assert (slash.status_code, slash.headers["location"]) == (307, "http://minipay.test/v1/payments")
+    refunds = await world.api.get(f"/v1/payments/{paid['id']}/refunds", headers=world.auth())
+    assert refunds.status_code == 200
+    assert refunds.json()["data"] == []
 
 
 @on_the_fake

@@ -127,6 +127,10 @@ async def test_a_notification_decided_on_a_stale_read_is_applied_once(world: Wor
             self.uow.reading()
             return self
 
+        def looking_up(self) -> Interleaving:
+            self.uow.looking_up()
+            return self
+
         def writing_at_commit(self) -> Interleaving:
             self.uow.writing_at_commit()
             return self

@@ -661,3 +661,108 @@ async def test_a_lost_connection_on_the_driver_renews_every_pooled_one(postgres_
                 assert await one.fetchrow(conn, {}) == {"one": 1}
     finally:
         await engine.dispose()
+
+
+async def test_a_unit_of_work_of_lookups_finds_by_key_what_reading_finds(store: Store) -> None:
+    paid = payment(1, metadata={"order": "A-1", "ünï": "cödé"}, expires_at=START + timedelta(hours=2))
+    paid.status, paid.paid_at, paid.transaction_id = PaymentStatus.SUCCEEDED, START, "4200000001"
+    back = refund(1, paid, 300)
+    await add(store, paid, payment(2, sub=SUB2), back)
+    async with store.factory().reading() as uow:
+        read = (
+            await uow.payments.get("pay_1", sub_mch_id=SUB1),
+            await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1),
+            await uow.refunds.get("re_1"),
+            await uow.refunds.get_by_out_refund_no(MCH, "R1"),
+        )
+    async with store.factory().looking_up() as uow:
+        looked_up = (
+            await uow.payments.get("pay_1", sub_mch_id=SUB1),
+            await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1),
+            await uow.refunds.get("re_1"),
+            await uow.refunds.get_by_out_refund_no(MCH, "R1"),
+        )
+        assert await uow.payments.get("pay_2", sub_mch_id=SUB1) is None  # another sub-merchant's
+        assert await uow.payments.get("pay_nope") is None
+        assert await uow.refunds.get("re_1", sub_mch_id=SUB2) is None
+    assert looked_up == read
+    found = looked_up[0]
+    assert found == paid
+    assert found is not None
+    assert found.created_at.utcoffset() == timedelta(0)
+    assert found.metadata == {"order": "A-1", "ünï": "cödé"}
+
+
+async def test_a_unit_of_work_of_lookups_sees_each_commit_at_once_and_never_waits_for_the_writer(store: Store) -> None:
+    await add(store, payment(1))
+    async with store.factory() as writer:  # holds the write lock (SQLite) / its row lock (PostgreSQL)
+        current = await writer.payments.get("pay_1", for_update=True)
+        assert current is not None
+        current.status = PaymentStatus.CLOSED
+        await writer.payments.save(current)
+        async with store.factory().looking_up() as uow:  # not blocked; sees the last commit only
+            before = await uow.payments.get("pay_1")
+        await writer.commit()
+    assert before is not None
+    assert before.status is PaymentStatus.CREATED
+    async with store.factory().looking_up() as uow:
+        after = await uow.payments.get("pay_1")
+    assert after is not None
+    assert after.status is PaymentStatus.CLOSED
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+async def test_a_unit_of_work_of_lookups_holds_no_connection(database_url: str, in_memory: bool) -> None:
+    if in_memory and not database_url.startswith("sqlite"):
+        pytest.skip("in memory: SQLite only")
+    engine = db.create_engine("sqlite+aiosqlite:///:memory:" if in_memory else database_url)
+    try:
+        if in_memory:
+            from minipay.server.migrations import upgrade
+
+            await upgrade(engine)
+        store = Store("lookups", lambda: UnitOfWork(engine), engine=engine)
+        await add(store, payment(1))
+        pool = db.reader_engine(engine).sync_engine.pool
+        async with UnitOfWork(engine).looking_up() as uow:
+            assert pool.checkedout() == 0  # type: ignore[attr-defined]
+            with pytest.raises(RuntimeError, match="holds no connection"):
+                await uow.payments.search(sub_mch_id=None)
+            with pytest.raises(RuntimeError, match="nothing to commit"):
+                await uow.commit()
+            found = await uow.payments.get("pay_1")
+            assert found is not None
+            assert found.id == "pay_1"
+            assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert (await get(store, "pay_1")) == found
+    finally:
+        await engine.dispose()
+
+
+async def test_lookups_on_sqlite_cannot_write_and_their_errors_are_sqlalchemys(database_url: str) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's lookup connection")
+    import sqlite3
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from minipay.server.repositories._pg import PgStatement
+
+    engine = db.create_engine(database_url)
+    try:
+        assert isinstance(engine, db.SQLiteEngine)
+        connection = engine.lookup_connection()
+        assert connection is not None
+        assert connection is engine.lookup_connection()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            connection.execute("DELETE FROM payments")
+        missing = PgStatement(select(db.payments).where(text("no_such_column = 1")))
+        async with UnitOfWork(engine).looking_up() as uow:
+            with pytest.raises(OperationalError) as raised:
+                await uow.lookup(missing, {})
+        assert isinstance(raised.value.orig, sqlite3.OperationalError)
+    finally:
+        await engine.dispose()
+    assert engine.lookups is not None
+    assert engine.lookups._connection is None

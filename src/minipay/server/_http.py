@@ -29,7 +29,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from minipay.server import tracing
 from minipay.server.logs import accept_request_id, log_context
 
-__all__ = ["ACCESS_LOGGER", "KNOWN_METHODS", "Metrics", "ObserveMiddleware", "method_label", "route_label"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "KNOWN_METHODS",
+    "Metrics",
+    "ObserveMiddleware",
+    "method_label",
+    "route_label",
+    "route_path",
+]
 
 #: The access log's logger: one INFO line a request, when enabled.
 ACCESS_LOGGER = "minipay.access"
@@ -83,6 +91,14 @@ def route_label(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: the request's path without the root path a proxy mounts the
+    service under (what Starlette's router does)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 _REQUEST_ID = b"x-request-id"

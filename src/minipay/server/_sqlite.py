@@ -32,7 +32,7 @@ from typing import Any
 import aiosqlite
 from sqlalchemy.util.concurrency import await_
 
-__all__ = ["InLoopDBAPI", "WalSync", "begin_immediate"]
+__all__ = ["InLoopDBAPI", "LookupConnection", "WalSync", "begin_immediate"]
 
 
 async def _done() -> None:
@@ -182,6 +182,39 @@ class WalSync:
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+
+
+class LookupConnection:
+    """One read-only :mod:`sqlite3` connection for the process's key lookups (a payment by id, by
+    ``out_trade_no``): opened at first use, then used synchronously on the event loop by every
+    lookup. A lookup is one statement executed and fetched with no ``await`` in between, so
+    lookups never interleave on it; in WAL mode a read never waits for the writer, and with
+    ``query_only`` the connection cannot write. A unit of work of lookups needs no pooled
+    connection at all: that checkout and check-in (two greenlet hand-offs and the pool's
+    bookkeeping) cost more than the lookup."""
+
+    def __init__(self, database_path: str, *, timeout: float) -> None:
+        self._path = database_path
+        self._timeout = timeout
+        self._connection: sqlite3.Connection | None = None
+
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                connection.execute("PRAGMA query_only=ON")
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def begin_immediate(connection: Any) -> bool:

@@ -27,6 +27,7 @@ from minipay.server.console import build_console_router
 from minipay.server.health import BacklogGauges, WeChatMonitor
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.routes import notify, ops, payments, refunds, webhooks
+from minipay.server.routes.early import EarlyRoutes
 from minipay.server.routes.errors import honest_schema, install_error_handlers
 from minipay.server.settings import SHUTDOWN_GRACE, Settings
 from minipay.server.webhooks import (
@@ -149,7 +150,7 @@ def create_app(
     # The router tries routes in the order they were added, a path match each: the busiest first
     # (WeChat's notifications, then the API); no two of these groups share a path.
     notify_routes = notify.add_routes(app, container, settings, metrics, wake)
-    payments.add_routes(app, container)
+    payment_read = payments.add_routes(app, container)
     refunds.add_routes(app, container)
     webhooks.add_routes(app, container)
     ops.add_routes(app, container, settings, metrics, wechat_monitor, backlog_gauges)
@@ -158,11 +159,11 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    # Plain ASGI layers, innermost first: /healthz and WeChat's notifications answered before
-    # routing, the body-read deadline, then the observer that sees every request whole (metrics,
-    # access log, request id).
+    # Plain ASGI layers, innermost first: /healthz, WeChat's notifications and the payment read
+    # answered before routing (routes.early), the body-read deadline, then the observer that sees
+    # every request whole (metrics, access log, request id).
     healthz_route = next(r for r in app.routes if getattr(r, "path", None) == "/healthz")
-    app.add_middleware(notify.EarlyRoutes, routes=notify_routes)
+    app.add_middleware(EarlyRoutes, routes=notify_routes, items=[payment_read])
     app.add_middleware(ops.LivenessMiddleware, route=healthz_route)
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)

@@ -12,7 +12,19 @@ from fastapi import Depends, FastAPI, Header, Request
 from minipay.server.services import Principal, ServiceError
 from minipay.server.settings import Settings
 
-__all__ = ["Caller", "install_api_keys", "key_digest", "key_owner", "ops_access", "principal"]
+__all__ = [
+    "AuthIndex",
+    "Caller",
+    "bearer_owner",
+    "install_api_keys",
+    "key_digest",
+    "key_owner",
+    "ops_access",
+    "principal",
+]
+
+#: The API keys by their SHA-256: the digest again (compared in constant time) and who the key is.
+AuthIndex = dict[bytes, tuple[bytes, Principal]]
 
 
 def install_api_keys(app: FastAPI, settings: Settings) -> None:
@@ -24,7 +36,8 @@ def install_api_keys(app: FastAPI, settings: Settings) -> None:
     for sub in settings.sub_merchants:
         keys.extend((k.get_secret_value().encode(), Principal(sub.sub_mch_id)) for k in sub.api_keys)
     app.state.auth_keys = keys
-    app.state.auth_index = {key_digest(key): (key_digest(key), who) for key, who in keys}
+    index: AuthIndex = {key_digest(key): (key_digest(key), who) for key, who in keys}
+    app.state.auth_index = index
     app.state.ops_keys = [k.get_secret_value().encode() for k in settings.ops_api_keys]
 
 
@@ -36,9 +49,15 @@ async def principal(request: Request, authorization: Annotated[str | None, Heade
     """Who the ``Authorization: Bearer <api key>`` of a request is: the admin (``sub_mch_id`` None)
     or one sub-merchant; a 401 ``unauthorized`` error otherwise."""
     # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off per request.
+    return bearer_owner(request.app.state.auth_index, authorization)
+
+
+def bearer_owner(auth_index: AuthIndex, authorization: str | None) -> Principal:
+    """Who the value of an ``Authorization`` header (``Bearer <api key>``) is, by the app's
+    ``auth_index``; a 401 ``unauthorized`` :class:`ServiceError` when it names no API key."""
     if not authorization or not authorization.startswith("Bearer "):
         raise ServiceError("missing 'Authorization: Bearer <api key>'", code="unauthorized", status=401)
-    who = key_owner(request, authorization.removeprefix("Bearer ").strip().encode())
+    who = _owner(auth_index, authorization.removeprefix("Bearer ").strip().encode())
     if who is None:
         raise ServiceError("invalid API key", code="unauthorized", status=401)
     return who
@@ -46,10 +65,14 @@ async def principal(request: Request, authorization: Annotated[str | None, Heade
 
 def key_owner(request: Request, key: bytes) -> Principal | None:
     """Who ``key`` is (the API's bearer token, the console's sign-in): None when it is no API key."""
+    return _owner(request.app.state.auth_index, key)
+
+
+def _owner(auth_index: AuthIndex, key: bytes) -> Principal | None:
     # Keys are looked up by their SHA-256 (the lookup's timing tells nothing about a key), then the
     # digest is compared in constant time.
     digest = key_digest(key)
-    entry: tuple[bytes, Principal] | None = request.app.state.auth_index.get(digest)
+    entry = auth_index.get(digest)
     if entry is None or not hmac.compare_digest(entry[0], digest):
         return None
     return entry[1]

@@ -13,6 +13,7 @@ one writer at a time, with a busy timeout so concurrent writers queue instead of
 from __future__ import annotations
 
 import os
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    exc,
     text,
 )
 from sqlalchemy.engine import Dialect, Engine
@@ -39,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
-from minipay.server._sqlite import InLoopDBAPI, WalSync, begin_immediate
+from minipay.server._sqlite import InLoopDBAPI, LookupConnection, WalSync, begin_immediate
 
 __all__ = [
     "REFUND_JOB_KINDS",
@@ -340,10 +342,24 @@ class SQLiteEngine(AsyncEngine):
     read the last committed state while the writer works.
     """
 
-    def __init__(self, sync_engine: Engine, reader: AsyncEngine, wal: WalSync | None) -> None:
+    def __init__(
+        self, sync_engine: Engine, reader: AsyncEngine, wal: WalSync | None, lookups: LookupConnection | None = None
+    ) -> None:
         super().__init__(sync_engine)
         self.reader = reader
         self.wal = wal
+        self.lookups = lookups
+
+    def lookup_connection(self) -> sqlite3.Connection | None:
+        """The read-only :mod:`sqlite3` connection of key lookups (``uow_factory().looking_up()``),
+        used synchronously on the event loop; None for an in-memory database (whose only
+        connection is the writer's)."""
+        if self.lookups is None:
+            return None
+        try:
+            return self.lookups.connection()
+        except sqlite3.Error as error:  # as SQLAlchemy raises a failed connect
+            raise exc.OperationalError("connect", None, error, hide_parameters=True) from error
 
     async def sync(self) -> None:
         """Return once everything committed so far is on disk (group commit: see ``_sqlite.WalSync``)."""
@@ -356,6 +372,8 @@ class SQLiteEngine(AsyncEngine):
         await super().dispose(close)
         if self.wal is not None:
             self.wal.close()
+        if self.lookups is not None:
+            self.lookups.close()
 
 
 def reader_engine(engine: AsyncEngine) -> AsyncEngine:
@@ -417,7 +435,9 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
         )
         _sqlite_pragmas(reader, read_only=True)
         path = os.path.abspath(writer.url.database or "")
-        return SQLiteEngine(writer.sync_engine, reader=reader, wal=WalSync(path))
+        # A URL with options (a URI filename, say) keeps its lookups on the reader pool.
+        lookups = None if writer.url.query else LookupConnection(path, timeout=SQLITE_LOCK_TIMEOUT)
+        return SQLiteEngine(writer.sync_engine, reader=reader, wal=WalSync(path), lookups=lookups)
     if database_url.startswith("postgresql"):
         if not database_url.startswith("postgresql+asyncpg"):
             raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")

@@ -151,7 +151,7 @@ async def _read_for_notification(uow_factory: UnitOfWorkPortFactory, result: Pay
     lacks the ids to look it up that way or names no payment (the locked read decides then)."""
     if result.trade_state not in _PAID_STATES or not (result.mch_id and result.sub_mch_id and result.transaction_id):
         return None
-    async with uow_factory().reading() as uow:
+    async with uow_factory().looking_up() as uow:
         return await uow.payments.get_by_out_trade_no(result.mch_id, result.out_trade_no, sub_mch_id=result.sub_mch_id)
 
 

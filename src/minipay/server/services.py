@@ -132,7 +132,7 @@ class Services:
         return f"{self.settings.public_base_url}/wechatpay/notify/{kind}"
 
     async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
-        async with self.uow_factory().reading() as uow:
+        async with self.uow_factory().looking_up() as uow:
             payment = await uow.payments.get(payment_id, sub_mch_id=principal.sub_mch_id)
         if payment is None:
             raise NotFound("no such payment")
@@ -584,7 +584,7 @@ class Services:
         return await retrying(self.uow_factory, phase2)
 
     async def get_refund(self, principal: Principal, refund_id: str) -> Refund:
-        async with self.uow_factory().reading() as uow:
+        async with self.uow_factory().looking_up() as uow:
             refund = await uow.refunds.get(refund_id, sub_mch_id=principal.sub_mch_id)
         if refund is None:
             raise NotFound("no such refund")

@@ -19,6 +19,12 @@ SQLite no ``BEGIN IMMEDIATE``, so it never waits for the single writer; on Postg
 ``BEGIN``/``ROLLBACK`` round trips). Each statement reads the latest committed state, as under
 PostgreSQL's default READ COMMITTED.
 
+Work that only looks rows up by key (a payment by id or ``out_trade_no``: the API's read, the
+duplicate check of a notification) uses ``uow_factory().looking_up()``: read-only, and it holds no
+connection: each lookup takes one for its statement alone (on SQLite the process's lookup
+connection, ``db.SQLiteEngine.lookup_connection``; on PostgreSQL a pooled one, the statement run on
+the driver). Its ``conn`` is refused; its repositories answer only their ``get`` lookups.
+
 Work that only writes, having decided on rows read before (its saves conditional on the versions it
 read), uses ``uow_factory().writing_at_commit()``: on PostgreSQL its writes are sent at ``commit()``
 as one statement, with no transaction round trips (``repositories._batch``); elsewhere it is an
@@ -30,7 +36,7 @@ The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
@@ -56,6 +62,7 @@ from minipay.server.repositories import (
     WriteBatch,
     batch_statement,
 )
+from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "record_events", "retrying"]
 
@@ -104,6 +111,7 @@ class UnitOfWork:
         self._committed = False
         self._span: Any = None
         self._batch: WriteBatch | None = None
+        self.lookups_only = False
 
     # The repositories, each made when first used (a unit of work uses two or three of them).
     payments = _Repository(PaymentRepository)
@@ -128,6 +136,8 @@ class UnitOfWork:
         if self._conn is None:
             if self._batch is not None:
                 raise RuntimeError("a unit of work that writes at commit reads nothing")
+            if self.lookups_only:
+                raise RuntimeError("a unit of work of lookups holds no connection: it reads by key only")
             raise RuntimeError("the unit of work is not active: use `async with uow:`")
         return self._conn
 
@@ -150,6 +160,29 @@ class UnitOfWork:
         self.read_only = True
         return self
 
+    def looking_up(self) -> Self:
+        """Make this a read-only unit of work of key lookups, which holds no connection (before
+        ``async with``): see the module docstring."""
+        self.read_only = True
+        self.lookups_only = True
+        return self
+
+    async def lookup(self, statement: PgStatement, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        """The first row of a lookup ``statement`` in a unit of work of lookups (:meth:`looking_up`),
+        on a connection taken for this one statement."""
+        engine = self.engine
+        if isinstance(engine, db.SQLiteEngine):
+            connection = engine.lookup_connection()
+            if connection is not None:
+                return statement.fetchrow_sqlite(connection, engine.dialect, params)
+            async with engine.reader.connect() as conn:  # in memory: the one connection there is
+                row: Mapping[Any, Any] | None = (await conn.execute(statement.statement, params)).mappings().first()
+                return row
+        # PostgreSQL: the statement on the driver never begins a transaction, so the connection
+        # needs neither AUTOCOMMIT nor a ROLLBACK when it goes back to the pool.
+        async with engine.connect() as conn:
+            return await statement.fetchrow(conn, params)
+
     def writing_at_commit(self) -> Self:
         """Make this a unit of work that reads nothing and sends its writes at commit (before
         ``async with``; PostgreSQL only, a no-op elsewhere): see the module docstring."""
@@ -159,6 +192,8 @@ class UnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._span = tracing.start_span("db.unit_of_work", _uow_attributes(self)) if tracing.enabled() else None
+        if self.lookups_only:
+            return self  # a connection per lookup (``lookup``)
         if self.read_only:
             conn = await db.reader_engine(self.engine).connect()
             if self.is_postgres:

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server import db
 from minipay.server.domain import PAYMENT_FIXED_FIELDS, Payment, PaymentStatus, Refund, RefundStatus
+from minipay.server.repositories._pg import PgStatement
 
 __all__ = [
     "BATCH_EVENT_COLUMNS",
@@ -50,7 +50,7 @@ def payment_from_row(row: Mapping[Any, Any]) -> Payment:
     return Payment(**values)
 
 
-def refund_from_row(row: RowMapping) -> Refund:
+def refund_from_row(row: Mapping[Any, Any]) -> Refund:
     """A :class:`Refund` from a ``refunds`` row (every column selected)."""
     values = {name: row[name] for name in REFUND_FIELDS}
     values["status"] = RefundStatus(values["status"])
@@ -108,6 +108,16 @@ class Transaction(Protocol):
     @property
     def is_postgres(self) -> bool: ...
 
+    @property
+    def lookups_only(self) -> bool:
+        """A unit of work of key lookups (``uow_factory().looking_up()``): no connection; each lookup
+        runs through :meth:`lookup`."""
+        ...
+
+    async def lookup(self, statement: PgStatement, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        """The first row of a lookup statement, on a connection taken for it alone."""
+        ...
+
 
 class Repository:
     """A repository runs its statements on the connection of its unit of work's transaction."""
@@ -118,3 +128,7 @@ class Repository:
     @property
     def conn(self) -> AsyncConnection:
         return self._uow.conn
+
+    @property
+    def transaction(self) -> Transaction:
+        return self._uow

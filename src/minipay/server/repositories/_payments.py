@@ -52,10 +52,15 @@ def _lookups(table: Any, *columns: str) -> dict[tuple[bool, bool], Any]:
 
 _PAYMENT_BY_ID = _lookups(db.payments, "id")
 _PAYMENT_BY_OUT_TRADE_NO = _lookups(db.payments, "mch_id", "out_trade_no")
+_REFUND_BY_ID = _lookups(db.refunds, "id")
+_REFUND_BY_OUT_REFUND_NO = _lookups(db.refunds, "mch_id", "out_refund_no")
 # The lookups of a read-only unit of work on PostgreSQL (a notification's duplicate check, the API's
-# GET) run on the driver itself: repositories._pg.
+# GET) run on the driver itself (repositories._pg), and so do those of a unit of work of lookups on
+# either database (uow.UnitOfWork.lookup).
 _ON_THE_DRIVER = {
-    id(q): PgStatement(q) for lookups in (_PAYMENT_BY_ID, _PAYMENT_BY_OUT_TRADE_NO) for q in lookups.values()
+    id(q): PgStatement(q)
+    for lookups in (_PAYMENT_BY_ID, _PAYMENT_BY_OUT_TRADE_NO, _REFUND_BY_ID, _REFUND_BY_OUT_REFUND_NO)
+    for q in lookups.values()
 }
 
 
@@ -63,8 +68,16 @@ def _on_the_driver(query: Any) -> PgStatement:
     return _ON_THE_DRIVER[id(query)]
 
 
-_REFUND_BY_ID = _lookups(db.refunds, "id")
-_REFUND_BY_OUT_REFUND_NO = _lookups(db.refunds, "mch_id", "out_refund_no")
+async def _lookup(repository: Repository, query: Any, params: dict[str, Any]) -> Mapping[Any, Any] | None:
+    """The row of a lookup, however the unit of work reads: by itself (a unit of work of lookups),
+    on the driver (read-only on PostgreSQL), or through SQLAlchemy."""
+    uow = repository.transaction
+    if uow.lookups_only:
+        return await uow.lookup(_on_the_driver(query), params)
+    if uow.autocommit:
+        return await _on_the_driver(query).fetchrow(repository.conn, params)
+    row: Mapping[Any, Any] | None = (await repository.conn.execute(query, params)).mappings().first()
+    return row
 
 
 def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
@@ -91,11 +104,7 @@ class PaymentRepository(Repository):
         return await self._one(query, {"mch_id": mch_id, "out_trade_no": out_trade_no, "sub_mch_id": sub_mch_id})
 
     async def _one(self, query: Any, params: dict[str, Any]) -> Payment | None:
-        row: Mapping[Any, Any] | None
-        if self._uow.autocommit:
-            row = await _on_the_driver(query).fetchrow(self.conn, params)
-        else:
-            row = (await self.conn.execute(query, params)).mappings().first()
+        row: Mapping[Any, Any] | None = await _lookup(self, query, params)
         if row is None:
             return None
         # Every later log line of this request or job is about this payment.
@@ -173,7 +182,7 @@ class RefundRepository(Repository):
         return await self._one(query, {"mch_id": mch_id, "out_refund_no": out_refund_no})
 
     async def _one(self, query: Any, params: dict[str, Any]) -> Refund | None:
-        row = (await self.conn.execute(query, params)).mappings().first()
+        row: Mapping[Any, Any] | None = await _lookup(self, query, params)
         if row is None:
             return None
         bind(refund_id=row["id"], out_refund_no=row["out_refund_no"], payment_id=row["payment_id"])

@@ -1,12 +1,9 @@
 """Statements run on the asyncpg connection itself (PostgreSQL), for the busiest paths.
 
-Through SQLAlchemy's async engine a statement costs far more of the service's CPU than the driver
-does for it: the execution context, a bind processor per value, a result processor per column and
-the greenlet hand-offs. In a py-spy profile of first-time notifications that was ~40% of the process
-for the notification's two statements. :class:`PgStatement` keeps what SQLAlchemy is good at - the
-statement is a Core construct, compiled once by the asyncpg dialect (its SQL, the order of its
-parameters, the casts it renders, the types' own bind and result processing) - and runs it with
-``asyncpg.Connection.fetchrow`` on the connection SQLAlchemy checked out.
+In a py-spy profile of first-time notifications, running their two statements through SQLAlchemy's
+async engine was ~40% of the process. :class:`PgStatement` is a
+:class:`~minipay.server.repositories._driver.DriverStatement` run with ``asyncpg.Connection.fetchrow``
+on the connection SQLAlchemy checked out.
 
 Only for statements that need no transaction of SQLAlchemy's: a unit of work in autocommit (a
 read-only unit of work on PostgreSQL, or the one statement of a batch sent at commit,
@@ -18,68 +15,25 @@ with its own first statement. Errors are raised as SQLAlchemy's (``IntegrityErro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import Select
+
+from minipay.server.repositories._driver import DriverStatement
 
 __all__ = ["PgStatement"]
 
-Processor = Callable[[Any], Any]
 
-
-_GIVEN = object()  # a parameter the caller gives (a bindparam without a value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    # Per positional parameter: its name, the value the statement holds (literals) or _GIVEN, and
-    # the type's bind processor.
-    binds: tuple[tuple[str, Any, Processor | None], ...]
-    columns: tuple[tuple[str, Processor | None], ...]
-
-
-class PgStatement:
+class PgStatement(DriverStatement):
     """A Core statement, compiled once for the connection's dialect, run on the asyncpg connection."""
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
-        self._compiled: _Compiled | None = None
-
-    def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled: Any = self.statement.compile(dialect=dialect)
-        binds = tuple(
-            (
-                name,
-                _GIVEN if bind.required else bind.effective_value,
-                bind.type.dialect_impl(dialect).bind_processor(dialect),
-            )
-            for name, bind in ((name, compiled.binds[name]) for name in compiled.positiontup or ())
-        )
-        columns = tuple(
-            (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, None))
-            for column in self.statement.selected_columns
-        )
-        return _Compiled(str(compiled), binds, columns)
 
     async def fetchrow(self, conn: AsyncConnection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The statement's first row (column name -> value, as SQLAlchemy would give it), or None."""
-        compiled = self._compiled
-        if compiled is None:
-            compiled = self._compiled = self._compile(conn.dialect)
-        try:
-            args = []
-            for name, held, process in compiled.binds:
-                value = params[name] if held is _GIVEN else held
-                args.append(value if process is None else process(value))
-        except Exception as error:  # a missing parameter, a naive datetime: as SQLAlchemy says it
-            raise exc.StatementError(str(error), compiled.sql, None, error, hide_parameters=True) from error
+        compiled = self.compiled(conn.dialect)
+        args = compiled.arguments(params)
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         try:
@@ -99,12 +53,7 @@ class PgStatement:
             else:
                 await conn.invalidate(error)
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
-        if record is None:
-            return None
-        return {
-            name: value if process is None else process(value)
-            for (name, process), value in zip(compiled.columns, record.values(), strict=True)
-        }
+        return None if record is None else compiled.row(record.values())
 
 
 #: SQLSTATEs after which the session is gone: connection exceptions, the server shutting it down or

@@ -2,9 +2,9 @@
 
 Each is a plain ASGI endpoint (:class:`NotifyEndpoint`): it takes the raw request and answers XML,
 so none of FastAPI's per-request work (dependency solving, the request and response objects, its
-exception layers) applies to it. The busiest route of the service is answered before routing, by
-:class:`EarlyRoutes`, inside the observer (metrics, request id) and the body-read deadline; the
-routes stay in the router, which answers them when that layer is left out.
+exception layers) applies to it. They are the busiest routes of the service: answered before routing,
+by :class:`~minipay.server.routes.early.EarlyRoutes`; the routes stay in the router, which answers
+them when that layer is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from minipay.server._guards import BodyReadTimeout
 from minipay.server._http import Metrics
@@ -24,7 +24,7 @@ from minipay.server.bootstrap import Container
 from minipay.server.notifications import NotifyReply, handle_payment_notification, handle_refund_notification, reply
 from minipay.server.settings import Settings
 
-__all__ = ["EarlyRoutes", "NotifyEndpoint", "add_routes"]
+__all__ = ["NotifyEndpoint", "add_routes"]
 
 log = logging.getLogger("minipay.server")
 
@@ -136,33 +136,10 @@ class NotifyEndpoint:
         await send({"type": "http.response.body", "body": content})
 
 
-class EarlyRoutes:
-    """Plain ASGI: answers the given routes (exact path, their methods) before the router searches
-    the route table, with the route's own ASGI endpoint; ``scope["route"]`` is set as the router
-    would, so metrics count the request under its route. Anything else goes on to ``app``."""
-
-    def __init__(self, app: ASGIApp, *, routes: list[Route]) -> None:
-        self.app = app
-        self.routes = {route.path: route for route in routes}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]  # the path the router matches: without a proxy's mount point
-            route = self.routes.get(path)
-            if route is not None and route.methods is not None and scope["method"] in route.methods:
-                scope["route"] = route
-                await route.endpoint(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def add_routes(
     app: FastAPI, container: Container, settings: Settings, metrics: Metrics, wake: asyncio.Event
 ) -> list[Route]:
-    """Add the two notification routes; returns them (for :class:`EarlyRoutes`)."""
+    """Add the two notification routes; returns them (for :class:`~minipay.server.routes.early.EarlyRoutes`)."""
     reads = _Reads()
     common: dict[str, Any] = {
         "settings": settings,

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from minipay.server._http import Metrics
+from minipay.server._http import Metrics, route_path
 from minipay.server.auth import ops_access
 from minipay.server.bootstrap import Container
 from minipay.server.health import Backlog, BacklogGauges, WeChatMonitor
@@ -46,19 +46,12 @@ class LivenessMiddleware:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and _route_path(scope) == "/healthz":
+        if scope["type"] == "http" and scope["method"] == "GET" and route_path(scope) == "/healthz":
             scope["route"] = self.route
             await send(dict(_HEALTHZ_START))
             await send(_HEALTHZ_END)
             return
         await self.app(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    # The path the router matches: without the root path a proxy mounts the service under.
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def add_routes(

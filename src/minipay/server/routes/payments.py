@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
-from minipay.server.auth import Caller
+from minipay.server.auth import AuthIndex, Caller, bearer_owner
 from minipay.server.bootstrap import Container
 from minipay.server.domain import PaymentStatus
 from minipay.server.routes.schemas import (
@@ -24,13 +29,68 @@ from minipay.server.routes.schemas import (
 from minipay.server.services import (
     CreatePayment,
     InvalidRequest,
+    Services,
     payment_view,
 )
 
-__all__ = ["add_routes"]
+__all__ = ["PaymentRead", "add_routes"]
+
+_AUTHORIZATION = b"authorization"
 
 
-def add_routes(app: FastAPI, container: Container) -> None:
+def payment_json(services: Services, payment: Any, *, with_params: bool = True) -> dict[str, Any]:
+    """The API's view of a payment, with its ``pay_params`` while it can be paid (``with_params``)."""
+    return payment_view(payment, pay_params=services.pay_params_for(payment) if with_params else None)
+
+
+class PaymentRead:
+    """``GET /v1/payments/{payment_id}`` (without a query string) as a plain ASGI endpoint, for
+    :class:`~minipay.server.routes.early.EarlyRoutes`: the answer of the FastAPI route, without
+    FastAPI's dependency solving, which costs more than the read itself. The same steps as the
+    route: the bearer key (:func:`~minipay.server.auth.bearer_owner`), ``services.get_payment``,
+    the view as a ``JSONResponse``; an error goes to the app's own exception handlers, which
+    answer it as they answer the route's (an unhandled one propagates to the server-error handler)."""
+
+    prefix = "/v1/payments/"
+    method = "GET"
+    param = "payment_id"
+
+    def __init__(
+        self, route: BaseRoute, services: Services, state: State, exception_handlers: Mapping[Any, Any]
+    ) -> None:
+        self.route, self.services, self.state = route, services, state
+        # The app's own (live) mapping of exception handlers: looked up at each error, as FastAPI's
+        # ExceptionMiddleware would, without the 500 one (the server-error layer's).
+        self._exception_handlers = exception_handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            authorization: str | None = None
+            for name, value in scope["headers"]:
+                if name == _AUTHORIZATION:  # the first one, as FastAPI's Header() reads it
+                    authorization = value.decode("latin-1")
+                    break
+            auth_index: AuthIndex = self.state.auth_index  # the app's keys (auth.install_api_keys)
+            caller = bearer_owner(auth_index, authorization)
+            services = self.services
+            payment = await services.get_payment(caller, scope["path_params"]["payment_id"])
+            response = JSONResponse(payment_json(services, payment))
+        except Exception as error:
+            await self._handled(error)(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    def _handled(self, error: Exception) -> ExceptionMiddleware:
+        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+            raise error
+
+        handlers = {k: v for k, v in self._exception_handlers.items() if k not in (500, Exception)}
+        return ExceptionMiddleware(failing, handlers=handlers)
+
+
+def add_routes(app: FastAPI, container: Container) -> PaymentRead:
+    """Add the session and payment routes; returns the early endpoint of the payment read (for
+    :class:`~minipay.server.routes.early.EarlyRoutes`)."""
     services = container.services
 
     # -- sessions & payments ------------------------------------------------------------------------------
@@ -41,7 +101,7 @@ def add_routes(app: FastAPI, container: Container) -> None:
         return await services.login(caller, body.code, body.sub_appid)
 
     def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
-        return payment_view(p, pay_params=services.pay_params_for(p) if with_params else None)
+        return payment_json(services, p, with_params=with_params)
 
     @app.post(
         "/v1/payments",
@@ -67,6 +127,9 @@ def add_routes(app: FastAPI, container: Container) -> None:
         )
         # The view is built here to the documented shape: no response-model validation of it again.
         return JSONResponse(_payment_json(payment))
+
+    route = next(r for r in app.router.routes if getattr(r, "endpoint", None) is get_payment)
+    read = PaymentRead(route, services, app.state, app.exception_handlers)
 
     @app.get("/v1/payments", tags=["payments"], response_model=PaymentListOut, responses=error_responses(400))
     async def list_payments(
@@ -118,3 +181,5 @@ def add_routes(app: FastAPI, container: Container) -> None:
     )
     async def close_payment(payment_id: str, caller: Caller) -> dict[str, Any]:
         return _payment_json(await services.close_payment(caller, payment_id))
+
+    return read
