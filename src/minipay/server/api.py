@@ -135,6 +135,11 @@ def create_app(
         version="1",
         description="WeChat Pay Global Mini Program payments as a JSON API (see docs/server.md).",
         lifespan=lifespan,
+        # The service observes its requests itself (_http.ObserveMiddleware: metrics, the request's
+        # span when tracing is on): FastAPI's own OpenTelemetry instrumentation would record every
+        # request a second time, and even switched off by an unconfigured provider it asks the
+        # providers at every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Served below, behind settings.docs_enabled and the ops keys.
         openapi_url=None,
         docs_url=None,
