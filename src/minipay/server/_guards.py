@@ -35,7 +35,6 @@ class BodyDeadlineMiddleware:
         if scope["type"] != "http" or self.seconds <= 0:
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         complete = False
 
@@ -44,7 +43,9 @@ class BodyDeadlineMiddleware:
             if complete:  # the body is in: what follows is the wait for a disconnect, unbounded
                 return await receive()
             if deadline is None:
-                deadline = loop.time() + self.seconds
+                # Looked up at the first read, not per request: most requests read no body, and
+                # asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+                deadline = asyncio.get_running_loop().time() + self.seconds
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()

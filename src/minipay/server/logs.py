@@ -26,13 +26,12 @@ and the record's other structured extras). Example, for a service embedded in an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import secrets
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any, Final, Literal, TextIO
@@ -106,17 +105,25 @@ def bind(**ids: str | int | None) -> None:
         _fields.set(merged)
 
 
-@contextlib.contextmanager
-def log_context(request_id: str | None = None, **ids: str | int | None) -> Iterator[str]:
-    """A scope with its own request id (a new one when ``None``) and no ids but ``ids``; yields the id."""
-    rid = request_id if request_id is not None else new_request_id()
-    rid_token = _request_id.set(rid)
-    fields_token = _fields.set({k: str(v) for k, v in ids.items() if v is not None})
-    try:
-        yield rid
-    finally:
-        _fields.reset(fields_token)
-        _request_id.reset(rid_token)
+class log_context:
+    """A scope with its own request id (a new one when ``None``) and no ids but ``ids``; yields the id.
+
+    A class rather than a generator-based context manager: it is entered at every request."""
+
+    __slots__ = ("_fields_token", "_ids", "_rid_token", "request_id")
+
+    def __init__(self, request_id: str | None = None, **ids: str | int | None) -> None:
+        self.request_id = request_id if request_id is not None else new_request_id()
+        self._ids = ids
+
+    def __enter__(self) -> str:
+        self._rid_token = _request_id.set(self.request_id)
+        self._fields_token = _fields.set({k: str(v) for k, v in self._ids.items() if v is not None})
+        return self.request_id
+
+    def __exit__(self, *_: object) -> None:
+        _fields.reset(self._fields_token)
+        _request_id.reset(self._rid_token)
 
 
 class ContextFilter(logging.Filter):

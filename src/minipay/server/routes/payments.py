@@ -36,6 +36,11 @@ from minipay.server.services import (
 __all__ = ["PaymentRead", "add_routes"]
 
 _AUTHORIZATION = b"authorization"
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+#: Starlette's JSON encoding, exactly (what a JSONResponse's body is).
+_json = JSONResponse(None).render
 
 
 def payment_json(services: Services, payment: Any, *, with_params: bool = True) -> dict[str, Any]:
@@ -74,11 +79,14 @@ class PaymentRead:
             caller = bearer_owner(auth_index, authorization)
             services = self.services
             payment = await services.get_payment(caller, scope["path_params"]["payment_id"])
-            response = JSONResponse(payment_json(services, payment))
+            body = _json(payment_json(services, payment))
         except Exception as error:
             await self._handled(error)(scope, receive, send)
             return
-        await response(scope, receive, send)
+        # What JSONResponse(...) sends, without building the response object.
+        headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _handled(self, error: Exception) -> ExceptionMiddleware:
         async def failing(scope: Scope, receive: Receive, send: Send) -> None:
