@@ -2,7 +2,11 @@
 
 ``app`` (Starlette, the floor the targets are measured against): ``GET /get`` answers a small JSON
 document; ``POST /post`` reads the body and answers a small XML document (the shape of a
-notification reply). Nothing else: what the ASGI framework and the server cost.
+notification reply). Nothing else: what the ASGI framework and the server cost. Beside them, not a
+floor of their own: ``GET /rows/{row_id}`` runs the one keyed lookup ``GET /v1/payments/{id}``
+makes (the payment by id, in the service's own unit of work of lookups,
+``MINIPAY_BENCH_DATABASE_URL``) and answers a small JSON document: what that read costs on the bare
+framework, the floor of the work left in the service's read once everything else is gone.
 
 ``fastapi_app`` (FastAPI, what the service is written in, measured beside it to show how much of the
 gap to the Starlette floor is the framework's own): ``GET /get``, the same JSON from a bare FastAPI
@@ -52,14 +56,21 @@ async def post(request: Request) -> Response:
     return Response(_REPLY, media_type="application/xml")
 
 
-app = Starlette(routes=[Route("/get", get), Route("/post", post, methods=["POST"])])
+async def lookup(request: Request) -> JSONResponse:
+    if _engine is None:
+        return JSONResponse({"error": "MINIPAY_BENCH_DATABASE_URL is not set"}, 503)
+    async with UnitOfWork(_engine).looking_up() as uow:
+        payment = await uow.payments.get(request.path_params["row_id"])
+    if payment is None:
+        return JSONResponse({"error": "not found"}, 404)
+    return JSONResponse({"id": payment.id, "status": str(payment.status), "amount": payment.amount})
 
 
 _engine: Any = None
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(_: Any) -> AsyncIterator[None]:
     global _engine
     url = os.environ.get("MINIPAY_BENCH_DATABASE_URL")
     _engine = db.create_engine(url) if url else None
@@ -69,6 +80,11 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
         if _engine is not None:
             await _engine.dispose()
 
+
+app = Starlette(
+    routes=[Route("/get", get), Route("/post", post, methods=["POST"]), Route("/rows/{row_id}", lookup)],
+    lifespan=_lifespan,
+)
 
 fastapi_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=_lifespan)
 

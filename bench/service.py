@@ -17,6 +17,9 @@ uvicorn (uvloop + httptools, access log off, same number of processes). Then it 
 - ``FastAPI GET {id} + auth + read``: that shape plus the one SQL read the service's GET makes
   (the payment's row by id, the service's engine and driver, same database): the floor of the work
   left in ``GET /v1/payments/{id}`` once the framework and the database are counted;
+- ``floor GET + lookup``: the Starlette floor app running only the keyed lookup the service's GET
+  makes (the payment by id, the service's unit of work of lookups, same database): the floor of the
+  work left in ``GET /v1/payments/{id}`` on the bare framework;
 - ``FastAPI POST + notify's SQL``: a FastAPI POST route that reads its body and runs the statements of
   a first-time notification (through the service's repositories, on the payments just created):
   the floor of the work left in a first-time notification once the framework and the database are
@@ -233,7 +236,12 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
             ]
         service = subprocess.Popen(service_cmd, env=_quiet_env(MINIPAY_CONFIG=str(config)), stdout=log, stderr=log)
         stack.procs.append(service)
-        floor = subprocess.Popen([*floor_cmd, *uvicorn_common], env=env, stdout=log, stderr=log)
+        floor = subprocess.Popen(
+            [*floor_cmd, *uvicorn_common],
+            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url),
+            stdout=log,
+            stderr=log,
+        )
         stack.procs.append(floor)
         fastapi_cmd = [arg.replace("floor_app:app", "floor_app:fastapi_app") for arg in floor_cmd]
         fastapi_cmd[fastapi_cmd.index(str(floor_port))] = str(fastapi_port)
@@ -619,6 +627,7 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
     fastapi_row = go(
         Case("FastAPI GET {id} + auth + read", stack.fastapi_url, [Request("GET", f"/rows/{i}", auth) for i in ids])
     )
+    floor_lookup = go(Case("floor GET + lookup", stack.floor_url, [Request("GET", f"/rows/{i}", {}) for i in ids]))
     fastapi_writes = go(
         Case(
             "FastAPI POST + notify's SQL",
@@ -675,6 +684,7 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
         row("FastAPI GET {id} + auth", fastapi_item, "floor GET", floor_get),
         row("GET /healthz", healthz, "floor GET", floor_get),
         row("FastAPI GET {id} + auth + read", fastapi_row, "floor GET", floor_get),
+        row("floor GET + lookup", floor_lookup, "floor GET", floor_get),
         row("GET /v1/payments/{id}", get, "floor GET", floor_get),
         row("POST /v1/payments", post, "floor POST", floor_post),
         row("FastAPI POST + notify's SQL", fastapi_writes, "floor POST", floor_post),
@@ -690,11 +700,11 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
     first, dup = by["notify (first-time)"], by["notify (duplicate)"]
     first_target = 800 if db == "postgres" and replicas >= 2 else 500
     get_target = f"GET /v1/payments/{{id}} >= 0.30x floor GET ({get.ratio or 0:.2f}x)"
-    read_floor = by.get("FastAPI GET {id} + auth + read")
+    read_floor = by.get("floor GET + lookup")
     if read_floor and read_floor.ratio is not None and read_floor.ratio < 0.30:
         # Shown, not excused: the target stays missed, with the floor of the work that is left.
         get_target += (
-            f"; out of reach in FastAPI on this machine: the route's shape with its one SQL read and"
+            f"; out of reach on this machine: the bare Starlette floor running the same keyed lookup and"
             f" nothing else reaches {read_floor.ratio:.2f}x"
         )
     first_check = f"first-time notifications >= {first_target}/s ({first.rps:.0f}/s)"
@@ -731,6 +741,7 @@ def framework_share(rows: list[Row]) -> list[str]:
         ("GET /healthz", "FastAPI GET"),
         ("GET /v1/payments/{id}", "FastAPI GET {id} + auth"),
         ("GET /v1/payments/{id}", "FastAPI GET {id} + auth + read"),
+        ("GET /v1/payments/{id}", "floor GET + lookup"),
         ("notify (first-time)", "FastAPI POST + notify's SQL"),
         ("notify (first-time)", "FastAPI POST + notify's parse + SQL"),
     ):
