@@ -60,7 +60,7 @@ async def test_a_webhook_url_token_is_not_logged_by_the_http_client(
     )
     assert created.status_code == 201
     await world.pay(await world.create_payment())
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="httpx2"):
         sent = await world.container.webhook_sender.send(f"http://hooks.example/hooks?token={token}", b"{}", {})
     assert sent == 200
     assert "HTTP Request" in caplog.text

@@ -28,6 +28,8 @@ def restore_logging() -> Iterator[None]:
     # Other tests may have left a level on the loggers above ours: the root's level must decide here.
     parents = [logging.getLogger(name) for name in ("minipay", "minipay.server", "minipay.server.test")]
     parent_levels = [p.level for p in parents]
+    client = logging.getLogger("httpx2")
+    client_level = client.level
     for p in parents:
         p.setLevel(logging.NOTSET)
     try:
@@ -40,6 +42,7 @@ def restore_logging() -> Iterator[None]:
             u.handlers[:], u.propagate = u_handlers, u_propagate
         for p, lvl in zip(parents, parent_levels, strict=True):
             p.setLevel(lvl)
+        client.setLevel(client_level)
 
 
 def test_the_format_defaults_to_text_on_a_terminal_and_json_elsewhere() -> None:
@@ -100,3 +103,18 @@ def test_uvicorn_s_own_access_log_is_cut_off_so_a_request_is_logged_once_without
     uvicorn_access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/v1/payments?cursor=x", "1.1", 200)
     logging.getLogger("uvicorn.error").warning("still written")
     assert [json.loads(line)["logger"] for line in out.getvalue().splitlines()] == ["uvicorn.error"]
+
+
+def test_the_http_client_s_line_per_request_is_written_at_debug_only(restore_logging: None) -> None:
+    # The SDK logs each WeChat call attempt at DEBUG (failures at INFO); httpx2's own INFO line per
+    # request would be a second line for each, formatted on the hot path of every API call.
+    client = logging.getLogger("httpx2")
+    out = io.StringIO()
+    configure_logging("json", "INFO", stream=out)
+    client.info("HTTP Request: POST http://wechat/pay/unifiedorder 200")
+    client.warning("a warning is written")
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == ["a warning is written"]
+    out = io.StringIO()
+    configure_logging("json", "DEBUG", stream=out)
+    client.info("HTTP Request: POST http://wechat/pay/unifiedorder 200")
+    assert "unifiedorder" in out.getvalue()

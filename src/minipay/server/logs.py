@@ -251,6 +251,10 @@ def configure_logging(
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+    # The HTTP client's own line per request (WeChat calls, webhook deliveries) at INFO would double
+    # the SDK's per-attempt line, which is DEBUG (failures INFO): it is written at DEBUG only.
+    client = logging.getLogger("httpx2")
+    client.setLevel(logging.NOTSET if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)
     access = logging.getLogger("minipay.access")
     access.handlers.clear()
     access.propagate = True

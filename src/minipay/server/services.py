@@ -11,6 +11,7 @@ Applying WeChat's answers lives in ``outcomes``, the errors in ``errors``, the J
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -306,9 +307,14 @@ class Services:
         except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
+        # The first attempt decides on the payment as it was read (a copy: an attempt that loses
+        # leaves it as it was); its save is conditional on that version, so it reads nothing and its
+        # writes can go at commit. A concurrent change makes the next attempt read the locked row.
+        snapshot = [dataclasses.replace(payment, events=[])]
+
         async def phase2(uow: UnitOfWorkPort) -> Payment:
             now = self.clock.now()
-            current = await uow.payments.get(payment.id, for_update=True)
+            current = snapshot.pop() if snapshot else await uow.payments.get(payment.id, for_update=True)
             if current is None:  # pragma: no cover
                 raise NotFound("no such payment")
             if current.status in OPEN_STATUSES:
@@ -320,7 +326,10 @@ class Services:
                 await uow.commit()
             return current
 
-        return await retrying(self.uow_factory, phase2)
+        def unit_of_work() -> UnitOfWorkPort:
+            return self.uow_factory().writing_at_commit() if snapshot else self.uow_factory()
+
+        return await retrying(unit_of_work, phase2)
 
     async def _resolve_by_query(self, sub: SubMerchantSettings, payment: Payment) -> Payment:
         try:
