@@ -779,6 +779,54 @@ async def test_the_payment_row_is_committed_before_wechat_is_called(world: World
     assert payment["status"] == "pending"
 
 
+@pytest.mark.parametrize("meanwhile", ["changed", "closed"])
+async def test_a_payment_changed_while_its_unified_order_is_in_flight_is_decided_on_the_fresh_row(
+    world: World, meanwhile: str
+) -> None:
+    # The prepay_id is saved on the payment as the first unit of work committed it, conditional on
+    # that version; another writer in between (here: a save of the row, or a close) makes the save
+    # fail and the next attempt decide on the locked, fresh row. Nothing of the lost attempt stays.
+    gateway = world.container.services.gateway
+    uow_factory = world.container.uow_factory
+
+    class ConcurrentWriter:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gateway, name)
+
+        async def create_order(self, sub: Any, order: Any) -> str:
+            prepay_id: str = await gateway.create_order(sub, order)
+            async with uow_factory() as uow:
+                current = await uow.payments.get_by_out_trade_no(
+                    order_mch_id, order.out_trade_no, sub_mch_id=sub.sub_mch_id, for_update=True
+                )
+                assert current is not None
+                if meanwhile == "closed":
+                    current.closed(world.clock.now(), "closed meanwhile")
+                await uow.payments.save(current)
+                await uow.commit()
+            return prepay_id
+
+    order_mch_id = world.settings.institutions[0].mch_id
+    world.container.services.gateway = ConcurrentWriter()
+    openid = await world.login()
+    response = await world.api.post(
+        "/v1/payments",
+        json={"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid},
+        headers=world.auth(),
+    )
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    stored = await world.get(payment["id"])
+    if meanwhile == "changed":
+        assert payment["status"] == stored["status"] == "pending"
+        assert payment["pay_params"] is not None
+        assert await world.count("payment_events", payment_id=payment["id"], type="prepared") == 1
+    else:
+        assert payment["status"] == stored["status"] == "closed"
+        assert payment["pay_params"] is None
+        assert await world.count("payment_events", payment_id=payment["id"], type="prepared") == 0
+
+
 @on_the_fake
 async def test_an_api_call_that_keeps_losing_races_answers_503_busy(world: World, monkeypatch: Any) -> None:
     async def always_raced(*_: Any, **__: Any) -> Any:
