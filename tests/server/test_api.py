@@ -779,6 +779,24 @@ async def test_the_payment_row_is_committed_before_wechat_is_called(world: World
     assert payment["status"] == "pending"
 
 
+async def test_a_generated_out_trade_no_that_is_taken_is_drawn_again_not_refused(
+    world: World, monkeypatch: Any
+) -> None:
+    # Without an idempotency key or an out_trade_no of the caller's, the first attempt does not read:
+    # the unique key is the check. A clash (120 random bits: never, but it must not be a 409) makes
+    # the next attempt draw a new number.
+    first = await world.create_payment()
+    from minipay.server import services
+
+    drawn = iter([first["out_trade_no"], "mpfreshly0drawn0number0000000001"])
+    monkeypatch.setattr(services, "new_out_trade_no", lambda: next(drawn))
+    second = await world.create_payment()
+    assert second["out_trade_no"] == "mpfreshly0drawn0number0000000001"
+    assert second["status"] == "pending"
+    assert await world.count("payments") == 2
+    assert await world.count("payment_events", payment_id=second["id"], type="created") == 1
+
+
 @pytest.mark.parametrize("meanwhile", ["changed", "closed"])
 async def test_a_payment_changed_while_its_unified_order_is_in_flight_is_decided_on_the_fresh_row(
     world: World, meanwhile: str

@@ -519,6 +519,31 @@ async def test_writes_sent_at_commit_are_kept_whole(store: Store, events: int, p
     assert sorted(e["data"]["n"] for e in published) == list(range(publishes))
 
 
+@pytest.mark.parametrize("events", [1, 2, 9])
+async def test_a_new_payment_sent_at_commit_is_kept_whole_and_a_taken_key_writes_nothing(
+    store: Store, events: int
+) -> None:
+    # A payment's insert with its event rows (the API's create: one statement on PostgreSQL; nine
+    # rows do not fit it and go one statement after the other, in a transaction).
+    async def create(new: Payment, key: str) -> None:
+        async with store.factory().writing_at_commit() as uow:
+            await uow.payments.add(new)
+            for n in range(events):
+                await uow.events.append(
+                    type=f"{key}-{n}", source="test", data={}, now=START, payment_id=new.id, sub_mch_id=new.sub_mch_id
+                )
+            await uow.commit()
+
+    await create(payment(1), "A")
+    assert await get(store, "pay_1") == payment(1)
+    assert await store.event_types("pay_1") == [f"A-{n}" for n in range(events)]
+    with pytest.raises(IntegrityError):  # another payment with the same out_trade_no
+        await create(payment(2, out_trade_no="ORDER1"), "B")
+    assert await get(store, "pay_2") is None
+    assert await store.event_types("pay_2") == []
+    assert await store.count("payments") == 1
+
+
 async def test_writes_sent_at_commit_on_a_stale_read_write_nothing(store: Store) -> None:
     await add(store, payment(1))
     stale = await get(store, "pay_1")

@@ -221,12 +221,21 @@ class Services:
         fingerprint = cmd.fingerprint()
         scope = f"{principal.scope}:payments"
 
+        # Without an idempotency key and with an out_trade_no of our own making (120 random bits),
+        # the first attempt reads nothing: the unique key is the only check, and the insert and its
+        # event row can go at commit (one statement on PostgreSQL). A clash fails the insert
+        # (IntegrityError): the next attempt, with a new number, checks as usual.
+        unread = [True] if cmd.out_trade_no is None and idempotency_key is None else []
+
         async def phase1(uow: UnitOfWorkPort) -> tuple[Payment, bool]:
             now = self.clock.now()
             out_trade_no = cmd.out_trade_no or new_out_trade_no()
-            taken = (
-                await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no, sub_mch_id=sub.sub_mch_id) is not None
-            )
+            if unread:
+                unread.pop()
+                taken = False
+            else:
+                found = await uow.payments.get_by_out_trade_no(inst.mch_id, out_trade_no, sub_mch_id=sub.sub_mch_id)
+                taken = found is not None
             # The key is read *after* the out_trade_no: a concurrent twin commits its payment and its key
             # together, so under READ COMMITTED we never see its payment without its key (no false 409).
             if idempotency_key is not None:
@@ -271,7 +280,10 @@ class Services:
             await uow.commit()
             return payment, True
 
-        payment, created = await retrying(self.uow_factory, phase1)
+        def phase1_unit() -> UnitOfWorkPort:
+            return self.uow_factory().writing_at_commit() if unread else self.uow_factory()
+
+        payment, created = await retrying(phase1_unit, phase1)
         if payment.status is PaymentStatus.CREATED or (
             payment.status is PaymentStatus.PENDING and self._prepay_stale(payment)
         ):

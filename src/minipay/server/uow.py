@@ -26,7 +26,8 @@ connection, ``db.SQLiteEngine.lookup_connection``; on PostgreSQL a pooled one, t
 the driver). Its ``conn`` is refused; its repositories answer only their ``get`` lookups.
 
 Work that only writes, having decided on rows read before (its saves conditional on the versions it
-read), uses ``uow_factory().writing_at_commit()``: on PostgreSQL its writes are sent at ``commit()``
+read) or inserting a new payment (its unique keys the only check), uses
+``uow_factory().writing_at_commit()``: on PostgreSQL its writes are sent at ``commit()``
 as one statement, with no transaction round trips (``repositories._batch``); elsewhere it is an
 ordinary unit of work. Such a unit of work reads nothing: its ``conn`` is refused.
 
@@ -248,6 +249,8 @@ class UnitOfWork:
             # Written one statement after the other, in a transaction of their own.
             async with self.engine.connect() as conn:
                 await conn.begin()
+                for values in batch.adds:
+                    await PaymentRepository.add_values(conn, values)
                 for payment, values in batch.saves:
                     await PaymentRepository.save_values(conn, payment, values)
                 if events:
@@ -257,16 +260,18 @@ class UnitOfWork:
                 await conn.commit()
             self._after_saves(batch)
             return
-        statement = batch_statement(save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox))
+        statement = batch_statement(
+            save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox), add=bool(batch.adds)
+        )
         async with self.engine.connect() as conn:
             # One statement on the driver itself, outside any transaction: atomic on its own. Nothing
             # else runs on this connection (a statement of SQLAlchemy's would begin a transaction
             # that closing the connection rolls back).
             answer = await statement.fetchrow(conn, batch.parameters(events))
         saved = 0 if answer is None else answer["saved"]
-        if saved != 1:
-            payment = batch.saves[0][0]
-            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
+        if saved != 1:  # only a save can miss (its version check): an insert raised instead
+            payment_id = batch.saves[0][0].id if batch.saves else batch.adds[0]["id"]
+            raise ConcurrentUpdate(f"payment {payment_id} changed concurrently")
         self._after_saves(batch)
 
     @staticmethod

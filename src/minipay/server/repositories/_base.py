@@ -66,21 +66,25 @@ BATCH_OUTBOX_COLUMNS = tuple(c.name for c in db.outbox_events.columns)
 
 @dataclass
 class WriteBatch:
-    """What a unit of work will write at its commit: at most one payment save (its values, the
-    version it read), event-log rows, outbox events (each with the sub-merchant its deliveries are for)."""
+    """What a unit of work will write at its commit: at most one new payment (its row) or one payment
+    save (its values, the version it read), event-log rows, outbox events (each with the sub-merchant
+    its deliveries are for)."""
 
     saves: list[tuple[Payment, dict[str, Any]]] = field(default_factory=list)
+    adds: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def fits(self, event_rows: int) -> bool:
         """Whether these writes (with ``event_rows`` log rows) go in one statement."""
-        return len(self.saves) <= 1 and len(self.outbox) <= 1 and event_rows <= MAX_EVENT_ROWS
+        return len(self.saves) + len(self.adds) <= 1 and len(self.outbox) <= 1 and event_rows <= MAX_EVENT_ROWS
 
     def parameters(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """The bound values of ``repositories._batch.batch_statement`` for these writes."""
         params: dict[str, Any] = {}
         for _, values in self.saves:
             params.update({f"p_{name}": value for name, value in values.items()})
+        for values in self.adds:
+            params.update({f"a_{name}": value for name, value in values.items()})
         for i, row in enumerate(events):
             params.update({f"e{i}_{name}": row[name] for name in BATCH_EVENT_COLUMNS})
         for row in self.outbox:

@@ -1,5 +1,5 @@
-"""Writes sent at commit, in one statement (PostgreSQL): a payment's conditional save, the event-log rows
-and the outbox event with its deliveries.
+"""Writes sent at commit, in one statement (PostgreSQL): a payment's conditional save or a new payment's
+insert, the event-log rows and the outbox event with its deliveries.
 
 A unit of work that reads nothing inside its transaction (it decided on a row read before, and its
 save is conditional on that row's version) does not need a transaction of its own: on PostgreSQL one
@@ -7,7 +7,9 @@ statement is atomic. :class:`WriteBatch` collects those writes, and ``UnitOfWork
 as one statement of data-modifying CTEs (:func:`batch_statement`), in autocommit: no ``BEGIN``, no
 ``COMMIT``, one round trip where a transaction takes five. Every insert is gated on the save
 (``WHERE EXISTS (SELECT FROM saved)``): when another writer changed the row since it was read,
-nothing is written and the caller gets :class:`ConcurrentUpdate`, as from the save itself.
+nothing is written and the caller gets :class:`ConcurrentUpdate`, as from the save itself. A new
+payment's insert needs no read at all: a unique key it breaks fails the whole statement
+(``IntegrityError``), as the insert alone would.
 
 Shapes beyond one save, a few event rows and one outbox event are not built: they are written one
 statement after the other in a transaction, as any unit of work does (:meth:`WriteBatch.fits`).
@@ -24,6 +26,7 @@ from minipay.server import db
 from minipay.server.repositories._base import (
     BATCH_EVENT_COLUMNS,
     BATCH_OUTBOX_COLUMNS,
+    PAYMENT_FIELDS,
     PAYMENT_SAVED_FIELDS,
     WriteBatch,
 )
@@ -33,26 +36,34 @@ from minipay.server.repositories._pg import PgStatement
 __all__ = ["WriteBatch", "batch_statement"]
 
 
-_STATEMENTS: dict[tuple[bool, int, bool], PgStatement] = {}
+_STATEMENTS: dict[tuple[bool, int, bool, bool], PgStatement] = {}
 
 
-def batch_statement(*, save: bool, event_rows: int, publish: bool) -> PgStatement:
+def batch_statement(*, save: bool, event_rows: int, publish: bool, add: bool = False) -> PgStatement:
     """The one statement for a batch of that shape (built once per shape), run on the driver
-    (``repositories._pg``): it returns one row, ``saved``, the number of payment rows saved (0 when
-    the version check failed, and then nothing was written; 1 when there was no save)."""
-    key = (save, event_rows, publish)
+    (``repositories._pg``): it returns one row, ``saved``, the number of payment rows saved or added
+    (0 when the version check failed, and then nothing was written; 1 when there was neither)."""
+    key = (save, event_rows, publish, add)
     statement = _STATEMENTS.get(key)
     if statement is None:
-        statement = _STATEMENTS[key] = PgStatement(_build(save=save, event_rows=event_rows, publish=publish))
+        statement = _STATEMENTS[key] = PgStatement(_build(save=save, event_rows=event_rows, publish=publish, add=add))
     return statement
 
 
-def _build(*, save: bool, event_rows: int, publish: bool) -> Select[Any]:
+def _build(*, save: bool, event_rows: int, publish: bool, add: bool = False) -> Select[Any]:
     p, e, o = db.payments, db.payment_events, db.outbox_events
     ctes: list[Any] = []
     gate: Any = None
     saved: Any = None
-    if save:
+    if add:
+        saved = (
+            insert(p)
+            .values({name: bindparam(f"a_{name}", type_=p.c[name].type) for name in PAYMENT_FIELDS})
+            .returning(p.c.id)
+            .cte("added")
+        )
+        gate = exists(select(saved.c.id))
+    elif save:
         saved = (
             update(p)
             .where(p.c.id == bindparam("p_b_id"), p.c.version == bindparam("p_b_version"))

@@ -89,8 +89,20 @@ def _values(entity: Payment | Refund, names: Sequence[str]) -> dict[str, Any]:
 
 class PaymentRepository(Repository):
     async def add(self, payment: Payment) -> None:
-        await self.conn.execute(_INSERT_PAYMENT, _values(payment, PAYMENT_FIELDS))
+        """Insert a new payment (in a unit of work that writes at commit: then, and the unique
+        keys' ``IntegrityError`` comes from the commit)."""
+        values = _values(payment, PAYMENT_FIELDS)
+        batch = self._uow.batch
+        if batch is not None:
+            batch.adds.append(values)
+        else:
+            await self.add_values(self.conn, values)
         bind(payment_id=payment.id, out_trade_no=payment.out_trade_no)
+
+    @staticmethod
+    async def add_values(conn: AsyncConnection, values: dict[str, Any]) -> None:
+        """The insert of :meth:`add`, with its values."""
+        await conn.execute(_INSERT_PAYMENT, values)
 
     async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
         query = _PAYMENT_BY_ID[sub_mch_id is not None, for_update]
