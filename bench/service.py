@@ -701,11 +701,12 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
     first_target = 800 if db == "postgres" and replicas >= 2 else 500
     get_target = f"GET /v1/payments/{{id}} >= 0.30x floor GET ({get.ratio or 0:.2f}x)"
     read_floor = by.get("floor GET + lookup")
-    if read_floor and read_floor.ratio is not None and read_floor.ratio < 0.30:
+    if read_floor and read_floor.ratio is not None and (get.ratio or 0) < 0.30:
         # Shown, not excused: the target stays missed, with the floor of the work that is left.
+        reach = "out of reach on this machine: " if read_floor.ratio < 0.30 else ""
         get_target += (
-            f"; out of reach on this machine: the bare Starlette floor running the same keyed lookup and"
-            f" nothing else reaches {read_floor.ratio:.2f}x"
+            f"; {reach}the bare Starlette floor running the same keyed lookup and nothing else reaches"
+            f" {read_floor.ratio:.2f}x, this GET {get.rps / read_floor.rps if read_floor.rps else 0:.2f}x of it"
         )
     first_check = f"first-time notifications >= {first_target}/s ({first.rps:.0f}/s)"
     # The most complete floor measured: the notification's parse, signature check and statements.
