@@ -1,5 +1,5 @@
-"""``bench/service.py``'s verdicts: a target missed stays missed, and says so with its floor when the
-floor itself is below the target (the run itself is CI's smoke run, ``--quick``)."""
+"""``bench/service.py``'s verdicts: a target missed stays missed, and says so with its floor (out of
+reach when the floor itself is below the target; the run itself is CI's smoke run, ``--quick``)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,23 @@ def test_a_first_time_miss_above_its_floor_is_only_a_miss() -> None:
     assert _verdict(rows, "sqlite", 1, "first-time")[1]  # 650/s against 500/s
 
 
-def test_the_get_ratio_miss_shows_its_fastapi_floor() -> None:
-    text, met = _verdict(_rows(), "sqlite", 1, "GET /v1/payments/{id} >= 0.30x")
+def test_a_get_ratio_miss_shows_the_lookup_floor_and_says_out_of_reach_only_below_the_target() -> None:
+    rows = _rows()
+    rows.append(bench.Row("floor GET + lookup", 4500.0, 5, 10, 0, 1000, "floor GET", 30000.0))
+    text, met = _verdict(rows, "postgres", 1, "GET /v1/payments/{id} >= 0.30x")
     assert not met
-    assert "out of reach in FastAPI on this machine" in text
-    assert "reaches 0.10x" in text
+    assert "out of reach on this machine" in text
+    assert "same keyed lookup and nothing else reaches 0.15x, this GET 0.44x of it" in text
+    rows[-1] = bench.Row("floor GET + lookup", 9600.0, 5, 10, 0, 1000, "floor GET", 30000.0)
+    text, met = _verdict(rows, "sqlite", 1, "GET /v1/payments/{id} >= 0.30x")
+    assert not met
+    assert "out of reach" not in text
+    assert "reaches 0.32x, this GET 0.21x of it" in text
+
+
+def test_a_get_ratio_met_is_only_met() -> None:
+    rows = _rows(**{"GET /v1/payments/{id}": 9100.0})
+    rows.append(bench.Row("floor GET + lookup", 9600.0, 5, 10, 0, 1000, "floor GET", 30000.0))
+    text, met = _verdict(rows, "sqlite", 1, "GET /v1/payments/{id} >= 0.30x")
+    assert met
+    assert text == "GET /v1/payments/{id} >= 0.30x floor GET (0.30x)"

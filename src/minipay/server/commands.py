@@ -1,4 +1,5 @@
-"""What the use cases take: the caller (``Principal``), the ``CreatePayment`` command and their checks."""
+"""What the use cases take: the caller (``Principal``), the ``CreatePayment`` command and their checks
+(:func:`check_create_payment`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ import secrets
 from dataclasses import dataclass, field
 
 from minipay.protocol import (
+    DEFAULT_CURRENCIES,
     FieldError,
     MinipayError,
     TransportError,
+    check_amount,
+    check_id,
+    check_ip,
+    check_out_trade_no,
+    check_text,
 )
 from minipay.server.errors import Conflict
 from minipay.server.ports import UnitOfWorkPort
 
 __all__ = [
+    "MAX_AMOUNT",
     "CreatePayment",
     "Principal",
+    "check_create_payment",
     "check_storable",
     "err_code",
     "is_unknown",
@@ -78,6 +87,40 @@ class CreatePayment:
             separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+MAX_AMOUNT = 2**63 - 1  # the amount columns are 64-bit integers (WeChat states no maximum)
+
+
+def check_create_payment(cmd: CreatePayment, *, sub_currency: str, default_expires_in: int) -> tuple[str, str, int]:
+    """The payment's currency, client IP and lifetime in seconds, once every field of ``cmd`` is
+    checked for the sub-merchant (settlement currency ``sub_currency``); a bad one is a
+    :class:`FieldError` (or ``ValueError``) naming it."""
+    check_amount(cmd.amount, "amount")
+    if cmd.amount > MAX_AMOUNT:
+        raise FieldError("amount", f"must be at most {MAX_AMOUNT} minor units")
+    currency = DEFAULT_CURRENCIES.check(cmd.currency, "currency")
+    if currency not in (sub_currency, "CNY"):
+        raise FieldError("currency", f"must be {sub_currency} or CNY for this sub-merchant")
+    check_text(cmd.description, "description", 127, utf8_bytes=True)
+    if not cmd.description.strip():
+        raise FieldError("description", "must not be empty")
+    if not cmd.openid:
+        raise FieldError("openid", "is required (from POST /v1/sessions)")
+    check_id(cmd.openid, "openid", 128)
+    if cmd.out_trade_no is not None:
+        check_out_trade_no(cmd.out_trade_no)
+    if cmd.attach is not None:
+        check_text(cmd.attach, "attach", 127, utf8_bytes=True)
+    client_ip = check_ip(cmd.client_ip or "127.0.0.1", "client_ip")
+    expires_in = cmd.expires_in if cmd.expires_in is not None else default_expires_in
+    if not 60 <= expires_in <= 7 * 24 * 3600:
+        raise FieldError("expires_in", "must be between 60 seconds and 7 days")
+    if len(cmd.metadata) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in cmd.metadata.items()):
+        raise FieldError("metadata", "at most 20 keys of 40 characters, values of 500 characters")
+    for text in (*cmd.metadata, *map(str, cmd.metadata.values())):
+        check_storable(text, "metadata")
+    return currency, client_ip, expires_in
 
 
 def new_out_trade_no() -> str:

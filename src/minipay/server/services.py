@@ -19,22 +19,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from minipay.protocol import (
-    DEFAULT_CURRENCIES,
     FieldError,
     LoginError,
     MinipayError,
     PayParams,
     TransportError,
     check_amount,
-    check_id,
-    check_ip,
-    check_out_trade_no,
     check_text,
 )
 from minipay.server.commands import (
     CreatePayment,
     Principal,
-    check_storable,
+    check_create_payment,
     err_code,
     is_unknown,
     new_out_refund_no,
@@ -99,7 +95,6 @@ log = logging.getLogger("minipay.server")
 
 PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeChat drops it
 _PREPAY_MARGIN = timedelta(minutes=5)
-MAX_AMOUNT = 2**63 - 1  # the amount columns are 64-bit integers (WeChat states no maximum)
 
 
 class Services:
@@ -192,30 +187,9 @@ class Services:
         sub = self.sub_merchant(principal, cmd.sub_mch_id)
         inst = self.gateway.institution(sub)
         try:
-            check_amount(cmd.amount, "amount")
-            if cmd.amount > MAX_AMOUNT:
-                raise FieldError("amount", f"must be at most {MAX_AMOUNT} minor units")
-            currency = DEFAULT_CURRENCIES.check(cmd.currency, "currency")
-            if currency not in (sub.currency, "CNY"):
-                raise FieldError("currency", f"must be {sub.currency} or CNY for this sub-merchant")
-            check_text(cmd.description, "description", 127, utf8_bytes=True)
-            if not cmd.description.strip():
-                raise FieldError("description", "must not be empty")
-            if not cmd.openid:
-                raise FieldError("openid", "is required (from POST /v1/sessions)")
-            check_id(cmd.openid, "openid", 128)
-            if cmd.out_trade_no is not None:
-                check_out_trade_no(cmd.out_trade_no)
-            if cmd.attach is not None:
-                check_text(cmd.attach, "attach", 127, utf8_bytes=True)
-            client_ip = check_ip(cmd.client_ip or "127.0.0.1", "client_ip")
-            expires_in = cmd.expires_in if cmd.expires_in is not None else self.settings.payment_expires_in
-            if not 60 <= expires_in <= 7 * 24 * 3600:
-                raise FieldError("expires_in", "must be between 60 seconds and 7 days")
-            if len(cmd.metadata) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in cmd.metadata.items()):
-                raise FieldError("metadata", "at most 20 keys of 40 characters, values of 500 characters")
-            for text in (*cmd.metadata, *map(str, cmd.metadata.values())):
-                check_storable(text, "metadata")
+            currency, client_ip, expires_in = check_create_payment(
+                cmd, sub_currency=sub.currency, default_expires_in=self.settings.payment_expires_in
+            )
         except (FieldError, ValueError) as exc:
             raise InvalidRequest(str(exc), code="invalid_field") from None
         fingerprint = cmd.fingerprint()

@@ -7,10 +7,8 @@ from typing import Annotated, Any
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from minipay.server.commands import MAX_AMOUNT
 from minipay.server.domain import PaymentStatus, RefundStatus
-from minipay.server.services import (
-    MAX_AMOUNT,
-)
 
 # -- request bodies ----------------------------------------------------------------------------------
 
