@@ -693,20 +693,19 @@ async def test_a_unit_of_work_of_lookups_finds_by_key_what_reading_finds(store: 
     paid.status, paid.paid_at, paid.transaction_id = PaymentStatus.SUCCEEDED, START, "4200000001"
     back = refund(1, paid, 300)
     await add(store, paid, payment(2, sub=SUB2), back)
+
+    async def lookups(uow: Any) -> tuple[Any, ...]:
+        return (
+            await uow.payments.get("pay_1", sub_mch_id=SUB1),
+            await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1),
+            await uow.refunds.get("re_1"),
+            await uow.refunds.get_by_out_refund_no(MCH, "R1"),
+        )
+
     async with store.factory().reading() as uow:
-        read = (
-            await uow.payments.get("pay_1", sub_mch_id=SUB1),
-            await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1),
-            await uow.refunds.get("re_1"),
-            await uow.refunds.get_by_out_refund_no(MCH, "R1"),
-        )
+        read = await lookups(uow)
     async with store.factory().looking_up() as uow:
-        looked_up = (
-            await uow.payments.get("pay_1", sub_mch_id=SUB1),
-            await uow.payments.get_by_out_trade_no(MCH, "ORDER1", sub_mch_id=SUB1),
-            await uow.refunds.get("re_1"),
-            await uow.refunds.get_by_out_refund_no(MCH, "R1"),
-        )
+        looked_up = await lookups(uow)
         assert await uow.payments.get("pay_2", sub_mch_id=SUB1) is None  # another sub-merchant's
         assert await uow.payments.get("pay_nope") is None
         assert await uow.refunds.get("re_1", sub_mch_id=SUB2) is None
