@@ -779,6 +779,29 @@ async def test_the_payment_row_is_committed_before_wechat_is_called(world: World
     assert payment["status"] == "pending"
 
 
+def test_a_route_the_router_prefers_to_the_early_payment_read_is_found() -> None:
+    # A GET route of one segment below /v1/payments/ listed before the read's own route would be
+    # answered by the early endpoint in its place: create_app refuses to start with one.
+    from starlette.routing import Route
+
+    from minipay.server.routes.early import shadowed
+
+    app = create_app(build_settings("sqlite+aiosqlite:///:memory:", run_migrations=False))
+    (read,) = [m.kwargs["items"][0] for m in app.user_middleware if m.cls is EarlyRoutes]
+    table = list(app.router.routes)
+    assert shadowed(table, [read]) == []
+    position = table.index(read.route)
+
+    async def other(_: Any) -> None:  # pragma: no cover - never served
+        return None
+
+    before = [Route("/v1/payments/export", other), Route("/v1/payments/import", other, methods=["POST"])]
+    deeper = Route("/v1/payments/{payment_id}/export", other)
+    table[position:position] = [*before, deeper]
+    assert shadowed(table, [read]) == ["/v1/payments/export"]
+    assert shadowed([*list(app.router.routes), *before], [read]) == []  # after it: the read wins anyway
+
+
 async def test_a_generated_out_trade_no_that_is_taken_is_drawn_again_not_refused(
     world: World, monkeypatch: Any
 ) -> None:

@@ -27,7 +27,7 @@ from minipay.server.console import build_console_router
 from minipay.server.health import BacklogGauges, WeChatMonitor
 from minipay.server.ports import Clock, PaymentGateway, WebhookSender
 from minipay.server.routes import notify, ops, payments, refunds, webhooks
-from minipay.server.routes.early import EarlyRoutes
+from minipay.server.routes.early import EarlyRoutes, shadowed
 from minipay.server.routes.errors import honest_schema, install_error_handlers
 from minipay.server.settings import SHUTDOWN_GRACE, Settings
 from minipay.server.webhooks import (
@@ -163,6 +163,9 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    taken = shadowed(app.routes, [payment_read])
+    if taken:
+        raise ValueError(f"route(s) {', '.join(taken)} would be answered as GET /v1/payments/{{payment_id}}")
 
     # Plain ASGI layers, innermost first: /healthz, WeChat's notifications and the payment read
     # answered before routing (routes.early), the body-read deadline, then the observer that sees

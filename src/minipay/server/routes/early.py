@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipay.server._http import route_path
 
-__all__ = ["EarlyRoutes", "ItemEndpoint"]
+__all__ = ["EarlyRoutes", "ItemEndpoint", "shadowed"]
 
 
 class ItemEndpoint(Protocol):
@@ -30,6 +30,26 @@ class ItemEndpoint(Protocol):
     route: BaseRoute
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+def shadowed(routes: Sequence[BaseRoute], items: Sequence[ItemEndpoint]) -> list[str]:
+    """The paths of routes that the router would prefer to an item endpoint's own route (listed before
+    it: ``GET`` on a path of one segment below its prefix, e.g. ``/v1/payments/export``) and that the
+    endpoint would answer in their place; the app refuses to start with one. Routes after the item's
+    lose to it in the router too."""
+    found = []
+    for item in items:
+        for route in routes:
+            if route is item.route:
+                break
+            path = getattr(route, "path", None)
+            methods = getattr(route, "methods", None) or ()
+            if not isinstance(path, str) or item.method not in methods or not path.startswith(item.prefix):
+                continue
+            rest = path[len(item.prefix) :]
+            if rest and "/" not in rest:
+                found.append(path)
+    return found
 
 
 class EarlyRoutes:
