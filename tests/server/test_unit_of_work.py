@@ -735,11 +735,26 @@ async def test_a_unit_of_work_of_lookups_sees_each_commit_at_once_and_never_wait
     assert after.status is PaymentStatus.CLOSED
 
 
-@pytest.mark.parametrize("in_memory", [False, True])
-async def test_a_unit_of_work_of_lookups_holds_no_connection(database_url: str, in_memory: bool) -> None:
-    if in_memory and not database_url.startswith("sqlite"):
-        pytest.skip("in memory: SQLite only")
-    engine = db.create_engine("sqlite+aiosqlite:///:memory:" if in_memory else database_url)
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def lookup_url(
+    request: pytest.FixtureRequest, tmp_path: Path, _pg_session: dict[str, str], _sqlite_template: dict[str, Path]
+) -> str:
+    """A migrated SQLite file, an in-memory SQLite database (migrated by the test) or PostgreSQL."""
+    if request.param == "sqlite":
+        return await fresh_sqlite_url(_sqlite_template, tmp_path / "minipay.db")
+    if request.param == "memory":
+        return "sqlite+aiosqlite:///:memory:"
+    return await fresh_pg_url(_pg_session)
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path, _sqlite_template: dict[str, Path]) -> str:
+    return await fresh_sqlite_url(_sqlite_template, tmp_path / "minipay.db")
+
+
+async def test_a_unit_of_work_of_lookups_holds_no_connection(lookup_url: str) -> None:
+    in_memory = lookup_url.endswith(":memory:")
+    engine = db.create_engine(lookup_url)
     try:
         if in_memory:
             from minipay.server.migrations import upgrade
@@ -763,9 +778,7 @@ async def test_a_unit_of_work_of_lookups_holds_no_connection(database_url: str, 
         await engine.dispose()
 
 
-async def test_lookups_on_sqlite_cannot_write_and_their_errors_are_sqlalchemys(database_url: str) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's lookup connection")
+async def test_lookups_on_sqlite_cannot_write_and_their_errors_are_sqlalchemys(sqlite_url: str) -> None:
     import sqlite3
 
     from sqlalchemy import text
@@ -773,7 +786,7 @@ async def test_lookups_on_sqlite_cannot_write_and_their_errors_are_sqlalchemys(d
 
     from minipay.server.repositories._pg import PgStatement
 
-    engine = db.create_engine(database_url)
+    engine = db.create_engine(sqlite_url)
     try:
         assert isinstance(engine, db.SQLiteEngine)
         connection = engine.lookup_connection()
