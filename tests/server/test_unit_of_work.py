@@ -769,6 +769,7 @@ async def test_a_unit_of_work_of_lookups_holds_no_connection(lookup_url: str) ->
                 await uow.payments.search(sub_mch_id=None)
             with pytest.raises(RuntimeError, match="nothing to commit"):
                 await uow.commit()
+            await uow.rollback()  # nothing to roll back: no error
             found = await uow.payments.get("pay_1")
             assert found is not None
             assert found.id == "pay_1"

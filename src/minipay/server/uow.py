@@ -284,6 +284,8 @@ class UnitOfWork:
         if self._batch is not None:
             self._batch = WriteBatch()  # nothing was sent: forgetting it is the rollback
             return
+        if self.lookups_only:
+            return  # no transaction, no connection: nothing to roll back
         await self.conn.rollback()
 
     async def record(
