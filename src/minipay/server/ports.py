@@ -241,12 +241,12 @@ class WebhookStore(Protocol):
 
 class UnitOfWorkPort(Protocol):
     """One transaction over the repositories: ``async with`` it; ``commit()`` keeps the work, leaving
-        the block without it rolls back. ``reading()`` (before ``async with``) makes it read-only,
-    ``looking_up()`` read-only by key lookups alone;
-        ``writing_at_commit()`` makes it a unit of work that reads nothing (its writes may be sent at commit).
+    the block without it rolls back. ``reading()`` (before ``async with``) makes it read-only,
+    ``looking_up()`` read-only by key lookups alone; ``writing_at_commit()`` makes it a unit of work
+    that reads nothing (its writes may be sent at commit).
 
-        Writes are conditional on the version read (``ConcurrentUpdate``) and unique keys are enforced
-        (``IntegrityError``): ``uow.retrying`` runs the work again in a fresh unit of work for both.
+    Writes are conditional on the version read (``ConcurrentUpdate``) and unique keys are enforced
+    (``IntegrityError``): ``uow.retrying`` runs the work again in a fresh unit of work for both.
     """
 
     @property
