@@ -53,7 +53,6 @@ def batch_statement(*, save: bool, event_rows: int, publish: bool, add: bool = F
 def _build(*, save: bool, event_rows: int, publish: bool, add: bool = False) -> Select[Any]:
     p, e, o = db.payments, db.payment_events, db.outbox_events
     ctes: list[Any] = []
-    gate: Any = None
     saved: Any = None
     if add:
         saved = (
@@ -62,7 +61,6 @@ def _build(*, save: bool, event_rows: int, publish: bool, add: bool = False) -> 
             .returning(p.c.id)
             .cte("added")
         )
-        gate = exists(select(saved.c.id))
     elif save:
         saved = (
             update(p)
@@ -71,7 +69,8 @@ def _build(*, save: bool, event_rows: int, publish: bool, add: bool = False) -> 
             .returning(p.c.id)
             .cte("saved")
         )
-        gate = exists(select(saved.c.id))
+    # Every insert below waits on the payment's own row: written only when it was added or saved.
+    gate = None if saved is None else exists(select(saved.c.id))
 
     def gated(query: Select[Any]) -> Select[Any]:
         return query if gate is None else query.where(gate)
