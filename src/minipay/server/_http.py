@@ -34,6 +34,7 @@ __all__ = [
     "KNOWN_METHODS",
     "Metrics",
     "ObserveMiddleware",
+    "header",
     "method_label",
     "route_label",
     "route_path",
@@ -120,7 +121,9 @@ def _nul_response(request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of the request header ``name`` (lower case), as Starlette's ``Headers`` and
+    FastAPI's ``Header()`` read it, or None."""
     for key, value in scope["headers"]:
         if key == name:
             return value  # type: ignore[no-any-return]
@@ -142,7 +145,7 @@ class ObserveMiddleware:
             return
         started = time.perf_counter()
         status = 500  # what the client gets when the app raises before answering
-        request_id = accept_request_id(_header(scope, _REQUEST_ID))
+        request_id = accept_request_id(header(scope, _REQUEST_ID))
         request_id_header = (_REQUEST_ID, request_id.encode())
         scope.setdefault("state", {})["request_id"] = request_id
 

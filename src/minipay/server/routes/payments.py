@@ -13,6 +13,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
+from minipay.server._http import header
 from minipay.server.auth import AuthIndex, Caller, bearer_owner
 from minipay.server.bootstrap import Container
 from minipay.server.domain import PaymentStatus
@@ -70,11 +71,8 @@ class PaymentRead:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            authorization: str | None = None
-            for name, value in scope["headers"]:
-                if name == _AUTHORIZATION:  # the first one, as FastAPI's Header() reads it
-                    authorization = value.decode("latin-1")
-                    break
+            raw = header(scope, _AUTHORIZATION)
+            authorization = None if raw is None else raw.decode("latin-1")
             auth_index: AuthIndex = self.state.auth_index  # the app's keys (auth.install_api_keys)
             caller = bearer_owner(auth_index, authorization)
             services = self.services
