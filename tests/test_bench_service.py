@@ -73,3 +73,14 @@ def test_a_get_ratio_met_is_only_met() -> None:
     text, met = _verdict(rows, "sqlite", 1, "GET /v1/payments/{id} >= 0.30x")
     assert met
     assert text == "GET /v1/payments/{id} >= 0.30x floor GET (0.30x)"
+
+
+def test_floors_measured_far_apart_are_reported_and_close_ones_are_not() -> None:
+    rows = _rows()
+    rows.append(bench.Row("floor GET (again)", 20000.0, 5, 10, 0, 1000))
+    rows.append(bench.Row("floor POST (again)", 28000.0, 5, 10, 0, 1000))
+    (line,) = bench.floor_drift(rows)
+    assert "floor GET measured 30,000/s, then 20,000/s (33% apart)" in line
+    assert "run it again" in line
+    rows[-2] = bench.Row("floor GET (again)", 27000.0, 5, 10, 0, 1000)
+    assert bench.floor_drift(rows) == []
