@@ -38,7 +38,7 @@ EXPECTED_ALL = [
     "describe_login_errcode", "encode_xml", "encrypt_req_info", "explain_signature", "format_major",
     "format_wx_date", "format_wx_datetime", "format_wx_time", "from_unix", "login_error", "new_nonce",
     "parse_bill", "parse_major", "parse_payment_notification", "parse_refund_notification", "parse_wire_int",
-    "parse_wx_date", "parse_wx_datetime", "parse_wx_time", "render_bill", "reply_fail", "reply_success",
+    "parse_wx_date", "parse_wx_datetime", "parse_wx_time", "random_hex", "render_bill", "reply_fail", "reply_success",
     "require_aware", "sign", "string_to_sign", "to_unix", "verify", "verify_pay_params",
 ]  # fmt: skip
 

@@ -104,6 +104,7 @@ from minipay.protocol._notify import (
 )
 from minipay.protocol._operations import OPERATION_TABLE, OPERATIONS, Operation, OperationName
 from minipay.protocol._payparams import PayParams, build_pay_params, verify_pay_params
+from minipay.protocol._random import random_hex
 from minipay.protocol._requests import (
     COMMON_REQUEST_FIELDS,
     CloseOrderRequest,
@@ -302,6 +303,7 @@ __all__ = [
     "parse_wx_date",
     "parse_wx_datetime",
     "parse_wx_time",
+    "random_hex",
     "render_bill",
     "reply_fail",
     "reply_success",

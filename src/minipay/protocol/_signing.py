@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final, Literal, TypeAlias
 
 from minipay.protocol._errors import SignatureError
+from minipay.protocol._random import random_hex
 from minipay.protocol._secrets import ApiKey, as_api_key
 
 __all__ = [
@@ -291,7 +291,8 @@ def explain_signature(
 
 
 def new_nonce(length: int = 32) -> str:
-    """A fresh random ``nonce_str`` (spec 3.5): hex letters and digits from :mod:`secrets`."""
+    """A fresh random ``nonce_str`` (spec 3.5): hex letters and digits from the OS's CSPRNG
+    (:func:`~minipay.protocol._random.random_hex`)."""
     if not 1 <= length <= 32:
         raise ValueError("a nonce is 1 to 32 characters")
-    return secrets.token_hex(16)[:length]
+    return random_hex(16)[:length]

@@ -24,14 +24,17 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipay.server import tracing
+from minipay.server._json import dumps
 from minipay.server.logs import accept_request_id, log_context
 
 __all__ = [
     "ACCESS_LOGGER",
     "KNOWN_METHODS",
+    "JSONBody",
     "Metrics",
     "ObserveMiddleware",
     "header",
@@ -80,6 +83,14 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+class JSONBody(JSONResponse):
+    """A ``JSONResponse`` rendered with orjson (:func:`minipay.server._json.dumps`): the same bytes
+    for what the API's views hold, at a tenth of the encoding's cost."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
 
 
 def method_label(method: str) -> str:

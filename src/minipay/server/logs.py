@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any, Final, Literal, TextIO
+
+from minipay.protocol import random_hex
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -70,7 +71,7 @@ _ACCEPTED = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 
 def new_request_id(prefix: str = "") -> str:
     """A fresh id: 24 random hex digits after ``prefix`` (``job_``, ``wh_``...)."""
-    return prefix + secrets.token_hex(12)
+    return prefix + random_hex(12)
 
 
 def accept_request_id(value: bytes | None) -> str:

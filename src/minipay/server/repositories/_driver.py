@@ -12,7 +12,7 @@ or ``sqlite3`` (:meth:`DriverStatement.fetchrow_sqlite`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,13 @@ class Compiled:
     # the type's bind processor.
     binds: tuple[tuple[str, Any, Processor | None], ...]
     columns: tuple[tuple[str, Processor | None], ...]
+    #: The column names, and the columns that have a result processor (both from ``columns``).
+    names: tuple[str, ...] = ()
+    processed: tuple[tuple[str, Processor], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(name for name, _ in self.columns))
+        object.__setattr__(self, "processed", tuple((n, p) for n, p in self.columns if p is not None))
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         """The driver's positional arguments for ``params`` (by bind name), each processed as
@@ -49,12 +56,14 @@ class Compiled:
             raise exc.StatementError(str(error), self.sql, None, error, hide_parameters=True) from error
         return args
 
-    def row(self, values: Iterable[Any]) -> dict[str, Any]:
+    def row(self, values: Sequence[Any]) -> dict[str, Any]:
         """A driver's row as SQLAlchemy would give it: column name -> processed value."""
-        return {
-            name: value if process is None else process(value)
-            for (name, process), value in zip(self.columns, values, strict=True)
-        }
+        # The row as it came, then the few columns whose type processes its value (datetimes, JSON,
+        # booleans): dict(zip()) runs in C, a comprehension over every column does not.
+        out = dict(zip(self.names, values, strict=True))
+        for name, process in self.processed:
+            out[name] = process(out[name])
+        return out
 
 
 class DriverStatement:

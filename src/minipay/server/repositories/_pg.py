@@ -53,7 +53,7 @@ class PgStatement(DriverStatement):
             else:
                 await conn.invalidate(error)
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
-        return None if record is None else compiled.row(record.values())
+        return None if record is None else compiled.row(record)
 
 
 #: SQLSTATEs after which the session is gone: connection exceptions, the server shutting it down or

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from fastapi.responses import JSONResponse
 from starlette.datastructures import State
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from minipay.server._http import header
+from minipay.server._http import JSONBody, header
+from minipay.server._json import dumps
 from minipay.server.auth import AuthIndex, Caller, bearer_owner
 from minipay.server.bootstrap import Container
 from minipay.server.domain import PaymentStatus
@@ -40,10 +40,6 @@ _AUTHORIZATION = b"authorization"
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-#: Starlette's JSON encoding, exactly (what a JSONResponse's body is).
-_json = JSONResponse(None).render
-
-
 def payment_json(services: Services, payment: Any, *, with_params: bool = True) -> dict[str, Any]:
     """The API's view of a payment, with its ``pay_params`` while it can be paid (``with_params``)."""
     return payment_view(payment, pay_params=services.pay_params_for(payment) if with_params else None)
@@ -54,7 +50,7 @@ class PaymentRead:
     :class:`~minipay.server.routes.early.EarlyRoutes`: the answer of the FastAPI route, without
     FastAPI's dependency solving, which costs more than the read itself. The same steps as the
     route: the bearer key (:func:`~minipay.server.auth.bearer_owner`), ``services.get_payment``,
-    the view as a ``JSONResponse``; an error goes to the app's own exception handlers, which
+    the view as a :class:`~minipay.server._http.JSONBody`; an error goes to the app's own exception handlers, which
     answer it as they answer the route's (an unhandled one propagates to the server-error handler)."""
 
     prefix = "/v1/payments/"
@@ -77,11 +73,11 @@ class PaymentRead:
             caller = bearer_owner(auth_index, authorization)
             services = self.services
             payment = await services.get_payment(caller, scope["path_params"]["payment_id"])
-            body = _json(payment_json(services, payment))
+            body = dumps(payment_json(services, payment))
         except Exception as error:
             await self._handled(error)(scope, receive, send)
             return
-        # What JSONResponse(...) sends, without building the response object.
+        # What JSONBody(...) sends, without building the response object.
         headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -116,10 +112,10 @@ def add_routes(app: FastAPI, container: Container) -> PaymentRead:
         response_model=PaymentOut,
         responses=replay_response(PaymentOut) | error_responses(400, 404, 408, 409, 502),
     )
-    async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONResponse:
+    async def create_payment(body: PaymentIn, caller: Caller, idempotency_key: IdemKey = None) -> JSONBody:
         cmd = CreatePayment(**body.model_dump())
         payment, created = await services.create_payment(caller, cmd, idempotency_key)
-        return JSONResponse(_payment_json(payment), status_code=201 if created else 200)
+        return JSONBody(_payment_json(payment), status_code=201 if created else 200)
 
     @app.get(
         "/v1/payments/{payment_id}",
@@ -127,12 +123,12 @@ def add_routes(app: FastAPI, container: Container) -> PaymentRead:
         response_model=PaymentOut,
         responses=error_responses(400, 404, 502),
     )
-    async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> JSONResponse:
+    async def get_payment(payment_id: str, caller: Caller, sync: bool = False) -> JSONBody:
         payment = await (
             services.sync_payment(caller, payment_id) if sync else services.get_payment(caller, payment_id)
         )
         # The view is built here to the documented shape: no response-model validation of it again.
-        return JSONResponse(_payment_json(payment))
+        return JSONBody(_payment_json(payment))
 
     route = next(r for r in app.router.routes if getattr(r, "endpoint", None) is get_payment)
     read = PaymentRead(route, services, app.state, app.exception_handlers)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
+from minipay.server._http import JSONBody
 from minipay.server.auth import Caller
 from minipay.server.bootstrap import Container
 from minipay.server.routes.schemas import IdemKey, RefundIn, RefundListOut, RefundOut, error_responses, replay_response
@@ -32,11 +32,11 @@ def add_routes(app: FastAPI, container: Container) -> None:
     )
     async def create_refund(
         payment_id: str, body: RefundIn, caller: Caller, idempotency_key: IdemKey = None
-    ) -> JSONResponse:
+    ) -> JSONBody:
         if not idempotency_key:
             raise InvalidRequest("refunds need an Idempotency-Key header", code="idempotency_key_required")
         refund, created = await services.create_refund(caller, payment_id, body.amount, body.reason, idempotency_key)
-        return JSONResponse(refund_view(refund), status_code=201 if created else 200)
+        return JSONBody(refund_view(refund), status_code=201 if created else 200)
 
     @app.get(
         "/v1/payments/{payment_id}/refunds",
