@@ -44,7 +44,9 @@ REFUND_FIELDS = [f.name for f in dataclasses.fields(Refund) if f.name != "events
 
 def payment_from_row(row: Mapping[Any, Any]) -> Payment:
     """A :class:`Payment` from a ``payments`` row (every column selected)."""
-    values = {name: row[name] for name in PAYMENT_FIELDS}
+    # A row of exactly the payment's columns is copied whole (in C); any other shape is picked
+    # column by column, so a column the entity does not know is left out, a missing one a KeyError.
+    values = dict(row) if len(row) == len(PAYMENT_FIELDS) else {name: row[name] for name in PAYMENT_FIELDS}
     values["status"] = PaymentStatus(values["status"])
     values["metadata"] = dict(values["metadata"] or {})
     return Payment(**values)
