@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+import prometheus_client
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from minipay.server._http import HttpRequestMetrics, Metrics
@@ -24,6 +27,15 @@ def _without_created_values(text: bytes) -> list[str]:
     return [re.sub(r"(_created\{.*\}) \S+$", r"\1 <time>", line) for line in text.decode().splitlines()]
 
 
+@pytest.fixture(params=["with _created", "without _created"])
+def created(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "without _created":
+        prometheus_client.disable_created_metrics()
+    yield request.param
+    prometheus_client.enable_created_metrics()
+
+
+@pytest.mark.usefixtures("created")
 def test_the_exposition_is_prometheus_clients_own() -> None:
     ours = CollectorRegistry()
     metrics = HttpRequestMetrics()

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -84,7 +85,8 @@ class Metrics:
 class HttpRequestMetrics(Collector):
     """``minipay_http_requests_total{method, route, status}`` and the histogram
     ``minipay_http_request_seconds{route}``, exposed exactly as a prometheus_client ``Counter`` and
-    ``Histogram`` with those labels would expose them (``_created`` samples included).
+    ``Histogram`` with those labels would expose them (``_created`` samples included, unless
+    ``prometheus_client.disable_created_metrics()`` was called).
 
     A collector of its own rather than those two classes: they take a lock per increment (three a
     request, plus the bucket search in Python), which cost more than the rest of the observation.
@@ -115,9 +117,12 @@ class HttpRequestMetrics(Collector):
         timed[-2] += seconds
 
     def collect(self) -> Iterator[Metric]:
+        # prometheus_client.disable_created_metrics() leaves the _created samples out, as it does for
+        # its own Counter and Histogram.
+        with_created = getattr(prometheus_metrics, "_use_created", True)
         requests = CounterMetricFamily("minipay_http_requests", "HTTP requests", labels=["method", "route", "status"])
         for (method, route, status), (count, created) in self._requests.copy().items():
-            requests.add_metric([method, route, str(status)], count, created=created)
+            requests.add_metric([method, route, str(status)], count, created=created if with_created else None)
         yield requests
         latency = HistogramMetricFamily("minipay_http_request_seconds", "HTTP latency", labels=["route"])
         for route, timed in self._latency.copy().items():
@@ -127,7 +132,8 @@ class HttpRequestMetrics(Collector):
                 cumulative += count
                 buckets.append((le, cumulative))
             latency.add_metric([route], buckets, timed[-2])
-            latency.samples.append(Sample("minipay_http_request_seconds_created", {"route": route}, timed[-1]))
+            if with_created:
+                latency.samples.append(Sample("minipay_http_request_seconds_created", {"route": route}, timed[-1]))
         yield latency
 
 
