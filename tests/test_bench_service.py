@@ -84,3 +84,9 @@ def test_floors_measured_far_apart_are_reported_and_close_ones_are_not() -> None
     assert "run it again" in line
     rows[-2] = bench.Row("floor GET (again)", 27000.0, 5, 10, 0, 1000)
     assert bench.floor_drift(rows) == []
+
+
+def test_a_first_time_target_met_says_nothing_of_a_floor_below_it() -> None:
+    rows = _rows(**{"notify (first-time)": 593.0})
+    rows.append(bench.Row("FastAPI POST + notify's parse + SQL", 497.0, 5, 10, 0, 1000, "floor POST", 30000.0))
+    assert _verdict(rows, "sqlite", 1, "first-time") == ("first-time notifications >= 500/s (593/s)", True)
