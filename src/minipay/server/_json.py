@@ -3,10 +3,9 @@
 A payment's view (about 900 bytes) costs the standard library's encoder about ten times what it
 costs orjson (responses: :class:`minipay.server._http.JSONBody`), and reading a JSON column (a
 payment's ``metadata``, at every read) twenty times: on ``GET /v1/payments/{id}`` the two were a
-tenth of the service's CPU. The bytes are the same as
-Starlette's ``JSONResponse`` gives for everything the views hold (strings, integers, booleans,
-null, objects and arrays): compact separators, UTF-8 rather than ``\\u`` escapes, the same escapes
-of control characters.
+tenth of the service's CPU. The bytes are the same as Starlette's ``JSONResponse`` gives for
+everything the views hold (strings, integers, booleans, null, objects and arrays): compact
+separators, UTF-8 rather than ``\\u`` escapes, the same escapes of control characters.
 """
 
 from __future__ import annotations
