@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass, field
 
 from minipay.protocol import (
@@ -18,6 +17,7 @@ from minipay.protocol import (
     check_ip,
     check_out_trade_no,
     check_text,
+    random_hex,
 )
 from minipay.server.errors import Conflict
 from minipay.server.ports import UnitOfWorkPort
@@ -124,11 +124,11 @@ def check_create_payment(cmd: CreatePayment, *, sub_currency: str, default_expir
 
 
 def new_out_trade_no() -> str:
-    return "mp" + secrets.token_hex(15)  # 32 characters, letters and digits (spec 5.1)
+    return "mp" + random_hex(15)  # 32 characters, letters and digits (spec 5.1)
 
 
 def new_out_refund_no() -> str:
-    return "mr" + secrets.token_hex(15)
+    return "mr" + random_hex(15)
 
 
 def check_storable(value: str, field: str) -> None:

@@ -14,7 +14,6 @@ A late ``NOTPAY`` never undoes a success; a success after a close is kept and fl
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from minipay.protocol import (
     RefundNotification,
     RefundQueryResponse,
     RefundRecord,
+    random_hex,
 )
 
 __all__ = [
@@ -102,7 +102,7 @@ class ApplyOutcome(enum.StrEnum):
 
 def new_id(prefix: str) -> str:
     """An opaque public id such as ``pay_3f9c...`` (24 hex characters of randomness)."""
-    return f"{prefix}_{secrets.token_hex(12)}"
+    return f"{prefix}_{random_hex(12)}"
 
 
 @dataclass(frozen=True, slots=True)
