@@ -43,11 +43,13 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
 from minipay.server._json import loads as json_loads
+from minipay.server._postgres import StatementPool
 from minipay.server._sqlite import InLoopDBAPI, LookupConnection, WalSync, begin_immediate
 
 __all__ = [
     "REFUND_JOB_KINDS",
     "REFUND_JOB_ROWS",
+    "PgEngine",
     "SQLiteEngine",
     "UTCDateTime",
     "create_engine",
@@ -400,6 +402,29 @@ class SQLiteEngine(AsyncEngine):
             self.lookups.close()
 
 
+class PgEngine(AsyncEngine):
+    """The PostgreSQL engine, with the :attr:`statements` pool beside SQLAlchemy's own.
+
+    Statements that run alone in autocommit (key lookups, the one statement of a unit of work that
+    writes at commit) run on :attr:`statements`, asyncpg's own pool; transactions on SQLAlchemy's.
+    See :mod:`minipay.server._postgres`.
+    """
+
+    def __init__(self, sync_engine: Engine, statements: StatementPool) -> None:
+        super().__init__(sync_engine)
+        self.statements = statements
+
+    async def connections_lost(self) -> None:
+        """The database dropped its sessions (a restart): every pooled connection, on both pools,
+        is replaced at its next use instead of failing there one after the other."""
+        self.sync_engine.pool._invalidate(None)  # type: ignore[arg-type]  # what SQLAlchemy does on a disconnect
+        await self.statements.expire()
+
+    async def dispose(self, close: bool = True) -> None:
+        await self.statements.close()
+        await super().dispose(close)
+
+
 def reader_engine(engine: AsyncEngine) -> AsyncEngine:
     """The engine read-only work should use: SQLite's reader pool, or the engine itself (PostgreSQL)."""
     return engine.reader if isinstance(engine, SQLiteEngine) else engine
@@ -417,10 +442,13 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
 
     SQLite: a :class:`SQLiteEngine` (one pooled writer connection, ``BEGIN IMMEDIATE``, WAL, plus a
     pool of readers: :func:`reader_engine`; group commit: :meth:`SQLiteEngine.sync`; statements run
-    on the event loop: ``minipay.server._sqlite``). PostgreSQL: a pool of ``pool_size`` connections (plus
-    half as many overflow); no ping at checkout (a round trip per transaction): connections are
-    recycled after 30 minutes, and one the server dropped fails its first statement, which
-    invalidates the pool.
+    on the event loop: ``minipay.server._sqlite``). PostgreSQL: a :class:`PgEngine`, a pool of
+    ``pool_size`` connections (plus half as many overflow) for transactions and, beside it, asyncpg's
+    own pool of up to ``pool_size // 2`` connections for statements that run alone in autocommit
+    (``minipay.server._postgres``): at most twice ``pool_size`` connections per process. No ping at
+    checkout (a round trip per transaction): connections are recycled after 30 minutes (asyncpg's
+    after 5 idle minutes), and one the server dropped fails its first statement, which renews
+    both pools.
 
     SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
     secrets, and a database error is logged with its statement. JSON columns are read with
@@ -468,7 +496,7 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
     if database_url.startswith("postgresql"):
         if not database_url.startswith("postgresql+asyncpg"):
             raise ValueError("PostgreSQL URLs must use the asyncpg driver: postgresql+asyncpg://...")
-        return create_async_engine(
+        pooled = create_async_engine(
             database_url,
             echo=echo,
             hide_parameters=True,
@@ -477,6 +505,13 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             pool_recycle=1800,
             json_deserializer=json_loads,
         )
+        statements = StatementPool(
+            pooled.url,
+            pooled.dialect,
+            max_size=max(1, pool_size // 2),
+            acquire_timeout=pooled.sync_engine.pool.timeout(),  # type: ignore[attr-defined]
+        )
+        return PgEngine(pooled.sync_engine, statements)
     raise ValueError("database_url must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
 
 

@@ -22,8 +22,9 @@ PostgreSQL's default READ COMMITTED.
 Work that only looks rows up by key (a payment by id or ``out_trade_no``: the API's read, the
 duplicate check of a notification) uses ``uow_factory().looking_up()``: read-only, and it holds no
 connection: each lookup takes one for its statement alone (on SQLite the process's lookup
-connection, ``db.SQLiteEngine.lookup_connection``; on PostgreSQL a pooled one, the statement run on
-the driver). Its ``conn`` is refused; its repositories answer only their ``get`` lookups.
+connection, ``db.SQLiteEngine.lookup_connection``; on PostgreSQL one of the engine's statement pool,
+``db.PgEngine.statements``, the statement run on the driver). Its ``conn`` is refused; its
+repositories answer only their ``get`` lookups.
 
 Work that only writes, having decided on rows read before (its saves conditional on the versions it
 read) or inserting a new payment (its unique keys the only check), uses
@@ -179,9 +180,10 @@ class UnitOfWork:
             async with engine.reader.connect() as conn:  # in memory: the one connection there is
                 row: Mapping[Any, Any] | None = (await conn.execute(statement.statement, params)).mappings().first()
                 return row
-        # PostgreSQL: the statement on the driver never begins a transaction, so the connection
-        # needs neither AUTOCOMMIT nor a ROLLBACK when it goes back to the pool.
-        async with engine.connect() as conn:
+        # PostgreSQL: the statement alone on the driver, in autocommit (no BEGIN, no ROLLBACK).
+        if isinstance(engine, db.PgEngine):
+            return await statement.fetchrow_alone(engine, params)
+        async with engine.connect() as conn:  # an engine made elsewhere: on SQLAlchemy's pool
             return await statement.fetchrow(conn, params)
 
     def writing_at_commit(self) -> Self:
@@ -263,11 +265,14 @@ class UnitOfWork:
         statement = batch_statement(
             save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox), add=bool(batch.adds)
         )
-        async with self.engine.connect() as conn:
-            # One statement on the driver itself, outside any transaction: atomic on its own. Nothing
-            # else runs on this connection (a statement of SQLAlchemy's would begin a transaction
-            # that closing the connection rolls back).
-            answer = await statement.fetchrow(conn, batch.parameters(events))
+        # One statement on the driver itself, outside any transaction: atomic on its own.
+        if isinstance(self.engine, db.PgEngine):
+            answer = await statement.fetchrow_alone(self.engine, batch.parameters(events))
+        else:
+            async with self.engine.connect() as conn:
+                # Nothing else runs on this connection (a statement of SQLAlchemy's would begin a
+                # transaction that closing the connection rolls back).
+                answer = await statement.fetchrow(conn, batch.parameters(events))
         saved = 0 if answer is None else answer["saved"]
         if saved != 1:  # only a save can miss (its version check): an insert raised instead
             payment_id = batch.saves[0][0].id if batch.saves else batch.adds[0]["id"]

@@ -2,11 +2,12 @@
 
 In a py-spy profile of first-time notifications, running their two statements through SQLAlchemy's
 async engine was ~40% of the process. :class:`PgStatement` is a
-:class:`~minipay.server.repositories._driver.DriverStatement` run with ``asyncpg.Connection.fetchrow``
-on the connection SQLAlchemy checked out.
+:class:`~minipay.server.repositories._driver.DriverStatement` run with ``asyncpg.Connection.fetchrow``:
+on the connection SQLAlchemy checked out (:meth:`PgStatement.fetchrow`), or alone on a connection of
+the engine's statement pool (:meth:`PgStatement.fetchrow_alone`, ``minipay.server._postgres``).
 
 Only for statements that need no transaction of SQLAlchemy's: a unit of work in autocommit (a
-read-only unit of work on PostgreSQL, or the one statement of a batch sent at commit,
+read-only unit of work on PostgreSQL, a key lookup, or the one statement of a batch sent at commit,
 ``repositories._batch``); inside a transaction begun by SQLAlchemy the adapter sends ``BEGIN`` only
 with its own first statement. Errors are raised as SQLAlchemy's (``IntegrityError``,
 ``OperationalError`` with the connection invalidated, ``DBAPIError``), with the asyncpg error as
@@ -16,7 +17,7 @@ with its own first statement. Errors are raised as SQLAlchemy's (``IntegrityErro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
@@ -24,14 +25,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server.repositories._driver import DriverStatement
 
+if TYPE_CHECKING:
+    from minipay.server.db import PgEngine
+
 __all__ = ["PgStatement"]
 
 
 class PgStatement(DriverStatement):
-    """A Core statement, compiled once for the connection's dialect, run on the asyncpg connection."""
+    """A Core statement, compiled once for the connection's dialect, run on an asyncpg connection."""
 
     async def fetchrow(self, conn: AsyncConnection, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The statement's first row (column name -> value, as SQLAlchemy would give it), or None."""
+        """The statement's first row (column name -> value, as SQLAlchemy would give it), or None,
+        on the asyncpg connection of ``conn`` (checked out of SQLAlchemy's pool)."""
         compiled = self.compiled(conn.dialect)
         args = compiled.arguments(params)
         raw = await conn.get_raw_connection()
@@ -42,7 +47,7 @@ class PgStatement(DriverStatement):
             # An argument the driver refused before sending anything: the connection is fine.
             raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
         except asyncpg.PostgresError as error:
-            if str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST) or driver.is_closed():
+            if _session_lost(error) or driver.is_closed():
                 await _lost(conn, raw, error)
             raise _translate(compiled.sql, params, error) from error
         except Exception as error:
@@ -54,6 +59,66 @@ class PgStatement(DriverStatement):
                 await conn.invalidate(error)
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
         return None if record is None else compiled.row(record)
+
+    async def fetchrow_alone(self, engine: PgEngine, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The same, run alone in autocommit on a connection of the engine's statement pool
+        (``db.PgEngine.statements``): failures are raised as :meth:`fetchrow` raises them, a
+        connection that could not be made or waited for as SQLAlchemy's pool raises that."""
+        compiled = self.compiled(engine.dialect)
+        args = compiled.arguments(params)
+        statements = engine.statements
+        try:
+            pool = await statements.pool()
+            driver: asyncpg.Connection = await pool.acquire(timeout=statements.acquire_timeout)
+        except TimeoutError as error:
+            raise exc.TimeoutError(
+                f"no connection of the statement pool (size {statements.max_size}) within "
+                f"{statements.acquire_timeout:g} s"
+            ) from error
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # Could not connect (refused, the server starting or shutting down, a bad password).
+            raise exc.OperationalError("connect", None, error, hide_parameters=True) from error
+        try:
+            record = await driver.fetchrow(compiled.sql, *args)
+        except asyncpg.DataError as error:
+            raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
+        except asyncpg.PostgresError as error:
+            # The server's answer (a unique key, a bad value): the connection serves on, unless the
+            # answer is that the session is gone.
+            if _session_lost(error) or _closed(driver):
+                _discard(driver)
+                await engine.connections_lost()
+            raise _translate(compiled.sql, params, error) from error
+        except Exception as error:
+            if _discard(driver):
+                await engine.connections_lost()
+            raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
+        finally:
+            await pool.release(driver)
+        return None if record is None else compiled.row(record)
+
+
+def _closed(driver: asyncpg.Connection) -> bool:
+    try:
+        return bool(driver.is_closed())
+    except asyncpg.InterfaceError:  # closed, and so given back to the pool already
+        return True
+
+
+def _discard(driver: asyncpg.Connection) -> bool:
+    """Close a pool's connection after a failure that was not the server's answer, so the pool
+    never hands it out again; True when it was closed already (the session is gone)."""
+    try:
+        if driver.is_closed():
+            return True
+        driver.terminate()
+    except asyncpg.InterfaceError:  # closed, and so given back to the pool already
+        return True
+    return False
+
+
+def _session_lost(error: asyncpg.PostgresError) -> bool:
+    return str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST)
 
 
 #: SQLSTATEs after which the session is gone: connection exceptions, the server shutting it down or
