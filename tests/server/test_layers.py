@@ -72,8 +72,8 @@ def test_only_the_http_entrypoints_know_the_web_framework() -> None:
 
 
 # The database is reached through the repositories of the unit of work: only the repositories, the
-# schema and engines (db.py, with its SQLite driver) and the migrations build SQL ...
-SQL_BUILDERS = ("repositories/", "migrations/", "db.py", "_sqlite.py")
+# schema and engines (db.py, with its SQLite and PostgreSQL drivers) and the migrations build SQL ...
+SQL_BUILDERS = ("repositories/", "migrations/", "db.py", "_sqlite.py", "_postgres.py")
 # ... and besides them only the unit of work (it owns the transaction) touches a connection: opens or
 # begins one, executes on it, or reaches for a unit of work's ``conn``.
 CONNECTION_HOLDERS = (*SQL_BUILDERS, "uow.py")

@@ -50,13 +50,13 @@ async def terminate_sessions(url: str, pids: list[int], *, wait: bool = False) -
 
 async def statement_pool_pids(engine: db.PgEngine, at_least: int = 0) -> list[int]:
     """The server pids of the statement pool's connections (making ``at_least`` of them)."""
-    pool = await engine.statements.pool()
-    held = [await pool.acquire() for _ in range(max(at_least, pool.get_size()))]
+    statements = engine.statements
+    held = [await statements.acquire() for _ in range(max(at_least, statements.stats()["size"]))]
     try:
         return [connection.get_server_pid() for connection in held]
     finally:
         for connection in held:
-            await pool.release(connection)
+            statements.release(connection)
 
 
 async def add_at_commit(engine: db.PgEngine, new: Payment) -> None:
@@ -149,7 +149,7 @@ async def test_connections_the_server_dropped_while_idle_are_replaced_without_a_
         assert await statement_pool_pids(engine) == []  # no lookup yet: the pool made no connection
         pids = await statement_pool_pids(engine, at_least=3)
         await terminate_sessions(postgres_url, pids, wait=True)  # as a database restart does
-        for _ in range(4):  # asyncpg's pool sees each closed connection at checkout and makes another
+        for _ in range(4):  # the pool sees each closed connection at checkout and makes another
             async with UnitOfWork(engine).looking_up() as uow:
                 assert await uow.payments.get("pay_1") is not None
         assert not set(await statement_pool_pids(engine)) & set(pids)
@@ -218,14 +218,13 @@ async def test_a_full_statement_pool_times_out_as_sqlalchemys_pool_does(postgres
     assert isinstance(engine, db.PgEngine)
     engine.statements.acquire_timeout = 0.2
     try:
-        pool = await engine.statements.pool()
-        held = await pool.acquire()  # the one connection there is
+        held = await engine.statements.acquire()  # the one connection there is
         try:
             with pytest.raises(PoolTimeout):
                 async with UnitOfWork(engine).looking_up() as uow:
                     await uow.payments.get("pay_1")
         finally:
-            await pool.release(held)
+            engine.statements.release(held)
         async with UnitOfWork(engine).looking_up() as uow:
             assert await uow.payments.get("pay_1") is None
     finally:
@@ -256,5 +255,154 @@ async def test_the_statement_pool_belongs_to_one_event_loop_at_a_time(postgres_u
         await lookup()
         assert engine.statements.stats()["size"] == 1
         assert "s3cr3t" not in repr(engine.statements)
+    finally:
+        await engine.dispose()
+
+
+# -- the pool's own bookkeeping ------------------------------------------------------------------
+
+
+async def test_a_full_pool_serves_its_waiters_first_come_first_served(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)  # one connection on the statement pool
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        held = await statements.acquire()
+        order: list[str] = []
+
+        async def wait(name: str) -> None:
+            connection = await statements.acquire()
+            order.append(name)
+            assert connection is held  # handed on, not a second connection
+            statements.release(connection)
+
+        first = asyncio.create_task(wait("first"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(wait("second"))
+        await asyncio.sleep(0.01)
+        assert statements.stats() == {"size": 1, "idle": 0, "in_use": 1, "waiting": 2, "max_size": 1}
+        statements.release(held)
+        await asyncio.gather(first, second)
+        assert order == ["first", "second"]
+        assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 1}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_waiter_that_gives_up_loses_no_connection_and_no_place(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        held = await statements.acquire()
+        quitter = asyncio.create_task(statements.acquire())
+        await asyncio.sleep(0.01)
+        statements.release(held)  # handed to the waiter ...
+        quitter.cancel()  # ... which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await quitter
+        assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 1}
+
+        held = await statements.acquire()
+        statements.acquire_timeout = 0.05
+        with pytest.raises(TimeoutError):
+            await statements.acquire()
+        statements.release(held, discard=True)  # closed: its place is free again
+        assert statements.stats()["size"] == 0
+        again = await statements.acquire()
+        assert again is not held
+        statements.release(again)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_place_freed_by_a_closed_connection_goes_to_the_waiter(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        held = await statements.acquire()
+        waiter = asyncio.create_task(statements.acquire())
+        await asyncio.sleep(0.01)
+        statements.release(held, discard=True)
+        fresh = await waiter  # opened in the freed place
+        assert fresh is not held
+        assert not fresh.is_closed()
+        assert held.is_closed()
+        assert statements.stats() == {"size": 1, "idle": 0, "in_use": 1, "waiting": 0, "max_size": 1}
+        statements.release(fresh)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_cancelled_under_way_closes_its_connection(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)
+    assert isinstance(engine, db.PgEngine)
+    sleeping = PgStatement(select(func.pg_sleep(30).label("slept")))
+    try:
+        task = asyncio.create_task(sleeping.fetchrow_alone(engine, {}))
+        [pid] = await running_pids(postgres_url, "SELECT pg_sleep(")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert engine.statements.stats() == {"size": 0, "idle": 0, "in_use": 0, "waiting": 0, "max_size": 1}
+        assert await statement_pool_pids(engine, at_least=1) != [pid]
+    finally:
+        await engine.dispose()
+
+
+async def test_expiry_closes_idle_connections_now_and_busy_ones_when_they_return(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=4)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        busy = await statements.acquire()
+        idle = await statements.acquire()
+        statements.release(idle)
+        engine.connections_lost()
+        assert idle.is_closed()
+        assert not busy.is_closed()
+        statements.release(busy)
+        assert busy.is_closed()
+        assert statements.stats()["size"] == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_idle_too_long_is_closed(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    statements.max_idle = 0.05
+    try:
+        old = await statements.acquire()
+        statements.release(old)
+        await asyncio.sleep(0.1)
+        new = await statements.acquire()
+        assert new is not old
+        assert old.is_closed()
+        statements.release(new)
+    finally:
+        await engine.dispose()
+
+
+async def test_closing_the_engine_fails_the_waiters_as_a_database_outage(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)
+    assert isinstance(engine, db.PgEngine)
+    try:
+        held = await engine.statements.acquire()
+
+        async def lookup() -> object:
+            async with UnitOfWork(engine).looking_up() as uow:
+                return await uow.payments.get("pay_1")
+
+        waiting = asyncio.create_task(lookup())
+        await asyncio.sleep(0.01)
+        await engine.dispose()
+        with pytest.raises(OperationalError):  # answered 503 by the API
+            await waiting
+        engine.statements.release(held)
+        assert held.is_closed()
+        assert engine.statements.stats()["size"] == 0
     finally:
         await engine.dispose()

@@ -414,11 +414,11 @@ class PgEngine(AsyncEngine):
         super().__init__(sync_engine)
         self.statements = statements
 
-    async def connections_lost(self) -> None:
+    def connections_lost(self) -> None:
         """The database dropped its sessions (a restart): every pooled connection, on both pools,
         is replaced at its next use instead of failing there one after the other."""
         self.sync_engine.pool._invalidate(None)  # type: ignore[arg-type]  # what SQLAlchemy does on a disconnect
-        await self.statements.expire()
+        self.statements.expire()
 
     async def dispose(self, close: bool = True) -> None:
         await self.statements.close()
@@ -444,11 +444,11 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
     pool of readers: :func:`reader_engine`; group commit: :meth:`SQLiteEngine.sync`; statements run
     on the event loop: ``minipay.server._sqlite``). PostgreSQL: a :class:`PgEngine`, a pool of
     ``pool_size`` connections (plus half as many overflow) for transactions and, beside it, asyncpg's
-    own pool of up to ``pool_size // 2`` connections for statements that run alone in autocommit
+    pool of up to ``pool_size // 2`` connections for statements that run alone in autocommit
     (``minipay.server._postgres``): at most twice ``pool_size`` connections per process. No ping at
-    checkout (a round trip per transaction): connections are recycled after 30 minutes (asyncpg's
-    after 5 idle minutes), and one the server dropped fails its first statement, which renews
-    both pools.
+    checkout (a round trip per transaction): connections are recycled after 30 minutes (the
+    statement pool's after 5 idle minutes), and one the server dropped fails its first statement,
+    which renews both pools.
 
     SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
     secrets, and a database error is logged with its statement. JSON columns are read with

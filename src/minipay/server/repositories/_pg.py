@@ -68,8 +68,7 @@ class PgStatement(DriverStatement):
         args = compiled.arguments(params)
         statements = engine.statements
         try:
-            pool = await statements.pool()
-            driver: asyncpg.Connection = await pool.acquire(timeout=statements.acquire_timeout)
+            driver: asyncpg.Connection = await statements.acquire()
         except TimeoutError as error:
             raise exc.TimeoutError(
                 f"no connection of the statement pool (size {statements.max_size}) within "
@@ -78,43 +77,32 @@ class PgStatement(DriverStatement):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             # Could not connect (refused, the server starting or shutting down, a bad password).
             raise exc.OperationalError("connect", None, error, hide_parameters=True) from error
+        discard = True  # unless the statement ran, or the server answered it
         try:
             record = await driver.fetchrow(compiled.sql, *args)
+            discard = False
         except asyncpg.DataError as error:
+            # An argument the driver refused before sending anything: the connection is fine.
+            discard = False
             raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
         except asyncpg.PostgresError as error:
             # The server's answer (a unique key, a bad value): the connection serves on, unless the
             # answer is that the session is gone.
-            if _session_lost(error) or _closed(driver):
-                _discard(driver)
-                await engine.connections_lost()
+            if _session_lost(error) or driver.is_closed():
+                engine.connections_lost()
+            else:
+                discard = False
             raise _translate(compiled.sql, params, error) from error
         except Exception as error:
-            if _discard(driver):
-                await engine.connections_lost()
+            # Not the server's answer (the connection is gone, or asyncpg lost track of it: an
+            # InterfaceError, an InternalClientError, an OSError): never handed out again.
+            if driver.is_closed():
+                engine.connections_lost()
             raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
         finally:
-            await pool.release(driver)
+            # Cancelled under its statement too: closed, never handed out half-way through one.
+            statements.release(driver, discard=discard)
         return None if record is None else compiled.row(record)
-
-
-def _closed(driver: asyncpg.Connection) -> bool:
-    try:
-        return bool(driver.is_closed())
-    except asyncpg.InterfaceError:  # closed, and so given back to the pool already
-        return True
-
-
-def _discard(driver: asyncpg.Connection) -> bool:
-    """Close a pool's connection after a failure that was not the server's answer, so the pool
-    never hands it out again; True when it was closed already (the session is gone)."""
-    try:
-        if driver.is_closed():
-            return True
-        driver.terminate()
-    except asyncpg.InterfaceError:  # closed, and so given back to the pool already
-        return True
-    return False
 
 
 def _session_lost(error: asyncpg.PostgresError) -> bool:
