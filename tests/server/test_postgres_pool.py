@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Integer, bindparam, func, select, text
@@ -17,8 +18,8 @@ from minipay.server import db
 from minipay.server.domain import Payment, PaymentStatus
 from minipay.server.repositories._pg import PgStatement
 from minipay.server.uow import ConcurrentUpdate, UnitOfWork
-from tests.server.conftest import START, SUB1
-from tests.server.test_unit_of_work import Store, add, payment
+from tests.server.conftest import START, SUB1, SUB2, create_pg_database, drop_pg_database, migrate, require_postgres
+from tests.server.test_unit_of_work import Store, add, payment, refund
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -406,3 +407,75 @@ async def test_closing_the_engine_fails_the_waiters_as_a_database_outage(postgre
         assert engine.statements.stats()["size"] == 0
     finally:
         await engine.dispose()
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+def scans(plan: dict[str, object]) -> list[dict[str, object]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [plan]
+    for child in plan.get("Plans", []):  # type: ignore[union-attr]
+        found += scans(child)  # type: ignore[arg-type]
+    return found
+
+
+async def generic_probes(raw: Any, queries: list[str]) -> dict[str, dict[str, Any]]:
+    """Each query's generic plan (as PostgreSQL uses it after a few runs of a prepared statement):
+    the one index probe it makes, by the query."""
+    probes: dict[str, dict[str, Any]] = {}
+    await raw.execute("SET plan_cache_mode = force_generic_plan")
+    for query in queries:
+        await raw.execute(f"PREPARE lookup AS {query}")
+        values = ", ".join("'x'" for _ in range(query.count("$")))
+        [plan] = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE lookup({values})")  # json: decoded
+        await raw.execute("DEALLOCATE lookup")
+        [probe] = [node for node in scans(plan["Plan"]) if "Index Cond" in node]
+        probes[query] = probe
+    await raw.execute("RESET plan_cache_mode")
+    return probes
+
+
+async def test_a_lookup_by_id_is_one_primary_key_probe_even_with_a_generic_plan_on_an_unanalysed_table() -> None:
+    # PostgreSQL plans a prepared statement once for any values after a few runs. On a table never
+    # analysed (a new deployment, or thousands of rows written before autovacuum analyses them) it
+    # costs every index the same and once chose the sub-merchant index for "id = $1 AND
+    # sub_mch_id = $2": every GET read all of the sub-merchant's payments. By id the statement now
+    # leaves the sub-merchant to the repository, and has one index to take whatever the statistics.
+    # (By out_trade_no the unique key holds all three columns; unanalysed, the sub-merchant index can
+    # still win that tie, until autovacuum analyses the table.)
+    await require_postgres()
+    url = await create_pg_database()
+    try:
+        await migrate(url)
+        engine = db.create_engine(url, pool_size=2)  # one statement-pool connection: the one logged
+        assert isinstance(engine, db.PgEngine)
+        try:
+            store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+            paid = payment(1)
+            await add(store, paid, *(payment(n) for n in range(2, 300)))  # one sub-merchant's
+            async with store.factory() as uow:
+                await uow.refunds.add(refund(1, paid, 100))
+                await uow.commit()
+            logged: list[str] = []
+            connection = await engine.statements.acquire()
+            connection.add_query_logger(lambda record: logged.append(record.query))
+            engine.statements.release(connection)
+            async with UnitOfWork(engine).looking_up() as uow:  # what the API's reads run
+                assert await uow.payments.get("pay_1", sub_mch_id=SUB1) is not None
+                assert await uow.refunds.get("re_1", sub_mch_id=SUB1) is not None
+            await asyncio.sleep(0.01)  # the logger is called soon after each query
+            assert len(logged) == 2
+            async with engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                for query, probe in (await generic_probes(raw, logged)).items():
+                    assert probe["Index Name"] in ("pk_payments", "pk_refunds"), query
+                    assert "Filter" not in probe, query
+                await conn.rollback()
+            async with UnitOfWork(engine).looking_up() as uow:  # the sub-merchant still checked
+                assert await uow.payments.get("pay_1", sub_mch_id=SUB1) is not None
+                assert await uow.payments.get("pay_1", sub_mch_id=SUB2) is None
+        finally:
+            await engine.dispose()
+    finally:
+        await drop_pg_database(url)
