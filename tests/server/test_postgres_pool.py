@@ -479,3 +479,23 @@ async def test_a_lookup_by_id_is_one_primary_key_probe_even_with_a_generic_plan_
             await engine.dispose()
     finally:
         await drop_pg_database(url)
+
+
+async def test_a_connection_out_when_the_pool_closed_is_never_lent_again(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        out = await statements.acquire()
+        await statements.close()  # as engine.dispose() with a statement still running
+        fresh = await statements.acquire()  # the pool opens again on this loop
+        assert fresh is not out
+        statements.release(out)  # the one from before comes back: closed, not kept
+        assert out.is_closed()
+        statements.release(fresh)
+        again = await statements.acquire()
+        assert again is fresh
+        statements.release(again)
+        assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 10}
+    finally:
+        await engine.dispose()

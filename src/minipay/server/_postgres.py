@@ -108,7 +108,7 @@ class StatementPool:
             async with asyncio.timeout(self.acquire_timeout):
                 handed = await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # Handed a connection (or a free place) just as the wait ended: pass it on.
                 handed = waiter.result()
                 if handed is None:
@@ -179,14 +179,15 @@ class StatementPool:
     # -- inside ---------------------------------------------------------------------------------
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not None or self._size:
+        if self._loop is not None:
             # Its connections are bound to the loop they were made on, as SQLAlchemy's are.
             raise RuntimeError(
                 "the engine's connections belong to another event loop: dispose of the engine on "
                 "its loop (await engine.dispose()) before using it on another"
             )
+        # Closed (or never opened): open on this loop. Connections still out from before the close
+        # are stale and closed when they come back, never lent again.
         self._loop = loop
-        self._stale.clear()
 
     async def _open(self) -> asyncpg.Connection:
         self._size += 1
