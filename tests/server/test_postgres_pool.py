@@ -1,6 +1,7 @@
 """PostgreSQL's statement pool (``minipay.server._postgres``): statements that run alone in
-autocommit (key lookups, the one statement of a unit of work that writes at commit) on asyncpg's own
-pool, beside SQLAlchemy's; what they read, how they fail, and how the two pools recover together."""
+autocommit (key lookups, the one statement of a unit of work that writes at commit) on a pool of
+asyncpg connections beside SQLAlchemy's; what they read, how they fail, and how the two pools recover
+together."""
 
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ def sqlalchemy_pool_connections(engine: db.PgEngine) -> int:
 
 
 async def terminate_sessions(url: str, pids: list[int], *, wait: bool = False) -> None:
-    """End those server sessions; with ``wait``, return once they are gone and the client side
-    had a moment to read that (as after a restart, which takes longer than that)."""
+    """End those server sessions; with ``wait``, return once the server has ended them."""
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as other:
@@ -42,7 +42,6 @@ async def terminate_sessions(url: str, pids: list[int], *, wait: bool = False) -
                     text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": pids}
                 )
                 if alive.scalar_one() == 0:
-                    await asyncio.sleep(0.05)
                     break
                 await asyncio.sleep(0.02)
     finally:
@@ -150,6 +149,10 @@ async def test_connections_the_server_dropped_while_idle_are_replaced_without_a_
         assert await statement_pool_pids(engine) == []  # no lookup yet: the pool made no connection
         pids = await statement_pool_pids(engine, at_least=3)
         await terminate_sessions(postgres_url, pids, wait=True)  # as a database restart does
+        for _ in range(250):  # until this side has read the server's goodbye on each (at most 5 s)
+            if all(connection.is_closed() for connection, _ in engine.statements._idle):
+                break
+            await asyncio.sleep(0.02)
         for _ in range(4):  # the pool sees each closed connection at checkout and makes another
             async with UnitOfWork(engine).looking_up() as uow:
                 assert await uow.payments.get("pay_1") is not None
@@ -499,3 +502,65 @@ async def test_a_connection_out_when_the_pool_closed_is_never_lent_again(postgre
         assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 10}
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_handed_to_a_waiter_is_renewed_by_an_expiry_before_the_waiter_runs(
+    postgres_url: str,
+) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)  # one connection on the statement pool
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    try:
+        held = await statements.acquire()
+        waiter = asyncio.create_task(statements.acquire())
+        await asyncio.sleep(0.01)
+        statements.release(held)  # handed to the waiter, which has not run yet ...
+        engine.connections_lost()  # ... when the database is said to have lost its sessions
+        handed = await waiter
+        assert handed is held
+        statements.release(handed)  # stale: closed, not kept
+        assert held.is_closed()
+        assert statements.stats()["size"] == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_waiter_that_times_out_leaves_the_queue(postgres_url: str) -> None:
+    engine = db.create_engine(postgres_url, pool_size=2)
+    assert isinstance(engine, db.PgEngine)
+    statements = engine.statements
+    statements.acquire_timeout = 0.01
+    try:
+        held = await statements.acquire()
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await statements.acquire()
+        assert len(statements._waiters) == 0  # not kept until a connection comes back
+        statements.release(held)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connect_that_times_out_is_an_operational_error_not_a_pool_timeout(postgres_url: str) -> None:
+    # 192.0.2.1 (TEST-NET-1) would be a real timeout; a listener that never answers is one on loopback.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = db.create_engine(postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}"))
+    assert isinstance(engine, db.PgEngine)
+    engine.statements._connect_args["timeout"] = 0.2  # asyncpg.connect's own (60 s by default)
+    try:
+        with pytest.raises(OperationalError):
+            async with UnitOfWork(engine).looking_up() as uow:
+                await uow.payments.get("pay_1")
+    finally:
+        await engine.dispose()
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()

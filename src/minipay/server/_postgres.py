@@ -28,6 +28,7 @@ connection they hold (``db.PgEngine.connections_lost``), as SQLAlchemy does on a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from types import SimpleNamespace
@@ -115,33 +116,37 @@ class StatementPool:
                     self._size -= 1
                     self._hand_on_place()
                 else:
-                    self._in_use.add(handed)
                     self.release(handed)
             else:
                 waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
         if handed is None:  # a place freed by a closed connection: open one in it
             self._size -= 1
             return await self._open()
-        self._in_use.add(handed)
-        return handed
+        return handed  # in use since release() handed it over
 
     def release(self, connection: asyncpg.Connection, *, discard: bool = False) -> None:
         """Give back a connection from :meth:`acquire`; ``discard`` closes it instead (its
         statement failed in a way that leaves its state unknown, or was cancelled)."""
-        self._in_use.discard(connection)
         if discard or connection in self._stale or connection.is_closed() or connection.is_in_transaction():
+            self._in_use.discard(connection)
             self._stale.discard(connection)
             self._drop(connection)
             return
         if self._loop is None:  # closed meanwhile
+            self._in_use.discard(connection)
             self._drop(connection)
             return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                # Still in use (by the waiter, once it runs): an expire() or close() meanwhile
+                # marks it stale like any other connection out.
                 waiter.set_result(connection)
                 return
+        self._in_use.discard(connection)
         now = time.monotonic()
         idle = self._idle
         idle.append((connection, now))
@@ -193,9 +198,11 @@ class StatementPool:
         self._size += 1
         try:
             connection = await asyncpg.connect(**self._connect_args)
-        except BaseException:
+        except BaseException as error:
             self._size -= 1
             self._hand_on_place()
+            if isinstance(error, TimeoutError):  # asyncpg's connect timeout, not a wait for the pool
+                raise ConnectionError("timed out connecting to the database") from error
             raise
         try:
             await self._init(connection)

@@ -406,7 +406,8 @@ class PgEngine(AsyncEngine):
     """The PostgreSQL engine, with the :attr:`statements` pool beside SQLAlchemy's own.
 
     Statements that run alone in autocommit (key lookups, the one statement of a unit of work that
-    writes at commit) run on :attr:`statements`, asyncpg's own pool; transactions on SQLAlchemy's.
+    writes at commit) run on :attr:`statements`, a pool of asyncpg connections of its own; transactions
+    on SQLAlchemy's.
     See :mod:`minipay.server._postgres`.
     """
 
@@ -443,8 +444,8 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
     SQLite: a :class:`SQLiteEngine` (one pooled writer connection, ``BEGIN IMMEDIATE``, WAL, plus a
     pool of readers: :func:`reader_engine`; group commit: :meth:`SQLiteEngine.sync`; statements run
     on the event loop: ``minipay.server._sqlite``). PostgreSQL: a :class:`PgEngine`, a pool of
-    ``pool_size`` connections (plus half as many overflow) for transactions and, beside it, asyncpg's
-    pool of up to ``pool_size // 2`` connections for statements that run alone in autocommit
+    ``pool_size`` connections (plus half as many overflow) for transactions and, beside it, a pool of
+    up to ``pool_size // 2`` asyncpg connections for statements that run alone in autocommit
     (``minipay.server._postgres``): at most twice ``pool_size`` connections per process. No ping at
     checkout (a round trip per transaction): connections are recycled after 30 minutes (the
     statement pool's after 5 idle minutes), and one the server dropped fails its first statement,
@@ -452,7 +453,8 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
 
     SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
     secrets, and a database error is logged with its statement. JSON columns are read with
-    :func:`minipay.server._json.loads` (orjson).
+    :func:`minipay.server._json.loads` (orjson). ``echo`` logs the statements SQLAlchemy executes, not
+    those run on the driver itself (``repositories._pg``: the lookups and writes sent at commit).
     """
     if database_url.startswith("sqlite"):
         if not database_url.startswith("sqlite+aiosqlite"):
