@@ -181,10 +181,7 @@ class UnitOfWork:
                 row: Mapping[Any, Any] | None = (await conn.execute(statement.statement, params)).mappings().first()
                 return row
         # PostgreSQL: the statement alone on the driver, in autocommit (no BEGIN, no ROLLBACK).
-        if isinstance(engine, db.PgEngine):
-            return await statement.fetchrow_alone(engine, params)
-        async with engine.connect() as conn:  # an engine made elsewhere: on SQLAlchemy's pool
-            return await statement.fetchrow(conn, params)
+        return await statement.fetchrow_alone(engine, params)
 
     def writing_at_commit(self) -> Self:
         """Make this a unit of work that reads nothing and sends its writes at commit (before
@@ -266,13 +263,7 @@ class UnitOfWork:
             save=bool(batch.saves), event_rows=len(events), publish=bool(batch.outbox), add=bool(batch.adds)
         )
         # One statement on the driver itself, outside any transaction: atomic on its own.
-        if isinstance(self.engine, db.PgEngine):
-            answer = await statement.fetchrow_alone(self.engine, batch.parameters(events))
-        else:
-            async with self.engine.connect() as conn:
-                # Nothing else runs on this connection (a statement of SQLAlchemy's would begin a
-                # transaction that closing the connection rolls back).
-                answer = await statement.fetchrow(conn, batch.parameters(events))
+        answer = await statement.fetchrow_alone(self.engine, batch.parameters(events))
         saved = 0 if answer is None else answer["saved"]
         if saved != 1:  # only a save can miss (its version check): an insert raised instead
             payment_id = batch.saves[0][0].id if batch.saves else batch.adds[0]["id"]

@@ -17,16 +17,14 @@ with its own first statement. Errors are raised as SQLAlchemy's (``IntegrityErro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from minipay.server import db
 from minipay.server.repositories._driver import DriverStatement
-
-if TYPE_CHECKING:
-    from minipay.server.db import PgEngine
 
 __all__ = ["PgStatement"]
 
@@ -43,27 +41,25 @@ class PgStatement(DriverStatement):
         driver: asyncpg.Connection = raw.driver_connection
         try:
             record = await driver.fetchrow(compiled.sql, *args)
-        except asyncpg.DataError as error:
-            # An argument the driver refused before sending anything: the connection is fine.
-            raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
-        except asyncpg.PostgresError as error:
-            if _session_lost(error) or driver.is_closed():
-                await _lost(conn, raw, error)
-            raise _translate(compiled.sql, params, error) from error
         except Exception as error:
-            # Not the server's answer (the connection is gone, or asyncpg lost track of it: an
-            # InterfaceError, an InternalClientError, an OSError): never hand it out again.
-            if driver.is_closed():
+            raised, fate = _failure(compiled.sql, params, error, closed=driver.is_closed())
+            if fate == _LOST:
                 await _lost(conn, raw, error)
-            else:
-                await conn.invalidate(error)
-            raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
+            elif fate == _BROKEN:
+                await conn.invalidate(error)  # never handed out again
+            raise raised from error
         return None if record is None else compiled.row(record)
 
-    async def fetchrow_alone(self, engine: PgEngine, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The same, run alone in autocommit on a connection of the engine's statement pool
-        (``db.PgEngine.statements``): failures are raised as :meth:`fetchrow` raises them, a
-        connection that could not be made or waited for as SQLAlchemy's pool raises that."""
+    async def fetchrow_alone(self, engine: AsyncEngine, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The same, run alone in autocommit: on a connection of the engine's statement pool
+        (``db.PgEngine.statements``), or, for an engine made elsewhere, on one of SQLAlchemy's pool
+        taken for this statement. Failures are raised as :meth:`fetchrow` raises them, a connection
+        that could not be made or waited for as SQLAlchemy's pool raises that."""
+        if not isinstance(engine, db.PgEngine):
+            async with engine.connect() as conn:
+                # Nothing else runs on this connection (a statement of SQLAlchemy's would begin a
+                # transaction that closing the connection rolls back).
+                return await self.fetchrow(conn, params)
         compiled = self.compiled(engine.dialect)
         args = compiled.arguments(params)
         statements = engine.statements
@@ -81,24 +77,12 @@ class PgStatement(DriverStatement):
         try:
             record = await driver.fetchrow(compiled.sql, *args)
             discard = False
-        except asyncpg.DataError as error:
-            # An argument the driver refused before sending anything: the connection is fine.
-            discard = False
-            raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
-        except asyncpg.PostgresError as error:
-            # The server's answer (a unique key, a bad value): the connection serves on, unless the
-            # answer is that the session is gone.
-            if _session_lost(error) or driver.is_closed():
-                engine.connections_lost()
-            else:
-                discard = False
-            raise _translate(compiled.sql, params, error) from error
         except Exception as error:
-            # Not the server's answer (the connection is gone, or asyncpg lost track of it: an
-            # InterfaceError, an InternalClientError, an OSError): never handed out again.
-            if driver.is_closed():
+            raised, fate = _failure(compiled.sql, params, error, closed=driver.is_closed())
+            discard = fate != _KEPT
+            if fate == _LOST:
                 engine.connections_lost()
-            raise exc.OperationalError(compiled.sql, dict(params), error, hide_parameters=True) from error
+            raise raised from error
         finally:
             # Cancelled under its statement too: closed, never handed out half-way through one.
             statements.release(driver, discard=discard)
@@ -122,11 +106,26 @@ async def _lost(conn: AsyncConnection, raw: Any, error: BaseException) -> None:
     await conn.invalidate(error)
 
 
-def _translate(sql: str, params: Mapping[str, Any], error: asyncpg.PostgresError) -> exc.DBAPIError:
-    # As SQLAlchemy would raise it; the parameters never in the message (rows carry secrets).
+#: What a failed statement left of its connection (:func:`_failure`).
+_KEPT, _LOST, _BROKEN = "kept", "lost", "broken"
+
+
+def _failure(sql: str, params: Mapping[str, Any], error: Exception, *, closed: bool) -> tuple[exc.DBAPIError, str]:
+    """A statement's failure as SQLAlchemy would raise it (the parameters never in the message:
+    rows carry secrets), and what became of its connection: kept (an argument the driver refused
+    before sending anything, or the server's answer: it serves on), lost (the session is gone, and
+    after a database restart every other one too), broken (not the server's answer - an
+    InterfaceError, an InternalClientError, an OSError - on a connection still open: asyncpg lost
+    track of it, so it is never handed out again)."""
     args = (sql, dict(params), error)
-    if isinstance(error, asyncpg.IntegrityConstraintViolationError):
-        return exc.IntegrityError(*args, hide_parameters=True)
-    if str(getattr(error, "sqlstate", "")).startswith(_SESSION_LOST):
-        return exc.OperationalError(*args, hide_parameters=True)
-    return exc.DBAPIError(*args, hide_parameters=True)
+    if isinstance(error, asyncpg.DataError):
+        return exc.DBAPIError(*args, hide_parameters=True), _KEPT
+    if isinstance(error, asyncpg.PostgresError):
+        lost = _session_lost(error)
+        fate = _LOST if lost or closed else _KEPT
+        if isinstance(error, asyncpg.IntegrityConstraintViolationError):
+            return exc.IntegrityError(*args, hide_parameters=True), fate
+        if lost:
+            return exc.OperationalError(*args, hide_parameters=True), fate
+        return exc.DBAPIError(*args, hide_parameters=True), fate
+    return exc.OperationalError(*args, hide_parameters=True), _LOST if closed else _BROKEN
