@@ -6,6 +6,8 @@ together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +25,17 @@ from tests.server.conftest import START, SUB1, SUB2, create_pg_database, drop_pg
 from tests.server.test_unit_of_work import Store, add, payment, refund
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+@contextlib.asynccontextmanager
+async def pg_engine(url: str, **options: Any) -> AsyncIterator[db.PgEngine]:
+    """A PostgreSQL engine of ``db.create_engine`` (a :class:`db.PgEngine`), disposed of afterwards."""
+    engine = db.create_engine(url, **options)
+    assert isinstance(engine, db.PgEngine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def sqlalchemy_pool_connections(engine: db.PgEngine) -> int:
@@ -74,9 +87,7 @@ async def save_at_commit(engine: db.PgEngine, changed: Payment) -> None:
 async def test_lookups_and_writes_at_commit_run_on_the_statement_pool_and_read_as_sqlalchemy_does(
     postgres_url: str,
 ) -> None:
-    engine = db.create_engine(postgres_url)
-    assert isinstance(engine, db.PgEngine)
-    try:
+    async with pg_engine(postgres_url) as engine:
         paid = payment(1, metadata={"order": "A-1", "ünï": "cödé"}, expires_at=START + timedelta(hours=2))
         await add_at_commit(engine, paid)
         async with UnitOfWork(engine).looking_up() as uow:
@@ -94,15 +105,11 @@ async def test_lookups_and_writes_at_commit_run_on_the_statement_pool_and_read_a
         async with UnitOfWork(engine) as uow:  # a transaction: SQLAlchemy's pool
             assert await uow.payments.get("pay_1", for_update=True) == found
         assert sqlalchemy_pool_connections(engine) == 1
-    finally:
-        await engine.dispose()
     assert engine.statements.stats()["size"] == 0
 
 
 async def test_a_save_at_commit_on_the_statement_pool_keeps_its_version_check(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url)
-    assert isinstance(engine, db.PgEngine)
-    try:
+    async with pg_engine(postgres_url) as engine:
         store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
         await add(store, payment(1))
         async with UnitOfWork(engine).looking_up() as uow:
@@ -119,16 +126,12 @@ async def test_a_save_at_commit_on_the_statement_pool_keeps_its_version_check(po
             now = await uow.payments.get("pay_1")
         assert now is not None
         assert now.status == PaymentStatus.SUCCEEDED
-    finally:
-        await engine.dispose()
 
 
 async def test_the_servers_refusal_on_the_statement_pool_is_sqlalchemys_error_and_keeps_the_connection(
     postgres_url: str,
 ) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)  # one connection on the statement pool
-    assert isinstance(engine, db.PgEngine)
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:  # one connection on the statement pool
         await add(Store("postgres", lambda: UnitOfWork(engine), engine=engine), payment(1))
         [pid] = await statement_pool_pids(engine, at_least=1)
         with pytest.raises(IntegrityError) as caught:  # what uow.retrying takes for a lost race
@@ -137,14 +140,10 @@ async def test_the_servers_refusal_on_the_statement_pool_is_sqlalchemys_error_an
         with pytest.raises(DBAPIError):  # a value the driver refuses before sending anything
             await PgStatement(select(func.abs(bindparam("n", type_=Integer)))).fetchrow_alone(engine, {"n": "x"})
         assert await statement_pool_pids(engine) == [pid]  # the same connection serves on
-    finally:
-        await engine.dispose()
 
 
 async def test_connections_the_server_dropped_while_idle_are_replaced_without_a_failure(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url)
-    assert isinstance(engine, db.PgEngine)
-    try:
+    async with pg_engine(postgres_url) as engine:
         await add(Store("postgres", lambda: UnitOfWork(engine), engine=engine), payment(1))
         assert await statement_pool_pids(engine) == []  # no lookup yet: the pool made no connection
         pids = await statement_pool_pids(engine, at_least=3)
@@ -157,8 +156,6 @@ async def test_connections_the_server_dropped_while_idle_are_replaced_without_a_
             async with UnitOfWork(engine).looking_up() as uow:
                 assert await uow.payments.get("pay_1") is not None
         assert not set(await statement_pool_pids(engine)) & set(pids)
-    finally:
-        await engine.dispose()
 
 
 async def running_pids(url: str, query_prefix: str) -> list[int]:
@@ -184,10 +181,8 @@ async def test_a_session_lost_under_a_statement_renews_both_pools(postgres_url: 
     # The database went away while a statement ran on the statement pool: every connection of
     # SQLAlchemy's pool is renewed too (as SQLAlchemy does on a disconnect), so the transactions
     # after it do not fail one by one on the connections the restart took.
-    engine = db.create_engine(postgres_url, pool_size=4)
-    assert isinstance(engine, db.PgEngine)
-    sleeping = PgStatement(select(func.pg_sleep(30).label("slept")))
-    try:
+    async with pg_engine(postgres_url, pool_size=4) as engine:
+        sleeping = PgStatement(select(func.pg_sleep(30).label("slept")))
         await add(Store("postgres", lambda: UnitOfWork(engine), engine=engine), payment(1))
         async with engine.connect() as a, engine.connect() as b:
             pids = [(await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() for conn in (a, b)]
@@ -202,26 +197,19 @@ async def test_a_session_lost_under_a_statement_renews_both_pools(postgres_url: 
         for _ in range(2):  # each would fail once had only the statement pool been renewed
             async with UnitOfWork(engine) as uow:
                 assert await uow.payments.get("pay_1", for_update=True) is not None
-    finally:
-        await engine.dispose()
 
 
 async def test_an_unreachable_database_is_an_operational_error(postgres_url: str) -> None:
     # Nothing listens on port 1: what SQLAlchemy raises for a failed connect, which the API answers 503.
-    engine = db.create_engine(postgres_url.replace("127.0.0.1:5432", "127.0.0.1:1"))
-    try:
+    async with pg_engine(postgres_url.replace("127.0.0.1:5432", "127.0.0.1:1")) as engine:
         with pytest.raises(OperationalError):
             async with UnitOfWork(engine).looking_up() as uow:
                 await uow.payments.get("pay_1")
-    finally:
-        await engine.dispose()
 
 
 async def test_a_full_statement_pool_times_out_as_sqlalchemys_pool_does(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=1)
-    assert isinstance(engine, db.PgEngine)
-    engine.statements.acquire_timeout = 0.2
-    try:
+    async with pg_engine(postgres_url, pool_size=1) as engine:
+        engine.statements.acquire_timeout = 0.2
         held = await engine.statements.acquire()  # the one connection there is
         try:
             with pytest.raises(PoolTimeout):
@@ -231,8 +219,6 @@ async def test_a_full_statement_pool_times_out_as_sqlalchemys_pool_does(postgres
             engine.statements.release(held)
         async with UnitOfWork(engine).looking_up() as uow:
             assert await uow.payments.get("pay_1") is None
-    finally:
-        await engine.dispose()
 
 
 async def test_the_statement_pool_belongs_to_one_event_loop_at_a_time(postgres_url: str) -> None:
@@ -267,10 +253,8 @@ async def test_the_statement_pool_belongs_to_one_event_loop_at_a_time(postgres_u
 
 
 async def test_a_full_pool_serves_its_waiters_first_come_first_served(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)  # one connection on the statement pool
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:  # one connection on the statement pool
+        statements = engine.statements
         held = await statements.acquire()
         order: list[str] = []
 
@@ -289,15 +273,11 @@ async def test_a_full_pool_serves_its_waiters_first_come_first_served(postgres_u
         await asyncio.gather(first, second)
         assert order == ["first", "second"]
         assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 1}
-    finally:
-        await engine.dispose()
 
 
 async def test_a_waiter_that_gives_up_loses_no_connection_and_no_place(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:
+        statements = engine.statements
         held = await statements.acquire()
         quitter = asyncio.create_task(statements.acquire())
         await asyncio.sleep(0.01)
@@ -316,15 +296,11 @@ async def test_a_waiter_that_gives_up_loses_no_connection_and_no_place(postgres_
         again = await statements.acquire()
         assert again is not held
         statements.release(again)
-    finally:
-        await engine.dispose()
 
 
 async def test_a_place_freed_by_a_closed_connection_goes_to_the_waiter(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:
+        statements = engine.statements
         held = await statements.acquire()
         waiter = asyncio.create_task(statements.acquire())
         await asyncio.sleep(0.01)
@@ -335,15 +311,11 @@ async def test_a_place_freed_by_a_closed_connection_goes_to_the_waiter(postgres_
         assert held.is_closed()
         assert statements.stats() == {"size": 1, "idle": 0, "in_use": 1, "waiting": 0, "max_size": 1}
         statements.release(fresh)
-    finally:
-        await engine.dispose()
 
 
 async def test_a_statement_cancelled_under_way_closes_its_connection(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)
-    assert isinstance(engine, db.PgEngine)
-    sleeping = PgStatement(select(func.pg_sleep(30).label("slept")))
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:
+        sleeping = PgStatement(select(func.pg_sleep(30).label("slept")))
         task = asyncio.create_task(sleeping.fetchrow_alone(engine, {}))
         [pid] = await running_pids(postgres_url, "SELECT pg_sleep(")
         task.cancel()
@@ -351,15 +323,11 @@ async def test_a_statement_cancelled_under_way_closes_its_connection(postgres_ur
             await task
         assert engine.statements.stats() == {"size": 0, "idle": 0, "in_use": 0, "waiting": 0, "max_size": 1}
         assert await statement_pool_pids(engine, at_least=1) != [pid]
-    finally:
-        await engine.dispose()
 
 
 async def test_expiry_closes_idle_connections_now_and_busy_ones_when_they_return(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=4)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url, pool_size=4) as engine:
+        statements = engine.statements
         busy = await statements.acquire()
         idle = await statements.acquire()
         statements.release(idle)
@@ -369,16 +337,12 @@ async def test_expiry_closes_idle_connections_now_and_busy_ones_when_they_return
         statements.release(busy)
         assert busy.is_closed()
         assert statements.stats()["size"] == 0
-    finally:
-        await engine.dispose()
 
 
 async def test_a_connection_idle_too_long_is_closed(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    statements.max_idle = 0.05
-    try:
+    async with pg_engine(postgres_url) as engine:
+        statements = engine.statements
+        statements.max_idle = 0.05
         old = await statements.acquire()
         statements.release(old)
         await asyncio.sleep(0.1)
@@ -386,14 +350,10 @@ async def test_a_connection_idle_too_long_is_closed(postgres_url: str) -> None:
         assert new is not old
         assert old.is_closed()
         statements.release(new)
-    finally:
-        await engine.dispose()
 
 
 async def test_closing_the_engine_fails_the_waiters_as_a_database_outage(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)
-    assert isinstance(engine, db.PgEngine)
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:
         held = await engine.statements.acquire()
 
         async def lookup() -> object:
@@ -408,8 +368,6 @@ async def test_closing_the_engine_fails_the_waiters_as_a_database_outage(postgre
         engine.statements.release(held)
         assert held.is_closed()
         assert engine.statements.stats()["size"] == 0
-    finally:
-        await engine.dispose()
 
 
 # -- plans ---------------------------------------------------------------------------------------
@@ -451,9 +409,7 @@ async def test_a_lookup_by_id_is_one_primary_key_probe_even_with_a_generic_plan_
     url = await create_pg_database()
     try:
         await migrate(url)
-        engine = db.create_engine(url, pool_size=2)  # one statement-pool connection: the one logged
-        assert isinstance(engine, db.PgEngine)
-        try:
+        async with pg_engine(url, pool_size=2) as engine:  # one statement-pool connection: the one logged
             store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
             paid = payment(1)
             await add(store, paid, *(payment(n) for n in range(2, 300)))  # one sub-merchant's
@@ -478,17 +434,13 @@ async def test_a_lookup_by_id_is_one_primary_key_probe_even_with_a_generic_plan_
             async with UnitOfWork(engine).looking_up() as uow:  # the sub-merchant still checked
                 assert await uow.payments.get("pay_1", sub_mch_id=SUB1) is not None
                 assert await uow.payments.get("pay_1", sub_mch_id=SUB2) is None
-        finally:
-            await engine.dispose()
     finally:
         await drop_pg_database(url)
 
 
 async def test_a_connection_out_when_the_pool_closed_is_never_lent_again(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url) as engine:
+        statements = engine.statements
         out = await statements.acquire()
         await statements.close()  # as engine.dispose() with a statement still running
         fresh = await statements.acquire()  # the pool opens again on this loop
@@ -500,17 +452,13 @@ async def test_a_connection_out_when_the_pool_closed_is_never_lent_again(postgre
         assert again is fresh
         statements.release(again)
         assert statements.stats() == {"size": 1, "idle": 1, "in_use": 0, "waiting": 0, "max_size": 10}
-    finally:
-        await engine.dispose()
 
 
 async def test_a_connection_handed_to_a_waiter_is_renewed_by_an_expiry_before_the_waiter_runs(
     postgres_url: str,
 ) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)  # one connection on the statement pool
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:  # one connection on the statement pool
+        statements = engine.statements
         held = await statements.acquire()
         waiter = asyncio.create_task(statements.acquire())
         await asyncio.sleep(0.01)
@@ -521,24 +469,18 @@ async def test_a_connection_handed_to_a_waiter_is_renewed_by_an_expiry_before_th
         statements.release(handed)  # stale: closed, not kept
         assert held.is_closed()
         assert statements.stats()["size"] == 0
-    finally:
-        await engine.dispose()
 
 
 async def test_a_waiter_that_times_out_leaves_the_queue(postgres_url: str) -> None:
-    engine = db.create_engine(postgres_url, pool_size=2)
-    assert isinstance(engine, db.PgEngine)
-    statements = engine.statements
-    statements.acquire_timeout = 0.01
-    try:
+    async with pg_engine(postgres_url, pool_size=2) as engine:
+        statements = engine.statements
+        statements.acquire_timeout = 0.01
         held = await statements.acquire()
         for _ in range(3):
             with pytest.raises(TimeoutError):
                 await statements.acquire()
         assert len(statements._waiters) == 0  # not kept until a connection comes back
         statements.release(held)
-    finally:
-        await engine.dispose()
 
 
 async def test_a_connect_that_times_out_is_an_operational_error_not_a_pool_timeout(postgres_url: str) -> None:
