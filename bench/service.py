@@ -5,14 +5,22 @@
 
 Starts, on loopback ports of its own: a standalone sandbox (``minipay sandbox``), the service from a
 generated configuration (``minipay serve -c <config> --no-worker --no-access-log``; with
-``--replicas N``: ``uvicorn --factory minipay.server.asgi:app_from_env --workers N``, the documented
-way to run replicas, on one port), and a bare Starlette app (``bench/floor_app.py``) under the same
-uvicorn (uvloop + httptools, access log off, same number of processes). Then it measures:
+``--replicas N``: ``uvicorn --factory minipay.server.asgi:app_from_env --workers N --http
+minipay.server.asgi:HttpProtocol``, the documented way to run replicas, on one port), and a bare
+Starlette app (``bench/floor_app.py``) under the same uvicorn (uvloop + httptools, access log off,
+same number of processes). Then it measures:
 
-- ``floor GET`` / ``floor POST``: the bare app (the floor), measured first and again after the
-  cases compared with it (``floor GET (again)`` after the reads, ``floor POST (again)`` last): each
-  ratio is against the mean of the two, and the run says so when they are more than 15 % apart
-  (a virtual machine's speed moves by that much over minutes);
+- ``floor GET`` / ``floor POST``: the bare app (the floor) under uvicorn's own httptools protocol,
+  measured first and again after the cases compared with it (``floor GET (again)`` after the reads,
+  ``floor POST (again)`` last): each ratio is against the mean of the two, and the run says so when
+  they are more than 15 % apart (a virtual machine's speed moves by that much over minutes);
+- ``floor GET, one write``: the same bare app under the service's HTTP protocol
+  (``minipay.server.asgi:HttpProtocol``: uvicorn's httptools protocol sending a response's head and
+  body in one write instead of two): what that protocol is worth on a response that costs nothing
+  else; ``floor GET + lookup, one write``: the same for the floor app running the service's keyed
+  lookup (see below). Information: the targets stay against the floor under uvicorn's own protocol,
+  as the issue that set them defines it, and the run also prints each read against these
+  like-for-like floors;
 - ``FastAPI GET`` / ``FastAPI GET {id} + auth``: a bare FastAPI route, and one of the shape of
   ``GET /v1/payments/{id}`` (path parameter, query flag, bearer header read by a dependency) doing
   none of its work, under the same uvicorn: the part of the gap to the floor that is the framework's
@@ -99,6 +107,7 @@ class Stack:
     service_url: str
     floor_url: str
     fastapi_url: str
+    one_write_url: str
     admin_key: str
     sub_key: str
     sub: dict[str, str]
@@ -178,8 +187,13 @@ def write_config(path: Path, *, database_url: str, service_url: str, sandbox_url
     path.chmod(0o600)
 
 
+#: The HTTP/1.1 protocol the service runs (``minipay serve``'s, and ``--http`` of its replicas):
+#: uvicorn's httptools protocol sending a response's head and body in one write.
+HTTP_PROTOCOL = "minipay.server.asgi:HttpProtocol"
+
+
 def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
-    sandbox_port, service_port, floor_port, fastapi_port = free_ports(4)
+    sandbox_port, service_port, floor_port, fastapi_port, one_write_port = free_ports(5)
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service_url = f"http://127.0.0.1:{service_port}"
     floor_url = f"http://127.0.0.1:{floor_port}"
@@ -201,6 +215,7 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
         service_url=service_url,
         floor_url=floor_url,
         fastapi_url=f"http://127.0.0.1:{fastapi_port}",
+        one_write_url=f"http://127.0.0.1:{one_write_port}",
         admin_key=keys["admin"],
         sub_key=keys[sub.sub_mch_id],
         sub={"sub_mch_id": sub.sub_mch_id, "sub_appid": sub.sub_appid, "currency": sub.settlement_currency},
@@ -234,6 +249,8 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
                 str(service_port),
                 "--workers",
                 str(replicas),
+                "--http",
+                HTTP_PROTOCOL,
                 *uvicorn_common,
             ]
             floor_cmd = [
@@ -264,10 +281,20 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
             stderr=log,
         )
         stack.procs.append(fastapi)
+        one_write_cmd = [*floor_cmd, "--http", HTTP_PROTOCOL]
+        one_write_cmd[one_write_cmd.index(str(floor_port))] = str(one_write_port)
+        one_write = subprocess.Popen(
+            [*one_write_cmd, *uvicorn_common],
+            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url),
+            stdout=log,
+            stderr=log,
+        )
+        stack.procs.append(one_write)
         _wait_http(f"{sandbox_url}/sandbox/", sandbox, "the sandbox")
         _wait_http(f"{service_url}/healthz", service, "the service")
         _wait_http(f"{floor_url}/get", floor, "the floor app")
         _wait_http(f"{stack.fastapi_url}/get", fastapi, "the FastAPI floor app")
+        _wait_http(f"{stack.one_write_url}/get", one_write, "the floor app under the service's HTTP protocol")
     except BaseException:
         stack.stop()
         raise
@@ -627,6 +654,7 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
 
     floor_get = go(Case("floor GET", stack.floor_url, [Request("GET", "/get", {})]))
     floor_post = go(Case("floor POST", stack.floor_url, [Request("POST", "/post", xml_headers, sample_body)]))
+    one_write_get = go(Case("floor GET, one write", stack.one_write_url, [Request("GET", "/get", {})]))
     fastapi_get = go(Case("FastAPI GET", stack.fastapi_url, [Request("GET", "/get", {})]))
     fastapi_item = go(Case("FastAPI GET {id} + auth", stack.fastapi_url, [Request("GET", "/items/x1", auth)]))
     healthz = go(Case("GET /healthz", stack.service_url, [Request("GET", "/healthz", {})]))
@@ -641,6 +669,9 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
         Case("FastAPI GET {id} + auth + read", stack.fastapi_url, [Request("GET", f"/rows/{i}", auth) for i in ids])
     )
     floor_lookup = go(Case("floor GET + lookup", stack.floor_url, [Request("GET", f"/rows/{i}", {}) for i in ids]))
+    one_write_lookup = go(
+        Case("floor GET + lookup, one write", stack.one_write_url, [Request("GET", f"/rows/{i}", {}) for i in ids])
+    )
     # The floors again, after the cases measured against them: a virtual machine's speed moves by
     # tens of percent over minutes, and a ratio means something only against the floor of its time.
     floor_get_again = go(Case("floor GET (again)", stack.floor_url, [Request("GET", "/get", {})]))
@@ -705,11 +736,13 @@ def scenario(stack: Stack, args: argparse.Namespace, work: Path, generator: str)
         row("floor GET (again)", floor_get_again),
         row("floor POST", floor_post),
         row("floor POST (again)", floor_post_again),
+        row("floor GET, one write", one_write_get, "floor GET", floor_get_rps),
         row("FastAPI GET", fastapi_get, "floor GET", floor_get_rps),
         row("FastAPI GET {id} + auth", fastapi_item, "floor GET", floor_get_rps),
         row("GET /healthz", healthz, "floor GET", floor_get_rps),
         row("FastAPI GET {id} + auth + read", fastapi_row, "floor GET", floor_get_rps),
         row("floor GET + lookup", floor_lookup, "floor GET", floor_get_rps),
+        row("floor GET + lookup, one write", one_write_lookup, "floor GET", floor_get_rps),
         row("GET /v1/payments/{id}", get, "floor GET", floor_get_rps),
         row("POST /v1/payments", post, "floor POST", floor_post_rps),
         row("FastAPI POST + notify's SQL", fastapi_writes, "floor POST", floor_post_rps),
@@ -788,6 +821,9 @@ def framework_share(rows: list[Row]) -> list[str]:
         ("GET /v1/payments/{id}", "FastAPI GET {id} + auth"),
         ("GET /v1/payments/{id}", "FastAPI GET {id} + auth + read"),
         ("GET /v1/payments/{id}", "floor GET + lookup"),
+        ("GET /healthz", "floor GET, one write"),
+        ("GET /v1/payments/{id}", "floor GET, one write"),
+        ("GET /v1/payments/{id}", "floor GET + lookup, one write"),
         ("notify (first-time)", "FastAPI POST + notify's SQL"),
         ("notify (first-time)", "FastAPI POST + notify's parse + SQL"),
     ):

@@ -351,6 +351,7 @@ async def run_serve(
     import uvicorn
 
     from minipay._web import freeze_startup_heap
+    from minipay._web._transport import HttpProtocol
     from minipay.server.api import create_app
     from minipay.server.logs import configure_logging
 
@@ -379,7 +380,10 @@ async def run_serve(
     if plan.world is not None:
         routers.append(simulator_router(plan))
     app = create_app(settings, background=background, routers=routers, clock=plan.clock)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    # HttpProtocol: uvicorn's httptools protocol sending each response's head and body in one write.
+    config = uvicorn.Config(
+        app, host=host, port=port, http=HttpProtocol, log_level="info", access_log=False, log_config=None
+    )
     servers.append(uvicorn.Server(config))
     # After every uvicorn.Config (each one configures uvicorn's loggers): one handler, one format.
     configure_logging(settings.log_format, settings.log_level, access_log=access_log)
