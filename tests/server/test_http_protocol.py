@@ -8,7 +8,10 @@ keep-alive, pipelining, a streamed body, a large body, and ``minipay serve``'s a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -255,31 +258,28 @@ def server() -> Iterator[str]:
         yield base_url
 
 
-def running_with(app: Any) -> Any:
-    import contextlib
-    import threading
-
-    @contextlib.contextmanager
-    def run() -> Iterator[str]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(app, http=HttpProtocol, lifespan="off", log_level="warning", access_log=False)
-        srv = uvicorn.Server(config)
-        thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            for _ in range(500):
-                if srv.started:
-                    break
-                threading.Event().wait(0.01)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            srv.should_exit = True
-            thread.join(10)
-            sock.close()
-
-    return run()
+@contextlib.contextmanager
+def running_with(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn with HttpProtocol (and uvicorn's default loop, uvloop) on a loopback port,
+    in a thread; its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, http=HttpProtocol, lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "the server stopped before it started"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def test_keep_alive_stream_and_large_bodies_over_a_real_socket(server: str) -> None:
