@@ -265,31 +265,23 @@ def start_stack(work: Path, *, database_url: str, replicas: int) -> Stack:
             ]
         service = subprocess.Popen(service_cmd, env=_quiet_env(MINIPAY_CONFIG=str(config)), stdout=log, stderr=log)
         stack.procs.append(service)
-        floor = subprocess.Popen(
-            [*floor_cmd, *uvicorn_common],
-            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url),
-            stdout=log,
-            stderr=log,
+
+        def floor_process(app: str, port: int, *options: str, **env: str) -> subprocess.Popen[bytes]:
+            """A floor app (``floor_app:<app>``) on ``port``, started as the floor is (``options``: more)."""
+            cmd = [arg.replace("floor_app:app", f"floor_app:{app}") for arg in floor_cmd]
+            cmd[cmd.index(str(floor_port))] = str(port)
+            proc = subprocess.Popen([*cmd, *options, *uvicorn_common], env=_quiet_env(**env), stdout=log, stderr=log)
+            stack.procs.append(proc)
+            return proc
+
+        floor = floor_process("app", floor_port, MINIPAY_BENCH_DATABASE_URL=database_url)
+        fastapi = floor_process(
+            "fastapi_app", fastapi_port, MINIPAY_BENCH_DATABASE_URL=database_url, MINIPAY_BENCH_API_KEY=inst.api_key
         )
-        stack.procs.append(floor)
-        fastapi_cmd = [arg.replace("floor_app:app", "floor_app:fastapi_app") for arg in floor_cmd]
-        fastapi_cmd[fastapi_cmd.index(str(floor_port))] = str(fastapi_port)
-        fastapi = subprocess.Popen(
-            [*fastapi_cmd, *uvicorn_common],
-            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url, MINIPAY_BENCH_API_KEY=inst.api_key),
-            stdout=log,
-            stderr=log,
+        # The floor app under the service's HTTP protocol (information: see the module docstring).
+        one_write = floor_process(
+            "app", one_write_port, "--http", HTTP_PROTOCOL, MINIPAY_BENCH_DATABASE_URL=database_url
         )
-        stack.procs.append(fastapi)
-        one_write_cmd = [*floor_cmd, "--http", HTTP_PROTOCOL]
-        one_write_cmd[one_write_cmd.index(str(floor_port))] = str(one_write_port)
-        one_write = subprocess.Popen(
-            [*one_write_cmd, *uvicorn_common],
-            env=_quiet_env(MINIPAY_BENCH_DATABASE_URL=database_url),
-            stdout=log,
-            stderr=log,
-        )
-        stack.procs.append(one_write)
         _wait_http(f"{sandbox_url}/sandbox/", sandbox, "the sandbox")
         _wait_http(f"{service_url}/healthz", service, "the service")
         _wait_http(f"{floor_url}/get", floor, "the floor app")
