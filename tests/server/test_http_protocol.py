@@ -138,6 +138,9 @@ async def test_large_writes_are_not_held_so_flow_control_sees_them_at_once() -> 
     transport.write(body)  # a large body after a held head: the head first, then the body, uncopied
     assert real.writes[2:] == [b"head", body]
     assert real.objects[3] is body
+    large = bytearray(HOLD_LIMIT)
+    transport.write(large)  # a large bytearray too goes as it is (the real transport copies what it keeps)
+    assert real.objects[4] is large
 
 
 async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() -> None:

@@ -52,14 +52,15 @@ class CoalescingTransport(asyncio.Transport):
         self._passthrough = False  # after set_protocol: the new protocol writes straight through
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, bytes):
-            data = bytes(data)  # a bytearray or memoryview: the caller may reuse its buffer after write()
         held = self._held
-        if len(data) >= HOLD_LIMIT or self._passthrough:
+        size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        if self._passthrough or size >= HOLD_LIMIT:
             if held is not None:
                 self.flush()  # what was written before goes first
             self._transport.write(data)  # passed on as it is: no copy of a large body
             return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a bytearray or memoryview: the caller may reuse its buffer after write()
         if held is None:
             if self._transport.is_closing():
                 self._transport.write(data)  # what the real transport does with it, as without this one
