@@ -31,7 +31,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Text, bindparam, exc, func, literal_column, select, true
+from sqlalchemy import String, bindparam, exc, func, literal_column, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import Select
 
@@ -66,9 +66,7 @@ class GatheredLookups:
     def __init__(self, table: Any, key: str, one: PgStatement) -> None:
         self.key = key
         self.one = one
-        # text[], not varchar[]: asyncpg knows text[] (varchar[] costs each connection a look at the
-        # server's type catalogue on first use, ~10 ms idle and far more under load).
-        keys = func.unnest(bindparam("keys", type_=ARRAY(Text))).table_valued("key").render_derived(name="k")
+        keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived(name="k")
         row = select(table).where(table.c[key] == keys.c.key).offset(literal_column("0")).lateral("row")
         many: Select[Any] = select(row).select_from(keys).join(row, true())
         self.many = PgStatement(many)
