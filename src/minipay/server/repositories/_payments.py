@@ -21,7 +21,6 @@ from minipay.server.repositories._base import (
     payment_from_row,
     refund_from_row,
 )
-from minipay.server.repositories._gather import GatheredLookups
 from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["PaymentRepository", "RefundRepository"]
@@ -78,20 +77,12 @@ def _on_the_driver(query: Any) -> PgStatement:
     return _ON_THE_DRIVER[id(query)]
 
 
-# Payments and refunds by id in a unit of work of lookups on PostgreSQL (the API's reads): the ids
-# asked for in one turn of the event loop are read with one statement (repositories._gather).
-_GATHERED = {
-    id(lookups[False, False]): GatheredLookups(table, "id", _on_the_driver(lookups[False, False]))
-    for table, lookups in ((db.payments, _PAYMENT_BY_ID), (db.refunds, _REFUND_BY_ID))
-}
-
-
 async def _lookup(repository: Repository, query: Any, params: dict[str, Any]) -> Mapping[Any, Any] | None:
     """The row of a lookup, however the unit of work reads: by itself (a unit of work of lookups),
     on the driver (read-only on PostgreSQL), or through SQLAlchemy."""
     uow = repository.transaction
     if uow.lookups_only:
-        return await uow.lookup(_on_the_driver(query), params, gathered=_GATHERED.get(id(query)))
+        return await uow.lookup(_on_the_driver(query), params)
     if uow.autocommit:
         return await _on_the_driver(query).fetchrow(repository.conn, params)
     row: Mapping[Any, Any] | None = (await repository.conn.execute(query, params)).mappings().first()

@@ -24,7 +24,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minipay.server import db
-from minipay.server.repositories._driver import Compiled, DriverStatement
+from minipay.server.repositories._driver import DriverStatement
 
 __all__ = ["PgStatement"]
 
@@ -61,18 +61,6 @@ class PgStatement(DriverStatement):
                 # transaction that closing the connection rolls back).
                 return await self.fetchrow(conn, params)
         compiled = self.compiled(engine.dialect)
-        records = await self._alone(engine, compiled, params, many=False)
-        return None if not records else compiled.row(records[0])
-
-    async def fetch_alone(self, engine: db.PgEngine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Every row of the statement, run alone in autocommit on a connection of the engine's
-        statement pool; failures as :meth:`fetchrow_alone` raises them."""
-        compiled = self.compiled(engine.dialect)
-        return [compiled.row(record) for record in await self._alone(engine, compiled, params, many=True)]
-
-    async def _alone(
-        self, engine: db.PgEngine, compiled: Compiled, params: Mapping[str, Any], *, many: bool
-    ) -> list[Any]:
         args = compiled.arguments(params)
         statements = engine.statements
         try:
@@ -87,11 +75,7 @@ class PgStatement(DriverStatement):
             raise exc.OperationalError("connect", None, error, hide_parameters=True) from error
         discard = True  # unless the statement ran, or the server answered it
         try:
-            if many:
-                records: list[Any] = await driver.fetch(compiled.sql, *args)
-            else:
-                record = await driver.fetchrow(compiled.sql, *args)
-                records = [] if record is None else [record]
+            record = await driver.fetchrow(compiled.sql, *args)
             discard = False
         except Exception as error:
             raised, fate = _failure(compiled.sql, params, error, closed=driver.is_closed())
@@ -102,7 +86,7 @@ class PgStatement(DriverStatement):
         finally:
             # Cancelled under its statement too: closed, never handed out half-way through one.
             statements.release(driver, discard=discard)
-        return records
+        return None if record is None else compiled.row(record)
 
 
 def _session_lost(error: asyncpg.PostgresError) -> bool:
