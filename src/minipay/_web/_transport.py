@@ -161,17 +161,14 @@ class CoalescingTransport(asyncio.Transport):
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol, writing through a :class:`CoalescingTransport`."""
 
-    _coalescing: CoalescingTransport | None = None
-
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvloop's TCPTransport is not an asyncio.Transport subclass, but has its methods.
-        self._coalescing = CoalescingTransport(transport, self.loop)
-        super().connection_made(self._coalescing)
+        super().connection_made(CoalescingTransport(transport, self.loop))
 
     def eof_received(self) -> None:
         # The client half-closed. uvicorn answers None, and the loop then closes the real transport
         # itself (not through the wrapper): what is held must go now, or a response the app already
         # sent is lost (uvloop runs the flush callback only after the read that brought the EOF).
-        if self._coalescing is not None:
-            self._coalescing.flush()
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.flush()
         super().eof_received()
