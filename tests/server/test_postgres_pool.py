@@ -506,3 +506,92 @@ async def test_a_connect_that_times_out_is_an_operational_error_not_a_pool_timeo
             await writer.wait_closed()
         server.close()
         await server.wait_closed()
+
+
+async def prepared_plans(connection: Any) -> dict[str, int]:
+    """The statements prepared on ``connection`` -> how many times the server has planned each."""
+    rows = await connection.fetch("SELECT statement, generic_plans + custom_plans AS plans FROM pg_prepared_statements")
+    return {row["statement"]: row["plans"] for row in rows}
+
+
+async def test_each_new_connection_has_planned_the_busy_lookups_before_it_is_lent(postgres_url: str) -> None:
+    # The first plan of a statement in a backend loads the table's catalogue entries and statistics
+    # (tens of milliseconds under load): done as the connection opens, not on a request's path, where
+    # a gathered read would hold every request of its turn.
+    async with pg_engine(postgres_url) as engine:
+        connection = await engine.statements.acquire()
+        try:
+            plans = await prepared_plans(connection)
+        finally:
+            engine.statements.release(connection)
+    gathered = {sql: n for sql, n in plans.items() if "unnest" in sql}
+    by_id = {sql: n for sql, n in plans.items() if "unnest" not in sql and "WHERE payments.id = $1" in sql}
+    assert {"payments", "refunds"} <= {table for sql in gathered for table in ("payments", "refunds") if table in sql}
+    assert gathered
+    assert all(n >= 1 for n in gathered.values())
+    assert by_id
+    assert all(n >= 1 for n in by_id.values())
+
+
+async def test_a_warm_up_the_server_refuses_still_lends_the_connection() -> None:
+    await require_postgres()
+    url = await create_pg_database()  # no tables yet: every warm-up statement is refused
+    try:
+        async with pg_engine(url) as engine:
+            connection = await engine.statements.acquire()
+            try:
+                assert await connection.fetchval("SELECT 41 + 1") == 42
+                assert not connection.is_in_transaction()
+            finally:
+                engine.statements.release(connection)
+            assert engine.statements.stats()["size"] == 1
+    finally:
+        await drop_pg_database(url)
+
+
+async def test_fill_opens_the_whole_pool_at_once_and_keeps_it_idle(postgres_url: str) -> None:
+    async with pg_engine(postgres_url, pool_size=8) as engine:
+        statements = engine.statements
+        assert await statements.fill() == 4
+        assert statements.stats() == {"size": 4, "idle": 4, "in_use": 0, "waiting": 0, "max_size": 4}
+        assert await statements.fill() == 0  # already full
+        pids = await statement_pool_pids(engine)
+        assert len(set(pids)) == 4
+        connection = await statements.acquire()
+        try:
+            assert all(n >= 1 for n in (await prepared_plans(connection)).values())
+        finally:
+            statements.release(connection)
+
+
+async def test_fill_raises_when_the_database_cannot_be_reached_and_leaves_the_pool_empty() -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    async with pg_engine("postgresql+asyncpg://postgres@127.0.0.1:1/test", pool_size=4) as engine:
+        with pytest.raises(ConnectionRefusedError):
+            await engine.statements.fill()
+        assert engine.statements.stats()["size"] == 0
+
+
+async def test_the_service_opens_its_statement_pool_at_start_up(postgres_url: str) -> None:
+    from tests.server.conftest import make_world
+
+    async with make_world(postgres_url) as world:
+        engine = world.service.state.container.engine
+        assert isinstance(engine, db.PgEngine)
+        stats = engine.statements.stats()
+        assert stats["size"] == stats["max_size"] == stats["idle"]
+
+
+async def test_the_service_starts_when_the_database_is_not_reachable_yet(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.server.conftest import make_world
+
+    unreachable = "postgresql+asyncpg://postgres:not-logged@127.0.0.1:1/test"
+    with caplog.at_level("WARNING", logger="minipay.server"):
+        async with make_world(unreachable, run_migrations=False) as world:
+            assert (await world.api.get("/healthz")).status_code == 200
+            assert world.service.state.container.engine.statements.stats()["size"] == 0
+    opened = [r.getMessage() for r in caplog.records if "statement pool not opened" in r.getMessage()]
+    assert opened == [
+        "statement pool not opened at start-up (ConnectionRefusedError): connections are made as requests need them"
+    ]
+    assert "not-logged" not in caplog.text

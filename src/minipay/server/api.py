@@ -17,7 +17,7 @@ import httpx2
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from minipay.server import tracing
+from minipay.server import db, tracing
 from minipay.server._guards import BodyDeadlineMiddleware
 from minipay.server._http import Metrics, ObserveMiddleware
 from minipay.server._redact import install_url_redaction
@@ -38,6 +38,28 @@ from minipay.server.webhooks import (
 __all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger("minipay.server")
+
+#: Seconds the start-up waits for the statement pool's connections before it serves without them.
+STATEMENT_POOL_OPEN_TIMEOUT = 10.0
+
+
+async def _open_statement_pool(container: Container) -> None:
+    """On PostgreSQL, open the statement pool's connections (each warmed up, ``_postgres``) before
+    the first request: otherwise the first requests each wait for a connection to be made and its
+    first statements planned. A database not reachable yet is no reason not to start: connections
+    are then made as requests need them (and readiness says what is wrong)."""
+    engine = container.engine
+    if not isinstance(engine, db.PgEngine):
+        return
+    try:
+        async with asyncio.timeout(STATEMENT_POOL_OPEN_TIMEOUT):
+            await engine.statements.fill()
+    except Exception as error:  # the message may quote the server: the type is enough here
+        log.warning(
+            "statement pool not opened at start-up (%s): connections are made as requests need them",
+            type(error).__name__,
+        )
+
 
 BackgroundTask = Callable[[Container, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -103,6 +125,7 @@ def create_app(
             from minipay.server.migrations import upgrade
 
             await upgrade(container.engine)
+        await _open_statement_pool(container)
         stop = asyncio.Event()
         tasks_to_run: list[BackgroundTask] = list(background)
         if settings.webhook_dispatch:

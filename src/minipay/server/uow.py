@@ -64,6 +64,7 @@ from minipay.server.repositories import (
     WriteBatch,
     batch_statement,
 )
+from minipay.server.repositories._gather import GatheredLookups
 from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["ConcurrentUpdate", "UnitOfWork", "UnitOfWorkFactory", "record_events", "retrying"]
@@ -169,9 +170,13 @@ class UnitOfWork:
         self.lookups_only = True
         return self
 
-    async def lookup(self, statement: PgStatement, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+    async def lookup(
+        self, statement: PgStatement, params: Mapping[str, Any], *, gathered: GatheredLookups | None = None
+    ) -> Mapping[Any, Any] | None:
         """The first row of a lookup ``statement`` in a unit of work of lookups (:meth:`looking_up`),
-        on a connection taken for this one statement."""
+        on a connection taken for this one statement; on PostgreSQL, with ``gathered`` (the same
+        lookup by key), read with the keys other lookups ask for in the same turn of the event loop,
+        in one statement (``repositories._gather``)."""
         engine = self.engine
         if isinstance(engine, db.SQLiteEngine):
             connection = engine.lookup_connection()
@@ -181,6 +186,8 @@ class UnitOfWork:
                 row: Mapping[Any, Any] | None = (await conn.execute(statement.statement, params)).mappings().first()
                 return row
         # PostgreSQL: the statement alone on the driver, in autocommit (no BEGIN, no ROLLBACK).
+        if gathered is not None and isinstance(engine, db.PgEngine):
+            return await gathered.fetchrow(engine, gathered.key_of(params))
         return await statement.fetchrow_alone(engine, params)
 
     def writing_at_commit(self) -> Self:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from minipay.server import db
 from minipay.server.domain import PAYMENT_FIXED_FIELDS, Payment, PaymentStatus, Refund, RefundStatus
 from minipay.server.repositories._pg import PgStatement
+
+if TYPE_CHECKING:
+    from minipay.server.repositories._gather import GatheredLookups
 
 __all__ = [
     "BATCH_EVENT_COLUMNS",
@@ -120,8 +123,12 @@ class Transaction(Protocol):
         runs through :meth:`lookup`."""
         ...
 
-    async def lookup(self, statement: PgStatement, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
-        """The first row of a lookup statement, on a connection taken for it alone."""
+    async def lookup(
+        self, statement: PgStatement, params: Mapping[str, Any], *, gathered: GatheredLookups | None = None
+    ) -> Mapping[Any, Any] | None:
+        """The first row of a lookup statement, on a connection taken for it alone; on PostgreSQL,
+        with ``gathered`` (the same lookup by key, gathered), read with the keys asked for at the
+        same time (``repositories._gather``)."""
         ...
 
 

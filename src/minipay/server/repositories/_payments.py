@@ -21,6 +21,7 @@ from minipay.server.repositories._base import (
     payment_from_row,
     refund_from_row,
 )
+from minipay.server.repositories._gather import GatheredLookups
 from minipay.server.repositories._pg import PgStatement
 
 __all__ = ["PaymentRepository", "RefundRepository"]
@@ -77,12 +78,26 @@ def _on_the_driver(query: Any) -> PgStatement:
     return _ON_THE_DRIVER[id(query)]
 
 
+# Payments and refunds by id or by their unique keys, in a unit of work of lookups on PostgreSQL
+# (the API's reads, a notification's duplicate check): the keys asked for in one turn of the event
+# loop are read with one statement (repositories._gather).
+_GATHERED = {
+    id(query): GatheredLookups(table, columns, _on_the_driver(query))
+    for table, query, columns in (
+        (db.payments, _PAYMENT_BY_ID[False, False], ("id",)),
+        (db.refunds, _REFUND_BY_ID[False, False], ("id",)),
+        (db.payments, _PAYMENT_BY_OUT_TRADE_NO[True, False], ("mch_id", "sub_mch_id", "out_trade_no")),
+        (db.refunds, _REFUND_BY_OUT_REFUND_NO[False, False], ("mch_id", "out_refund_no")),
+    )
+}
+
+
 async def _lookup(repository: Repository, query: Any, params: dict[str, Any]) -> Mapping[Any, Any] | None:
     """The row of a lookup, however the unit of work reads: by itself (a unit of work of lookups),
     on the driver (read-only on PostgreSQL), or through SQLAlchemy."""
     uow = repository.transaction
     if uow.lookups_only:
-        return await uow.lookup(_on_the_driver(query), params)
+        return await uow.lookup(_on_the_driver(query), params, gathered=_GATHERED.get(id(query)))
     if uow.autocommit:
         return await _on_the_driver(query).fetchrow(repository.conn, params)
     row: Mapping[Any, Any] | None = (await repository.conn.execute(query, params)).mappings().first()

@@ -21,16 +21,30 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from minipay.server import db
-from minipay.server.repositories._driver import DriverStatement
+from minipay.server._postgres import warm_up
+from minipay.server.repositories._driver import Compiled, DriverStatement
 
 __all__ = ["PgStatement"]
 
 
 class PgStatement(DriverStatement):
     """A Core statement, compiled once for the connection's dialect, run on an asyncpg connection."""
+
+    def warm_up(self, params: Mapping[str, Any]) -> None:
+        """Run this statement with ``params`` (values that match no row) on each new connection of
+        a statement pool before it is lent (``_postgres.warm_up``): planned there, not on a request's
+        path. Only for a statement that changes nothing."""
+        fixed = dict(params)
+
+        async def step(connection: asyncpg.Connection, dialect: Dialect) -> None:
+            compiled = self.compiled(dialect)
+            await connection.fetch(compiled.sql, *compiled.arguments(fixed))
+
+        warm_up(step)
 
     async def fetchrow(self, conn: AsyncConnection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The statement's first row (column name -> value, as SQLAlchemy would give it), or None,
@@ -61,6 +75,18 @@ class PgStatement(DriverStatement):
                 # transaction that closing the connection rolls back).
                 return await self.fetchrow(conn, params)
         compiled = self.compiled(engine.dialect)
+        records = await self._alone(engine, compiled, params, many=False)
+        return None if not records else compiled.row(records[0])
+
+    async def fetch_alone(self, engine: db.PgEngine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row of the statement, run alone in autocommit on a connection of the engine's
+        statement pool; failures as :meth:`fetchrow_alone` raises them."""
+        compiled = self.compiled(engine.dialect)
+        return [compiled.row(record) for record in await self._alone(engine, compiled, params, many=True)]
+
+    async def _alone(
+        self, engine: db.PgEngine, compiled: Compiled, params: Mapping[str, Any], *, many: bool
+    ) -> list[Any]:
         args = compiled.arguments(params)
         statements = engine.statements
         try:
@@ -75,7 +101,11 @@ class PgStatement(DriverStatement):
             raise exc.OperationalError("connect", None, error, hide_parameters=True) from error
         discard = True  # unless the statement ran, or the server answered it
         try:
-            record = await driver.fetchrow(compiled.sql, *args)
+            if many:
+                records: list[Any] = await driver.fetch(compiled.sql, *args)
+            else:
+                record = await driver.fetchrow(compiled.sql, *args)
+                records = [] if record is None else [record]
             discard = False
         except Exception as error:
             raised, fate = _failure(compiled.sql, params, error, closed=driver.is_closed())
@@ -86,7 +116,7 @@ class PgStatement(DriverStatement):
         finally:
             # Cancelled under its statement too: closed, never handed out half-way through one.
             statements.release(driver, discard=discard)
-        return None if record is None else compiled.row(record)
+        return records
 
 
 def _session_lost(error: asyncpg.PostgresError) -> bool:
