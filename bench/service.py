@@ -52,6 +52,13 @@ error or timeout.
 Prints a table, the ratios and the targets (issue 9); ``--json FILE`` writes the figures. The exit
 code is 1 when a target is missed, except with ``--quick`` (a smoke run of a few seconds: CI).
 PostgreSQL: a fresh database per run (``--pg-url`` names the server), dropped afterwards.
+
+The kernel's scheduler matters when PostgreSQL shares the machine: with autogroup on
+(``kernel.sched_autogroup_enabled = 1``, the default of many kernels) the server, started in a session
+of its own, is one scheduling group and this run's processes another, and the CPU is shared between
+the groups. On a 2-CPU machine under this load that stalled every PostgreSQL connection at times for
+up to a second (the backends woken, runnable and not run), whatever the service did. The run says
+so when it finds the server in another autogroup, and records it in the JSON (``autogroup``).
 """
 
 from __future__ import annotations
@@ -844,19 +851,48 @@ def table(rows: list[Row]) -> str:
 # -- PostgreSQL: a fresh database per run ----------------------------------------------------------------
 
 
-def _pg(admin_url: str, sql: str) -> None:
+def _pg(admin_url: str, sql: str) -> Any:
+    """Run ``sql`` in autocommit; its first value, if it returns rows."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    async def go() -> None:
+    async def go() -> Any:
         engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
-                await conn.execute(text(sql))
+                result = await conn.execute(text(sql))
+                return result.scalar() if result.returns_rows else None
         finally:
             await engine.dispose()
 
-    asyncio.run(go())
+    return asyncio.run(go())
+
+
+def autogroup(pg_url: str, proc: Path = Path("/proc")) -> dict[str, bool | None]:
+    """Whether the kernel's autogroup is on and, if so, whether the PostgreSQL server (on this
+    machine) runs in another autogroup than this run (None: could not tell)."""
+    try:
+        enabled = (proc / "sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return {"enabled": False, "database_apart": None}
+    if not enabled:
+        return {"enabled": False, "database_apart": None}
+    try:
+        pid = _pg(pg_url, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+        theirs = (proc / str(int(pid)) / "autogroup").read_text().split()[0]
+        ours = (proc / "self/autogroup").read_text().split()[0]
+    except (OSError, TypeError, ValueError):
+        return {"enabled": True, "database_apart": None}  # not on this machine, or not readable
+    return {"enabled": True, "database_apart": theirs != ours}
+
+
+AUTOGROUP_WARNING = """\
+  !! the kernel's autogroup is on (kernel.sched_autogroup_enabled = 1) and PostgreSQL runs in a
+     session of its own: the kernel shares the CPU between PostgreSQL's processes as one group and
+     this run's (service, floors, wrk) as another, not between processes. Measured on a 2-CPU
+     machine: every PostgreSQL connection stalled at times for up to ~1 s (GET p99 50-2,900 ms,
+     with or without the service), and the GET served 15-25 % less. For figures of the service
+     rather than of the scheduler: sysctl -w kernel.sched_autogroup_enabled=0 (until a reboot)."""
 
 
 @contextlib.contextmanager
@@ -903,6 +939,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{platform.python_implementation()} {platform.python_version()}",
         flush=True,
     )
+    grouping = autogroup(args.pg_url) if args.db == "postgres" else {"enabled": None, "database_apart": None}
+    if grouping["database_apart"]:
+        print(AUTOGROUP_WARNING, flush=True)
     try:
         with database(args.db, args.pg_url, work) as url:
             rows = run(args, work, url, generator)
@@ -922,6 +961,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     for line in floor_drift(rows):
         print(line)
+    if grouping["database_apart"]:
+        print(AUTOGROUP_WARNING)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -933,6 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "generator": generator,
                     "when": datetime.now(UTC).isoformat(timespec="seconds"),
                     "cpus": os.cpu_count(),
+                    "autogroup": grouping,
                     "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
                     "targets": [{"target": t, "met": ok} for t, ok in checks],
                 },

@@ -90,3 +90,35 @@ def test_a_first_time_target_met_says_nothing_of_a_floor_below_it() -> None:
     rows = _rows(**{"notify (first-time)": 593.0})
     rows.append(bench.Row("FastAPI POST + notify's parse + SQL", 497.0, 5, 10, 0, 1000, "floor POST", 30000.0))
     assert _verdict(rows, "sqlite", 1, "first-time") == ("first-time notifications >= 500/s (593/s)", True)
+
+
+def _proc(tmp_path: Any, *, enabled: str, ours: str, server: str | None) -> Any:
+    """A stand-in for /proc: the autogroup switch, this process's group and the server's (pid 77)."""
+    (tmp_path / "sys/kernel").mkdir(parents=True)
+    (tmp_path / "sys/kernel/sched_autogroup_enabled").write_text(enabled + "\n")
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self/autogroup").write_text(f"{ours} nice 0\n")
+    if server is not None:
+        (tmp_path / "77").mkdir()
+        (tmp_path / "77/autogroup").write_text(f"{server} nice 0\n")
+    return tmp_path
+
+
+def test_postgresql_in_another_autogroup_is_reported(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(bench, "_pg", lambda url, sql: 77)  # the checkpointer's pid
+    proc = _proc(tmp_path, enabled="1", ours="/autogroup-85", server="/autogroup-7")
+    assert bench.autogroup("postgresql+asyncpg://x", proc) == {"enabled": True, "database_apart": True}
+
+
+def test_postgresql_in_this_runs_autogroup_or_autogroup_off_is_not(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(bench, "_pg", lambda url, sql: 77)
+    same = _proc(tmp_path / "same", enabled="1", ours="/autogroup-85", server="/autogroup-85")
+    off = _proc(tmp_path / "off", enabled="0", ours="/autogroup-85", server="/autogroup-7")
+    assert bench.autogroup("postgresql+asyncpg://x", same) == {"enabled": True, "database_apart": False}
+    assert bench.autogroup("postgresql+asyncpg://x", off) == {"enabled": False, "database_apart": None}
+
+
+def test_a_server_elsewhere_leaves_the_grouping_unknown(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(bench, "_pg", lambda url, sql: 77)  # no such process on this machine
+    proc = _proc(tmp_path, enabled="1", ours="/autogroup-85", server=None)
+    assert bench.autogroup("postgresql+asyncpg://x", proc) == {"enabled": True, "database_apart": None}
