@@ -24,9 +24,10 @@ from minipay.protocol import (
     SignatureError,
     SignPolicy,
     XMLError,
-    encode_xml,
     parse_payment_notification,
     parse_refund_notification,
+    reply_fail,
+    reply_success,
 )
 from minipay.server.domain import ApplyOutcome, PaymentResult, RefundResult
 from minipay.server.ports import Clock, UnitOfWorkPortFactory
@@ -46,10 +47,10 @@ class NotifyReply:
 
 
 def reply(success: bool, message: str = "OK", status_code: int = 200, outcome: str = "") -> NotifyReply:
-    fields = (
-        {"return_code": "SUCCESS", "return_msg": "OK"} if success else {"return_code": "FAIL", "return_msg": message}
-    )
-    return NotifyReply(status_code, encode_xml(fields), outcome or ("ok" if success else f"refused:{message}"))
+    """The answer to WeChat: the protocol's exact SUCCESS body, or FAIL with ``message``."""
+    if success:
+        return NotifyReply(status_code, reply_success(), outcome or "ok")
+    return NotifyReply(status_code, reply_fail(message), outcome or f"refused:{message}")
 
 
 class _Refused(Exception):
