@@ -171,3 +171,69 @@ async def test_statements_run_on_the_loop_and_a_locked_database_is_awaited_off_i
     assert ticks == 10
     async with UnitOfWork(engine).reading() as uow:
         assert (await uow.conn.execute(text("SELECT count(*) FROM marks"))).scalar_one() == 1
+
+
+async def test_writes_sent_at_commit_take_the_one_writer_and_wait_for_a_shared_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A unit of work that writes at commit (a notification's first attempt, a new payment) runs its
+    # statements on sqlite3 itself: still in a transaction of the one writer connection, queued
+    # behind a unit of work that holds it, and heard of only once an fsync begun after it is done.
+    from minipay.server.migrations import upgrade
+    from tests.server.test_unit_of_work import payment
+
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}")
+    try:
+        await upgrade(engine)
+        assert isinstance(engine, db.SQLiteEngine)
+        assert engine.wal is not None
+        rounds: list[tuple[float, float]] = []
+        real_fsync = engine.wal._fsync
+
+        def timed_fsync() -> None:
+            start = time.monotonic()
+            real_fsync()
+            rounds.append((start, time.monotonic()))
+
+        monkeypatch.setattr(engine.wal, "_fsync", timed_fsync)
+        holding = asyncio.Event()
+        spans: dict[str, tuple[float, float]] = {}
+
+        async def holder() -> None:
+            async with UnitOfWork(engine) as uow:
+                start = time.monotonic()
+                await uow.payments.add(payment("held"))
+                holding.set()
+                await asyncio.sleep(0.05)  # the batched writer gets every chance to run now
+                await uow.commit()
+                spans["held"] = (start, time.monotonic())
+
+        returned: dict[str, float] = {}
+
+        async def batched(n: int) -> None:
+            await holding.wait()
+            async with UnitOfWork(engine).writing_at_commit() as uow:
+                await uow.payments.add(payment(n))
+                await uow.events.append(
+                    type="created", source="api", data={}, now=payment(n).created_at, payment_id=f"pay_{n}"
+                )
+                start = time.monotonic()
+                await uow.commit()
+                spans[f"pay_{n}"] = (start, time.monotonic())
+            returned[f"pay_{n}"] = time.monotonic()
+
+        await asyncio.gather(holder(), *(batched(n) for n in range(4)))
+        # None of the batched commits finished before the holder committed ...
+        held_end = spans["held"][1]
+        for n in range(4):
+            assert spans[f"pay_{n}"][1] >= held_end
+            # ... and each returned after an fsync that began once it had committed.
+            assert any(spans[f"pay_{n}"][0] <= start and end <= returned[f"pay_{n}"] for start, end in rounds)
+        async with UnitOfWork(engine).reading() as uow:
+            ids = (await uow.conn.execute(text("SELECT id FROM payments ORDER BY rowid"))).scalars().all()
+            events = (await uow.conn.execute(text("SELECT payment_id FROM payment_events"))).scalars().all()
+        assert ids[0] == "pay_held"
+        assert sorted(ids[1:]) == [f"pay_{n}" for n in range(4)]
+        assert sorted(events) == [f"pay_{n}" for n in range(4)]
+    finally:
+        await engine.dispose()
