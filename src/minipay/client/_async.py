@@ -195,7 +195,7 @@ class AsyncClient(PureMethods):
 
         async def send(host: str) -> httpx2.Response:
             body = self._core.encode(prepared)  # a fresh nonce and signature on every attempt
-            return await http.post(host + operation.path, content=body, headers=XML_HEADERS)
+            return await http.post(self._core.url(host, operation), content=body, headers=XML_HEADERS)
 
         return await self._run(
             operation,

@@ -194,7 +194,7 @@ class Client(PureMethods):
 
         def send(host: str) -> httpx2.Response:
             body = self._core.encode(prepared)  # a fresh nonce and signature on every attempt
-            return http.post(host + operation.path, content=body, headers=XML_HEADERS)
+            return http.post(self._core.url(host, operation), content=body, headers=XML_HEADERS)
 
         return self._run(
             operation,
