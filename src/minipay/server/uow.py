@@ -28,10 +28,9 @@ repositories answer only their ``get`` lookups.
 
 Work that only writes, having decided on rows read before (its saves conditional on the versions it
 read) or inserting a new payment (its unique keys the only check), uses
-``uow_factory().writing_at_commit()``: its writes are sent at ``commit()``: on PostgreSQL as one
-statement, with no transaction round trips; on SQLite in one ``BEGIN IMMEDIATE`` transaction of the
-writer connection, the statements run on :mod:`sqlite3` itself (``repositories._batch``). Such a
-unit of work reads nothing: its ``conn`` is refused.
+``uow_factory().writing_at_commit()``: on PostgreSQL its writes are sent at ``commit()``
+as one statement, with no transaction round trips (``repositories._batch``); elsewhere it is an
+ordinary unit of work. Such a unit of work reads nothing: its ``conn`` is refused.
 
 The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class is its SQL adapter
 (and the worker's and the console's, which also reach for the connection).
@@ -39,13 +38,11 @@ The service layer names the port it needs, ``ports.UnitOfWorkPort``; this class 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -67,7 +64,6 @@ from minipay.server.repositories import (
     WriteBatch,
     batch_statement,
 )
-from minipay.server.repositories._batch import write_sqlite
 from minipay.server.repositories._gather import GatheredLookups
 from minipay.server.repositories._pg import PgStatement
 
@@ -196,8 +192,8 @@ class UnitOfWork:
 
     def writing_at_commit(self) -> Self:
         """Make this a unit of work that reads nothing and sends its writes at commit (before
-        ``async with``): see the module docstring."""
-        if not self.read_only:
+        ``async with``; PostgreSQL only, a no-op elsewhere): see the module docstring."""
+        if self.is_postgres and not self.read_only:
             self._batch = WriteBatch()
         return self
 
@@ -255,18 +251,6 @@ class UnitOfWork:
     async def _commit_batch(self, batch: WriteBatch) -> None:
         events = self.events.take()
         self._batch = WriteBatch()
-        engine = self.engine
-        if isinstance(engine, db.SQLiteEngine):
-            async with engine.connect() as conn:
-                await conn.begin()  # BEGIN IMMEDIATE: this process's writer, and SQLite's write lock
-                # One greenlet hand-off for the statements, not one per statement (and per cursor).
-                await conn.run_sync(_write_on_sqlite, batch, events)
-                for row in batch.outbox:
-                    await Outbox.write(conn, row, postgres=False)
-                await conn.commit()
-            self._after_saves(batch)
-            await engine.sync()  # the caller hears of it once it is on disk, as from __aexit__
-            return
         if not batch.fits(len(events)):
             # Written one statement after the other, in a transaction of their own.
             async with self.engine.connect() as conn:
@@ -329,12 +313,6 @@ class UnitOfWork:
             refund_id=refund_id,
             webhook_data=webhook_data,
         )
-
-
-def _write_on_sqlite(conn: Connection, batch: WriteBatch, events: list[dict[str, Any]]) -> None:
-    driver = conn.connection.driver_connection  # the sqlite3 connection (``_sqlite.InLoopDBAPI``)
-    assert isinstance(driver, sqlite3.Connection)
-    write_sqlite(driver, conn.dialect, batch, events)
 
 
 async def record_events(

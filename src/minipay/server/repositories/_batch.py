@@ -13,21 +13,14 @@ payment's insert needs no read at all: a unique key it breaks fails the whole st
 
 Shapes beyond one save, a few event rows and one outbox event are not built: they are written one
 statement after the other in a transaction, as any unit of work does (:meth:`WriteBatch.fits`).
-
-On SQLite the same writes go in a transaction of the writer connection (``BEGIN IMMEDIATE``, as for
-any unit of work that writes), the insert or save and the event rows run on :mod:`sqlite3` itself
-(:func:`write_sqlite`, statements compiled once): through SQLAlchemy's async engine each statement
-cost several times what SQLite takes to run it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from sqlalchemy import Select, bindparam, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql as postgresql_dialect
-from sqlalchemy.engine import Dialect
 
 from minipay.server import db
 from minipay.server.repositories._base import (
@@ -35,35 +28,12 @@ from minipay.server.repositories._base import (
     BATCH_OUTBOX_COLUMNS,
     PAYMENT_FIELDS,
     PAYMENT_SAVED_FIELDS,
-    ConcurrentUpdate,
     WriteBatch,
 )
-from minipay.server.repositories._driver import DriverStatement
-from minipay.server.repositories._log import INSERT_EVENT, deliveries_for
-from minipay.server.repositories._payments import INSERT_PAYMENT, SAVE_PAYMENT
+from minipay.server.repositories._log import deliveries_for
 from minipay.server.repositories._pg import PgStatement
 
-__all__ = ["WriteBatch", "batch_statement", "write_sqlite"]
-
-# The repositories' own statements, for the parameters a batch holds.
-_SQLITE_ADD = DriverStatement(INSERT_PAYMENT, column_keys=PAYMENT_FIELDS)
-_SQLITE_SAVE = DriverStatement(SAVE_PAYMENT, column_keys=[*PAYMENT_SAVED_FIELDS, "b_id", "b_version"])
-_SQLITE_EVENTS = DriverStatement(INSERT_EVENT, column_keys=BATCH_EVENT_COLUMNS)
-
-
-def write_sqlite(
-    connection: sqlite3.Connection, dialect: Dialect, batch: WriteBatch, events: list[dict[str, Any]]
-) -> None:
-    """The batch's new payment or payment save and its event rows, on a :mod:`sqlite3` connection in
-    the caller's transaction (its outbox events are the caller's: they read the endpoints first).
-    :class:`ConcurrentUpdate` when a save finds its row changed since it was read."""
-    for values in batch.adds:
-        _SQLITE_ADD.execute_sqlite(connection, dialect, values)
-    for payment, values in batch.saves:
-        if _SQLITE_SAVE.execute_sqlite(connection, dialect, values) != 1:
-            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
-    if events:
-        _SQLITE_EVENTS.executemany_sqlite(connection, dialect, events)
+__all__ = ["WriteBatch", "batch_statement"]
 
 
 _STATEMENTS: dict[tuple[bool, int, bool, bool], PgStatement] = {}

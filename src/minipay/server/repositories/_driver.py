@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Select
 
 __all__ = ["Compiled", "DriverStatement"]
 
@@ -66,13 +67,10 @@ class Compiled:
 
 
 class DriverStatement:
-    """A Core statement, compiled once per dialect: a ``SELECT`` (or a statement ``RETURNING``
-    columns), or an ``INSERT`` / ``UPDATE`` of the columns ``column_keys`` (the keys of the
-    parameters it is given, as SQLAlchemy would compile it for them)."""
+    """A Core ``SELECT`` (or a statement ``RETURNING`` columns), compiled once per dialect."""
 
-    def __init__(self, statement: Any, *, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self.column_keys = None if column_keys is None else list(column_keys)
         self._compiled: dict[str, Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> Compiled:
@@ -82,7 +80,7 @@ class DriverStatement:
         return found
 
     def _compile(self, dialect: Dialect) -> Compiled:
-        compiled: Any = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+        compiled: Any = self.statement.compile(dialect=dialect)
         binds = tuple(
             (
                 name,
@@ -93,7 +91,7 @@ class DriverStatement:
         )
         columns = tuple(
             (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, None))
-            for column in getattr(self.statement, "selected_columns", ())  # none for INSERT, UPDATE
+            for column in self.statement.selected_columns
         )
         return Compiled(str(compiled), binds, columns)
 
@@ -113,34 +111,3 @@ class DriverStatement:
         except sqlite3.Error as error:
             raise exc.DBAPIError(compiled.sql, dict(params), error, hide_parameters=True) from error
         return None if record is None else compiled.row(record)
-
-    def execute_sqlite(self, connection: sqlite3.Connection, dialect: Dialect, params: Mapping[str, Any]) -> int:
-        """Run the statement (an ``INSERT`` or ``UPDATE``) on a :mod:`sqlite3` connection, synchronously,
-        in whatever transaction the connection is in; how many rows it changed. Errors are raised as
-        SQLAlchemy would raise them (``IntegrityError`` for a unique key, ...), the parameters never
-        in the message."""
-        compiled = self.compiled(dialect)
-        args = compiled.arguments(params)
-        try:
-            # A plain cursor: the connection's own may be one made for SQLAlchemy's async adapter.
-            return sqlite3.Cursor(connection).execute(compiled.sql, args).rowcount
-        except sqlite3.Error as error:
-            raise _sqlalchemy_error(compiled.sql, error) from error
-
-    def executemany_sqlite(
-        self, connection: sqlite3.Connection, dialect: Dialect, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """:meth:`execute_sqlite` for each of ``rows``, in one call of the driver."""
-        compiled = self.compiled(dialect)
-        args = [compiled.arguments(row) for row in rows]
-        try:
-            sqlite3.Cursor(connection).executemany(compiled.sql, args)
-        except sqlite3.Error as error:
-            raise _sqlalchemy_error(compiled.sql, error) from error
-
-
-def _sqlalchemy_error(sql: str, error: sqlite3.Error) -> exc.DBAPIError:
-    """A sqlite3 error as SQLAlchemy raises it (its class picked by the driver's), parameters hidden."""
-    raised = exc.DBAPIError.instance(sql, None, error, sqlite3.Error, hide_parameters=True)
-    assert isinstance(raised, exc.DBAPIError)
-    return raised

@@ -18,7 +18,7 @@ from minipay.server.repositories._base import Repository, Transaction
 
 __all__ = ["EventLog", "IdempotencyKeys", "Outbox", "deliveries_for"]
 
-INSERT_EVENT = insert(db.payment_events)
+_INSERT_EVENT = insert(db.payment_events)
 _INSERT_DELIVERY = insert(db.webhook_deliveries)
 _INSERT_IDEMPOTENCY_KEY = insert(db.idempotency_keys)
 # SQLite: one statement for "insert the event unless its key exists": the row's id back, or no row
@@ -124,7 +124,7 @@ class EventLog(Repository):
 
     @staticmethod
     async def write(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        await conn.execute(INSERT_EVENT, rows)
+        await conn.execute(_INSERT_EVENT, rows)
 
     def discard(self) -> None:
         """Forget the rows not written yet (the unit of work rolled back or ended without a commit)."""

@@ -28,8 +28,8 @@ __all__ = ["PaymentRepository", "RefundRepository"]
 
 # The hot statements are built once and get their values as parameters: a statement built with
 # ``.values(...)`` embeds them, and SQLAlchemy then computes a cache key over every value each time.
-INSERT_PAYMENT = insert(db.payments)
-SAVE_PAYMENT = update(db.payments).where(
+_INSERT_PAYMENT = insert(db.payments)
+_SAVE_PAYMENT = update(db.payments).where(
     db.payments.c.id == bindparam("b_id"), db.payments.c.version == bindparam("b_version")
 )
 _INSERT_REFUND = insert(db.refunds)
@@ -126,7 +126,7 @@ class PaymentRepository(Repository):
     @staticmethod
     async def add_values(conn: AsyncConnection, values: dict[str, Any]) -> None:
         """The insert of :meth:`add`, with its values."""
-        await conn.execute(INSERT_PAYMENT, values)
+        await conn.execute(_INSERT_PAYMENT, values)
 
     async def get(self, payment_id: str, *, sub_mch_id: str | None = None, for_update: bool = False) -> Payment | None:
         # The sub-merchant checked on the row (see _PAYMENT_BY_ID). Locked, another sub-merchant's row
@@ -165,7 +165,7 @@ class PaymentRepository(Repository):
     @staticmethod
     async def save_values(conn: AsyncConnection, payment: Payment, values: dict[str, Any]) -> None:
         """The conditional update of :meth:`save`, with its values."""
-        result = await conn.execute(SAVE_PAYMENT, values)
+        result = await conn.execute(_SAVE_PAYMENT, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently")
 
