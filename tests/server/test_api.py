@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from minipay.server import db
 from minipay.server.api import create_app
 from minipay.server.routes.early import EarlyRoutes
-from minipay.server.routes.payments import PaymentRead
+from minipay.server.routes.payments import PaymentCreate, PaymentRead
 from minipay.server.uow import ConcurrentUpdate
 from tests.server.conftest import KEYS, SUB1, SUB2, World, build_settings, on_the_fake
 
@@ -581,6 +582,114 @@ async def test_healthz_answered_before_routing_is_the_routes_answer_and_still_co
     metrics = (await world.api.get("/metrics")).text
     assert 'minipay_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in metrics
     assert "/healthz" in (await world.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_the_payment_creation_answered_before_routing_is_the_routes_answer(world: World) -> None:
+    # POST /v1/payments without a query string is answered by a plain ASGI endpoint ahead of the
+    # router (routes.early), which passes every request it does not take whole on to the FastAPI
+    # route, body and all; with a query string (ignored by the route) the router answers. Both must
+    # answer alike: status, headers in their order, body (but for what is new in each payment),
+    # errors and their precedence included (FastAPI reads the body before it checks the API key).
+    early_routes = [m.kwargs["routes"] for m in world.service.user_middleware if m.cls is EarlyRoutes]
+    creation = [r for routes in early_routes for r in routes if r.path == "/v1/payments"]
+    assert [type(r.endpoint) for r in creation] == [PaymentCreate]
+    openid = await world.login(SUB1)
+    valid = {"amount": 1000, "currency": "HKD", "description": "Coffee", "openid": openid}
+
+    async def both(
+        content: bytes, headers: dict[str, str], key: str | None = None
+    ) -> tuple[httpx2.Response, httpx2.Response]:
+        headers = {**headers, "X-Request-Id": "same-request"}
+        answers = []
+        for path, suffix in (("/v1/payments", "-early"), ("/v1/payments?via=router", "-routed")):
+            sent = dict(headers) if key is None else {**headers, "Idempotency-Key": key + suffix}
+            answers.append(await world.api.post(path, content=content, headers=sent))
+        return answers[0], answers[1]
+
+    new_in_each = ("id", "out_trade_no", "prepay_id", "pay_params", "created_at", "updated_at", "expires_at")
+
+    def same(early: httpx2.Response, routed: httpx2.Response, what: str) -> None:
+        assert (early.status_code, early.headers.multi_items()[1:]) == (
+            routed.status_code,
+            routed.headers.multi_items()[1:],
+        ), what
+        assert early.headers.multi_items()[0][0] == "content-length", what
+        if early.status_code in (200, 201):
+            mine, theirs = early.json(), routed.json()
+            assert set(mine) == set(theirs), what
+            assert {k: v for k, v in mine.items() if k not in new_in_each} == {
+                k: v for k, v in theirs.items() if k not in new_in_each
+            }, what
+            assert set(mine["pay_params"]) == set(theirs["pay_params"]), what
+        else:
+            assert early.content == routed.content, what
+
+    json_type = {"Content-Type": "application/json"}
+    body = json.dumps(valid).encode()
+    cases: list[tuple[str, bytes, dict[str, str]]] = [
+        ("valid", body, {**world.auth(), **json_type}),
+        ("charset", body, {**world.auth(), "Content-Type": "Application/JSON; charset=utf-8"}),
+        ("json suffix", body, {**world.auth(), "Content-Type": "application/merge-patch+json"}),
+        ("no content type", body, world.auth()),
+        ("text", body, {**world.auth(), "Content-Type": "text/plain"}),
+        ("empty", b"", {**world.auth(), **json_type}),
+        ("not json", b'{"amount": 10', {**world.auth(), **json_type}),
+        ("a list", b"[1, 2]", {**world.auth(), **json_type}),
+        ("NaN", body.replace(b"1000", b"NaN"), {**world.auth(), **json_type}),
+        ("amount as text", body.replace(b"1000", b'"1000"'), {**world.auth(), **json_type}),
+        ("unknown field", body[:-1] + b', "colour": "red"}', {**world.auth(), **json_type}),
+        ("no key", body, json_type),
+        ("wrong key", body, {"Authorization": "Bearer sk_wrong", **json_type}),
+        ("wrong key, not json", b"{", {"Authorization": "Bearer sk_wrong", **json_type}),
+        ("wrong key, unknown field", body[:-1] + b', "x": 1}', {"Authorization": "Basic a", **json_type}),
+        ("admin, no sub_mch_id", body, {**world.auth("admin"), **json_type}),
+        ("another sub-merchant", body[:-1] + f', "sub_mch_id": "{SUB2}"}}'.encode(), {**world.auth(), **json_type}),
+        ("wrong currency", body.replace(b"HKD", b"USD"), {**world.auth(), **json_type}),
+        ("empty idempotency key", body, {**world.auth(), **json_type, "Idempotency-Key": ""}),
+        ("long idempotency key", body, {**world.auth(), **json_type, "Idempotency-Key": "k" * 256}),
+    ]
+    statuses = {}
+    for what, content, headers in cases:
+        early, routed = await both(content, headers)
+        same(early, routed, what)
+        statuses[what] = early.status_code
+    assert statuses == {
+        "valid": 201,
+        "charset": 201,
+        "json suffix": 201,
+        "no content type": 400,  # FastAPI's strict content type: a JSON body must say so
+        "text": 400,
+        "empty": 400,
+        "not json": 400,
+        "a list": 400,
+        "NaN": 400,
+        "amount as text": 400,
+        "unknown field": 400,
+        "no key": 401,
+        "wrong key": 401,
+        "wrong key, not json": 400,
+        "wrong key, unknown field": 401,
+        "admin, no sub_mch_id": 400,
+        "another sub-merchant": 404,
+        "wrong currency": 400,
+        "empty idempotency key": 400,
+        "long idempotency key": 400,
+    }
+
+    # With an Idempotency-Key: created, then replayed (200, the same payment), then a conflict.
+    first = await both(body, {**world.auth(), **json_type}, key="order-1")
+    again = await both(body, {**world.auth(), **json_type}, key="order-1")
+    other = await both(body.replace(b"1000", b"2000"), {**world.auth(), **json_type}, key="order-1")
+    for what, (early, routed) in (("first", first), ("again", again), ("other", other)):
+        same(early, routed, what)
+    assert [first[0].status_code, again[0].status_code] == [201, 200]
+    assert again[0].json()["id"] == first[0].json()["id"]
+    assert other[0].status_code == 409
+
+    # Counted under the route, whichever answered; other methods are the router's.
+    metrics = (await world.api.get("/metrics")).text
+    assert 'minipay_http_requests_total{method="POST",route="/v1/payments",status="201"} 8.0' in metrics
+    assert (await world.api.put("/v1/payments", headers=world.auth())).status_code == 405
 
 
 async def test_the_payment_read_answered_before_routing_is_the_routes_answer(world: World) -> None:

@@ -178,7 +178,7 @@ def create_app(
     # The router tries routes in the order they were added, a path match each: the busiest first
     # (WeChat's notifications, then the API); no two of these groups share a path.
     notify_routes = notify.add_routes(app, container, settings, metrics, wake)
-    payment_read = payments.add_routes(app, container)
+    payment_read, payment_create = payments.add_routes(app, container)
     refunds.add_routes(app, container)
     webhooks.add_routes(app, container)
     ops.add_routes(app, container, settings, metrics, wechat_monitor, backlog_gauges)
@@ -190,11 +190,11 @@ def create_app(
     if taken:
         raise ValueError(f"route(s) {', '.join(taken)} would be answered as GET /v1/payments/{{payment_id}}")
 
-    # Plain ASGI layers, innermost first: /healthz, WeChat's notifications and the payment read
+    # Plain ASGI layers, innermost first: /healthz, WeChat's notifications, the payment creation and read
     # answered before routing (routes.early), the body-read deadline, then the observer that sees
     # every request whole (metrics, access log, request id).
     healthz_route = next(r for r in app.routes if getattr(r, "path", None) == "/healthz")
-    app.add_middleware(EarlyRoutes, routes=notify_routes, items=[payment_read])
+    app.add_middleware(EarlyRoutes, routes=[*notify_routes, payment_create.route], items=[payment_read])
     app.add_middleware(ops.LivenessMiddleware, route=healthz_route)
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_read_timeout)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
