@@ -80,9 +80,9 @@ def _lifespan(*, lookups: bool) -> Callable[[Any], contextlib.AbstractAsyncConte
     async def lifespan(_: Any) -> AsyncIterator[None]:
         global _engine
         url = os.environ.get("MINIPAY_BENCH_DATABASE_URL")
-        _engine = (
-            (db.create_engine(url, pool_size=FLOOR_POOL_SIZE) if lookups else db.create_engine(url)) if url else None
-        )
+        _engine = None
+        if url:
+            _engine = db.create_engine(url, pool_size=FLOOR_POOL_SIZE) if lookups else db.create_engine(url)
         if lookups and isinstance(_engine, db.PgEngine):
             # As the service does at start-up: the statement pool open and warmed up before the
             # first request, so that the floor's lookups are measured on the same footing.

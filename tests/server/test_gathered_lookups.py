@@ -85,7 +85,8 @@ async def test_reads_asked_for_in_one_turn_are_one_statement_and_each_caller_get
         assert "unnest" not in alone
 
 
-async def test_refunds_by_id_are_gathered_too(postgres_url: str) -> None:
+@pytest.mark.parametrize("by", ["id", "out_refund_no"])
+async def test_refund_lookups_are_gathered_too(postgres_url: str, by: str) -> None:
     async with logged_engine(postgres_url) as (engine, logged):
         store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
         paid = payment(1)
@@ -93,11 +94,13 @@ async def test_refunds_by_id_are_gathered_too(postgres_url: str) -> None:
         await settle()
         logged.clear()
 
-        async def read_refund(refund_id: str) -> Any:
+        async def read_refund(n: str) -> Any:
             async with UnitOfWork(engine).looking_up() as uow:
-                return await uow.refunds.get(refund_id, sub_mch_id=SUB1)
+                if by == "id":
+                    return await uow.refunds.get(f"re_{n}", sub_mch_id=SUB1)
+                return await uow.refunds.get_by_out_refund_no(MCH, f"R{n}")
 
-        first, second, missing = await asyncio.gather(read_refund("re_1"), read_refund("re_2"), read_refund("re_x"))
+        first, second, missing = await asyncio.gather(read_refund("1"), read_refund("2"), read_refund("9"))
         await settle()
         assert (first.amount, second.amount, missing) == (100, 200, None)
         [gathered] = lookups(logged)
@@ -139,27 +142,6 @@ async def test_duplicate_checks_by_out_trade_no_are_gathered_on_the_whole_key(po
         await settle()
         [alone] = lookups(logged)
         assert "unnest" not in alone
-
-
-async def test_refunds_by_out_refund_no_are_gathered_too(postgres_url: str) -> None:
-    async with logged_engine(postgres_url) as (engine, logged):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        paid = payment(1)
-        await add(store, paid, refund(1, paid, 100), refund(2, paid, 200))
-        await settle()
-        logged.clear()
-
-        async def by_out_refund_no(out_refund_no: str) -> Any:
-            async with UnitOfWork(engine).looking_up() as uow:
-                return await uow.refunds.get_by_out_refund_no(MCH, out_refund_no)
-
-        first, second, missing = await asyncio.gather(
-            by_out_refund_no("R1"), by_out_refund_no("R2"), by_out_refund_no("R9")
-        )
-        await settle()
-        assert (first.amount, second.amount, missing) == (100, 200, None)
-        [gathered] = lookups(logged)
-        assert "unnest" in gathered
 
 
 async def test_more_ids_in_a_turn_than_one_statement_reads_make_more_statements(postgres_url: str) -> None:

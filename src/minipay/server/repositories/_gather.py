@@ -125,7 +125,7 @@ class GatheredLookups:
             if not keys:
                 return  # every caller gave up
             if len(keys) == 1:
-                row = await self.one.fetchrow_alone(engine, dict(zip(self.columns, keys[0], strict=True)))
+                row = await self._alone(engine, keys[0])
                 rows = {} if row is None else {keys[0]: row}
             else:
                 by_column = zip(*keys, strict=True)  # every key has a value per column
@@ -153,13 +153,17 @@ class GatheredLookups:
             return
         _answer(waiters, rows)
 
+    async def _alone(self, engine: db.PgEngine, key: Key) -> dict[str, Any] | None:
+        """The row of one key, read with the one-row statement."""
+        return await self.one.fetchrow_alone(engine, dict(zip(self.columns, key, strict=True)))
+
     async def _each_alone(self, engine: db.PgEngine, waiters: _Waiters) -> None:
         """Read each key with the one-row statement: a failure reaches the callers of its key only."""
         for key, futures in waiters.items():
             if all(f.done() for f in futures):
                 continue
             try:
-                row = await self.one.fetchrow_alone(engine, dict(zip(self.columns, key, strict=True)))
+                row = await self._alone(engine, key)
             except Exception as error:
                 for future in futures:
                     if not future.done():

@@ -82,19 +82,28 @@ class PaymentRead:
             payment = await services.get_payment(caller, scope["path_params"]["payment_id"])
             body = dumps(payment_json(services, payment))
         except Exception as error:
-            await self._handled(error)(scope, receive, send)
+            await _under_app_handlers(_raising(error), self._exception_handlers)(scope, receive, send)
             return
         # What JSONBody(...) sends, without building the response object.
         headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _handled(self, error: Exception) -> ExceptionMiddleware:
-        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
-            raise error
 
-        handlers = {k: v for k, v in self._exception_handlers.items() if k not in (500, Exception)}
-        return ExceptionMiddleware(failing, handlers=handlers)
+def _under_app_handlers(app: ASGIApp, exception_handlers: Mapping[Any, Any]) -> ExceptionMiddleware:
+    """``app`` under the app's own (live) exception handlers, looked up at each error as FastAPI's
+    ExceptionMiddleware would, without the 500 one (the server-error layer's)."""
+    handlers = {k: v for k, v in exception_handlers.items() if k not in (500, Exception)}
+    return ExceptionMiddleware(app, handlers=handlers)
+
+
+def _raising(error: Exception) -> ASGIApp:
+    """An ASGI app that raises ``error``: to have the app's handlers answer it."""
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise error
+
+    return failing
 
 
 class PaymentCreate:
@@ -143,7 +152,7 @@ class PaymentCreate:
             payment, created = await services.create_payment(caller, cmd, idempotency_key)
             content = dumps(payment_json(services, payment))
         except Exception as error:
-            await self._handled(error)(scope, receive, send)
+            await self._handling(_raising(error))(scope, receive, send)
             return
         # What JSONBody(...) sends, without building the response object.
         headers = [(b"content-length", str(len(content)).encode()), _JSON_TYPE]
@@ -191,14 +200,7 @@ class PaymentCreate:
 
     def _handling(self, app: ASGIApp) -> ExceptionMiddleware:
         # FastAPI's layers between the app's middleware and its router (FastAPI.build_middleware_stack).
-        handlers = {k: v for k, v in self._exception_handlers.items() if k not in (500, Exception)}
-        return ExceptionMiddleware(AsyncExitStackMiddleware(app), handlers=handlers)
-
-    def _handled(self, error: Exception) -> ExceptionMiddleware:
-        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
-            raise error
-
-        return self._handling(failing)
+        return _under_app_handlers(AsyncExitStackMiddleware(app), self._exception_handlers)
 
 
 def _replay(messages: list[Message], failure: Exception | None, receive: Receive) -> Receive:
