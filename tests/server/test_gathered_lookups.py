@@ -159,6 +159,52 @@ async def test_more_ids_in_a_turn_than_one_statement_reads_make_more_statements(
         assert all("unnest" in query for query in sent)
 
 
+async def test_reads_asked_for_while_one_is_in_flight_gather_until_it_ends(postgres_url: str) -> None:
+    # Under load a read is in flight when the next requests ask: their keys keep gathering across
+    # turns and go as one statement when it ends, instead of one statement per turn.
+    async with logged_engine(postgres_url) as (engine, logged):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 5)]
+        await add(store, *mine)
+        await settle()
+        logged.clear()
+        held = await engine.statements.acquire()  # the pool's one connection: the first read waits for it
+        first = asyncio.create_task(read(engine, "pay_1"))
+        later = []
+        for p in mine[1:]:
+            await asyncio.sleep(0)  # a turn (or more) of its own for each
+            await asyncio.sleep(0)
+            later.append(asyncio.create_task(read(engine, p.id)))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        assert not any(task.done() for task in later)
+        engine.statements.release(held)
+        assert await first == mine[0]
+        assert await asyncio.gather(*later) == mine[1:]
+        await settle()
+        alone, gathered = lookups(logged)
+        assert "unnest" not in alone
+        assert "unnest" in gathered  # pay_2, pay_3 and pay_4, asked in three turns: one statement
+
+
+async def test_reads_gathered_behind_a_failed_read_still_go(postgres_url: str) -> None:
+    async with logged_engine(postgres_url) as (engine, _):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 3)]
+        await add(store, *mine)
+        held = await engine.statements.acquire()
+        refused = asyncio.create_task(read(engine, "pay\x00x"))  # PostgreSQL takes no NUL in text
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        later = [asyncio.create_task(read(engine, p.id)) for p in mine]
+        await asyncio.sleep(0.02)
+        engine.statements.release(held)
+        with pytest.raises(DBAPIError):
+            await refused
+        assert await asyncio.gather(*later) == mine
+        assert engine.statements.stats()["in_use"] == 0
+
+
 async def test_a_failure_of_the_gathered_statement_reaches_every_caller(postgres_url: str) -> None:
     # Nothing listens on port 1: each read fails as it would alone (the API answers 503).
     async with pg_engine(postgres_url.replace("127.0.0.1:5432", "127.0.0.1:1")) as engine:
