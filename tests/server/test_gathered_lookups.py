@@ -205,6 +205,32 @@ async def test_reads_gathered_behind_a_failed_read_still_go(postgres_url: str) -
         assert engine.statements.stats()["in_use"] == 0
 
 
+async def test_a_read_cancelled_before_it_began_neither_strands_its_callers_nor_the_next_batch(
+    postgres_url: str,
+) -> None:
+    # Reads are cancelled by the loop at shutdown, possibly before their first step: their callers
+    # are cancelled too, and the keys gathered behind them still go.
+    async with logged_engine(postgres_url) as (engine, _):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 3)]
+        await add(store, *mine)
+        loop = asyncio.get_running_loop()
+
+        def cancel_unstarted_reads() -> None:
+            for task in asyncio.all_tasks(loop):
+                if task.get_coro().__qualname__ == "GatheredLookups._read":  # type: ignore[union-attr]
+                    task.cancel()
+
+        first = asyncio.create_task(read(engine, "pay_1"))
+        await asyncio.sleep(0)  # first asked: its read starts at the end of this turn
+        second = asyncio.create_task(read(engine, "pay_2"))  # asks once that read exists: waits behind it
+        loop.call_soon(cancel_unstarted_reads)  # runs after the read is made, before its first step
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+        assert isinstance(outcomes[0], asyncio.CancelledError)
+        assert outcomes[1] == mine[1]
+        assert engine.statements.stats()["in_use"] == 0
+
+
 async def test_a_failure_of_the_gathered_statement_reaches_every_caller(postgres_url: str) -> None:
     # Nothing listens on port 1: each read fails as it would alone (the API answers 503).
     async with pg_engine(postgres_url.replace("127.0.0.1:5432", "127.0.0.1:1")) as engine:

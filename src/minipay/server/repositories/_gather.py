@@ -136,7 +136,20 @@ class GatheredLookups:
         running = self._running.setdefault(id(engine), set())
         task = batch.loop.create_task(self._read(engine, batch.waiters))
         running.add(task)
-        task.add_done_callback(running.discard)
+        waiters = batch.waiters
+        task.add_done_callback(lambda done: self._ended(engine, running, waiters, done))
+
+    def _ended(
+        self, engine: db.PgEngine, running: set[asyncio.Task[None]], waiters: _Waiters, task: asyncio.Task[None]
+    ) -> None:
+        # _read answers its callers and starts the next batch as it ends; a read cancelled before
+        # it began (its body, and so its finally, never ran) would leave both waiting.
+        running.discard(task)
+        if task.cancelled():
+            for futures in waiters.values():
+                for future in futures:
+                    future.cancel()  # (a future already answered stays as it is)
+        self._next(engine)
 
     def _in_flight(self, engine: db.PgEngine, loop: asyncio.AbstractEventLoop) -> int:
         """The engine's gathered reads running on ``loop`` (a stopped loop's never end)."""
@@ -146,9 +159,12 @@ class GatheredLookups:
     def _next(self, engine: db.PgEngine) -> None:
         """As a read ends: start the batch that gathered while it ran, if it waits for one to end."""
         batch = self._pending.get(id(engine))
-        if batch is not None and not batch.scheduled and not batch.started and batch.loop is asyncio.get_running_loop():
+        if batch is None or batch.scheduled or batch.started:
+            return
+        loop = asyncio.get_running_loop()
+        if batch.loop is loop and self._in_flight(engine, loop) < IN_FLIGHT:
             batch.scheduled = True
-            batch.loop.call_soon(self._start, engine, batch)
+            loop.call_soon(self._start, engine, batch)
 
     async def _read(self, engine: db.PgEngine, waiters: _Waiters) -> None:
         try:
