@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from minipay.server import db
-from minipay.server.repositories._gather import MAX_KEYS
+from minipay.server.repositories import _payments
+from minipay.server.repositories._gather import MAX_KEYS, GatheredLookups
 from minipay.server.uow import UnitOfWork
 from tests.server.conftest import SUB1, SUB2, create_pg_database, drop_pg_database, migrate, require_postgres
 from tests.server.test_postgres_pool import pg_engine, scans
@@ -187,22 +188,118 @@ async def test_reads_asked_for_while_one_is_in_flight_gather_until_it_ends(postg
         assert "unnest" in gathered  # pay_2, pay_3 and pay_4, asked in three turns: one statement
 
 
-async def test_reads_gathered_behind_a_failed_read_still_go(postgres_url: str) -> None:
+def payments_by_id() -> GatheredLookups:
+    """The gathered lookups of payments by id (the API's read)."""
+    return _payments._GATHERED[id(_payments._PAYMENT_BY_ID[False, False])]
+
+
+@contextlib.contextmanager
+def first_read_held(monkeypatch: pytest.MonkeyPatch, outcome: BaseException | None) -> Iterator[asyncio.Event]:
+    """The next one-row read of a payment by id waits until the event is set, then raises
+    ``outcome`` (or reads as usual when it is None); the reads after it are not touched."""
+    lookups = payments_by_id()
+    real = lookups.one.fetchrow_alone
+    release = asyncio.Event()
+    calls = []
+
+    async def held(engine: Any, params: Any) -> Any:
+        calls.append(params)
+        if len(calls) == 1:
+            await release.wait()
+            if outcome is not None:
+                raise outcome
+        return await real(engine, params)
+
+    monkeypatch.setattr(lookups.one, "fetchrow_alone", held)
+    yield release
+
+
+async def test_reads_gathered_behind_a_failed_read_still_go(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with logged_engine(postgres_url) as (engine, logged):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 4)]
+        await add(store, *mine)
+        await settle()
+        logged.clear()
+        failure = OperationalError("SELECT", None, ConnectionResetError("lost"))
+        with first_read_held(monkeypatch, failure) as release:
+            first = asyncio.create_task(read(engine, "pay_1"))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            later = [asyncio.create_task(read(engine, p.id)) for p in mine[1:]]
+            await asyncio.sleep(0.01)  # within PATIENCE: the later keys wait behind the first read
+            assert not any(task.done() for task in later)
+            release.set()
+            with pytest.raises(OperationalError):
+                await first
+            assert await asyncio.gather(*later) == mine[1:]
+        await settle()
+        [gathered] = lookups(logged)  # pay_2 and pay_3 together, after the failed read
+        assert "unnest" in gathered
+        assert engine.statements.stats()["in_use"] == 0
+
+
+async def test_keys_behind_a_read_that_hangs_go_after_patience(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read that never ends (a half-open connection, a lock held by a migration) holds the keys
+    # gathered behind it for PATIENCE at most: then they go without it.
     async with logged_engine(postgres_url) as (engine, _):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 4)]
+        await add(store, *mine)
+        with first_read_held(monkeypatch, None) as release:
+            first = asyncio.create_task(read(engine, "pay_1"))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            later = [asyncio.create_task(read(engine, p.id)) for p in mine[1:]]
+            assert await asyncio.wait_for(asyncio.gather(*later), 2) == mine[1:]
+            assert not first.done()  # still held
+            release.set()
+            assert await first == mine[0]
+
+
+async def test_keys_a_gathered_statement_cannot_carry_are_read_alone(postgres_url: str) -> None:
+    # PostgreSQL's text takes no NUL, and a lone surrogate is no UTF-8: such a key would fail the
+    # statement of every key gathered with it (each then read again alone, one round trip after
+    # another). It is read alone at once; the others stay one statement.
+    async with logged_engine(postgres_url) as (engine, logged):
         store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
         mine = [payment(n) for n in range(1, 3)]
         await add(store, *mine)
-        held = await engine.statements.acquire()
-        refused = asyncio.create_task(read(engine, "pay\x00x"))  # PostgreSQL takes no NUL in text
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        later = [asyncio.create_task(read(engine, p.id)) for p in mine]
-        await asyncio.sleep(0.02)
-        engine.statements.release(held)
-        with pytest.raises(DBAPIError):
-            await refused
-        assert await asyncio.gather(*later) == mine
+        await settle()
+        logged.clear()
+        outcomes = await asyncio.gather(
+            read(engine, "pay_1"),
+            read(engine, "pay\x00x"),
+            read(engine, "pay_\udc80"),
+            read(engine, "pay_2"),
+            return_exceptions=True,
+        )
+        assert (outcomes[0], outcomes[3]) == (mine[0], mine[1])
+        assert isinstance(outcomes[1], DBAPIError)
+        assert not isinstance(outcomes[1], OperationalError)
+        assert isinstance(outcomes[2], Exception)
+        await settle()
+        sent = lookups(logged)
+        assert len([query for query in sent if "unnest" in query]) == 1  # pay_1 and pay_2
+        assert len([query for query in sent if "unnest" not in query]) <= 2  # the two others, alone
         assert engine.statements.stats()["in_use"] == 0
+
+
+async def test_a_gathered_statement_the_server_refuses_is_read_again_key_by_key(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with logged_engine(postgres_url) as (engine, _):
+        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
+        mine = [payment(n) for n in range(1, 4)]
+        await add(store, *mine)
+
+        async def refused(engine: Any, params: Any) -> Any:
+            raise DBAPIError("SELECT", None, ValueError("refused"))
+
+        monkeypatch.setattr(payments_by_id().many, "fetch_alone", refused)
+        assert await asyncio.gather(*(read(engine, p.id) for p in mine)) == mine
 
 
 async def test_a_read_cancelled_before_it_began_neither_strands_its_callers_nor_the_next_batch(
@@ -210,10 +307,12 @@ async def test_a_read_cancelled_before_it_began_neither_strands_its_callers_nor_
 ) -> None:
     # Reads are cancelled by the loop at shutdown, possibly before their first step: their callers
     # are cancelled too, and the keys gathered behind them still go.
-    async with logged_engine(postgres_url) as (engine, _):
+    async with logged_engine(postgres_url) as (engine, logged):
         store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
         mine = [payment(n) for n in range(1, 3)]
         await add(store, *mine)
+        await settle()
+        logged.clear()
         loop = asyncio.get_running_loop()
 
         def cancel_unstarted_reads() -> None:
@@ -228,6 +327,8 @@ async def test_a_read_cancelled_before_it_began_neither_strands_its_callers_nor_
         outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
         assert isinstance(outcomes[0], asyncio.CancelledError)
         assert outcomes[1] == mine[1]
+        await settle()
+        assert len(lookups(logged)) == 1  # pay_2's: the read of pay_1 never began
         assert engine.statements.stats()["in_use"] == 0
 
 

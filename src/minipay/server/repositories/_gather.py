@@ -20,21 +20,25 @@ A turn that asks for one key runs the one-row statement, exactly as before. The 
 the caller asked (never from an earlier read), so a read still sees every write committed before it
 began; what changes is only that reads asked for at the same time share one snapshot.
 
-While :data:`IN_FLIGHT` gathered reads of an engine run, the keys asked for meanwhile are not read
-at the end of their turn: they keep gathering until a read in flight is answered, then go as one
-statement (as a group commit gathers the commits that land while a sync runs). Under load a
+While :data:`IN_FLIGHT` gathered reads of a kind (payments by id, say) run on an engine, the keys of
+that kind asked for meanwhile are not read at the end of their turn: they keep gathering until a read
+in flight is answered, then go as one statement (as a group commit gathers the commits that land
+while a sync runs). Under load a
 statement then carries the requests of several turns instead of one (a process at 8 connections
 sent about 3 keys a statement before), so the round trips, the database's wake-ups and the
 service's sends fall with the load: ``GET /v1/payments/{id}`` went from ~0.30x to ~0.40x of the
 bare framework on PostgreSQL with two processes (``bench/service.py``), and PostgreSQL's share of
-the CPU fell by about half. A key waits at most one round trip more; idle, it is read at the end of
-its turn as before.
+the CPU fell by about half. A key waits at most one round trip more, and never more than
+:data:`PATIENCE`: keys gathered behind a read that takes longer (a half-open connection, a lock held
+by a migration) go then without it. Idle, a key is read at the end of its turn as before.
 
 A failure of the gathered statement is raised to each of its callers, as the one-row statement's
 would have been (the database unreachable, a full pool, a lost session). When the server refused the
-statement itself (a value it cannot take, say), each key is read again alone, so that only the
-caller whose key it was gets the error. A caller that gives up (cancelled) leaves the others their
-rows.
+statement itself, each key is read again alone, so that only the caller whose key it was gets the
+error. The values known to fail it (PostgreSQL's text takes no NUL; a string that is not valid UTF-8
+cannot be sent) never join a gathered statement: such a key is read alone at once, so that a client
+asking for it cannot make every key gathered with it a round trip of its own. A caller that gives
+up (cancelled) leaves the others their rows.
 """
 
 from __future__ import annotations
@@ -50,13 +54,16 @@ from sqlalchemy.sql import Select
 from minipay.server import db
 from minipay.server.repositories._pg import PgStatement
 
-__all__ = ["IN_FLIGHT", "MAX_KEYS", "GatheredLookups"]
+__all__ = ["IN_FLIGHT", "MAX_KEYS", "PATIENCE", "GatheredLookups"]
 
 #: The most keys one gathered statement reads; more in one turn make more statements.
 MAX_KEYS = 64
 
-#: Gathered reads of one engine running at a time before new keys wait for one of them to end.
+#: Gathered reads of one kind and engine running at a time before new keys wait for one to end.
 IN_FLIGHT = 1
+
+#: Seconds the keys gathered behind reads in flight wait for one of them to end before they go anyway.
+PATIENCE = 0.05
 
 #: A key's values, in the order of the key's columns.
 Key = tuple[str, ...]
@@ -69,13 +76,14 @@ class _Batch:
     """The keys one engine was asked for in a turn, or while its reads in flight ran (key -> the
     callers' futures)."""
 
-    __slots__ = ("loop", "scheduled", "started", "waiters")
+    __slots__ = ("loop", "scheduled", "started", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiters: _Waiters = {}
         self.scheduled = False  # its start is on the loop's ready queue
         self.started = False
+        self.timer: asyncio.TimerHandle | None = None  # its start after PATIENCE, while it waits
 
 
 class GatheredLookups:
@@ -103,7 +111,9 @@ class GatheredLookups:
         # plan holds every request of its turn, not one.
         self.one.warm_up(dict.fromkeys(columns, ""))
         self.many.warm_up({f"keys_{name}": [] for name in columns})
-        self._pending: dict[int, _Batch] = {}  # id(engine) -> the batch gathering keys
+        # (id(engine), id(loop)) -> the batch gathering keys (per loop: a loop that stops with a
+        # batch waiting finds it again when it runs on)
+        self._pending: dict[tuple[int, int], _Batch] = {}
         # id(engine) -> its gathered reads running (referenced until done: the loop keeps weak ones)
         self._running: dict[int, set[asyncio.Task[None]]] = {}
 
@@ -114,13 +124,18 @@ class GatheredLookups:
     async def fetchrow(self, engine: db.PgEngine, key: Key) -> Mapping[str, Any] | None:
         """The row whose key is ``key`` (its columns' values, in order), or None; read with the other
         keys asked for this turn."""
+        if not _gatherable(key):
+            return await self._alone(engine, key)
         loop = asyncio.get_running_loop()
-        batch = self._pending.get(id(engine))
-        if batch is None or batch.loop is not loop:  # (one left by a loop that stopped mid-turn: dropped)
-            batch = self._pending[id(engine)] = _Batch(loop)
-            if self._in_flight(engine, loop) < IN_FLIGHT:  # else started as a read in flight ends
+        slot = (id(engine), id(loop))
+        batch = self._pending.get(slot)
+        if batch is None or batch.loop is not loop:  # (or one of a closed loop whose id was reused)
+            batch = self._pending[slot] = _Batch(loop)
+            if self._in_flight(engine, loop) < IN_FLIGHT:
                 batch.scheduled = True
                 loop.call_soon(self._start, engine, batch)
+            else:  # started as a read in flight ends, or after PATIENCE
+                batch.timer = loop.call_later(PATIENCE, self._start, engine, batch)
         future: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         batch.waiters.setdefault(key, []).append(future)
         if len(batch.waiters) >= MAX_KEYS:
@@ -131,8 +146,11 @@ class GatheredLookups:
         if batch.started:
             return  # started when it filled up
         batch.started = True
-        if self._pending.get(id(engine)) is batch:
-            del self._pending[id(engine)]
+        if batch.timer is not None:
+            batch.timer.cancel()
+        slot = (id(engine), id(batch.loop))
+        if self._pending.get(slot) is batch:
+            del self._pending[slot]
         running = self._running.setdefault(id(engine), set())
         task = batch.loop.create_task(self._read(engine, batch.waiters))
         running.add(task)
@@ -158,10 +176,10 @@ class GatheredLookups:
 
     def _next(self, engine: db.PgEngine) -> None:
         """As a read ends: start the batch that gathered while it ran, if it waits for one to end."""
-        batch = self._pending.get(id(engine))
+        loop = asyncio.get_running_loop()
+        batch = self._pending.get((id(engine), id(loop)))
         if batch is None or batch.scheduled or batch.started:
             return
-        loop = asyncio.get_running_loop()
         if batch.loop is loop and self._in_flight(engine, loop) < IN_FLIGHT:
             batch.scheduled = True
             loop.call_soon(self._start, engine, batch)
@@ -229,6 +247,20 @@ class GatheredLookups:
                         future.set_exception(error)
                 continue
             _answer({key: futures}, {} if row is None else {key: row})
+
+
+def _gatherable(key: Key) -> bool:
+    """Whether a gathered statement can carry ``key``: no NUL (PostgreSQL's text refuses it) and
+    valid UTF-8 (a lone surrogate cannot be encoded); a key that fails is read alone."""
+    for value in key:
+        if "\x00" in value:
+            return False
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _answer(waiters: _Waiters, rows: dict[Key, dict[str, Any]]) -> None:
