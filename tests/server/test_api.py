@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from minipay.server import db
+from minipay.server import services as services_module
 from minipay.server.api import create_app
 from minipay.server.routes.early import EarlyRoutes
 from minipay.server.routes.payments import PaymentCreate, PaymentRead
@@ -692,11 +693,33 @@ async def test_the_payment_creation_answered_before_routing_is_the_routes_answer
     assert (await world.api.put("/v1/payments", headers=world.auth())).status_code == 405
 
 
+async def test_pay_params_are_signed_once_a_minute_a_prepay_id_not_at_every_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A result page polls its payment: the same signed pay_params (valid for wx.requestPayment as
+    # often as it is called) are answered for PAY_PARAMS_REUSE seconds, then signed anew.
+    created = await world.create_payment()
+    other = await world.create_payment()
+    path = f"/v1/payments/{created['id']}"
+    first = (await world.api.get(path, headers=world.auth())).json()["pay_params"]
+    assert first == created["pay_params"]
+    assert (await world.api.get(path, headers=world.auth())).json()["pay_params"] == first
+    assert (await world.api.get(f"{path}?sync=false", headers=world.auth())).json()["pay_params"] == first
+    assert other["pay_params"]["package"] != first["package"]  # one prepay_id, one signature
+    monkeypatch.setattr(services_module, "PAY_PARAMS_REUSE", 0.0)
+    fresh = (await world.api.get(path, headers=world.auth())).json()["pay_params"]
+    assert fresh["nonceStr"] != first["nonceStr"]
+    assert fresh["paySign"] != first["paySign"]
+    assert (fresh["package"], fresh["signType"]) == (first["package"], first["signType"])
+    # What was answered a minute ago still pays: WeChat (the sandbox) takes it.
+    assert (await world.pay({"pay_params": first}))["errMsg"] == "requestPayment:ok"
+
+
 async def test_the_payment_read_answered_before_routing_is_the_routes_answer(world: World) -> None:
     # GET /v1/payments/{id} without a query string is answered by a plain ASGI endpoint ahead of the
     # router (routes.early); with one (here ?sync=false, which changes nothing) by the FastAPI route.
-    # Both must answer alike: status, headers in their order, body (pay_params are signed afresh
-    # at every read: their nonce, time stamp and signature differ), errors included.
+    # Both must answer alike: status, headers in their order, body (pay_params may be signed anew
+    # between the two reads: their nonce, time stamp and signature may differ), errors included.
     early_items = [m.kwargs["items"] for m in world.service.user_middleware if m.cls is EarlyRoutes]
     assert [type(item) for items in early_items for item in items] == [PaymentRead]
     pending = await world.create_payment()
