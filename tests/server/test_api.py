@@ -13,8 +13,7 @@ import httpx2
 import pytest
 from sqlalchemy import select
 
-from minipay.server import db
-from minipay.server import services as services_module
+from minipay.server import adapters, db
 from minipay.server.api import create_app
 from minipay.server.routes.early import EarlyRoutes
 from minipay.server.routes.payments import PaymentCreate, PaymentRead
@@ -706,7 +705,13 @@ async def test_pay_params_are_signed_once_a_minute_a_prepay_id_not_at_every_read
     assert (await world.api.get(path, headers=world.auth())).json()["pay_params"] == first
     assert (await world.api.get(f"{path}?sync=false", headers=world.auth())).json()["pay_params"] == first
     assert other["pay_params"]["package"] != first["package"]  # one prepay_id, one signature
-    monkeypatch.setattr(services_module, "PAY_PARAMS_REUSE", 0.0)
+    # Asked for (POST .../pay-params, the mini program paying again after a cancel): signed anew.
+    asked = (await world.api.post(f"{path}/pay-params", headers=world.auth())).json()["pay_params"]
+    assert asked["package"] == first["package"]
+    assert asked["paySign"] != first["paySign"]
+    assert (await world.api.get(path, headers=world.auth())).json()["pay_params"] == asked  # kept from then
+    first = asked
+    monkeypatch.setattr(adapters, "PAY_PARAMS_REUSE", 0.0)
     fresh = (await world.api.get(path, headers=world.auth())).json()["pay_params"]
     assert fresh["nonceStr"] != first["nonceStr"]
     assert fresh["paySign"] != first["paySign"]

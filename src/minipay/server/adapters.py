@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,15 @@ from minipay.server.settings import InstitutionSettings, Settings, SubMerchantSe
 from minipay.server.webhooks import Resolver, pin_address
 
 __all__ = ["ClientGateway", "HttpWebhookSender", "OffsetClock", "SystemClock", "system_resolver"]
+
+
+#: Seconds (of the monotonic clock) the gateway answers the same signed ``pay_params`` for a
+#: prepay_id: ``wx.requestPayment`` takes them as often as the mini program calls it while the
+#: prepay_id lives, and a result page polling its payment would otherwise have them signed anew at
+#: each read (~7 % of a read's CPU). Their ``timeStamp`` is then at most this old.
+PAY_PARAMS_REUSE = 60.0
+#: The most signed ``pay_params`` the gateway keeps (the oldest go first).
+PAY_PARAMS_KEPT = 4096
 
 
 class SystemClock:
@@ -73,6 +83,8 @@ class ClientGateway:
     def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._clients: dict[str, AsyncClient] = {}
+        # (sub_mch_id, prepay_id) -> (when signed, time.monotonic(); the pay_params)
+        self._signed: dict[tuple[str, str], tuple[float, PayParams]] = {}
         #: Hooks that see every WeChat call attempt (:class:`minipay.client.ClientEvent`): metrics, traces.
         self.observers: list[Callable[[ClientEvent], None]] = []
         for inst in settings.institutions:
@@ -176,8 +188,20 @@ class ClientGateway:
                 return RefundResult.from_query(response, record)
         return None
 
-    def pay_params(self, sub: SubMerchantSettings, prepay_id: str) -> PayParams:
-        return self._client(sub).pay_params(prepay_id, sub_appid=sub.sub_appid)
+    def pay_params(self, sub: SubMerchantSettings, prepay_id: str, *, fresh: bool = False) -> PayParams:
+        """The signed ``pay_params`` of a prepay_id: the same for :data:`PAY_PARAMS_REUSE` seconds,
+        unless ``fresh`` (then signed anew, and those kept)."""
+        key = (sub.sub_mch_id, prepay_id)
+        now = time.monotonic()
+        kept = self._signed.get(key)
+        if kept is not None and not fresh and now - kept[0] < PAY_PARAMS_REUSE:
+            return PayParams(**kept[1])  # a copy: the caller may change its own
+        params = self._client(sub).pay_params(prepay_id, sub_appid=sub.sub_appid)
+        self._signed.pop(key, None)  # (re-inserted last: the oldest stay first)
+        self._signed[key] = (now, PayParams(**params))
+        if len(self._signed) > PAY_PARAMS_KEPT:
+            del self._signed[next(iter(self._signed))]
+        return params
 
     def client_for(self, sub_mch_id: str) -> AsyncClient:
         """The SDK client of that sub-merchant's institution (for the worker: bills, queries)."""

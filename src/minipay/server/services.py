@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,14 +93,6 @@ __all__ = [
 
 log = logging.getLogger("minipay.server")
 
-#: Seconds (of the real clock) the service answers the same signed ``pay_params`` for a prepay_id:
-#: ``wx.requestPayment`` takes them as often as the mini program calls it within the prepay_id's
-#: life, and a result page polling its payment would otherwise have them signed anew at each read
-#: (~7 % of a read's CPU). Their ``timeStamp`` is then at most this old.
-PAY_PARAMS_REUSE = 60.0
-#: The most signed ``pay_params`` kept (the oldest go first).
-PAY_PARAMS_KEPT = 4096
-
 PREPAY_LIFETIME = timedelta(hours=2)  # spec 16.4; we renew a little before WeChat drops it
 _PREPAY_MARGIN = timedelta(minutes=5)
 
@@ -116,8 +107,6 @@ class Services:
         self.uow_factory = uow_factory
         self.gateway = gateway
         self.clock = clock
-        # (sub_mch_id, prepay_id) -> (when signed, time.monotonic(); the pay_params)
-        self._signed: dict[tuple[str, str], tuple[float, PayParams]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -145,7 +134,7 @@ class Services:
             raise NotFound("no such payment")
         return payment
 
-    def pay_params_for(self, payment: Payment) -> PayParams | None:
+    def pay_params_for(self, payment: Payment, *, fresh: bool = False) -> PayParams | None:
         if payment.status is not PaymentStatus.PENDING or payment.prepay_id is None:
             return None
         now = self.clock.now()
@@ -156,17 +145,7 @@ class Services:
         sub = self.settings.sub_merchant(payment.sub_mch_id)
         if sub is None:
             return None
-        key = (sub.sub_mch_id, payment.prepay_id)
-        now_s = time.monotonic()
-        kept = self._signed.get(key)
-        if kept is not None and now_s - kept[0] < PAY_PARAMS_REUSE:
-            return PayParams(**kept[1])  # a copy: the caller may change its own
-        params = self.gateway.pay_params(sub, payment.prepay_id)
-        self._signed.pop(key, None)  # (re-inserted last: the oldest stay first)
-        self._signed[key] = (now_s, PayParams(**params))
-        if len(self._signed) > PAY_PARAMS_KEPT:
-            del self._signed[next(iter(self._signed))]
-        return params
+        return self.gateway.pay_params(sub, payment.prepay_id, fresh=fresh)
 
     # -- login ---------------------------------------------------------------------------------------
 

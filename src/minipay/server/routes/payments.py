@@ -47,9 +47,11 @@ _IDEMPOTENCY_KEY = b"idempotency-key"
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-def payment_json(services: Services, payment: Any, *, with_params: bool = True) -> dict[str, Any]:
-    """The API's view of a payment, with its ``pay_params`` while it can be paid (``with_params``)."""
-    return payment_view(payment, pay_params=services.pay_params_for(payment) if with_params else None)
+def payment_json(services: Services, payment: Any, *, with_params: bool = True, fresh: bool = False) -> dict[str, Any]:
+    """The API's view of a payment, with its ``pay_params`` while it can be paid (``with_params``;
+    signed anew if ``fresh``, else possibly the ones signed a moment ago)."""
+    params = services.pay_params_for(payment, fresh=fresh) if with_params else None
+    return payment_view(payment, pay_params=params)
 
 
 class PaymentRead:
@@ -229,8 +231,8 @@ def add_routes(app: FastAPI, container: Container) -> tuple[PaymentRead, Payment
         """Step 1: exchange the ``wx.login`` code for the payer's ``openid`` (the session_key is never returned)."""
         return await services.login(caller, body.code, body.sub_appid)
 
-    def _payment_json(p: Any, *, with_params: bool = True) -> dict[str, Any]:
-        return payment_json(services, p, with_params=with_params)
+    def _payment_json(p: Any, *, with_params: bool = True, fresh: bool = False) -> dict[str, Any]:
+        return payment_json(services, p, with_params=with_params, fresh=fresh)
 
     @app.post(
         "/v1/payments",
@@ -303,7 +305,8 @@ def add_routes(app: FastAPI, container: Container) -> tuple[PaymentRead, Payment
         responses=error_responses(404, 409, 502),
     )
     async def pay_params(payment_id: str, caller: Caller) -> dict[str, Any]:
-        return _payment_json(await services.refresh_pay_params(caller, payment_id))
+        # Asked for: signed anew (the mini program pays again after a cancel, say).
+        return _payment_json(await services.refresh_pay_params(caller, payment_id), fresh=True)
 
     @app.post(
         "/v1/payments/{payment_id}/close",
