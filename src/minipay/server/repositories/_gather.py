@@ -26,9 +26,10 @@ in flight is answered, then go as one statement (as a group commit gathers the c
 while a sync runs). Under load a
 statement then carries the requests of several turns instead of one (a process at 8 connections
 sent about 3 keys a statement before), so the round trips, the database's wake-ups and the
-service's sends fall with the load: ``GET /v1/payments/{id}`` went from ~0.30x to ~0.40x of the
-bare framework on PostgreSQL with two processes (``bench/service.py``), and PostgreSQL's share of
-the CPU fell by about half. A key waits at most one round trip more, and never more than
+service's sends fall with the load: ``GET /v1/payments/{id}`` went from 0.25-0.30x to 0.34-0.40x of
+the bare framework on PostgreSQL with two processes in the runs right after (``bench/service.py``;
+a run's figure moves by a few hundredths with the machine), and PostgreSQL's share of the CPU fell
+by about half. A key waits at most one round trip more, and never more than
 :data:`PATIENCE`: keys gathered behind a read that takes longer (a half-open connection, a lock held
 by a migration) go then without it. Idle, a key is read at the end of its turn as before.
 
