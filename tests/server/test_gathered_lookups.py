@@ -45,6 +45,26 @@ async def settle() -> None:
     await asyncio.sleep(0.01)  # asyncpg calls its query loggers soon after each query
 
 
+async def stored(engine: db.PgEngine, count: int, logged: list[str] | None = None) -> list[Any]:
+    """Payments pay_1 .. pay_<count> written; with ``logged``, the set-up's statements taken off it."""
+    mine = [payment(n) for n in range(1, count + 1)]
+    await add(Store("postgres", lambda: UnitOfWork(engine), engine=engine), *mine)
+    if logged is not None:
+        await settle()
+        logged.clear()
+    return mine
+
+
+async def behind_a_first_read(
+    engine: db.PgEngine, mine: list[Any]
+) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]]]:
+    """A read of pay_1, begun; then the reads of the others, asked for once it is in flight."""
+    first = asyncio.create_task(read(engine, "pay_1"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    return first, [asyncio.create_task(read(engine, p.id)) for p in mine[1:]]
+
+
 def lookups(logged: list[str]) -> list[str]:
     """The lookups among the statements sent (not asyncpg's own look at a type it meets first)."""
     return [query for query in logged if query.startswith(("SELECT payments.", "SELECT refunds.", "SELECT row."))]
@@ -164,11 +184,7 @@ async def test_reads_asked_for_while_one_is_in_flight_gather_until_it_ends(postg
     # Under load a read is in flight when the next requests ask: their keys keep gathering across
     # turns and go as one statement when it ends, instead of one statement per turn.
     async with logged_engine(postgres_url) as (engine, logged):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 5)]
-        await add(store, *mine)
-        await settle()
-        logged.clear()
+        mine = await stored(engine, 4, logged)
         held = await engine.statements.acquire()  # the pool's one connection: the first read waits for it
         first = asyncio.create_task(read(engine, "pay_1"))
         later = []
@@ -216,17 +232,10 @@ def first_read_held(monkeypatch: pytest.MonkeyPatch, outcome: BaseException | No
 
 async def test_reads_gathered_behind_a_failed_read_still_go(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async with logged_engine(postgres_url) as (engine, logged):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 4)]
-        await add(store, *mine)
-        await settle()
-        logged.clear()
+        mine = await stored(engine, 3, logged)
         failure = OperationalError("SELECT", None, ConnectionResetError("lost"))
         with first_read_held(monkeypatch, failure) as release:
-            first = asyncio.create_task(read(engine, "pay_1"))
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            later = [asyncio.create_task(read(engine, p.id)) for p in mine[1:]]
+            first, later = await behind_a_first_read(engine, mine)
             await asyncio.sleep(0.01)  # within PATIENCE: the later keys wait behind the first read
             assert not any(task.done() for task in later)
             release.set()
@@ -245,14 +254,9 @@ async def test_keys_behind_a_read_that_hangs_go_after_patience(
     # A read that never ends (a half-open connection, a lock held by a migration) holds the keys
     # gathered behind it for PATIENCE at most: then they go without it.
     async with logged_engine(postgres_url) as (engine, _):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 4)]
-        await add(store, *mine)
+        mine = await stored(engine, 3)
         with first_read_held(monkeypatch, None) as release:
-            first = asyncio.create_task(read(engine, "pay_1"))
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            later = [asyncio.create_task(read(engine, p.id)) for p in mine[1:]]
+            first, later = await behind_a_first_read(engine, mine)
             assert await asyncio.wait_for(asyncio.gather(*later), 2) == mine[1:]
             assert not first.done()  # still held
             release.set()
@@ -264,11 +268,7 @@ async def test_keys_a_gathered_statement_cannot_carry_are_read_alone(postgres_ur
     # statement of every key gathered with it (each then read again alone, one round trip after
     # another). It is read alone at once; the others stay one statement.
     async with logged_engine(postgres_url) as (engine, logged):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 3)]
-        await add(store, *mine)
-        await settle()
-        logged.clear()
+        mine = await stored(engine, 2, logged)
         outcomes = await asyncio.gather(
             read(engine, "pay_1"),
             read(engine, "pay\x00x"),
@@ -291,9 +291,7 @@ async def test_a_gathered_statement_the_server_refuses_is_read_again_key_by_key(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with logged_engine(postgres_url) as (engine, _):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 4)]
-        await add(store, *mine)
+        mine = await stored(engine, 3)
 
         async def refused(engine: Any, params: Any) -> Any:
             raise DBAPIError("SELECT", None, ValueError("refused"))
@@ -308,11 +306,7 @@ async def test_a_read_cancelled_before_it_began_neither_strands_its_callers_nor_
     # Reads are cancelled by the loop at shutdown, possibly before their first step: their callers
     # are cancelled too, and the keys gathered behind them still go.
     async with logged_engine(postgres_url) as (engine, logged):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 3)]
-        await add(store, *mine)
-        await settle()
-        logged.clear()
+        mine = await stored(engine, 2, logged)
         loop = asyncio.get_running_loop()
 
         def cancel_unstarted_reads() -> None:
@@ -343,9 +337,7 @@ async def test_a_failure_of_the_gathered_statement_reaches_every_caller(postgres
 
 async def test_a_key_the_server_refuses_fails_its_own_caller_only(postgres_url: str) -> None:
     async with logged_engine(postgres_url) as (engine, _):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 3)]
-        await add(store, *mine)
+        mine = await stored(engine, 2)
         # PostgreSQL takes no NUL in text: the gathered statement fails, and each key is read alone.
         first, refused, second = await asyncio.gather(
             read(engine, "pay_1"), read(engine, "pay\x00x"), read(engine, "pay_2"), return_exceptions=True
@@ -358,9 +350,7 @@ async def test_a_key_the_server_refuses_fails_its_own_caller_only(postgres_url: 
 
 async def test_a_caller_that_gives_up_leaves_the_others_their_rows(postgres_url: str) -> None:
     async with logged_engine(postgres_url) as (engine, _):
-        store = Store("postgres", lambda: UnitOfWork(engine), engine=engine)
-        mine = [payment(n) for n in range(1, 4)]
-        await add(store, *mine)
+        mine = await stored(engine, 3)
         tasks = [asyncio.create_task(read(engine, p.id)) for p in mine]
         await asyncio.sleep(0)  # each has asked for its id
         tasks[1].cancel()
