@@ -161,8 +161,9 @@ class GatheredLookups:
     def _ended(
         self, engine: db.PgEngine, running: set[asyncio.Task[None]], waiters: _Waiters, task: asyncio.Task[None]
     ) -> None:
-        # _read answers its callers and starts the next batch as it ends; a read cancelled before
-        # it began (its body, and so its finally, never ran) would leave both waiting.
+        # Called on the turn after the read ended, after the callers it answered have run (a new
+        # key they ask for joins the batch that goes now). A read cancelled before it began never
+        # answered its callers: they are cancelled.
         running.discard(task)
         if task.cancelled():
             for futures in waiters.values():
@@ -182,22 +183,9 @@ class GatheredLookups:
         if batch is None or batch.scheduled or batch.started:
             return
         if batch.loop is loop and self._in_flight(engine, loop) < IN_FLIGHT:
-            batch.scheduled = True
-            loop.call_soon(self._start, engine, batch)
+            self._start(engine, batch)
 
     async def _read(self, engine: db.PgEngine, waiters: _Waiters) -> None:
-        try:
-            await self._read_rows(engine, waiters)
-        finally:
-            # This read counts as ended from here: the next batch may go (on a later turn: the
-            # callers answered now ask again in theirs, and join it).
-            current = asyncio.current_task()
-            running = self._running.get(id(engine))
-            if running is not None and current is not None:
-                running.discard(current)
-            self._next(engine)
-
-    async def _read_rows(self, engine: db.PgEngine, waiters: _Waiters) -> None:
         try:
             keys = [key for key, futures in waiters.items() if not all(f.done() for f in futures)]
             if not keys:
