@@ -23,7 +23,13 @@ remaining work of a first-time notification on FastAPI, without the notification
 checks against the order; ``POST /verified-writes/{row_id}``, the same after parsing a signed
 notification and checking its signature with the institution's key (``MINIPAY_BENCH_API_KEY``),
 what no notification can skip: the floor of a first-time notification but for its checks against
-the order and the service's HTTP guards.
+the order and the service's HTTP guards; ``POST /orders``, a POST route that reads its body and
+does what no payment creation can skip, through the service's own repositories, unit of work and
+WeChat gateway (the service's configuration, ``MINIPAY_CONFIG``): the payment and its event row
+inserted and committed, the unified order at the sandbox, then the ``prepay_id`` saved with its
+event and committed; it answers the ``prepay_id``. That is the floor of ``POST /v1/payments`` on
+FastAPI, without the request's validation, the API key, the idempotency check, the ``pay_params``
+and the view.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,6 +50,12 @@ from starlette.routing import Route
 
 from minipay.protocol import parse_payment_notification
 from minipay.server import db
+from minipay.server.adapters import ClientGateway
+from minipay.server.commands import new_out_trade_no
+from minipay.server.domain import Payment, new_id
+from minipay.server.ports import OrderRequest
+from minipay.server.services import PREPAY_LIFETIME
+from minipay.server.settings import Settings, load_settings
 from minipay.server.uow import UnitOfWork, retrying
 
 _REPLY = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
@@ -67,6 +81,10 @@ async def lookup(request: Request) -> JSONResponse:
 
 
 _engine: Any = None
+#: The FastAPI app's WeChat gateway and settings (the service's own, from ``MINIPAY_CONFIG``), for
+#: ``POST /orders``.
+_gateway: ClientGateway | None = None
+_settings: Settings | None = None
 
 
 #: The Starlette app's engine: lookups only, gathered (a few connections at a time), so a pool of
@@ -78,11 +96,14 @@ FLOOR_POOL_SIZE = 8
 def _lifespan(*, lookups: bool) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        global _engine
+        global _engine, _gateway, _settings
         url = os.environ.get("MINIPAY_BENCH_DATABASE_URL")
-        _engine = None
+        _engine = _gateway = _settings = None
         if url:
             _engine = db.create_engine(url, pool_size=FLOOR_POOL_SIZE) if lookups else db.create_engine(url)
+        if not lookups and os.environ.get("MINIPAY_CONFIG"):
+            _settings = load_settings()
+            _gateway = ClientGateway(_settings)
         if lookups and isinstance(_engine, db.PgEngine):
             # As the service does at start-up: the statement pool open and warmed up before the
             # first request, so that the floor's lookups are measured on the same footing.
@@ -90,6 +111,8 @@ def _lifespan(*, lookups: bool) -> Callable[[Any], contextlib.AbstractAsyncConte
         try:
             yield
         finally:
+            if _gateway is not None:
+                await _gateway.aclose()
             if _engine is not None:
                 await _engine.dispose()
 
@@ -181,3 +204,58 @@ async def fastapi_verified_writes(row_id: str, request: Request) -> Response:
     parse_payment_notification(await request.body(), key)
     await _notify_statements(row_id)
     return Response(_REPLY, media_type="application/xml")
+
+
+@fastapi_app.post("/orders")
+async def fastapi_orders(request: Request) -> JSONResponse:
+    # What a payment's creation cannot skip, as the service runs it: the insert and its event at
+    # commit, the unified order through the service's gateway, the prepay_id saved at commit.
+    if _engine is None or _gateway is None or _settings is None:
+        raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL and MINIPAY_CONFIG must be set")
+    openid = str(orjson.loads(await request.body())["openid"])  # the payer, as POST /v1/payments gets it
+    engine, gateway, settings = _engine, _gateway, _settings
+    sub = settings.sub_merchants[0]
+    inst = gateway.institution(sub)
+    now = datetime.now(UTC)
+    payment = Payment(
+        id=new_id("pay"),
+        institution=inst.name,
+        appid=inst.appid,
+        mch_id=inst.mch_id,
+        sub_mch_id=sub.sub_mch_id,
+        sub_appid=sub.sub_appid,
+        out_trade_no=new_out_trade_no(),
+        amount=1000,
+        currency=sub.currency,
+        description="bench",
+        openid=openid,
+        client_ip="127.0.0.1",
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(hours=2),
+    )
+    async with UnitOfWork(engine).writing_at_commit() as uow:
+        await uow.payments.add(payment)
+        await uow.events.append(type="created", source="bench", data={}, now=now, payment_id=payment.id)
+        await uow.commit()
+    prepay_id = await gateway.create_order(
+        sub,
+        OrderRequest(
+            out_trade_no=payment.out_trade_no,
+            total_fee=payment.amount,
+            fee_type=payment.currency,
+            body=payment.description,
+            notify_url=f"{settings.public_base_url}/wechatpay/notify/payment",
+            sub_openid=payment.openid,
+            spbill_create_ip=payment.client_ip,
+            time_start=payment.created_at,
+            time_expire=payment.expires_at,
+        ),
+    )
+    async with UnitOfWork(engine).writing_at_commit() as uow:
+        now = datetime.now(UTC)
+        payment.prepared(prepay_id, now + PREPAY_LIFETIME, now)
+        await uow.payments.save(payment)
+        await uow.record(payment.events, source="bench", sub_mch_id=sub.sub_mch_id, now=now, payment_id=payment.id)
+        await uow.commit()
+    return JSONResponse({"id": payment.id, "prepay_id": prepay_id}, 201)
