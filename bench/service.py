@@ -812,11 +812,19 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
             f" and nothing else reaches {writes_floor.rps:.0f}/s"
         )
     post_check = f"POST /v1/payments >= 300/s ({post.rps:.0f}/s)"
+    post_p99_check = f"POST /v1/payments p99 < 100 ms ({post.p99_ms:.1f} ms)"
+    # The floor of a payment's creation: the same statements and the same unified order, nothing else.
     create_floor = by.get("FastAPI POST + create's SQL + unifiedorder")
+    create_work = "a POST route running the same statements and the same unified order at the sandbox"
     if create_floor and create_floor.rps < 300 and post.rps < 300:
         post_check += (
-            "; out of reach in FastAPI on this machine: a POST route running the same statements and the same"
-            f" unified order at the sandbox and nothing else reaches {create_floor.rps:.0f}/s"
+            f"; out of reach in FastAPI on this machine: {create_work} and nothing else reaches"
+            f" {create_floor.rps:.0f}/s"
+        )
+    if create_floor and create_floor.p99_ms >= 100 and post.p99_ms >= 100:
+        post_p99_check += (
+            f"; out of reach in FastAPI on this machine: {create_work} and nothing else has a p99 of"
+            f" {create_floor.p99_ms:.1f} ms"
         )
     checks = [
         (get_target, (get.ratio or 0) >= 0.30),
@@ -825,7 +833,7 @@ def targets(rows: list[Row], db: str, replicas: int) -> list[tuple[str, bool]]:
         (first_check, first.rps >= first_target),
         (f"duplicates >= 2x first-time ({dup.rps / first.rps if first.rps else 0:.2f}x)", dup.rps >= 2 * first.rps),
         (post_check, post.rps >= 300),
-        (f"POST /v1/payments p99 < 100 ms ({post.p99_ms:.1f} ms)", post.p99_ms < 100),
+        (post_p99_check, post.p99_ms < 100),
         (f"no errors or timeouts ({sum(r.errors for r in rows)})", all(r.errors == 0 for r in rows)),
     ]
     return checks

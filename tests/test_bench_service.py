@@ -53,6 +53,45 @@ def test_a_first_time_miss_above_its_floor_is_only_a_miss() -> None:
     assert _verdict(rows, "sqlite", 1, "first-time")[1]  # 650/s against 500/s
 
 
+def _create_floor(rps: float, p99_ms: float) -> Any:
+    return bench.Row("FastAPI POST + create's SQL + unifiedorder", rps, 5.0, p99_ms, 0, 1000, "floor POST", 30000.0)
+
+
+def test_a_payment_creation_miss_below_its_floor_is_out_of_reach_and_names_the_floor() -> None:
+    rows = [*_rows(**{"POST /v1/payments": 220.0}), _create_floor(250.0, 140.0)]
+    for row in rows:
+        if row.case == "POST /v1/payments":
+            row.p99_ms = 130.0
+    text, met = _verdict(rows, "sqlite", 1, "POST /v1/payments >= 300/s")
+    assert not met
+    assert "out of reach" in text
+    assert "unified order at the sandbox and nothing else reaches 250/s" in text
+    text, met = _verdict(rows, "sqlite", 1, "POST /v1/payments p99")
+    assert not met
+    assert "out of reach" in text
+    assert "has a p99 of 140.0 ms" in text
+
+
+def test_a_payment_creation_miss_above_its_floor_is_only_a_miss() -> None:
+    rows = [*_rows(**{"POST /v1/payments": 220.0}), _create_floor(400.0, 60.0)]
+    for row in rows:
+        if row.case == "POST /v1/payments":
+            row.p99_ms = 130.0
+    for starts in ("POST /v1/payments >= 300/s", "POST /v1/payments p99"):
+        text, met = _verdict(rows, "postgres", 2, starts)
+        assert not met
+        assert "out of reach" not in text
+
+
+def test_a_payment_creation_target_met_says_nothing_of_a_floor_below_it() -> None:
+    rows = [*_rows(), _create_floor(250.0, 140.0)]  # the service: 400/s, p99 10 ms
+    for starts in ("POST /v1/payments >= 300/s", "POST /v1/payments p99"):
+        text, met = _verdict(rows, "postgres", 2, starts)
+        assert met
+        assert "floor" not in text
+        assert "out of reach" not in text
+
+
 def test_a_get_ratio_miss_shows_the_lookup_floor_and_says_out_of_reach_only_below_the_target() -> None:
     rows = _rows()
     rows.append(bench.Row("floor GET + lookup", 4500.0, 5, 10, 0, 1000, "floor GET", 30000.0))
