@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from minipay.server import db
 from minipay.server._http import JSONBody
-from minipay.server._json import dumps, loads
+from minipay.server._json import dumps, dumps_text, loads
 from minipay.server.repositories._driver import Compiled
 
 
@@ -78,6 +78,29 @@ def test_json_columns_read_what_the_standard_library_wrote() -> None:
     assert math.isnan(loads('{"x": NaN}')["x"])
     with pytest.raises(json.JSONDecodeError):
         loads("{not json")
+
+
+def test_json_columns_are_written_compact_by_orjson_and_as_before_where_it_refuses() -> None:
+    value = {"metadata": {"ünï": "cödé 中文", "ctl": '\x00\n"\\'}, "list": [1, None, True, 2**62]}
+    text = dumps_text(value)
+    assert text == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert loads(text) == value
+    # What orjson refuses, json.dumps writes as it always did.
+    assert dumps_text({"n": 2**70}) == json.dumps({"n": 2**70})
+    assert dumps_text({1: "x"}) == '{"1": "x"}'
+    # Not JSON (a PostgreSQL json column refuses NaN): null.
+    assert dumps_text({"x": math.nan}) == '{"x":null}'
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite:///unused.db", "postgresql+asyncpg://u@127.0.0.1/unused"]
+)
+def test_every_engine_writes_json_columns_with_it(url: str) -> None:
+    engine = db.create_engine(url)  # connects to nothing yet
+    engines = [engine, getattr(engine, "reader", engine)]
+    for each in engines:
+        assert each.dialect._json_serializer is dumps_text  # type: ignore[attr-defined]
+        assert each.dialect._json_deserializer is loads  # type: ignore[attr-defined]
 
 
 def test_datetimes_compare_across_offsets() -> None:

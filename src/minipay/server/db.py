@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 
+from minipay.server._json import dumps_text
 from minipay.server._json import loads as json_loads
 from minipay.server._postgres import StatementPool
 from minipay.server._sqlite import InLoopDBAPI, LookupConnection, WalSync, begin_immediate
@@ -453,8 +454,9 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
 
     SQL parameters never appear in logs or error messages (``hide_parameters``): rows carry webhook
     secrets, and a database error is logged with its statement. JSON columns are read with
-    :func:`minipay.server._json.loads` (orjson). ``echo`` logs the statements SQLAlchemy executes, not
-    those run on the driver itself (``repositories._pg``: the lookups and writes sent at commit).
+    :func:`minipay.server._json.loads` and written with :func:`minipay.server._json.dumps_text`
+    (orjson). ``echo`` logs the statements SQLAlchemy executes, not those run on the driver itself
+    (``repositories._pg``: the lookups and writes sent at commit).
     """
     if database_url.startswith("sqlite"):
         if not database_url.startswith("sqlite+aiosqlite"):
@@ -471,6 +473,7 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             connect_args=connect_args,
             module=InLoopDBAPI(),
             json_deserializer=json_loads,
+            json_serializer=dumps_text,
         )
         _sqlite_pragmas(writer, read_only=False)
         if _sqlite_in_memory(database_url):
@@ -489,6 +492,7 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             connect_args=connect_args,
             module=InLoopDBAPI(),
             json_deserializer=json_loads,
+            json_serializer=dumps_text,
         )
         _sqlite_pragmas(reader, read_only=True)
         path = os.path.abspath(writer.url.database or "")
@@ -506,6 +510,7 @@ def create_engine(database_url: str, *, echo: bool = False, pool_size: int = 20)
             max_overflow=pool_size // 2,
             pool_recycle=1800,
             json_deserializer=json_loads,
+            json_serializer=dumps_text,
         )
         statements = StatementPool(
             pooled.url,
