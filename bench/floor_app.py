@@ -7,6 +7,14 @@ floor of their own: ``GET /rows/{row_id}`` runs the one keyed lookup ``GET /v1/p
 makes (the payment by id, in the service's own unit of work of lookups,
 ``MINIPAY_BENCH_DATABASE_URL``) and answers a small JSON document: what that read costs on the bare
 framework, the floor of the work left in the service's read once everything else is gone.
+``POST /orders`` (when ``MINIPAY_CONFIG`` names the service's configuration) reads its body (the payer's ``openid``,
+as ``POST /v1/payments`` gets it) and does what no payment creation can skip, through the service's
+own repositories, unit of work and WeChat gateway: the payment and its event row inserted and
+committed, the unified order at the sandbox, then the ``prepay_id`` saved with its event and
+committed; it answers the payment's id and ``prepay_id``. That is the floor of ``POST
+/v1/payments`` on the bare framework, without the request's validation, the API key, the
+idempotency check, the ``pay_params`` and the view; the process that serves it runs as the service
+does (its start-up heap frozen out of the garbage collector's full collections).
 
 ``fastapi_app`` (FastAPI, what the service is written in, measured beside it to show how much of the
 gap to the Starlette floor is the framework's own): ``GET /get``, the same JSON from a bare FastAPI
@@ -23,13 +31,7 @@ remaining work of a first-time notification on FastAPI, without the notification
 checks against the order; ``POST /verified-writes/{row_id}``, the same after parsing a signed
 notification and checking its signature with the institution's key (``MINIPAY_BENCH_API_KEY``),
 what no notification can skip: the floor of a first-time notification but for its checks against
-the order and the service's HTTP guards; ``POST /orders``, a POST route that reads its body and
-does what no payment creation can skip, through the service's own repositories, unit of work and
-WeChat gateway (the service's configuration, ``MINIPAY_CONFIG``): the payment and its event row
-inserted and committed, the unified order at the sandbox, then the ``prepay_id`` saved with its
-event and committed; it answers the ``prepay_id``. That is the floor of ``POST /v1/payments`` on
-FastAPI, without the request's validation, the API key, the idempotency check, the ``pay_params``
-and the view.
+the order and the service's HTTP guards.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from minipay._web import freeze_startup_heap
 from minipay.protocol import parse_payment_notification
 from minipay.server import db
 from minipay.server.adapters import ClientGateway
@@ -80,6 +83,63 @@ async def lookup(request: Request) -> JSONResponse:
     return JSONResponse({"id": payment.id, "status": str(payment.status), "amount": payment.amount})
 
 
+async def orders(request: Request) -> JSONResponse:
+    # What a payment's creation cannot skip, as the service runs it: the insert and its event at
+    # commit, the unified order through the service's gateway, the prepay_id saved at commit.
+    if _engine is None or _gateway is None or _settings is None:
+        return JSONResponse({"error": "MINIPAY_BENCH_DATABASE_URL and MINIPAY_CONFIG must be set"}, 503)
+    openid = str(orjson.loads(await request.body())["openid"])  # the payer, as POST /v1/payments gets it
+    engine, gateway, settings = _engine, _gateway, _settings
+    sub = settings.sub_merchants[0]
+    inst = gateway.institution(sub)
+    now = datetime.now(UTC)
+    payment = Payment(
+        id=new_id("pay"),
+        institution=inst.name,
+        appid=inst.appid,
+        mch_id=inst.mch_id,
+        sub_mch_id=sub.sub_mch_id,
+        sub_appid=sub.sub_appid,
+        out_trade_no=new_out_trade_no(),
+        amount=1000,
+        currency=sub.currency,
+        description="bench",
+        openid=openid,
+        client_ip="127.0.0.1",
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(seconds=settings.payment_expires_in),
+    )
+    async with UnitOfWork(engine).writing_at_commit() as uow:
+        await uow.payments.add(payment)
+        data = {"out_trade_no": payment.out_trade_no, "amount": payment.amount, "currency": payment.currency}
+        await uow.events.append(
+            type="created", source="bench", data=data, now=now, payment_id=payment.id, sub_mch_id=sub.sub_mch_id
+        )
+        await uow.commit()
+    prepay_id = await gateway.create_order(
+        sub,
+        OrderRequest(
+            out_trade_no=payment.out_trade_no,
+            total_fee=payment.amount,
+            fee_type=payment.currency,
+            body=payment.description,
+            notify_url=f"{settings.public_base_url}/wechatpay/notify/payment",
+            sub_openid=payment.openid,
+            spbill_create_ip=payment.client_ip,
+            time_start=payment.created_at,
+            time_expire=payment.expires_at,
+        ),
+    )
+    async with UnitOfWork(engine).writing_at_commit() as uow:
+        now = datetime.now(UTC)
+        payment.prepared(prepay_id, now + PREPAY_LIFETIME, now)
+        await uow.payments.save(payment)
+        await uow.record(payment.events, source="bench", sub_mch_id=sub.sub_mch_id, now=now, payment_id=payment.id)
+        await uow.commit()
+    return JSONResponse({"id": payment.id, "prepay_id": prepay_id}, 201)
+
+
 _engine: Any = None
 #: The FastAPI app's WeChat gateway and settings (the service's own, from ``MINIPAY_CONFIG``), for
 #: ``POST /orders``.
@@ -101,13 +161,15 @@ def _lifespan(*, lookups: bool) -> Callable[[Any], contextlib.AbstractAsyncConte
         _engine = _gateway = _settings = None
         if url:
             _engine = db.create_engine(url, pool_size=FLOOR_POOL_SIZE) if lookups else db.create_engine(url)
-        if not lookups and os.environ.get("MINIPAY_CONFIG"):
+        if lookups and os.environ.get("MINIPAY_CONFIG"):
             _settings = load_settings()
             _gateway = ClientGateway(_settings)
         if lookups and isinstance(_engine, db.PgEngine):
             # As the service does at start-up: the statement pool open and warmed up before the
             # first request, so that the floor's lookups are measured on the same footing.
             await _engine.statements.fill()
+        if _gateway is not None:
+            freeze_startup_heap()  # as the service's processes do, just before serving
         try:
             yield
         finally:
@@ -120,7 +182,12 @@ def _lifespan(*, lookups: bool) -> Callable[[Any], contextlib.AbstractAsyncConte
 
 
 app = Starlette(
-    routes=[Route("/get", get), Route("/post", post, methods=["POST"]), Route("/rows/{row_id}", lookup)],
+    routes=[
+        Route("/get", get),
+        Route("/post", post, methods=["POST"]),
+        Route("/rows/{row_id}", lookup),
+        Route("/orders", orders, methods=["POST"]),
+    ],
     lifespan=_lifespan(lookups=True),
 )
 
@@ -204,58 +271,3 @@ async def fastapi_verified_writes(row_id: str, request: Request) -> Response:
     parse_payment_notification(await request.body(), key)
     await _notify_statements(row_id)
     return Response(_REPLY, media_type="application/xml")
-
-
-@fastapi_app.post("/orders")
-async def fastapi_orders(request: Request) -> JSONResponse:
-    # What a payment's creation cannot skip, as the service runs it: the insert and its event at
-    # commit, the unified order through the service's gateway, the prepay_id saved at commit.
-    if _engine is None or _gateway is None or _settings is None:
-        raise HTTPException(503, "MINIPAY_BENCH_DATABASE_URL and MINIPAY_CONFIG must be set")
-    openid = str(orjson.loads(await request.body())["openid"])  # the payer, as POST /v1/payments gets it
-    engine, gateway, settings = _engine, _gateway, _settings
-    sub = settings.sub_merchants[0]
-    inst = gateway.institution(sub)
-    now = datetime.now(UTC)
-    payment = Payment(
-        id=new_id("pay"),
-        institution=inst.name,
-        appid=inst.appid,
-        mch_id=inst.mch_id,
-        sub_mch_id=sub.sub_mch_id,
-        sub_appid=sub.sub_appid,
-        out_trade_no=new_out_trade_no(),
-        amount=1000,
-        currency=sub.currency,
-        description="bench",
-        openid=openid,
-        client_ip="127.0.0.1",
-        created_at=now,
-        updated_at=now,
-        expires_at=now + timedelta(hours=2),
-    )
-    async with UnitOfWork(engine).writing_at_commit() as uow:
-        await uow.payments.add(payment)
-        await uow.events.append(type="created", source="bench", data={}, now=now, payment_id=payment.id)
-        await uow.commit()
-    prepay_id = await gateway.create_order(
-        sub,
-        OrderRequest(
-            out_trade_no=payment.out_trade_no,
-            total_fee=payment.amount,
-            fee_type=payment.currency,
-            body=payment.description,
-            notify_url=f"{settings.public_base_url}/wechatpay/notify/payment",
-            sub_openid=payment.openid,
-            spbill_create_ip=payment.client_ip,
-            time_start=payment.created_at,
-            time_expire=payment.expires_at,
-        ),
-    )
-    async with UnitOfWork(engine).writing_at_commit() as uow:
-        now = datetime.now(UTC)
-        payment.prepared(prepay_id, now + PREPAY_LIFETIME, now)
-        await uow.payments.save(payment)
-        await uow.record(payment.events, source="bench", sub_mch_id=sub.sub_mch_id, now=now, payment_id=payment.id)
-        await uow.commit()
-    return JSONResponse({"id": payment.id, "prepay_id": prepay_id}, 201)
