@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -80,6 +81,11 @@ def test_json_columns_read_what_the_standard_library_wrote() -> None:
         loads("{not json")
 
 
+@dataclass
+class Refused:
+    name: str
+
+
 def test_json_columns_are_written_compact_by_orjson_and_as_before_where_it_refuses() -> None:
     value = {"metadata": {"ünï": "cödé 中文", "ctl": '\x00\n"\\'}, "list": [1, None, True, 2**62]}
     text = dumps_text(value)
@@ -90,6 +96,10 @@ def test_json_columns_are_written_compact_by_orjson_and_as_before_where_it_refus
     assert dumps_text({1: "x"}) == '{"1": "x"}'
     # Not JSON (a PostgreSQL json column refuses NaN): null.
     assert dumps_text({"x": math.nan}) == '{"x":null}'
+    # What json.dumps refused and orjson would write: refused still.
+    for refused in (datetime.now(UTC), Refused("x")):
+        with pytest.raises(TypeError):
+            dumps_text({"at": refused})
 
 
 @pytest.mark.parametrize(
