@@ -934,16 +934,23 @@ AUTOGROUP_WARNING = """\
      rather than of the scheduler: sysctl -w kernel.sched_autogroup_enabled=0 (until a reboot)."""
 
 
+def database_url(pg_url: str, name: str) -> str:
+    """``pg_url`` with the database ``name``: the same server, user and options (a Unix-socket URL's
+    ``?host=/run/postgresql``, say)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def database(db: str, pg_url: str, work: Path) -> Iterator[str]:
     if db == "sqlite":
         yield f"sqlite+aiosqlite:///{work / 'bench.db'}"
         return
     name = f"minipay_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    base, _, _ = pg_url.rpartition("/")
     _pg(pg_url, f'CREATE DATABASE "{name}"')
     try:
-        yield f"{base}/{name}"
+        yield database_url(pg_url, name)
     finally:
         _pg(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

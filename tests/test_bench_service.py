@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from tests.bench_scripts import load_bench
 
 bench = load_bench("service")
@@ -162,3 +164,12 @@ def test_a_server_elsewhere_leaves_the_grouping_unknown(tmp_path: Any, monkeypat
     monkeypatch.setattr(bench, "_pg", lambda url, sql: 77)  # no such process on this machine
     proc = _proc(tmp_path, enabled="1", ours="/autogroup-85", server=None)
     assert bench.autogroup("postgresql+asyncpg://x", proc) == {"enabled": True, "database_apart": None}
+
+
+def test_the_runs_database_is_on_the_same_server_with_the_same_options() -> None:
+    made = bench.database_url("postgresql+asyncpg://postgres:p%40ss@/postgres?host=/run/postgresql", "minipay_bench_1")
+    url = make_url(made)
+    assert (url.username, url.password, url.database) == ("postgres", "p@ss", "minipay_bench_1")
+    assert url.query == {"host": "/run/postgresql"}
+    tcp = bench.database_url("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres", "x")
+    assert tcp == "postgresql+asyncpg://postgres@127.0.0.1:5432/x"
