@@ -7,9 +7,9 @@ floor of their own: ``GET /rows/{row_id}`` runs the one keyed lookup ``GET /v1/p
 makes (the payment by id, in the service's own unit of work of lookups,
 ``MINIPAY_BENCH_DATABASE_URL``) and answers a small JSON document: what that read costs on the bare
 framework, the floor of the work left in the service's read once everything else is gone.
-``POST /orders`` (when ``MINIPAY_CONFIG`` names the service's configuration) reads its body (the payer's ``openid``,
-as ``POST /v1/payments`` gets it) and does what no payment creation can skip, through the service's
-own repositories, unit of work and WeChat gateway: the payment and its event row inserted and
+``POST /orders`` (when ``MINIPAY_CONFIG`` names the service's configuration) reads its body (the
+payer's ``openid``, as ``POST /v1/payments`` gets it) and does what no payment creation can skip,
+through the service's own repositories, unit of work and WeChat gateway: the payment and its event row inserted and
 committed, the unified order at the sandbox, then the ``prepay_id`` saved with its event and
 committed; it answers the payment's id and ``prepay_id``. That is the floor of ``POST
 /v1/payments`` on the bare framework, without the request's validation, the API key, the
@@ -141,7 +141,7 @@ async def orders(request: Request) -> JSONResponse:
 
 
 _engine: Any = None
-#: The FastAPI app's WeChat gateway and settings (the service's own, from ``MINIPAY_CONFIG``), for
+#: The Starlette app's WeChat gateway and settings (the service's own, from ``MINIPAY_CONFIG``), for
 #: ``POST /orders``.
 _gateway: ClientGateway | None = None
 _settings: Settings | None = None
