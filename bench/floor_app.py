@@ -40,7 +40,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -54,8 +54,7 @@ from minipay._web import freeze_startup_heap
 from minipay.protocol import parse_payment_notification
 from minipay.server import db
 from minipay.server.adapters import ClientGateway
-from minipay.server.commands import new_out_trade_no
-from minipay.server.domain import Payment, new_id
+from minipay.server.commands import CreatePayment, new_out_trade_no, new_payment
 from minipay.server.ports import OrderRequest
 from minipay.server.services import PREPAY_LIFETIME
 from minipay.server.settings import Settings, load_settings
@@ -93,22 +92,15 @@ async def orders(request: Request) -> JSONResponse:
     sub = settings.sub_merchants[0]
     inst = gateway.institution(sub)
     now = datetime.now(UTC)
-    payment = Payment(
-        id=new_id("pay"),
-        institution=inst.name,
-        appid=inst.appid,
-        mch_id=inst.mch_id,
-        sub_mch_id=sub.sub_mch_id,
-        sub_appid=sub.sub_appid,
+    payment = new_payment(
+        CreatePayment(amount=1000, currency=sub.currency, description="bench", openid=openid),
+        inst,
+        sub,
         out_trade_no=new_out_trade_no(),
-        amount=1000,
         currency=sub.currency,
-        description="bench",
-        openid=openid,
         client_ip="127.0.0.1",
-        created_at=now,
-        updated_at=now,
-        expires_at=now + timedelta(seconds=settings.payment_expires_in),
+        expires_in=settings.payment_expires_in,
+        now=now,
     )
     async with UnitOfWork(engine).writing_at_commit() as uow:
         await uow.payments.add(payment)
@@ -117,20 +109,8 @@ async def orders(request: Request) -> JSONResponse:
             type="created", source="bench", data=data, now=now, payment_id=payment.id, sub_mch_id=sub.sub_mch_id
         )
         await uow.commit()
-    prepay_id = await gateway.create_order(
-        sub,
-        OrderRequest(
-            out_trade_no=payment.out_trade_no,
-            total_fee=payment.amount,
-            fee_type=payment.currency,
-            body=payment.description,
-            notify_url=f"{settings.public_base_url}/wechatpay/notify/payment",
-            sub_openid=payment.openid,
-            spbill_create_ip=payment.client_ip,
-            time_start=payment.created_at,
-            time_expire=payment.expires_at,
-        ),
-    )
+    notify_url = f"{settings.public_base_url}/wechatpay/notify/payment"
+    prepay_id = await gateway.create_order(sub, OrderRequest.for_payment(payment, notify_url))
     async with UnitOfWork(engine).writing_at_commit() as uow:
         now = datetime.now(UTC)
         payment.prepared(prepay_id, now + PREPAY_LIFETIME, now)

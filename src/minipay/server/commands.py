@@ -1,11 +1,12 @@
-"""What the use cases take: the caller (``Principal``), the ``CreatePayment`` command and their checks
-(:func:`check_create_payment`)."""
+"""What the use cases take: the caller (``Principal``), the ``CreatePayment`` command, their checks
+(:func:`check_create_payment`) and the payment such a command makes (:func:`new_payment`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from minipay.protocol import (
     DEFAULT_CURRENCIES,
@@ -19,8 +20,10 @@ from minipay.protocol import (
     check_text,
     random_hex,
 )
+from minipay.server.domain import Payment, new_id
 from minipay.server.errors import Conflict
 from minipay.server.ports import UnitOfWorkPort
+from minipay.server.settings import InstitutionSettings, SubMerchantSettings
 
 __all__ = [
     "MAX_AMOUNT",
@@ -32,6 +35,7 @@ __all__ = [
     "is_unknown",
     "new_out_refund_no",
     "new_out_trade_no",
+    "new_payment",
     "replayed_id",
 ]
 
@@ -121,6 +125,41 @@ def check_create_payment(cmd: CreatePayment, *, sub_currency: str, default_expir
     for text in (*cmd.metadata, *map(str, cmd.metadata.values())):
         check_storable(text, "metadata")
     return currency, client_ip, expires_in
+
+
+def new_payment(
+    cmd: CreatePayment,
+    inst: InstitutionSettings,
+    sub: SubMerchantSettings,
+    *,
+    out_trade_no: str,
+    currency: str,
+    client_ip: str,
+    expires_in: int,
+    now: datetime,
+) -> Payment:
+    """The payment ``cmd`` asks for, made at ``now`` for the sub-merchant ``sub`` of the institution
+    ``inst``, with what :func:`check_create_payment` made of it (``currency``, ``client_ip``,
+    ``expires_in`` in seconds) and its ``out_trade_no``; not yet stored."""
+    return Payment(
+        id=new_id("pay"),
+        institution=inst.name,
+        appid=inst.appid,
+        mch_id=inst.mch_id,
+        sub_mch_id=sub.sub_mch_id,
+        sub_appid=sub.sub_appid,
+        out_trade_no=out_trade_no,
+        amount=cmd.amount,
+        currency=currency,
+        description=cmd.description,
+        openid=cmd.openid,
+        client_ip=client_ip,
+        attach=cmd.attach,
+        metadata={str(k): str(v) for k, v in cmd.metadata.items()},
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(seconds=expires_in),
+    )
 
 
 def new_out_trade_no() -> str:

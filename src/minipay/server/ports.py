@@ -64,6 +64,23 @@ class OrderRequest:
     time_expire: datetime | None
     attach: str | None = None
 
+    @classmethod
+    def for_payment(cls, payment: Payment, notify_url: str) -> OrderRequest:
+        """The unified order of ``payment``, built from its stored fields alone: every call for the same
+        payment sends identical parameters."""
+        return cls(
+            out_trade_no=payment.out_trade_no,
+            total_fee=payment.amount,
+            fee_type=payment.currency,
+            body=payment.description,
+            notify_url=notify_url,
+            sub_openid=payment.openid,
+            spbill_create_ip=payment.client_ip,
+            time_start=payment.created_at,
+            time_expire=payment.expires_at,
+            attach=payment.attach,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RefundRequest:

@@ -35,6 +35,7 @@ from minipay.server.commands import (
     is_unknown,
     new_out_refund_no,
     new_out_trade_no,
+    new_payment,
     replayed_id,
 )
 from minipay.server.domain import (
@@ -221,24 +222,15 @@ class Services:
                     return existing, False
             if taken:
                 raise Conflict("out_trade_no is already used", code="out_trade_no_used")
-            payment = Payment(
-                id=new_id("pay"),
-                institution=inst.name,
-                appid=inst.appid,
-                mch_id=inst.mch_id,
-                sub_mch_id=sub.sub_mch_id,
-                sub_appid=sub.sub_appid,
+            payment = new_payment(
+                cmd,
+                inst,
+                sub,
                 out_trade_no=out_trade_no,
-                amount=cmd.amount,
                 currency=currency,
-                description=cmd.description,
-                openid=cmd.openid,
                 client_ip=client_ip,
-                attach=cmd.attach,
-                metadata={str(k): str(v) for k, v in cmd.metadata.items()},
-                created_at=now,
-                updated_at=now,
-                expires_at=now + timedelta(seconds=expires_in),
+                expires_in=expires_in,
+                now=now,
             )
             await uow.payments.add(payment)
             if idempotency_key is not None:
@@ -267,20 +259,6 @@ class Services:
     def _prepay_stale(self, payment: Payment) -> bool:
         return payment.prepay_expires_at is None or payment.prepay_expires_at - _PREPAY_MARGIN <= self.clock.now()
 
-    def _order_request(self, payment: Payment) -> OrderRequest:
-        return OrderRequest(
-            out_trade_no=payment.out_trade_no,
-            total_fee=payment.amount,
-            fee_type=payment.currency,
-            body=payment.description,
-            notify_url=self.notify_url("payment"),
-            sub_openid=payment.openid,
-            spbill_create_ip=payment.client_ip,
-            time_start=payment.created_at,
-            time_expire=payment.expires_at,
-            attach=payment.attach,
-        )
-
     async def _ensure_prepay(self, sub: SubMerchantSettings, payment: Payment) -> Payment:
         """Get a (fresh) ``prepay_id`` by unified order with the stored, identical parameters."""
         if payment.status is PaymentStatus.CREATED and payment.last_error is not None:
@@ -288,8 +266,9 @@ class Services:
             resolved = await self._resolve_by_query(sub, payment)
             if resolved.status is not PaymentStatus.CREATED:
                 return resolved
+        order = OrderRequest.for_payment(payment, self.notify_url("payment"))
         try:
-            prepay_id = await self.gateway.create_order(sub, self._order_request(payment))
+            prepay_id = await self.gateway.create_order(sub, order)
         except MinipayError as exc:  # WeChat's refusal, or no answer at all
             return await self._create_failed(sub, payment, exc)
 
